@@ -1,0 +1,140 @@
+//! Every command-line flag, defined and documented in one place.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::convert::Codec;
+
+/// Exit codes, as documented in the README.
+pub mod exit {
+    /// Everything converted.
+    pub const OK: i32 = 0;
+    /// A fatal error: nothing was published.
+    pub const FATAL: i32 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: i32 = 2;
+    /// The run finished, but some lines were rejected, an input was damaged or a manifest count
+    /// did not match.
+    pub const WITH_REJECTS: i32 = 3;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fhir2parquet",
+    version,
+    about = "FHIR Bulk Data NDJSON to typed Parquet, and SQL over it"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Convert NDJSON (files, folders, a bulk manifest, or - for stdin) into a Parquet dataset per
+    /// resource type.
+    Convert(ConvertArgs),
+    /// Write a converted dataset back as <ResourceType>.ndjson files.
+    ToNdjson(ToNdjsonArgs),
+    /// Print a resource type's schema.
+    Schema(SchemaArgs),
+    /// An SQL shell (DataFusion) over a converted dataset.
+    Sql(SqlArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// Input files (.ndjson, .ndjson.gz), folders, manifest.json files, or - for standard input.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output folder: OUT/<ResourceType>/ per type.
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// Add this run's files beside those already in OUT instead of replacing each type's data.
+    #[arg(long)]
+    pub append: bool,
+    /// Add a Hive partition column from a date element: TYPE.ELEMENT[:year|month|day], for example
+    /// Observation.effective:year. Repeat for several types.
+    #[arg(long = "partition-by", value_name = "TYPE.ELEMENT[:GRAIN]")]
+    pub partition_by: Vec<String>,
+    /// Parquet compression.
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub compression: Codec,
+    /// Zstd level (1 is fast and small enough; up to 22).
+    #[arg(long, default_value_t = 1)]
+    pub zstd_level: i32,
+    /// Start a new file once one reaches this many megabytes.
+    #[arg(long, value_name = "MB", default_value_t = 512)]
+    pub target_file_mb: u64,
+    /// Rows per Parquet row group at most.
+    #[arg(long, default_value_t = 122_880)]
+    pub row_group_rows: usize,
+    /// Rows decoded before a batch is handed to the Parquet writer.
+    #[arg(long, default_value_t = 4096)]
+    pub batch_rows: usize,
+    /// Worker threads (default: one per core).
+    #[arg(short = 'j', long)]
+    pub threads: Option<usize>,
+    /// No progress bar and no summary table.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ToNdjsonArgs {
+    /// A folder written by convert.
+    pub dataset: PathBuf,
+    /// Output folder for <ResourceType>.ndjson.
+    #[arg(short, long)]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SchemaArgs {
+    /// The resource type (Patient, Observation, ...).
+    #[arg(required_unless_present = "list")]
+    pub resource_type: Option<String>,
+    /// List the resource types.
+    #[arg(long)]
+    pub list: bool,
+    #[arg(long, value_enum, default_value = "tree")]
+    pub format: SchemaFormat,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum SchemaFormat {
+    /// An indented tree of columns and types.
+    Tree,
+    /// The Arrow schema as JSON.
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SqlArgs {
+    /// A folder written by convert.
+    pub dataset: PathBuf,
+    /// Run this statement and exit.
+    #[arg(short = 'c', long = "command")]
+    pub command: Vec<String>,
+    /// Run the statements of this file and exit.
+    #[arg(short, long)]
+    pub file: Vec<PathBuf>,
+    /// Output format of results.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: PrintFormat,
+    /// Memory limit for queries, e.g. 2G or 512M; beyond it, sorts and joins spill to disk.
+    #[arg(long)]
+    pub memory_limit: Option<String>,
+    /// Do not print timing or row counts after results.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrintFormat {
+    Table,
+    Csv,
+    Json,
+    Ndjson,
+}

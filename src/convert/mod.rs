@@ -1,0 +1,388 @@
+//! `convert`: the parallel pipeline from NDJSON sources to a Parquet dataset per resource type.
+//!
+//! One reader (this thread) cuts the sources into chunks of whole lines; each worker thread parses
+//! lines, routes every resource to the [`ResourceDecoder`] of its type and writes the batches to its
+//! own Parquet files. Everything is written under `OUT/.fhir2parquet-tmp-<run>/` and published at
+//! the end, so a run that is killed leaves nothing that looks complete.
+
+mod partition;
+mod rejects;
+mod summary;
+mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::decode::{OverflowStats, ResourceDecoder};
+use crate::input::{self, Chunk, Source};
+use crate::json::{self, Json};
+
+pub use partition::PartitionSpec;
+pub use rejects::RejectReason;
+pub use summary::{InputRecord, RunRecord, TypeRecord};
+pub use writer::{Codec, WriteOptions};
+
+/// Everything `convert` needs besides the inputs.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    pub out: PathBuf,
+    pub append: bool,
+    pub partition_by: Vec<PartitionSpec>,
+    pub write: WriteOptions,
+    pub threads: usize,
+    pub batch_rows: usize,
+    pub progress: bool,
+}
+
+/// The name of the run record in OUT.
+pub const RUN_RECORD: &str = "_fhir2parquet.json";
+/// The folder of rejected lines in OUT.
+pub const REJECTS_DIR: &str = "_rejects";
+const TMP_PREFIX: &str = ".fhir2parquet-tmp-";
+
+#[derive(Default)]
+struct TypeState {
+    parts: HashMap<String, (ResourceDecoder, writer::RollingWriter)>,
+    rows: u64,
+    bytes_in: u64,
+    busy: Duration,
+}
+
+struct Worker<'a> {
+    id: usize,
+    run_id: &'a str,
+    tmp: &'a Path,
+    opts: &'a ConvertOptions,
+    sources: &'a [Source],
+    fhir_version: &'a str,
+    types: HashMap<String, TypeState>,
+    rejects: rejects::RejectWriter,
+    reject_counts: BTreeMap<RejectReason, u64>,
+    per_source: HashMap<usize, u64>,
+    resources: &'a AtomicU64,
+}
+
+/// What a worker hands back.
+struct WorkerResult {
+    types: HashMap<String, TypeRecord>,
+    rejects: u64,
+    reject_counts: BTreeMap<RejectReason, u64>,
+    reject_file: Option<PathBuf>,
+    per_source: HashMap<usize, u64>,
+}
+
+impl Worker<'_> {
+    fn chunk(&mut self, chunk: Chunk) -> Result<()> {
+        let mut line_no = chunk.first_line;
+        let mut count = 0;
+        for raw in chunk.data.split(|&c| c == b'\n') {
+            let this = line_no;
+            line_no += 1;
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if raw.iter().all(|c| c.is_ascii_whitespace()) {
+                continue;
+            }
+            *self.per_source.entry(chunk.source).or_default() += 1;
+            count += 1;
+            self.line(chunk.source, this, raw)?;
+        }
+        self.resources.fetch_add(count, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn line(&mut self, source: usize, line: u64, raw: &[u8]) -> Result<()> {
+        let started = Instant::now();
+        let text = match std::str::from_utf8(raw) {
+            Ok(t) => t,
+            Err(e) => {
+                let detail = format!("invalid UTF-8 at byte {}", e.valid_up_to());
+                return self.reject(source, line, RejectReason::NotUtf8, &detail, raw);
+            }
+        };
+        let doc = match json::parse(text) {
+            Ok(d) => d,
+            Err(e) => return self.reject(source, line, RejectReason::NotJson, &e.to_string(), raw),
+        };
+        if !matches!(doc, Json::Obj(_)) {
+            let detail = format!("the line holds a JSON {}", doc.kind());
+            return self.reject(source, line, RejectReason::NotAnObject, &detail, raw);
+        }
+        let Some(rt) = doc.get("resourceType").and_then(Json::as_str) else {
+            return self.reject(
+                source,
+                line,
+                RejectReason::NoResourceType,
+                "at /resourceType",
+                raw,
+            );
+        };
+        if !self.types.contains_key(rt) {
+            if crate::schema::node::resource_members(rt).is_none() {
+                let detail = "at /resourceType: not a resource type of this FHIR version";
+                return self.reject(source, line, RejectReason::UnknownResourceType, detail, raw);
+            }
+            self.types.insert(rt.to_string(), TypeState::default());
+        }
+        let part = self
+            .opts
+            .partition_by
+            .iter()
+            .find(|p| p.resource_type == rt)
+            .map(|p| format!("{}={}", p.column(), p.value(&doc)))
+            .unwrap_or_default();
+        let state = self.types.get_mut(rt).expect("inserted above");
+        if !state.parts.contains_key(&part) {
+            let decoder = ResourceDecoder::new(rt).expect("checked above");
+            let dir = if part.is_empty() {
+                self.tmp.join(rt)
+            } else {
+                self.tmp.join(rt).join(&part)
+            };
+            let props = self.opts.write.properties(rt, self.fhir_version);
+            let w = writer::RollingWriter::new(
+                &dir,
+                format!("{}-{}", self.run_id, self.id),
+                decoder.schema(),
+                props,
+                self.opts.write.target_file_bytes,
+            );
+            state.parts.insert(part.clone(), (decoder, w));
+        }
+        let (decoder, w) = state.parts.get_mut(&part).expect("inserted above");
+        decoder.decode(&doc);
+        if decoder.len() >= self.opts.batch_rows {
+            let batch = decoder.flush()?;
+            w.write(&batch)?;
+        }
+        state.rows += 1;
+        state.bytes_in += raw.len() as u64 + 1;
+        state.busy += started.elapsed();
+        Ok(())
+    }
+
+    fn reject(
+        &mut self,
+        source: usize,
+        line: u64,
+        reason: RejectReason,
+        detail: &str,
+        raw: &[u8],
+    ) -> Result<()> {
+        *self.reject_counts.entry(reason).or_default() += 1;
+        self.rejects
+            .reject(&self.sources[source].display(), line, reason, detail, raw)
+    }
+
+    fn finish(self) -> Result<WorkerResult> {
+        let mut types = HashMap::new();
+        for (name, state) in self.types {
+            let started = Instant::now();
+            let mut rec = TypeRecord {
+                rows: state.rows,
+                input_bytes: state.bytes_in,
+                ..Default::default()
+            };
+            let mut overflow = OverflowStats::default();
+            for (_, (mut decoder, mut w)) in state.parts {
+                if !decoder.is_empty() {
+                    let batch = decoder.flush()?;
+                    w.write(&batch)?;
+                }
+                overflow.merge(decoder.stats());
+                let (files, bytes) = w.finish()?;
+                rec.files += files.len() as u64;
+                rec.parquet_bytes += bytes;
+            }
+            rec.overflow = overflow;
+            rec.seconds = (state.busy + started.elapsed()).as_secs_f64();
+            types.insert(name, rec);
+        }
+        Ok(WorkerResult {
+            types,
+            rejects: self.rejects.count,
+            reject_counts: self.reject_counts,
+            reject_file: self.rejects.finish()?,
+            per_source: self.per_source,
+        })
+    }
+}
+
+/// Runs a conversion. Returns the run record; the caller decides the exit code from it.
+pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
+    let started = Instant::now();
+    let sources = input::resolve(inputs)?;
+    let fhir_version = crate::schema::r4().fhir_version.clone();
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("cannot create the output folder {}", opts.out.display()))?;
+    clean_stale_tmp(&opts.out);
+    let run_id = format!(
+        "{}{:04x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        std::process::id() & 0xffff
+    );
+    let tmp = opts.out.join(format!("{TMP_PREFIX}{run_id}"));
+    std::fs::create_dir_all(&tmp)?;
+
+    let total: u64 = sources.iter().map(|s| s.size).sum();
+    let bar = summary::progress_bar(opts.progress, total);
+    let read_bytes = Arc::new(AtomicU64::new(0));
+    let resources = AtomicU64::new(0);
+    let threads = opts.threads.max(1);
+    let (tx, rx) = crossbeam_channel::bounded::<Chunk>(threads * 2);
+
+    let mut input_records = Vec::new();
+    let results: Vec<Result<WorkerResult>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|id| {
+                let rx = rx.clone();
+                let (tmp, run_id, fv, sources, resources) =
+                    (&tmp, &run_id, &fhir_version, &sources, &resources);
+                scope.spawn(move || -> Result<WorkerResult> {
+                    let mut w = Worker {
+                        id,
+                        run_id,
+                        tmp,
+                        opts,
+                        sources,
+                        fhir_version: fv,
+                        types: HashMap::new(),
+                        rejects: rejects::RejectWriter::new(
+                            tmp.join(REJECTS_DIR)
+                                .join(format!("rejects-{run_id}-{id}.ndjson")),
+                        ),
+                        reject_counts: BTreeMap::new(),
+                        per_source: HashMap::new(),
+                        resources,
+                    };
+                    let mut failed = None;
+                    for chunk in rx.iter() {
+                        if failed.is_none() {
+                            if let Err(e) = w.chunk(chunk) {
+                                failed = Some(e);
+                            }
+                        }
+                    }
+                    match failed {
+                        Some(e) => Err(e),
+                        None => w.finish(),
+                    }
+                })
+            })
+            .collect();
+        drop(rx);
+        for (i, source) in sources.iter().enumerate() {
+            let outcome = input::read_chunks(i, source, read_bytes.clone(), |chunk| {
+                bar.set_position(read_bytes.load(Ordering::Relaxed));
+                let n = resources.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!("{n} resources, {:.0}/s", n as f64 / secs));
+                tx.send(chunk).is_ok()
+            });
+            let rec = match outcome {
+                Ok(o) => InputRecord {
+                    path: source.display(),
+                    size: source.size.max(o.bytes),
+                    sha256: Some(o.sha256),
+                    lines: o.lines,
+                    expected_count: source.expected_count,
+                    resources: 0,
+                    error: o.error,
+                },
+                Err(e) => InputRecord {
+                    path: source.display(),
+                    size: source.size,
+                    sha256: None,
+                    lines: 0,
+                    expected_count: source.expected_count,
+                    resources: 0,
+                    error: Some(format!("cannot read: {e}")),
+                },
+            };
+            input_records.push(rec);
+        }
+        drop(tx);
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a worker panicked"))
+            .collect()
+    });
+    bar.finish_and_clear();
+
+    let mut record = RunRecord::new(&run_id, &fhir_version, opts);
+    record.inputs = input_records;
+    for r in results {
+        let r = r?;
+        for (t, rec) in r.types {
+            record.types.entry(t).or_default().merge(&rec);
+        }
+        record.rejects.count += r.rejects;
+        for (k, v) in r.reject_counts {
+            *record.rejects.by_reason.entry(k).or_default() += v;
+        }
+        if let Some(f) = r.reject_file {
+            record.rejects.files.push(
+                f.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        for (s, n) in r.per_source {
+            record.inputs[s].resources += n;
+        }
+    }
+    publish(&tmp, opts)?;
+    record.seconds = started.elapsed().as_secs_f64();
+    record.write(&opts.out)?;
+    Ok(record)
+}
+
+/// Moves the finished run from its temporary folder into OUT.
+fn publish(tmp: &Path, opts: &ConvertOptions) -> Result<()> {
+    for entry in std::fs::read_dir(tmp)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let dest = opts.out.join(&name);
+        if opts.append && dest.exists() {
+            move_into(&entry.path(), &dest)?;
+        } else {
+            if dest.exists() {
+                std::fs::remove_dir_all(&dest)
+                    .with_context(|| format!("cannot replace {}", dest.display()))?;
+            }
+            std::fs::rename(entry.path(), &dest)?;
+        }
+    }
+    std::fs::remove_dir_all(tmp)?;
+    Ok(())
+}
+
+fn move_into(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            move_into(&entry.path(), &dest)?;
+        } else {
+            std::fs::rename(entry.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Temporary folders of killed runs are never read; remove them.
+fn clean_stale_tmp(out: &Path) {
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The run record (`OUT/_fhir2parquet.json`), the progress bar and the summary table.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::{ConvertOptions, RejectReason, RUN_RECORD};
+use crate::decode::OverflowStats;
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct TypeRecord {
+    pub rows: u64,
+    pub input_bytes: u64,
+    pub files: u64,
+    pub parquet_bytes: u64,
+    pub seconds: f64,
+    pub overflow: OverflowStats,
+}
+
+impl TypeRecord {
+    pub fn merge(&mut self, o: &TypeRecord) {
+        self.rows += o.rows;
+        self.input_bytes += o.input_bytes;
+        self.files += o.files;
+        self.parquet_bytes += o.parquet_bytes;
+        self.seconds += o.seconds;
+        self.overflow.merge(&o.overflow);
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InputRecord {
+    pub path: String,
+    pub size: u64,
+    pub sha256: Option<String>,
+    /// Lines read, blank ones included.
+    pub lines: u64,
+    /// Non-blank lines: rows plus rejects.
+    pub resources: u64,
+    /// What a bulk manifest said the file holds.
+    pub expected_count: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RejectRecord {
+    pub count: u64,
+    pub by_reason: BTreeMap<RejectReason, u64>,
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub tool: String,
+    pub tool_version: String,
+    pub schema_version: String,
+    pub fhir_version: String,
+    pub run_id: String,
+    pub started: String,
+    pub seconds: f64,
+    pub append: bool,
+    pub partition_by: Vec<String>,
+    pub inputs: Vec<InputRecord>,
+    pub types: BTreeMap<String, TypeRecord>,
+    pub rejects: RejectRecord,
+    /// Earlier runs of an `--append`ed dataset, as they were recorded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub previous_runs: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Previous {
+    #[serde(default)]
+    previous_runs: Vec<serde_json::Value>,
+}
+
+impl RunRecord {
+    pub fn new(run_id: &str, fhir_version: &str, opts: &ConvertOptions) -> Self {
+        RunRecord {
+            tool: "fhir2parquet".into(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            schema_version: crate::schema::SCHEMA_VERSION.into(),
+            fhir_version: fhir_version.into(),
+            run_id: run_id.into(),
+            started: chrono::Utc::now().to_rfc3339(),
+            seconds: 0.0,
+            append: opts.append,
+            partition_by: opts
+                .partition_by
+                .iter()
+                .map(|p| format!("{}.{} -> {}", p.resource_type, p.element, p.column()))
+                .collect(),
+            inputs: Vec::new(),
+            types: BTreeMap::new(),
+            rejects: RejectRecord::default(),
+            previous_runs: Vec::new(),
+        }
+    }
+
+    /// Problems that make the run finish with the "completed with problems" exit code.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.rejects.count > 0 {
+            out.push(format!(
+                "{} line(s) rejected: see {}/ for each line, its file, line number and reason",
+                self.rejects.count,
+                super::REJECTS_DIR
+            ));
+        }
+        for i in &self.inputs {
+            if let Some(e) = &i.error {
+                out.push(format!(
+                    "{}: {e}; {} line(s) were read before it and are kept",
+                    i.path, i.lines
+                ));
+            }
+            if let Some(n) = i.expected_count {
+                if n != i.resources {
+                    out.push(format!(
+                        "{}: the manifest says {n} resources, the file holds {}",
+                        i.path, i.resources
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn write(&mut self, out: &Path) -> Result<()> {
+        let path = out.join(RUN_RECORD);
+        if self.append {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if let Ok(prev) = serde_json::from_str::<serde_json::Value>(&text) {
+                    let older: Previous =
+                        serde_json::from_value(prev.clone()).unwrap_or(Previous {
+                            previous_runs: vec![],
+                        });
+                    self.previous_runs = older.previous_runs;
+                    let mut prev = prev;
+                    if let Some(o) = prev.as_object_mut() {
+                        o.remove("previous_runs");
+                    }
+                    self.previous_runs.push(prev);
+                }
+            }
+        }
+        let tmp = out.join(format!(".{RUN_RECORD}.tmp"));
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(tmp, path)?;
+        Ok(())
+    }
+
+    /// The summary table: rows, rejects, overflow, MB and seconds per type.
+    pub fn print_table(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            w,
+            "{:<28} {:>10} {:>9} {:>10} {:>9} {:>8}",
+            "type", "rows", "overflow", "input MB", "out MB", "seconds"
+        )?;
+        let mut rows = 0;
+        let (mut mb_in, mut mb_out) = (0.0, 0.0);
+        for (t, r) in &self.types {
+            let (i, o) = (r.input_bytes as f64 / 1e6, r.parquet_bytes as f64 / 1e6);
+            writeln!(
+                w,
+                "{t:<28} {:>10} {:>9} {i:>10.2} {o:>9.2} {:>8.2}",
+                r.rows, r.overflow.values, r.seconds
+            )?;
+            rows += r.rows;
+            mb_in += i;
+            mb_out += o;
+        }
+        writeln!(
+            w,
+            "{:<28} {rows:>10} {:>9} {mb_in:>10.2} {mb_out:>9.2} {:>8.2}",
+            "total",
+            self.types.values().map(|r| r.overflow.values).sum::<u64>(),
+            self.seconds
+        )?;
+        writeln!(w, "rejected lines: {}", self.rejects.count)?;
+        let secs = self.seconds.max(1e-9);
+        writeln!(
+            w,
+            "throughput: {:.1} MB/s, {:.0} resources/s",
+            mb_in / secs,
+            rows as f64 / secs
+        )
+    }
+}
+
+pub(super) fn progress_bar(show: bool, total: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg} ETA {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar
+}

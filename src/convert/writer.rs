@@ -1,0 +1,140 @@
+//! Parquet files of one resource type (and partition), rolled at a target size.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+/// Output compression (`--compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    Zstd,
+    Snappy,
+    Lz4,
+    Gzip,
+    None,
+}
+
+/// How the Parquet files are written.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub codec: Codec,
+    pub zstd_level: i32,
+    pub target_file_bytes: u64,
+    pub row_group_rows: usize,
+}
+
+impl WriteOptions {
+    pub fn properties(&self, resource_type: &str, fhir_version: &str) -> WriterProperties {
+        let compression = match self.codec {
+            Codec::Zstd => {
+                Compression::ZSTD(ZstdLevel::try_new(self.zstd_level).unwrap_or_default())
+            }
+            Codec::Snappy => Compression::SNAPPY,
+            Codec::Lz4 => Compression::LZ4_RAW,
+            Codec::Gzip => Compression::GZIP(Default::default()),
+            Codec::None => Compression::UNCOMPRESSED,
+        };
+        let kv = |k: &str, v: &str| KeyValue::new(k.to_string(), v.to_string());
+        WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(self.row_group_rows))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_dictionary_enabled(true)
+            .set_created_by(format!("fhir2parquet {}", env!("CARGO_PKG_VERSION")))
+            .set_key_value_metadata(Some(vec![
+                kv("fhir.version", fhir_version),
+                kv("fhir.resourceType", resource_type),
+                kv("fhir2parquet.schema_version", crate::schema::SCHEMA_VERSION),
+                kv("fhir2parquet.version", env!("CARGO_PKG_VERSION")),
+            ]))
+            .build()
+    }
+}
+
+/// Writes batches to `dir/part-<prefix>-<n>.parquet`, starting a new file past the target size.
+pub struct RollingWriter {
+    dir: PathBuf,
+    prefix: String,
+    schema: SchemaRef,
+    props: WriterProperties,
+    target: u64,
+    seq: usize,
+    current: Option<ArrowWriter<File>>,
+    pub files: Vec<PathBuf>,
+    pub bytes: u64,
+}
+
+impl RollingWriter {
+    pub fn new(
+        dir: &Path,
+        prefix: String,
+        schema: SchemaRef,
+        props: WriterProperties,
+        target: u64,
+    ) -> Self {
+        RollingWriter {
+            dir: dir.to_path_buf(),
+            prefix,
+            schema,
+            props,
+            target,
+            seq: 0,
+            current: None,
+            files: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if self.current.is_none() {
+            std::fs::create_dir_all(&self.dir)
+                .with_context(|| format!("cannot create {}", self.dir.display()))?;
+            let path = self
+                .dir
+                .join(format!("part-{}-{:05}.parquet", self.prefix, self.seq));
+            self.seq += 1;
+            let file =
+                File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            self.current = Some(ArrowWriter::try_new(
+                file,
+                self.schema.clone(),
+                Some(self.props.clone()),
+            )?);
+            self.files.push(path);
+        }
+        let w = self.current.as_mut().expect("opened above");
+        w.write(batch)?;
+        // Bound memory: a row group in progress is flushed at 64 MiB.
+        if w.in_progress_size() > 64 << 20 {
+            w.flush()?;
+        }
+        if w.bytes_written() as u64 + w.in_progress_size() as u64 >= self.target {
+            self.close_file()?;
+        }
+        Ok(())
+    }
+
+    fn close_file(&mut self) -> Result<()> {
+        if let Some(w) = self.current.take() {
+            let meta = w.close()?;
+            let _ = meta;
+            if let Some(p) = self.files.last() {
+                self.bytes += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<(Vec<PathBuf>, u64)> {
+        self.close_file()?;
+        Ok((self.files, self.bytes))
+    }
+}

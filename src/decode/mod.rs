@@ -1,0 +1,72 @@
+//! Type-directed decoding of FHIR JSON into Arrow arrays.
+//!
+//! As in arrow-json, there is one decoder per kind of column, each in its own file, made from the
+//! schema by [`make_decoder`]. The [`ResourceDecoder`] is push-based: it is handed parsed
+//! resources and knows nothing of files or lines; [`ResourceDecoder::flush`] turns what it was
+//! given into a [`RecordBatch`] of the type's schema.
+//!
+//! Every value lands in a typed column or, where the typed columns cannot hold it, in the row's
+//! `_overflow` column: a JSON object from JSON Pointer to the value as it was written.
+//!
+//! ```
+//! use fhir2parquet::decode::ResourceDecoder;
+//! use fhir2parquet::json::parse;
+//!
+//! let mut decoder = ResourceDecoder::new("Patient").unwrap();
+//! let line = r#"{"resourceType":"Patient","id":"p1","birthDate":"1970-05","shoeSize":44}"#;
+//! decoder.decode(&parse(line).unwrap());
+//! let batch = decoder.flush().unwrap();
+//! assert_eq!(batch.num_rows(), 1);
+//! let overflow = batch.column_by_name("_overflow").unwrap();
+//! let overflow = arrow::array::cast::as_string_array(overflow);
+//! assert_eq!(overflow.value(0), r#"{"/shoeSize":44}"#);
+//! ```
+
+mod context;
+pub mod datetime;
+pub mod decimal;
+mod json_text;
+mod list;
+mod primitive;
+mod resource;
+mod structure;
+
+use arrow::array::ArrayRef;
+
+use crate::json::Json;
+use crate::schema::node::{Member, Shape};
+
+pub use context::{Context, OverflowReason, OverflowStats};
+pub use resource::ResourceDecoder;
+
+/// Decodes the values of one JSON property into the arrays of its column(s).
+pub trait ArrayDecoder: Send {
+    /// Appends one value; `None` when the property is absent.
+    fn decode(&mut self, value: Option<&Json>, cx: &mut Context);
+    /// The arrays of everything appended since the last flush, one per column.
+    fn flush(&mut self) -> Vec<ArrayRef>;
+}
+
+/// The decoder of a member, for its value (and companion) columns.
+pub fn make_decoder(m: &Member) -> Box<dyn ArrayDecoder> {
+    let item: Box<dyn ArrayDecoder> = match &m.shape {
+        Shape::Prim(p) => primitive::make(*p),
+        Shape::Struct(children) => Box::new(structure::StructDecoder::new(children)),
+        Shape::Json => Box::new(json_text::JsonTextDecoder::default()),
+    };
+    if m.repeated {
+        Box::new(list::ListDecoder::new(item, item_types(m)))
+    } else {
+        item
+    }
+}
+
+fn item_types(m: &Member) -> Vec<arrow::datatypes::DataType> {
+    let mut single = m.clone();
+    single.repeated = false;
+    single.prim_ext = false;
+    crate::schema::node::member_fields(&single)
+        .into_iter()
+        .map(|f| f.data_type().clone())
+        .collect()
+}

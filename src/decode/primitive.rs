@@ -1,0 +1,264 @@
+//! Decoders of FHIR primitives.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, Int32Builder, StringBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+};
+use base64::Engine as _;
+
+use super::datetime::{instant_text, parse_date, parse_datetime, parse_instant, parse_time};
+use super::decimal::{decimal_text, parse_decimal};
+use super::{ArrayDecoder, Context, OverflowReason};
+use crate::json::Json;
+use crate::schema::node::{Prim, DECIMAL_PRECISION, DECIMAL_SCALE};
+
+pub(super) fn make(p: Prim) -> Box<dyn ArrayDecoder> {
+    match p {
+        Prim::Boolean => Box::new(BooleanDecoder::default()),
+        Prim::Integer => Box::new(IntegerDecoder::default()),
+        Prim::Decimal => Box::new(DecimalDecoder::default()),
+        Prim::String => Box::new(StringDecoder::default()),
+        Prim::Instant => Box::new(InstantDecoder::default()),
+        Prim::Base64 => Box::new(Base64Decoder::default()),
+        Prim::Date | Prim::DateTime | Prim::Time => Box::new(DateTextDecoder::new(p)),
+    }
+}
+
+/// A value of the wrong JSON type: kept whole. An explicit `null` is not valid FHIR either.
+fn wrong_type(v: &Json, cx: &mut Context) {
+    cx.keep(OverflowReason::WrongType, v)
+}
+
+#[derive(Default)]
+struct BooleanDecoder(BooleanBuilder);
+
+impl ArrayDecoder for BooleanDecoder {
+    fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
+        match value {
+            Some(Json::Bool(b)) => self.0.append_value(*b),
+            Some(v) => {
+                wrong_type(v, cx);
+                self.0.append_null()
+            }
+            None => self.0.append_null(),
+        }
+    }
+    fn flush(&mut self) -> Vec<ArrayRef> {
+        vec![Arc::new(self.0.finish())]
+    }
+}
+
+#[derive(Default)]
+struct IntegerDecoder(Int32Builder);
+
+impl ArrayDecoder for IntegerDecoder {
+    fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
+        match value {
+            Some(v @ Json::Num(t)) => match t.parse::<i32>() {
+                Ok(i) => {
+                    self.0.append_value(i);
+                    if i.to_string() != *t {
+                        cx.keep(OverflowReason::ExactText, v);
+                    }
+                }
+                Err(_) => {
+                    cx.keep(OverflowReason::InvalidValue, v);
+                    self.0.append_null()
+                }
+            },
+            Some(v) => {
+                wrong_type(v, cx);
+                self.0.append_null()
+            }
+            None => self.0.append_null(),
+        }
+    }
+    fn flush(&mut self) -> Vec<ArrayRef> {
+        vec![Arc::new(self.0.finish())]
+    }
+}
+
+struct DecimalDecoder(Decimal128Builder);
+
+impl Default for DecimalDecoder {
+    fn default() -> Self {
+        DecimalDecoder(Decimal128Builder::new())
+    }
+}
+
+impl ArrayDecoder for DecimalDecoder {
+    fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
+        match value {
+            Some(v @ Json::Num(t)) => match parse_decimal(t) {
+                Some((d, exact)) => {
+                    self.0.append_value(d);
+                    if !exact || decimal_text(d) != *t {
+                        cx.keep(OverflowReason::ExactText, v);
+                    }
+                }
+                None => {
+                    cx.keep(OverflowReason::InvalidValue, v);
+                    self.0.append_null()
+                }
+            },
+            Some(v) => {
+                wrong_type(v, cx);
+                self.0.append_null()
+            }
+            None => self.0.append_null(),
+        }
+    }
+    fn flush(&mut self) -> Vec<ArrayRef> {
+        let a = self
+            .0
+            .finish()
+            .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)
+            .expect("valid decimal type");
+        vec![Arc::new(a)]
+    }
+}
+
+#[derive(Default)]
+struct StringDecoder(StringBuilder);
+
+impl ArrayDecoder for StringDecoder {
+    fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
+        match value {
+            Some(Json::Str(s)) => self.0.append_value(s),
+            Some(v) => {
+                wrong_type(v, cx);
+                self.0.append_null()
+            }
+            None => self.0.append_null(),
+        }
+    }
+    fn flush(&mut self) -> Vec<ArrayRef> {
+        vec![Arc::new(self.0.finish())]
+    }
+}
+
+#[derive(Default)]
+struct InstantDecoder(TimestampMicrosecondBuilder);
+
+impl ArrayDecoder for InstantDecoder {
+    fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
+        match value {
+            Some(v @ Json::Str(s)) => match parse_instant(s) {
+                Some(t) => {
+                    self.0.append_value(t);
+                    if instant_text(t) != **s {
+                        cx.keep(OverflowReason::ExactText, v);
+                    }
+                }
+                None => {
+                    cx.keep(OverflowReason::InvalidValue, v);
+                    self.0.append_null()
+                }
+            },
+            Some(v) => {
+                wrong_type(v, cx);
+                self.0.append_null()
+            }
+            None => self.0.append_null(),
+        }
+    }
+    fn flush(&mut self) -> Vec<ArrayRef> {
+        vec![Arc::new(self.0.finish().with_timezone("UTC"))]
+    }
+}
+
+#[derive(Default)]
+struct Base64Decoder(BinaryBuilder);
+
+impl ArrayDecoder for Base64Decoder {
+    fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
+        let engine = base64::engine::general_purpose::STANDARD;
+        match value {
+            Some(v @ Json::Str(s)) => match engine.decode(s.as_bytes()) {
+                Ok(bytes) => {
+                    if engine.encode(&bytes) != **s {
+                        cx.keep(OverflowReason::ExactText, v);
+                    }
+                    self.0.append_value(bytes);
+                }
+                Err(_) => {
+                    cx.keep(OverflowReason::InvalidValue, v);
+                    self.0.append_null()
+                }
+            },
+            Some(v) => {
+                wrong_type(v, cx);
+                self.0.append_null()
+            }
+            None => self.0.append_null(),
+        }
+    }
+    fn flush(&mut self) -> Vec<ArrayRef> {
+        vec![Arc::new(self.0.finish())]
+    }
+}
+
+/// date, dateTime and time: the text, and a parsed companion (timestamp, or time of day).
+struct DateTextDecoder {
+    prim: Prim,
+    text: StringBuilder,
+    ts: TimestampMicrosecondBuilder,
+    time: Time64MicrosecondBuilder,
+}
+
+impl DateTextDecoder {
+    fn new(prim: Prim) -> Self {
+        DateTextDecoder {
+            prim,
+            text: StringBuilder::new(),
+            ts: TimestampMicrosecondBuilder::new(),
+            time: Time64MicrosecondBuilder::new(),
+        }
+    }
+
+    fn append_companion(&mut self, v: Option<i64>) {
+        if self.prim == Prim::Time {
+            self.time.append_option(v)
+        } else {
+            self.ts.append_option(v)
+        }
+    }
+}
+
+impl ArrayDecoder for DateTextDecoder {
+    fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
+        match value {
+            Some(Json::Str(s)) => {
+                self.text.append_value(s);
+                let parsed = match self.prim {
+                    Prim::Date => parse_date(s),
+                    Prim::Time => parse_time(s),
+                    _ => parse_datetime(s),
+                };
+                if parsed.is_none() {
+                    cx.count(OverflowReason::InvalidDate);
+                }
+                self.append_companion(parsed);
+            }
+            Some(v) => {
+                wrong_type(v, cx);
+                self.text.append_null();
+                self.append_companion(None);
+            }
+            None => {
+                self.text.append_null();
+                self.append_companion(None);
+            }
+        }
+    }
+    fn flush(&mut self) -> Vec<ArrayRef> {
+        let companion: ArrayRef = if self.prim == Prim::Time {
+            Arc::new(self.time.finish())
+        } else {
+            Arc::new(self.ts.finish().with_timezone("UTC"))
+        };
+        vec![Arc::new(self.text.finish()), companion]
+    }
+}

@@ -1,0 +1,78 @@
+//! One resource type's rows: the top-level columns and `_overflow`.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+
+use super::structure::StructDecoder;
+use super::{Context, OverflowStats};
+use crate::json::Json;
+use crate::schema::node::{arrow_schema, resource_members};
+
+/// Decodes resources of one type into record batches of that type's schema.
+pub struct ResourceDecoder {
+    resource_type: String,
+    schema: SchemaRef,
+    root: StructDecoder,
+    overflow: StringBuilder,
+    cx: Context,
+    rows: usize,
+}
+
+impl ResourceDecoder {
+    /// The decoder of a resource type; None when the type is not a FHIR resource.
+    pub fn new(resource_type: &str) -> Option<Self> {
+        let members = resource_members(resource_type)?;
+        let schema = Arc::new(arrow_schema(resource_type)?);
+        Some(ResourceDecoder {
+            resource_type: resource_type.to_string(),
+            schema,
+            root: StructDecoder::new(&members).ignoring("resourceType"),
+            overflow: StringBuilder::new(),
+            cx: Context::default(),
+            rows: 0,
+        })
+    }
+
+    pub fn resource_type(&self) -> &str {
+        &self.resource_type
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Appends one resource (a JSON object; anything else is the caller's to reject).
+    pub fn decode(&mut self, resource: &Json) {
+        if let Json::Obj(members) = resource {
+            self.root.decode_members(members, &mut self.cx);
+            self.overflow.append_option(self.cx.take_row_overflow());
+            self.rows += 1;
+        }
+    }
+
+    /// Rows appended since the last flush.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// What was kept in overflow so far.
+    pub fn stats(&self) -> &OverflowStats {
+        &self.cx.stats
+    }
+
+    /// The rows appended since the last flush, as a batch.
+    pub fn flush(&mut self) -> Result<RecordBatch, ArrowError> {
+        let mut columns: Vec<ArrayRef> = self.root.flush_columns();
+        columns.push(Arc::new(self.overflow.finish()));
+        self.rows = 0;
+        debug_assert_eq!(self.root.fields().len() + 1, columns.len());
+        RecordBatch::try_new(self.schema.clone(), columns)
+    }
+}

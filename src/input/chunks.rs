@@ -1,0 +1,155 @@
+//! Reading a source into chunks of whole lines.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::Source;
+
+/// Whole lines of one source; `first_line` is the 1-based number of its first line.
+pub struct Chunk {
+    pub source: usize,
+    pub first_line: u64,
+    pub data: Vec<u8>,
+}
+
+/// How reading a source ended.
+pub struct ReadOutcome {
+    pub lines: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    /// Why the source ended early (a damaged gzip stream, a read error).
+    pub error: Option<String>,
+}
+
+/// Counts and hashes the bytes as they are read from disk.
+struct Tap<R> {
+    inner: R,
+    hash: Sha256,
+    bytes: u64,
+    progress: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Tap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+const CHUNK: usize = 4 << 20;
+
+/// Reads `source` and hands chunks of whole lines to `send` (which returns false to stop).
+pub fn read_chunks(
+    index: usize,
+    source: &Source,
+    progress: Arc<AtomicU64>,
+    mut send: impl FnMut(Chunk) -> bool,
+) -> io::Result<ReadOutcome> {
+    let raw: Box<dyn Read> = if source.is_stdin() {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(&source.path)?)
+    };
+    let mut tap = Tap {
+        inner: raw,
+        hash: Sha256::new(),
+        bytes: 0,
+        progress,
+    };
+    let mut error = None;
+    let mut lines = 0u64;
+    {
+        let mut reader: Box<dyn Read + '_> = if source.gzip {
+            Box::new(flate2::read::MultiGzDecoder::new(&mut tap))
+        } else {
+            Box::new(&mut tap)
+        };
+        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + (CHUNK >> 2));
+        let mut first = true;
+        let mut eof = false;
+        while !eof {
+            // Fill the buffer up to a chunk.
+            while buf.len() < CHUNK {
+                let start = buf.len();
+                buf.resize(start + (CHUNK - start).max(64 << 10), 0);
+                match reader.read(&mut buf[start..]) {
+                    Ok(0) => {
+                        buf.truncate(start);
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => buf.truncate(start + n),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
+                    Err(e) => {
+                        buf.truncate(start);
+                        error = Some(describe(source, &e));
+                        eof = true;
+                        break;
+                    }
+                }
+            }
+            if first && buf.starts_with(b"\xEF\xBB\xBF") {
+                buf.drain(..3);
+            }
+            first = false;
+            // Send the whole lines; keep the rest for the next round.
+            let cut = if eof {
+                buf.len()
+            } else {
+                match memrchr(b'\n', &buf) {
+                    Some(i) => i + 1,
+                    None => continue, // a line longer than a chunk: read on
+                }
+            };
+            if cut == 0 {
+                continue;
+            }
+            let rest = buf.split_off(cut);
+            let data = std::mem::replace(&mut buf, rest);
+            let n = count_lines(&data);
+            let chunk = Chunk {
+                source: index,
+                first_line: lines + 1,
+                data,
+            };
+            lines += n;
+            if !send(chunk) {
+                break;
+            }
+        }
+    }
+    Ok(ReadOutcome {
+        lines,
+        bytes: tap.bytes,
+        sha256: format!("{:x}", tap.hash.finalize()),
+        error,
+    })
+}
+
+fn describe(source: &Source, e: &io::Error) -> String {
+    if source.gzip {
+        format!("the gzip data is damaged or truncated ({e})")
+    } else {
+        format!("read error ({e})")
+    }
+}
+
+fn memrchr(b: u8, s: &[u8]) -> Option<usize> {
+    s.iter().rposition(|&c| c == b)
+}
+
+/// Lines in a chunk: newlines, plus one for a last line without a newline.
+fn count_lines(data: &[u8]) -> u64 {
+    let n = data.iter().filter(|&&c| c == b'\n').count() as u64;
+    if data.last().is_some_and(|&c| c != b'\n') {
+        n + 1
+    } else {
+        n
+    }
+}

@@ -1,0 +1,106 @@
+//! Where the NDJSON comes from: files (plain or gzip), folders, bulk export manifests, stdin.
+//!
+//! [`resolve`] turns what the user named into a list of [`Source`]s; [`chunks`] reads one source
+//! into chunks of whole lines, which is all the rest of the pipeline sees.
+
+mod chunks;
+mod manifest;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+pub use chunks::{read_chunks, Chunk, ReadOutcome};
+
+/// One input stream.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// `-` for standard input.
+    pub path: PathBuf,
+    pub gzip: bool,
+    /// The number of resources a bulk manifest says the file holds.
+    pub expected_count: Option<u64>,
+    /// Size on disk (0 for stdin).
+    pub size: u64,
+}
+
+impl Source {
+    pub fn display(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    pub fn is_stdin(&self) -> bool {
+        self.path.as_os_str() == "-"
+    }
+}
+
+fn is_ndjson(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    [".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz"]
+        .iter()
+        .any(|s| name.ends_with(s))
+}
+
+fn file_source(path: PathBuf, expected_count: Option<u64>) -> Result<Source> {
+    let meta = std::fs::metadata(&path)
+        .with_context(|| format!("cannot read input {}: check the path", path.display()))?;
+    let gzip = path.extension().is_some_and(|e| e == "gz");
+    Ok(Source {
+        path,
+        gzip,
+        expected_count,
+        size: meta.len(),
+    })
+}
+
+/// Resolves the inputs named on the command line.
+pub fn resolve(inputs: &[PathBuf]) -> Result<Vec<Source>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.as_os_str() == "-" {
+            out.push(Source {
+                path: input.clone(),
+                gzip: false,
+                expected_count: None,
+                size: 0,
+            });
+        } else if input.is_dir() {
+            let manifest = input.join("manifest.json");
+            if manifest.is_file() {
+                out.extend(manifest::sources(&manifest)?);
+                continue;
+            }
+            let mut files = Vec::new();
+            walk(input, &mut files)?;
+            files.sort();
+            if files.is_empty() {
+                bail!("{} holds no .ndjson or .ndjson.gz file", input.display());
+            }
+            for f in files {
+                out.push(file_source(f, None)?);
+            }
+        } else if input
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".json"))
+        {
+            out.extend(manifest::sources(input)?);
+        } else {
+            out.push(file_source(input.clone(), None)?);
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("cannot read folder {}", dir.display()))?
+    {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if is_ndjson(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}

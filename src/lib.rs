@@ -1,0 +1,16 @@
+//! fhir2parquet: FHIR Bulk Data NDJSON to typed, spec-driven Parquet, and SQL over it.
+//!
+//! The data path, one module each:
+//! [`input`] (files, folders, manifests, gzip, stdin → lines) →
+//! [`decode`] (a FHIR resource → typed Arrow columns, driven by [`schema`]) →
+//! [`convert`] (the parallel pipeline and the Parquet dataset) →
+//! [`encode`] (Parquet rows back to FHIR JSON) and [`sql`] (DataFusion over the dataset).
+
+pub mod cli;
+pub mod convert;
+pub mod decode;
+pub mod encode;
+pub mod input;
+pub mod json;
+pub mod schema;
+pub mod sql;

@@ -1,0 +1,70 @@
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use fhir2parquet::cli::{exit, Cli, Command};
+use fhir2parquet::convert::{self, ConvertOptions, PartitionSpec, WriteOptions};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::FATAL
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Convert(a) => {
+            let opts = ConvertOptions {
+                out: a.out,
+                append: a.append,
+                partition_by: a
+                    .partition_by
+                    .iter()
+                    .map(|s| PartitionSpec::parse(s))
+                    .collect::<Result<_, _>>()?,
+                write: WriteOptions {
+                    codec: a.compression,
+                    zstd_level: a.zstd_level,
+                    target_file_bytes: a.target_file_mb.max(1) << 20,
+                    row_group_rows: a.row_group_rows.max(1),
+                },
+                threads: a
+                    .threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                batch_rows: a.batch_rows.max(1),
+                progress: !a.quiet && std::io::stderr().is_terminal(),
+            };
+            let record = convert::run(&a.inputs, &opts)?;
+            if !a.quiet {
+                record.print_table(&mut std::io::stderr())?;
+            }
+            let problems = record.problems();
+            for p in &problems {
+                eprintln!("warning: {p}");
+            }
+            Ok(if problems.is_empty() {
+                exit::OK
+            } else {
+                exit::WITH_REJECTS
+            })
+        }
+        Command::ToNdjson(a) => {
+            let counts = fhir2parquet::encode::to_ndjson(&a.dataset, &a.out)?;
+            for (t, n) in counts {
+                eprintln!("{t}: {n} resources");
+            }
+            Ok(exit::OK)
+        }
+        Command::Schema(a) => {
+            fhir2parquet::schema::print::run(&a, &mut std::io::stdout())?;
+            Ok(exit::OK)
+        }
+        Command::Sql(a) => fhir2parquet::sql::run(a),
+    }
+}

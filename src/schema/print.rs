@@ -1,0 +1,84 @@
+//! `fhir2parquet schema`: a type's columns as a tree, or as Arrow JSON.
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+use arrow::datatypes::{DataType, Field};
+
+use crate::cli::{SchemaArgs, SchemaFormat};
+use crate::schema::node::{arrow_schema, width_and_depth};
+
+pub fn run(args: &SchemaArgs, out: &mut dyn Write) -> Result<()> {
+    if args.list {
+        for t in super::r4().resource_types() {
+            writeln!(out, "{t}")?;
+        }
+        return Ok(());
+    }
+    let t = args.resource_type.as_deref().unwrap_or_default();
+    let Some(schema) = arrow_schema(t) else {
+        bail!("{t:?} is not a FHIR R4 resource type: `fhir2parquet schema --list` lists them (names are case-sensitive)");
+    };
+    match args.format {
+        SchemaFormat::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&schema_json(&schema))?
+        )?,
+        SchemaFormat::Tree => {
+            let (leaves, depth) = width_and_depth(&schema);
+            writeln!(out, "{t} ({leaves} leaf columns, nesting depth {depth})")?;
+            for f in schema.fields() {
+                tree(f, 1, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tree(f: &Field, depth: usize, out: &mut dyn Write) -> Result<()> {
+    let pad = "  ".repeat(depth);
+    let (dt, list) = match f.data_type() {
+        DataType::List(item) => (item.data_type(), "[]"),
+        dt => (dt, ""),
+    };
+    match dt {
+        DataType::Struct(children) => {
+            writeln!(out, "{pad}{}{list}: struct", f.name())?;
+            for c in children {
+                tree(c, depth + 1, out)?;
+            }
+        }
+        dt => writeln!(out, "{pad}{}{list}: {}", f.name(), type_name(dt))?,
+    }
+    Ok(())
+}
+
+fn type_name(dt: &DataType) -> String {
+    match dt {
+        DataType::Utf8 => "string".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::Binary => "binary".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        DataType::Timestamp(_, _) => "timestamp(us, UTC)".into(),
+        DataType::Time64(_) => "time(us)".into(),
+        other => other.to_string(),
+    }
+}
+
+fn schema_json(schema: &arrow::datatypes::Schema) -> serde_json::Value {
+    fn field(f: &Field) -> serde_json::Value {
+        let (ty, children) = match f.data_type() {
+            DataType::List(item) => ("list".to_string(), vec![field(item)]),
+            DataType::Struct(cs) => ("struct".to_string(), cs.iter().map(|c| field(c)).collect()),
+            dt => (dt.to_string(), vec![]),
+        };
+        let mut v = serde_json::json!({"name": f.name(), "type": ty, "nullable": f.is_nullable()});
+        if !children.is_empty() {
+            v["children"] = serde_json::Value::Array(children);
+        }
+        v
+    }
+    serde_json::json!({"fields": schema.fields().iter().map(|f| field(f)).collect::<Vec<_>>()})
+}
