@@ -1,4 +1,259 @@
 //! `sql`: a DataFusion SQL shell over a converted dataset.
-pub fn run(_args: crate::cli::SqlArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("the sql shell is not built yet")
+//!
+//! Every resource type folder of the dataset is a table of the same name, with the schema of
+//! [`crate::schema::node::arrow_schema`] and its Hive partition columns. Identifiers are not
+//! lower-cased, so FHIR's camelCase names work unquoted: `SELECT valueQuantity.value FROM Observation`.
+
+pub mod functions;
+mod print;
+mod repl;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Schema};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::DFParserBuilder;
+
+use crate::cli::{PrintFormat, SqlArgs};
+use crate::schema::node::arrow_schema;
+
+pub use print::print_batches;
+
+/// A session over a dataset: its context and the names it knows.
+pub struct Shell {
+    pub ctx: SessionContext,
+    pub tables: Vec<String>,
+    pub format: PrintFormat,
+    pub timing: bool,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Parses sizes like `2G`, `512M`, `1048576`.
+fn parse_size(s: &str) -> Result<usize> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1usize << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: f64 = num.parse().with_context(|| format!("--memory-limit {s:?}: use a size like 2G or 512M"))?;
+    Ok((n * mult as f64) as usize)
+}
+
+impl Shell {
+    /// Opens a dataset written by `convert`.
+    pub fn open(dataset: &Path, memory_limit: Option<&str>) -> Result<Shell> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let mut config = SessionConfig::new().with_information_schema(true);
+        config.options_mut().sql_parser.enable_ident_normalization = false;
+        let mut rt = RuntimeEnvBuilder::new();
+        if let Some(limit) = memory_limit {
+            rt = rt.with_memory_limit(parse_size(limit)?, 1.0);
+        }
+        let ctx = SessionContext::new_with_config_rt(config, rt.build_arc()?);
+        functions::register(&ctx);
+        let mut tables = Vec::new();
+        let entries = std::fs::read_dir(dataset)
+            .with_context(|| format!("cannot open {}: give a folder written by `fhir2parquet convert`", dataset.display()))?;
+        let mut dirs: Vec<_> = entries.flatten().filter(|e| e.path().is_dir()).collect();
+        dirs.sort_by_key(|e| e.file_name());
+        for e in dirs {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(schema) = arrow_schema(&name) else { continue };
+            let partitions = partition_columns(&e.path());
+            let url = ListingTableUrl::parse(format!("{}/", e.path().canonicalize()?.display()))?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet")
+                .with_table_partition_cols(partitions.iter().map(|p| (p.clone(), DataType::Utf8)).collect());
+            let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::new(schema));
+            ctx.register_table(datafusion::common::TableReference::bare(name.clone()), Arc::new(ListingTable::try_new(config)?))?;
+            tables.push(name);
+        }
+        if tables.is_empty() {
+            bail!("{} holds no resource tables: convert some NDJSON into it first", dataset.display());
+        }
+        Ok(Shell { ctx, tables, format: PrintFormat::Table, timing: false, runtime })
+    }
+
+    /// Runs every statement of `sql`; returns the batches of the last one.
+    pub fn run_sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        self.runtime.block_on(async {
+            let state = self.ctx.state();
+            let statements = DFParserBuilder::new(sql).build()?.parse_statements()?;
+            let mut last = Vec::new();
+            for stmt in statements {
+                let plan = state.statement_to_plan(stmt).await?;
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                last = df.collect().await?;
+            }
+            Ok::<_, datafusion::error::DataFusionError>(last)
+        })
+        .map_err(|e| anyhow::anyhow!("{}", self.explain_error(&e.to_string())))
+    }
+
+    /// Runs SQL and prints the result in the shell's format.
+    pub fn run_and_print(&self, sql: &str, out: &mut dyn std::io::Write) -> Result<()> {
+        let started = Instant::now();
+        let batches = self.run_sql(sql)?;
+        print_batches(&batches, self.format, out)?;
+        if self.timing {
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            eprintln!("{rows} row(s) in {:.3}s", started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// The columns of a table, with types (`\d TABLE`).
+    pub fn describe(&self, table: &str) -> Result<Vec<RecordBatch>> {
+        if !self.tables.iter().any(|t| t == table) {
+            bail!("{}", self.explain_error(&format!("table '{table}' not found")));
+        }
+        self.run_sql(&format!(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{table}' ORDER BY ordinal_position"
+        ))
+    }
+
+    /// The tables with their row counts (`\dt`).
+    pub fn list_tables(&self) -> Result<Vec<RecordBatch>> {
+        let parts: Vec<String> = self
+            .tables
+            .iter()
+            .map(|t| format!("SELECT '{t}' AS \"table\", COUNT(*) AS \"rows\" FROM \"{t}\""))
+            .collect();
+        self.run_sql(&format!("{} ORDER BY 1", parts.join(" UNION ALL ")))
+    }
+
+    /// Column names of every table, for completion and suggestions.
+    pub fn column_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for t in &self.tables {
+            if let Some(s) = arrow_schema(t) {
+                collect_names(s.fields(), &mut out);
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Adds a hint with the nearest known name to an error about an unknown table or column.
+    fn explain_error(&self, msg: &str) -> String {
+        // DataFusion lists every valid field after its own suggestion: too long to read.
+        let msg = match msg.find("\nValid fields are") {
+            Some(i) => &msg[..i],
+            None => msg,
+        };
+        if msg.contains("Did you mean") {
+            return msg.to_string();
+        }
+        let mut names: Vec<String> = self.tables.clone();
+        names.extend(self.column_names());
+        let quoted: Vec<&str> = msg.split(['\'', '"']).skip(1).step_by(2).collect();
+        let lower = msg.to_ascii_lowercase();
+        if lower.contains("not found") || lower.contains("no field named") || lower.contains("invalid") {
+            for q in quoted {
+                let q = q.rsplit('.').next().unwrap_or(q);
+                if let Some(best) = nearest(q, &names) {
+                    if best != q {
+                        return format!("{msg}\nhint: did you mean {best}?");
+                    }
+                }
+            }
+        }
+        msg.to_string()
+    }
+}
+
+fn collect_names(fields: &[arrow::datatypes::FieldRef], out: &mut Vec<String>) {
+    for f in fields {
+        out.push(f.name().clone());
+        let dt = match f.data_type() {
+            DataType::List(item) => item.data_type(),
+            dt => dt,
+        };
+        if let DataType::Struct(children) = dt {
+            collect_names(children, out);
+        }
+    }
+}
+
+fn nearest<'a>(word: &str, names: &'a [String]) -> Option<&'a str> {
+    let w = word.to_ascii_lowercase();
+    names
+        .iter()
+        .map(|n| (levenshtein(&w, &n.to_ascii_lowercase()), n))
+        .filter(|(d, _)| *d <= 2.max(w.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n.as_str())
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + (ca != *cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Hive partition column names under a table folder (`effective_year=2019/` → `effective_year`).
+fn partition_columns(dir: &Path) -> Vec<String> {
+    let mut cols = Vec::new();
+    let mut cur = dir.to_path_buf();
+    loop {
+        let next = std::fs::read_dir(&cur)
+            .ok()
+            .and_then(|mut it| it.find_map(|e| e.ok().filter(|e| e.path().is_dir())));
+        match next {
+            Some(e) => {
+                let name = e.file_name().to_string_lossy().into_owned();
+                match name.split_once('=') {
+                    Some((k, _)) => cols.push(k.to_string()),
+                    None => break,
+                }
+                cur = e.path();
+            }
+            None => break,
+        }
+    }
+    cols
+}
+
+/// The `sql` command.
+pub fn run(args: SqlArgs) -> Result<i32> {
+    let mut shell = Shell::open(&args.dataset, args.memory_limit.as_deref())?;
+    shell.format = args.format;
+    let mut out = std::io::stdout();
+    if !args.command.is_empty() || !args.file.is_empty() {
+        for c in &args.command {
+            shell.run_and_print(c, &mut out)?;
+        }
+        for f in &args.file {
+            let sql = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+            shell.run_and_print(&sql, &mut out)?;
+        }
+        return Ok(0);
+    }
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return repl::run_script(&mut shell, std::io::stdin().lock(), &mut out);
+    }
+    repl::run_interactive(&mut shell, args.quiet)
+}
+
+/// The fields of a schema as `name: type` lines, for help output.
+pub fn schema_lines(schema: &Schema) -> Vec<String> {
+    schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect()
 }
