@@ -12,7 +12,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, StringBuilder, StructArray, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, StringBuilder, StructArray,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, TimeUnit};
 use arrow::util::display::array_value_to_string;
@@ -41,7 +42,13 @@ pub fn register(ctx: &SessionContext) {
 
 /// The names of the FHIR functions, for completion and help.
 pub const NAMES: &[&str] = &[
-    "reference_id", "reference_type", "has_code", "code_of", "extension_value", "fhir_date_start", "fhir_date_end",
+    "reference_id",
+    "reference_type",
+    "has_code",
+    "code_of",
+    "extension_value",
+    "fhir_date_start",
+    "fhir_date_end",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,7 +100,9 @@ impl ScalarUDFImpl for FhirFunction {
     fn return_type(&self, _: &[DataType]) -> Result<DataType> {
         Ok(match self.f {
             Fhir::HasCode => DataType::Boolean,
-            Fhir::DateStart | Fhir::DateEnd => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Fhir::DateStart | Fhir::DateEnd => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+            }
             _ => DataType::Utf8,
         })
     }
@@ -104,7 +113,7 @@ impl ScalarUDFImpl for FhirFunction {
         let first = &arrays[0];
         let text_arg = |i: usize, row: usize| -> Option<String> {
             let a = &arrays[i];
-            if a.is_null(row) {
+            if a.data_type() == &DataType::Null || a.is_null(row) {
                 None
             } else {
                 array_value_to_string(a, row).ok()
@@ -129,7 +138,8 @@ impl ScalarUDFImpl for FhirFunction {
                     let (system, code) = (text_arg(1, row), text_arg(2, row));
                     let codings = codings(first, row);
                     b.append_value(codings.iter().any(|(s, c)| {
-                        c.as_deref() == code.as_deref() && (system.is_none() || s.as_deref() == system.as_deref())
+                        c.as_deref() == code.as_deref()
+                            && (system.is_none() || s.as_deref() == system.as_deref())
                     }));
                 }
                 Arc::new(b.finish())
@@ -140,7 +150,9 @@ impl ScalarUDFImpl for FhirFunction {
                     let system = text_arg(1, row);
                     let found = codings(first, row)
                         .into_iter()
-                        .find(|(s, c)| c.is_some() && (system.is_none() || s.as_deref() == system.as_deref()))
+                        .find(|(s, c)| {
+                            c.is_some() && (system.is_none() || s.as_deref() == system.as_deref())
+                        })
                         .and_then(|(_, c)| c);
                     b.append_option(found);
                 }
@@ -148,11 +160,14 @@ impl ScalarUDFImpl for FhirFunction {
             }
             Fhir::ExtensionValue => {
                 if arrays.len() < 2 {
-                    return exec_err!("extension_value(extensions, url, ...) needs at least one url");
+                    return exec_err!(
+                        "extension_value(extensions, url, ...) needs at least one url"
+                    );
                 }
                 let mut b = StringBuilder::new();
                 for row in 0..n {
-                    let urls: Vec<Option<String>> = (1..arrays.len()).map(|i| text_arg(i, row)).collect();
+                    let urls: Vec<Option<String>> =
+                        (1..arrays.len()).map(|i| text_arg(i, row)).collect();
                     b.append_option(extension_value(first, row, &urls));
                 }
                 Arc::new(b.finish())
@@ -170,7 +185,11 @@ impl ScalarUDFImpl for FhirFunction {
                 Arc::new(b.finish().with_timezone("UTC"))
             }
         };
-        if args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        if args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)))
+        {
             return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?));
         }
         Ok(ColumnarValue::Array(out))
@@ -202,7 +221,10 @@ pub fn parse_reference(text: &str) -> (Option<&str>, Option<String>) {
     if let Some(id) = text.strip_prefix('#') {
         return (None, Some(id.to_string()));
     }
-    if let Some(id) = text.strip_prefix("urn:uuid:").or_else(|| text.strip_prefix("urn:oid:")) {
+    if let Some(id) = text
+        .strip_prefix("urn:uuid:")
+        .or_else(|| text.strip_prefix("urn:oid:"))
+    {
         return (None, Some(id.to_string()));
     }
     if let Some((t, _)) = text.split_once('?') {
@@ -284,7 +306,10 @@ fn extension_value(a: &ArrayRef, row: usize, urls: &[Option<String>]) -> Option<
                     return extension_value(s.column_by_name("extension")?, i, rest);
                 }
                 for (f, col) in s.fields().iter().zip(s.columns()) {
-                    if f.name().starts_with("value") && !f.name().ends_with("_ts") && col.is_valid(i) {
+                    if f.name().starts_with("value")
+                        && !f.name().ends_with("_ts")
+                        && col.is_valid(i)
+                    {
                         return array_value_to_string(col, i).ok();
                     }
                 }
@@ -306,10 +331,16 @@ fn date_end(t: &str) -> Option<i64> {
         10 => start + TimeDelta::days(1),
         _ => {
             let time = t.split_once('T')?.1;
-            let frac = time.split_once('.').map(|(_, f)| f.chars().take_while(char::is_ascii_digit).count());
+            let frac = time
+                .split_once('.')
+                .map(|(_, f)| f.chars().take_while(char::is_ascii_digit).count());
             match frac {
-                Some(d) => start + TimeDelta::microseconds(10i64.pow(6u32.saturating_sub(d as u32).min(6))),
-                None if time.len() >= 8 && time.as_bytes()[5] == b':' => start + TimeDelta::seconds(1),
+                Some(d) => {
+                    start + TimeDelta::microseconds(10i64.pow(6u32.saturating_sub(d as u32).min(6)))
+                }
+                None if time.len() >= 8 && time.as_bytes()[5] == b':' => {
+                    start + TimeDelta::seconds(1)
+                }
                 None => start + TimeDelta::minutes(1),
             }
         }
@@ -323,14 +354,20 @@ mod tests {
 
     #[test]
     fn references() {
-        assert_eq!(parse_reference("Patient/1"), (Some("Patient"), Some("1".into())));
+        assert_eq!(
+            parse_reference("Patient/1"),
+            (Some("Patient"), Some("1".into()))
+        );
         assert_eq!(
             parse_reference("https://x/fhir/Patient/1/_history/2"),
             (Some("Patient"), Some("1".into()))
         );
         assert_eq!(parse_reference("urn:uuid:abc"), (None, Some("abc".into())));
         assert_eq!(parse_reference("#c1"), (None, Some("c1".into())));
-        assert_eq!(parse_reference("Patient?identifier=a|b"), (Some("Patient"), None));
+        assert_eq!(
+            parse_reference("Patient?identifier=a|b"),
+            (Some("Patient"), None)
+        );
         assert_eq!(parse_reference("nonsense"), (None, None));
     }
 
@@ -340,6 +377,9 @@ mod tests {
         assert_eq!(date_end("2020"), Some(d("2021")));
         assert_eq!(date_end("2020-12"), Some(d("2021-01")));
         assert_eq!(date_end("2020-12-31"), Some(d("2021-01-01")));
-        assert_eq!(date_end("2020-12-31T10:00:00Z"), Some(d("2020-12-31T10:00:01Z")));
+        assert_eq!(
+            date_end("2020-12-31T10:00:00Z"),
+            Some(d("2020-12-31T10:00:01Z"))
+        );
     }
 }

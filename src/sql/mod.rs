@@ -16,7 +16,9 @@ use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParserBuilder;
@@ -44,14 +46,18 @@ fn parse_size(s: &str) -> Result<usize> {
         Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    let n: f64 = num.parse().with_context(|| format!("--memory-limit {s:?}: use a size like 2G or 512M"))?;
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("--memory-limit {s:?}: use a size like 2G or 512M"))?;
     Ok((n * mult as f64) as usize)
 }
 
 impl Shell {
     /// Opens a dataset written by `convert`.
     pub fn open(dataset: &Path, memory_limit: Option<&str>) -> Result<Shell> {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
         let mut config = SessionConfig::new().with_information_schema(true);
         config.options_mut().sql_parser.enable_ident_normalization = false;
         let mut rt = RuntimeEnvBuilder::new();
@@ -61,42 +67,68 @@ impl Shell {
         let ctx = SessionContext::new_with_config_rt(config, rt.build_arc()?);
         functions::register(&ctx);
         let mut tables = Vec::new();
-        let entries = std::fs::read_dir(dataset)
-            .with_context(|| format!("cannot open {}: give a folder written by `fhir2parquet convert`", dataset.display()))?;
+        let entries = std::fs::read_dir(dataset).with_context(|| {
+            format!(
+                "cannot open {}: give a folder written by `fhir2parquet convert`",
+                dataset.display()
+            )
+        })?;
         let mut dirs: Vec<_> = entries.flatten().filter(|e| e.path().is_dir()).collect();
         dirs.sort_by_key(|e| e.file_name());
         for e in dirs {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(schema) = arrow_schema(&name) else { continue };
+            let Some(schema) = arrow_schema(&name) else {
+                continue;
+            };
             let partitions = partition_columns(&e.path());
             let url = ListingTableUrl::parse(format!("{}/", e.path().canonicalize()?.display()))?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
-                .with_table_partition_cols(partitions.iter().map(|p| (p.clone(), DataType::Utf8)).collect());
-            let config = ListingTableConfig::new(url).with_listing_options(options).with_schema(Arc::new(schema));
-            ctx.register_table(datafusion::common::TableReference::bare(name.clone()), Arc::new(ListingTable::try_new(config)?))?;
+                .with_table_partition_cols(
+                    partitions
+                        .iter()
+                        .map(|p| (p.clone(), DataType::Utf8))
+                        .collect(),
+                );
+            let config = ListingTableConfig::new(url)
+                .with_listing_options(options)
+                .with_schema(Arc::new(schema));
+            ctx.register_table(
+                datafusion::common::TableReference::bare(name.clone()),
+                Arc::new(ListingTable::try_new(config)?),
+            )?;
             tables.push(name);
         }
         if tables.is_empty() {
-            bail!("{} holds no resource tables: convert some NDJSON into it first", dataset.display());
+            bail!(
+                "{} holds no resource tables: convert some NDJSON into it first",
+                dataset.display()
+            );
         }
-        Ok(Shell { ctx, tables, format: PrintFormat::Table, timing: false, runtime })
+        Ok(Shell {
+            ctx,
+            tables,
+            format: PrintFormat::Table,
+            timing: false,
+            runtime,
+        })
     }
 
     /// Runs every statement of `sql`; returns the batches of the last one.
     pub fn run_sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        self.runtime.block_on(async {
-            let state = self.ctx.state();
-            let statements = DFParserBuilder::new(sql).build()?.parse_statements()?;
-            let mut last = Vec::new();
-            for stmt in statements {
-                let plan = state.statement_to_plan(stmt).await?;
-                let df = self.ctx.execute_logical_plan(plan).await?;
-                last = df.collect().await?;
-            }
-            Ok::<_, datafusion::error::DataFusionError>(last)
-        })
-        .map_err(|e| anyhow::anyhow!("{}", self.explain_error(&e.to_string())))
+        self.runtime
+            .block_on(async {
+                let state = self.ctx.state();
+                let statements = DFParserBuilder::new(sql).build()?.parse_statements()?;
+                let mut last = Vec::new();
+                for stmt in statements {
+                    let plan = state.statement_to_plan(stmt).await?;
+                    let df = self.ctx.execute_logical_plan(plan).await?;
+                    last = df.collect().await?;
+                }
+                Ok::<_, datafusion::error::DataFusionError>(last)
+            })
+            .map_err(|e| anyhow::anyhow!("{}", self.explain_error(&e.to_string())))
     }
 
     /// Runs SQL and prints the result in the shell's format.
@@ -114,7 +146,10 @@ impl Shell {
     /// The columns of a table, with types (`\d TABLE`).
     pub fn describe(&self, table: &str) -> Result<Vec<RecordBatch>> {
         if !self.tables.iter().any(|t| t == table) {
-            bail!("{}", self.explain_error(&format!("table '{table}' not found")));
+            bail!(
+                "{}",
+                self.explain_error(&format!("table '{table}' not found"))
+            );
         }
         self.run_sql(&format!(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{table}' ORDER BY ordinal_position"
@@ -158,7 +193,10 @@ impl Shell {
         names.extend(self.column_names());
         let quoted: Vec<&str> = msg.split(['\'', '"']).skip(1).step_by(2).collect();
         let lower = msg.to_ascii_lowercase();
-        if lower.contains("not found") || lower.contains("no field named") || lower.contains("invalid") {
+        if lower.contains("not found")
+            || lower.contains("no field named")
+            || lower.contains("invalid")
+        {
             for q in quoted {
                 let q = q.rsplit('.').next().unwrap_or(q);
                 if let Some(best) = nearest(q, &names) {
@@ -201,7 +239,11 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + (ca != *cb) as usize).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + (ca != *cb) as usize)
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -241,7 +283,8 @@ pub fn run(args: SqlArgs) -> Result<i32> {
             shell.run_and_print(c, &mut out)?;
         }
         for f in &args.file {
-            let sql = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+            let sql = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
             shell.run_and_print(&sql, &mut out)?;
         }
         return Ok(0);
@@ -255,5 +298,9 @@ pub fn run(args: SqlArgs) -> Result<i32> {
 
 /// The fields of a schema as `name: type` lines, for help output.
 pub fn schema_lines(schema: &Schema) -> Vec<String> {
-    schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect()
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect()
 }

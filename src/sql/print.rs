@@ -7,22 +7,37 @@ use arrow::array::RecordBatch;
 
 use crate::cli::PrintFormat;
 
-pub fn print_batches(batches: &[RecordBatch], format: PrintFormat, out: &mut dyn Write) -> Result<()> {
+pub fn print_batches(
+    batches: &[RecordBatch],
+    format: PrintFormat,
+    out: &mut dyn Write,
+) -> Result<()> {
     match format {
         PrintFormat::Table => {
             if batches.iter().all(|b| b.num_rows() == 0) {
                 if let Some(b) = batches.first() {
-                    let names: Vec<_> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+                    let names: Vec<_> = b
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect();
                     writeln!(out, "({}) 0 rows", names.join(", "))?;
                 } else {
                     writeln!(out, "0 rows")?;
                 }
             } else {
-                writeln!(out, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+                writeln!(
+                    out,
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(batches)?
+                )?;
             }
         }
         PrintFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *out);
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *out);
             for b in batches {
                 w.write(b)?;
             }

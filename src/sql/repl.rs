@@ -104,7 +104,12 @@ struct ShellHelper {
 
 impl Completer for ShellHelper {
     type Candidate = Pair;
-    fn complete(&self, line: &str, pos: usize, _: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let start = line[..pos]
             .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
             .map_or(0, |i| i + 1);
@@ -116,7 +121,10 @@ impl Completer for ShellHelper {
             .words
             .iter()
             .filter(|w| w.starts_with(word))
-            .map(|w| Pair { display: w.clone(), replacement: w.clone() })
+            .map(|w| Pair {
+                display: w.clone(),
+                replacement: w.clone(),
+            })
             .collect();
         Ok((start, found))
     }
@@ -142,10 +150,15 @@ pub fn run_interactive(shell: &mut Shell, quiet: bool) -> Result<i32> {
     let mut words: Vec<String> = shell.tables.clone();
     words.extend(shell.column_names());
     words.extend(functions::NAMES.iter().map(|s| s.to_string()));
-    for kw in ["SELECT", "FROM", "WHERE", "GROUP BY", "ORDER BY", "LIMIT", "JOIN", "unnest", "COUNT", "COPY"] {
+    for kw in [
+        "SELECT", "FROM", "WHERE", "GROUP BY", "ORDER BY", "LIMIT", "JOIN", "unnest", "COUNT",
+        "COPY",
+    ] {
         words.push(kw.to_string());
     }
-    if let Ok(batches) = shell.run_sql("SELECT DISTINCT routine_name FROM information_schema.routines") {
+    if let Ok(batches) =
+        shell.run_sql("SELECT DISTINCT routine_name FROM information_schema.routines")
+    {
         for b in batches {
             let col = arrow::array::cast::as_string_array(b.column(0));
             words.extend(col.iter().flatten().map(str::to_string));
@@ -160,7 +173,10 @@ pub fn run_interactive(shell: &mut Shell, quiet: bool) -> Result<i32> {
         let _ = rl.load_history(h);
     }
     if !quiet {
-        println!("fhir2parquet sql: tables {}. \\? for help, \\q to quit.", shell.tables.join(", "));
+        println!(
+            "fhir2parquet sql: tables {}. \\? for help, \\q to quit.",
+            shell.tables.join(", ")
+        );
     }
     let mut buf = String::new();
     let mut out = std::io::stdout();

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Conversion benchmark: a 500 MB+ bulk export generated from the Synthea data in ../shared,
+# converted by the release binary and by DuckDB on the same input and cores.
+# Prints MB/s, resources/s and peak RSS of each. Not part of CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=bench/work
+mb=${BENCH_MB:-520}
+cores=$(nproc)
+cargo build --release
+python3 -m pip install --quiet --disable-pip-version-check duckdb
+if [ ! -f "$work/input/.done-$mb" ]; then
+  rm -rf "$work/input"
+  python3 bench/make_input.py ../shared/fhir-data/synthea-r4-small ../shared/fhir-data/synthea-r4-10-patients \
+    --out "$work/input" --mb "$mb"
+  touch "$work/input/.done-$mb"
+fi
+bytes=$(cat "$work"/input/*.ndjson | wc -c)
+lines=$(cat "$work"/input/*.ndjson | wc -l)
+echo "input: $((bytes / 1000000)) MB, $lines resources, $cores cores"
+measure() { # name, command...
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" > "$work/$name.log" 2>&1
+  read -r secs kb < "$work/time.txt"
+  python3 - "$name" "$secs" "$kb" "$bytes" "$lines" <<'PY'
+import sys
+name, secs, kb, b, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+print(f"{name:<14} {secs:8.2f} s {b / 1e6 / secs:8.1f} MB/s {n / secs:10.0f} resources/s  peak RSS {kb / 1024:7.0f} MiB")
+PY
+}
+rm -rf "$work/out" "$work/duckdb"
+measure fhir2parquet target/release/fhir2parquet convert "$work/input" -o "$work/out" -q -j "$cores"
+measure duckdb python3 bench/duckdb_convert.py "$work/input" "$work/duckdb" "$cores"
+du -sh "$work/out" "$work/duckdb"

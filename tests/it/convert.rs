@@ -1,0 +1,317 @@
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use fhir2parquet::json::parse;
+
+use crate::{convert_opts, read_lines, shared};
+
+/// Lines per resource type of a folder of NDJSON files.
+fn lines_per_type(dir: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if !p.to_string_lossy().contains(".ndjson") {
+            continue;
+        }
+        for l in read_lines(&p) {
+            let t = parse(&l)
+                .unwrap()
+                .get("resourceType")
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string();
+            *out.entry(t).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn row_counts_equal_line_counts_for_both_synthea_sets() {
+    for set in [
+        "fhir-data/synthea-r4-small",
+        "fhir-data/synthea-r4-10-patients",
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let record = fhir2parquet::convert::run(&[shared(set)], &convert_opts(tmp.path())).unwrap();
+        let rows: BTreeMap<String, u64> = record
+            .types
+            .iter()
+            .map(|(t, r)| (t.clone(), r.rows))
+            .collect();
+        assert_eq!(rows, lines_per_type(&shared(set)), "{set}");
+        assert_eq!(record.rejects.count, 0);
+        // And the Parquet files hold those rows.
+        let back = fhir2parquet::encode::to_ndjson(tmp.path(), &tmp.path().join("back")).unwrap();
+        assert_eq!(back, rows, "{set}");
+    }
+}
+
+/// Every spec example and every Synthea resource comes back equal (key order aside, numbers by
+/// their exact text).
+#[test]
+fn round_trip_is_lossless() {
+    for set in [
+        "fhir-data/r4-spec-examples",
+        "fhir-data/synthea-r4-small",
+        "fhir-data/synthea-r4-10-patients",
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let record = fhir2parquet::convert::run(&[shared(set)], &convert_opts(&out)).unwrap();
+        fhir2parquet::encode::to_ndjson(&out, &tmp.path().join("back")).unwrap();
+        let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+        for e in std::fs::read_dir(shared(set)).unwrap() {
+            let p = e.unwrap().path();
+            if p.to_string_lossy().contains(".ndjson") {
+                for l in read_lines(&p) {
+                    let doc = parse(&l).unwrap();
+                    let t = doc
+                        .get("resourceType")
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    expected.entry(t).or_default().push(doc.canonical());
+                }
+            }
+        }
+        let mut total = 0;
+        for (t, mut want) in expected {
+            let mut got: Vec<String> =
+                read_lines(&tmp.path().join("back").join(format!("{t}.ndjson")))
+                    .iter()
+                    .map(|l| parse(l).unwrap().canonical())
+                    .collect();
+            want.sort();
+            got.sort();
+            total += want.len();
+            let differing = want.iter().zip(&got).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                (want.len(), differing),
+                (got.len(), 0),
+                "{set}: {t} differs after the round trip"
+            );
+        }
+        if set.contains("spec-examples") {
+            assert_eq!(total, 5294);
+            // The examples hold things the typed columns cannot: they were kept and counted.
+            let kept: u64 = record.types.values().map(|r| r.overflow.values).sum();
+            assert!(kept > 0);
+        }
+    }
+}
+
+#[test]
+fn output_is_readable_parquet_with_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    fhir2parquet::convert::run(
+        &[shared("fhir-data/synthea-r4-small/Patient.ndjson")],
+        &convert_opts(tmp.path()),
+    )
+    .unwrap();
+    let file = std::fs::read_dir(tmp.path().join("Patient"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&file).unwrap())
+            .unwrap();
+    use parquet::file::reader::FileReader;
+    let meta = reader.metadata().file_metadata();
+    let kv: HashMap<_, _> = meta
+        .key_value_metadata()
+        .unwrap()
+        .iter()
+        .map(|k| (k.key.clone(), k.value.clone()))
+        .collect();
+    assert_eq!(kv["fhir.version"].as_deref(), Some("4.0.1"));
+    assert_eq!(
+        kv["fhir2parquet.schema_version"].as_deref(),
+        Some(fhir2parquet::schema::SCHEMA_VERSION)
+    );
+    assert_eq!(meta.num_rows(), 9);
+    let col = reader
+        .metadata()
+        .row_group(0)
+        .columns()
+        .iter()
+        .find(|c| c.column_path().string() == "birthDate_ts")
+        .unwrap();
+    assert_eq!(
+        col.compression(),
+        parquet::basic::Compression::ZSTD(Default::default())
+    );
+    assert!(col.statistics().is_some());
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("_fhir2parquet.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["types"]["Patient"]["rows"], 9);
+    assert_eq!(record["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn partition_by_append_and_replace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = convert_opts(tmp.path());
+    opts.partition_by =
+        vec![fhir2parquet::convert::PartitionSpec::parse("Observation.effective:year").unwrap()];
+    let input = [shared("fhir-data/synthea-r4-small/Observation.ndjson")];
+    fhir2parquet::convert::run(&input, &opts).unwrap();
+    let years: Vec<String> = std::fs::read_dir(tmp.path().join("Observation"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        years.contains(&"effective_year=2019".to_string()),
+        "{years:?}"
+    );
+    let count =
+        |p: &Path| fhir2parquet::encode::to_ndjson(p, &p.join("_back")).unwrap()["Observation"];
+    assert_eq!(count(tmp.path()), 1502);
+    // Again into the same folder: replaced, not doubled.
+    fhir2parquet::convert::run(&input, &opts).unwrap();
+    assert_eq!(count(tmp.path()), 1502);
+    // --append adds.
+    opts.append = true;
+    fhir2parquet::convert::run(&input, &opts).unwrap();
+    assert_eq!(count(tmp.path()), 3004);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("_fhir2parquet.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["previous_runs"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn manifest_inputs_are_resolved_and_counts_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("export");
+    std::fs::create_dir(&dir).unwrap();
+    for t in ["Patient", "Condition"] {
+        std::fs::copy(
+            shared(&format!("fhir-data/synthea-r4-small/{t}.ndjson")),
+            dir.join(format!("{t}.ndjson")),
+        )
+        .unwrap();
+    }
+    let manifest = serde_json::json!({
+        "transactionTime": "2020-01-01T00:00:00Z",
+        "request": "https://example.org/fhir/$export",
+        "requiresAccessToken": true,
+        "output": [
+            {"type": "Patient", "url": "https://example.org/files/Patient.ndjson", "count": 9},
+            {"type": "Condition", "url": "Condition.ndjson", "count": 1}
+        ],
+        "error": []
+    });
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    let out = tmp.path().join("out");
+    let o = crate::bin(&[
+        "convert",
+        dir.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let conditions = crate::read_lines(&dir.join("Condition.ndjson")).len();
+    let want =
+        format!("Condition.ndjson: the manifest says 1 resources, the file holds {conditions}");
+    assert!(err.contains(&want), "{err}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_fhir2parquet.json")).unwrap()).unwrap();
+    assert_eq!(record["types"]["Patient"]["rows"], 9);
+}
+
+#[test]
+fn stdin_input_and_exit_code_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = std::fs::read(shared("fhir-data/synthea-r4-small/Patient.ndjson")).unwrap();
+    let o = crate::bin_stdin(&["convert", "-", "-o", tmp.path().to_str().unwrap()], &data);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Patient") && err.contains("throughput"),
+        "the summary table: {err}"
+    );
+}
+
+#[test]
+fn a_killed_run_leaves_nothing_that_looks_complete() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .args([
+            "convert",
+            "-",
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+            "--batch-rows",
+            "10",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data = std::fs::read(shared("fhir-data/synthea-r4-small/Observation.ndjson")).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&data).unwrap();
+    stdin.flush().unwrap();
+    // Wait until the run has written Parquet under its temporary name, then kill it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let written = std::fs::read_dir(&out)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".fhir2parquet-tmp-")
+                    && e.path().join("Observation").exists()
+            });
+        if written || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.starts_with(".fhir2parquet-tmp-")),
+        "{names:?}"
+    );
+    assert!(!out.join("_fhir2parquet.json").exists());
+    // The next run cleans up and publishes.
+    fhir2parquet::convert::run(
+        &[shared("fhir-data/synthea-r4-small/Patient.ndjson")],
+        &convert_opts(&out),
+    )
+    .unwrap();
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with('.')).count(),
+        0,
+        "{names:?}"
+    );
+}

@@ -1,0 +1,39 @@
+//! DuckDB and pyarrow read what convert writes. `.ci/run` installs both from PyPI; on a machine
+//! without them the test says so and passes only outside CI.
+
+use std::process::Command;
+
+use crate::{convert_opts, shared};
+
+#[test]
+fn duckdb_and_pyarrow_read_the_output() {
+    let has_modules = Command::new("python3")
+        .args(["-c", "import duckdb, pyarrow, pytz"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_modules {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install duckdb and pyarrow (see .ci/run)"
+        );
+        eprintln!("skipped: `pip install duckdb pyarrow pytz` to run the interop test");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = convert_opts(tmp.path());
+    opts.partition_by =
+        vec![fhir2parquet::convert::PartitionSpec::parse("Observation.effective:year").unwrap()];
+    let src = shared("fhir-data/synthea-r4-small");
+    fhir2parquet::convert::run(&[src.clone()], &opts).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/check.py");
+    let o = Command::new("python3")
+        .args([script, tmp.path().to_str().unwrap(), src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

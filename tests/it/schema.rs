@@ -1,0 +1,86 @@
+use fhir2parquet::schema::node::{arrow_schema, width_and_depth};
+
+use crate::shared;
+
+#[test]
+fn committed_model_is_what_the_generator_writes() {
+    let fresh =
+        fhir2parquet::schema::generate::generate_model(&shared("fhir-definitions/r4")).unwrap();
+    let committed = include_str!("../../schemas/r4/model.json");
+    assert!(
+        fresh == committed,
+        "schemas/r4/model.json is stale: run `cargo run --bin fhir-schema-gen -- ../shared/fhir-definitions/r4 schemas/r4`"
+    );
+}
+
+#[test]
+fn every_r4_resource_type_has_a_schema_within_bigquery_limits() {
+    let types = fhir2parquet::schema::r4().resource_types();
+    assert_eq!(types.len(), 146);
+    for t in types {
+        let s = arrow_schema(t).unwrap();
+        let (leaves, depth) = width_and_depth(&s);
+        assert!(leaves <= 10_000, "{t} has {leaves} leaf columns");
+        assert!(depth <= 15, "{t} nests {depth} levels");
+        // The schema is a function of the type alone.
+        assert_eq!(s, arrow_schema(t).unwrap());
+    }
+}
+
+#[test]
+fn mapping_follows_the_contract() {
+    use arrow::datatypes::{DataType, TimeUnit};
+    let s = arrow_schema("Observation").unwrap();
+    let ty = |n: &str| s.field_with_name(n).unwrap().data_type().clone();
+    assert_eq!(
+        ty("issued"),
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
+    assert_eq!(ty("effectiveDateTime"), DataType::Utf8);
+    assert_eq!(
+        ty("effectiveDateTime_ts"),
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    );
+    assert_eq!(ty("valueInteger"), DataType::Int32);
+    assert_eq!(ty("valueBoolean"), DataType::Boolean);
+    let DataType::Struct(q) = ty("valueQuantity") else {
+        panic!()
+    };
+    assert_eq!(
+        q.find("value").unwrap().1.data_type(),
+        &DataType::Decimal128(38, 18)
+    );
+    assert!(matches!(ty("category"), DataType::List(_)));
+    assert!(matches!(ty("_status"), DataType::Struct(_)));
+    let p = arrow_schema("Patient").unwrap();
+    assert!(matches!(
+        p.field_with_name("contained").unwrap().data_type(),
+        DataType::List(_)
+    ));
+    let b = arrow_schema("Binary").unwrap();
+    assert_eq!(
+        b.field_with_name("data").unwrap().data_type(),
+        &DataType::Binary
+    );
+}
+
+#[test]
+fn schema_command_prints_tree_json_and_list() {
+    let out = crate::bin(&["schema", "Patient"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("  birthDate: string"), "{text}");
+    assert!(text.contains("  birthDate_ts: timestamp(us, UTC)"));
+    let out = crate::bin(&["schema", "Observation", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["name"] == "valueQuantity"));
+    let out = crate::bin(&["schema", "--list"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 146);
+    let out = crate::bin(&["schema", "patient"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--list"));
+}
