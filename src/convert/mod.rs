@@ -78,11 +78,8 @@ struct WorkerResult {
 
 impl Worker<'_> {
     fn chunk(&mut self, chunk: Chunk) -> Result<()> {
-        let mut line_no = chunk.first_line;
         let mut count = 0;
-        for raw in chunk.data.split(|&c| c == b'\n') {
-            let this = line_no;
-            line_no += 1;
+        for (this, raw) in (chunk.first_line..).zip(chunk.data.split(|&c| c == b'\n')) {
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
             if raw.iter().all(|c| c.is_ascii_whitespace()) {
                 continue;

@@ -24,7 +24,7 @@ fn duckdb_and_pyarrow_read_the_output() {
     opts.partition_by =
         vec![fhir2parquet::convert::PartitionSpec::parse("Observation.effective:year").unwrap()];
     let src = shared("fhir-data/synthea-r4-small");
-    fhir2parquet::convert::run(&[src.clone()], &opts).unwrap();
+    fhir2parquet::convert::run(std::slice::from_ref(&src), &opts).unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/check.py");
     let o = Command::new("python3")
         .args([script, tmp.path().to_str().unwrap(), src.to_str().unwrap()])
