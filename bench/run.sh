@@ -32,3 +32,6 @@ rm -rf "$work/out" "$work/duckdb"
 measure fhir2parquet target/release/fhir2parquet convert "$work/input" -o "$work/out" -q -j "$cores"
 measure duckdb python3 bench/duckdb_convert.py "$work/input" "$work/duckdb" "$cores"
 du -sh "$work/out" "$work/duckdb"
+echo
+echo "queries (best of 3; ours includes process start and table registration):"
+python3 bench/queries.py "$work/out" "$work/input" "$cores"

@@ -44,6 +44,13 @@ pub const RUN_RECORD: &str = "_fhir2parquet.json";
 /// The folder of rejected lines in OUT.
 pub const REJECTS_DIR: &str = "_rejects";
 const TMP_PREFIX: &str = ".fhir2parquet-tmp-";
+/// What one worker's Parquet writers may buffer in row groups in progress, all types together.
+/// Past it the largest row group is written out, so memory does not grow with the input.
+const WORKER_BUFFER_BYTES: usize = 160 << 20;
+/// Leaf columns of the files one worker keeps open. The Parquet writer holds a compressor (and a
+/// decompressor) per column, about 140 KB with zstd: past this budget the least recently used
+/// file is finished, and a later batch of its type starts a new one.
+const WORKER_OPEN_COLUMNS: usize = 1_500;
 
 #[derive(Default)]
 struct TypeState {
@@ -65,6 +72,7 @@ struct Worker<'a> {
     reject_counts: BTreeMap<RejectReason, u64>,
     per_source: HashMap<usize, u64>,
     resources: &'a AtomicU64,
+    tick: u64,
 }
 
 /// What a worker hands back.
@@ -152,14 +160,62 @@ impl Worker<'_> {
         }
         let (decoder, w) = state.parts.get_mut(&part).expect("inserted above");
         decoder.decode(&doc);
-        if decoder.len() >= self.opts.batch_rows {
+        let wrote = decoder.len() >= self.opts.batch_rows;
+        if wrote {
             let batch = decoder.flush()?;
             w.write(&batch)?;
+            self.tick += 1;
+            w.last_used = self.tick;
         }
         state.rows += 1;
         state.bytes_in += raw.len() as u64 + 1;
         state.busy += started.elapsed();
+        if wrote {
+            self.bound_memory()?;
+        }
         Ok(())
+    }
+
+    /// Keeps the worker's writers within [`WORKER_OPEN_COLUMNS`] and [`WORKER_BUFFER_BYTES`].
+    fn bound_memory(&mut self) -> Result<()> {
+        loop {
+            let mut open = 0;
+            let mut oldest: Option<&mut writer::RollingWriter> = None;
+            for state in self.types.values_mut() {
+                for (_, w) in state.parts.values_mut() {
+                    if !w.is_open() {
+                        continue;
+                    }
+                    open += w.leaves;
+                    if w.last_used < self.tick
+                        && oldest.as_ref().is_none_or(|o| w.last_used < o.last_used)
+                    {
+                        oldest = Some(w);
+                    }
+                }
+            }
+            match oldest {
+                Some(w) if open > WORKER_OPEN_COLUMNS => w.close_file()?,
+                _ => break,
+            }
+        }
+        loop {
+            let mut total = 0;
+            let mut largest: Option<(usize, &mut writer::RollingWriter)> = None;
+            for state in self.types.values_mut() {
+                for (_, w) in state.parts.values_mut() {
+                    let b = w.buffered();
+                    total += b;
+                    if largest.as_ref().is_none_or(|(lb, _)| b > *lb) {
+                        largest = Some((b, w));
+                    }
+                }
+            }
+            match largest {
+                Some((b, w)) if total > WORKER_BUFFER_BYTES && b > 0 => w.flush_row_group()?,
+                _ => return Ok(()),
+            }
+        }
     }
 
     fn reject(
@@ -255,6 +311,7 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
                         reject_counts: BTreeMap::new(),
                         per_source: HashMap::new(),
                         resources,
+                        tick: 0,
                     };
                     let mut failed = None;
                     for chunk in rx.iter() {

@@ -70,6 +70,10 @@ pub struct RollingWriter {
     current: Option<ArrowWriter<File>>,
     pub files: Vec<PathBuf>,
     pub bytes: u64,
+    /// Leaf columns of the schema: an open file costs memory in proportion (a compressor per column).
+    pub leaves: usize,
+    /// When the worker last wrote here, for closing the least recently used file.
+    pub last_used: u64,
 }
 
 impl RollingWriter {
@@ -83,13 +87,15 @@ impl RollingWriter {
         RollingWriter {
             dir: dir.to_path_buf(),
             prefix,
-            schema,
+            schema: schema.clone(),
             props,
             target,
             seq: 0,
             current: None,
             files: Vec::new(),
             bytes: 0,
+            leaves: crate::schema::node::width_and_depth(&schema).0,
+            last_used: 0,
         }
     }
 
@@ -122,7 +128,25 @@ impl RollingWriter {
         Ok(())
     }
 
-    fn close_file(&mut self) -> Result<()> {
+    /// Bytes buffered for the row group in progress.
+    pub fn buffered(&self) -> usize {
+        self.current.as_ref().map_or(0, |w| w.in_progress_size())
+    }
+
+    /// Writes out the row group in progress (to bound memory).
+    pub fn flush_row_group(&mut self) -> Result<()> {
+        if let Some(w) = self.current.as_mut() {
+            w.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Finishes the current file; the next write starts a new one.
+    pub fn close_file(&mut self) -> Result<()> {
         if let Some(w) = self.current.take() {
             let meta = w.close()?;
             let _ = meta;

@@ -24,7 +24,11 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
     match s.find('T') {
         None => parse_date(s),
         Some(10) => {
-            let date = NaiveDate::parse_from_str(&s[..10], "%Y-%m-%d").ok()?;
+            let b = s.as_bytes();
+            if b[4] != b'-' || b[7] != b'-' {
+                return None;
+            }
+            let date = NaiveDate::from_ymd_opt(num(b, 0, 4)? as i32, num(b, 5, 2)?, num(b, 8, 2)?)?;
             let rest = &s[11..];
             let (time, offset_secs) = split_offset(rest)?;
             let t = parse_clock(time)?;
@@ -61,7 +65,18 @@ pub fn parse_time(s: &str) -> Option<i64> {
 /// The canonical text of an instant: `2019-08-05T17:33:41.167+00:00`. An instant whose text is
 /// different is kept in overflow as well.
 pub fn instant_text(micros: i64) -> String {
+    use chrono::{Datelike, Timelike};
     match Utc.timestamp_micros(micros).single() {
+        Some(t) if (0..=9999).contains(&t.year()) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}+00:00",
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.nanosecond() / 1_000_000
+        ),
         Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string(),
         None => String::new(),
     }

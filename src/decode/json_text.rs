@@ -14,6 +14,9 @@ pub(super) struct JsonTextDecoder {
 }
 
 impl ArrayDecoder for JsonTextDecoder {
+    fn append_absent(&mut self, n: usize) {
+        self.values.append_nulls(n)
+    }
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
         match value {
             None => self.values.append_null(),

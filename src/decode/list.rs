@@ -37,6 +37,11 @@ impl ListDecoder {
 }
 
 impl ArrayDecoder for ListDecoder {
+    fn append_absent(&mut self, n: usize) {
+        let last = *self.offsets.last().expect("offsets start with 0");
+        self.offsets.extend(std::iter::repeat_n(last, n));
+        self.nulls.append_n_nulls(n);
+    }
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
         match value {
             Some(Json::Arr(items)) => {
@@ -57,7 +62,7 @@ impl ArrayDecoder for ListDecoder {
                 cx.keep(OverflowReason::WrongType, v);
                 self.close(0, false);
             }
-            None => self.close(0, false),
+            None => self.append_absent(1),
         }
     }
 

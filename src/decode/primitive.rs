@@ -35,6 +35,9 @@ fn wrong_type(v: &Json, cx: &mut Context) {
 struct BooleanDecoder(BooleanBuilder);
 
 impl ArrayDecoder for BooleanDecoder {
+    fn append_absent(&mut self, n: usize) {
+        self.0.append_nulls(n)
+    }
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
         match value {
             Some(Json::Bool(b)) => self.0.append_value(*b),
@@ -54,6 +57,9 @@ impl ArrayDecoder for BooleanDecoder {
 struct IntegerDecoder(Int32Builder);
 
 impl ArrayDecoder for IntegerDecoder {
+    fn append_absent(&mut self, n: usize) {
+        self.0.append_nulls(n)
+    }
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
         match value {
             Some(v @ Json::Num(t)) => match t.parse::<i32>() {
@@ -89,6 +95,9 @@ impl Default for DecimalDecoder {
 }
 
 impl ArrayDecoder for DecimalDecoder {
+    fn append_absent(&mut self, n: usize) {
+        self.0.append_nulls(n)
+    }
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
         match value {
             Some(v @ Json::Num(t)) => match parse_decimal(t) {
@@ -124,6 +133,9 @@ impl ArrayDecoder for DecimalDecoder {
 struct StringDecoder(StringBuilder);
 
 impl ArrayDecoder for StringDecoder {
+    fn append_absent(&mut self, n: usize) {
+        self.0.append_nulls(n)
+    }
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
         match value {
             Some(Json::Str(s)) => self.0.append_value(s),
@@ -143,6 +155,9 @@ impl ArrayDecoder for StringDecoder {
 struct InstantDecoder(TimestampMicrosecondBuilder);
 
 impl ArrayDecoder for InstantDecoder {
+    fn append_absent(&mut self, n: usize) {
+        self.0.append_nulls(n)
+    }
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
         match value {
             Some(v @ Json::Str(s)) => match parse_instant(s) {
@@ -173,6 +188,9 @@ impl ArrayDecoder for InstantDecoder {
 struct Base64Decoder(BinaryBuilder);
 
 impl ArrayDecoder for Base64Decoder {
+    fn append_absent(&mut self, n: usize) {
+        self.0.append_nulls(n)
+    }
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
         let engine = base64::engine::general_purpose::STANDARD;
         match value {
@@ -228,6 +246,14 @@ impl DateTextDecoder {
 }
 
 impl ArrayDecoder for DateTextDecoder {
+    fn append_absent(&mut self, n: usize) {
+        self.text.append_nulls(n);
+        if self.prim == Prim::Time {
+            self.time.append_nulls(n)
+        } else {
+            self.ts.append_nulls(n)
+        }
+    }
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
         match value {
             Some(Json::Str(s)) => {

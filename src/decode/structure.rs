@@ -1,10 +1,11 @@
 //! Complex types and backbone elements: a struct of the member columns.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, NullBufferBuilder, StructArray};
 use arrow::datatypes::Fields;
+
+use rustc_hash::FxHashMap;
 
 use super::{make_decoder, ArrayDecoder, Context, OverflowReason};
 use crate::json::Json;
@@ -22,11 +23,13 @@ enum Slot {
 pub(super) struct StructDecoder {
     columns: Vec<Box<dyn ArrayDecoder>>,
     keys: Vec<String>,
-    lookup: HashMap<String, Slot>,
+    lookup: FxHashMap<String, Slot>,
     fields: Fields,
     nulls: NullBufferBuilder,
     /// Per column, the index of the member found in the object being decoded.
     found: Vec<usize>,
+    /// Absent values not yet appended to the children (see [`ArrayDecoder::append_absent`]).
+    pending: usize,
 }
 
 const ABSENT: usize = usize::MAX;
@@ -35,7 +38,7 @@ impl StructDecoder {
     pub(super) fn new(members: &[Member]) -> Self {
         let mut columns = Vec::new();
         let mut keys = Vec::new();
-        let mut lookup = HashMap::new();
+        let mut lookup = FxHashMap::default();
         for m in members {
             let ext_key = format!("_{}", m.name);
             if m.cut {
@@ -72,6 +75,7 @@ impl StructDecoder {
             fields: struct_fields(members),
             nulls: NullBufferBuilder::new(0),
             found,
+            pending: 0,
         }
     }
 
@@ -104,7 +108,7 @@ impl StructDecoder {
         for c in 0..self.columns.len() {
             let i = std::mem::replace(&mut self.found[c], ABSENT);
             if i == ABSENT {
-                self.columns[c].decode(None, cx);
+                self.columns[c].append_absent(1);
             } else {
                 let len = cx.push(&self.keys[c]);
                 self.columns[c].decode(Some(&members[i].1), cx);
@@ -113,14 +117,20 @@ impl StructDecoder {
         }
     }
 
-    fn decode_absent(&mut self, cx: &mut Context) {
-        for c in &mut self.columns {
-            c.decode(None, cx);
+    /// Appends the deferred absent values to the children.
+    fn catch_up(&mut self) {
+        if self.pending > 0 {
+            for c in &mut self.columns {
+                c.append_absent(self.pending);
+            }
+            self.nulls.append_n_nulls(self.pending);
+            self.pending = 0;
         }
     }
 
     /// The arrays of the member columns.
     pub(super) fn flush_columns(&mut self) -> Vec<ArrayRef> {
+        self.catch_up();
         self.columns.iter_mut().flat_map(|c| c.flush()).collect()
     }
 
@@ -130,21 +140,22 @@ impl StructDecoder {
 }
 
 impl ArrayDecoder for StructDecoder {
+    fn append_absent(&mut self, n: usize) {
+        self.pending += n;
+    }
+
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
         match value {
             Some(Json::Obj(members)) => {
+                self.catch_up();
                 self.decode_members(members, cx);
                 self.nulls.append_non_null();
             }
             Some(v) => {
                 cx.keep(OverflowReason::WrongType, v);
-                self.decode_absent(cx);
-                self.nulls.append_null();
+                self.pending += 1;
             }
-            None => {
-                self.decode_absent(cx);
-                self.nulls.append_null();
-            }
+            None => self.pending += 1,
         }
     }
 

@@ -73,18 +73,27 @@ pub fn read_chunks(
         let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + (CHUNK >> 2));
         let mut first = true;
         let mut eof = false;
+        // How full the buffer should get before lines are cut off: a chunk, more for a longer line.
+        let mut target = CHUNK;
         while !eof {
-            // Fill the buffer up to a chunk.
-            while buf.len() < CHUNK {
+            while buf.len() < target {
                 let start = buf.len();
-                buf.resize(start + (CHUNK - start).max(64 << 10), 0);
+                buf.resize(start + (target - start).max(64 << 10), 0);
                 match reader.read(&mut buf[start..]) {
                     Ok(0) => {
                         buf.truncate(start);
                         eof = true;
                         break;
                     }
-                    Ok(n) => buf.truncate(start + n),
+                    Ok(n) => {
+                        buf.truncate(start + n);
+                        // A pipe that has no more for now (a short read): hand over the whole
+                        // lines we have rather than wait for a full chunk.
+                        let want = target - start;
+                        if n < want && source.is_stdin() && buf[start..].contains(&b'\n') {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(start),
                     Err(e) => {
                         buf.truncate(start);
@@ -104,12 +113,17 @@ pub fn read_chunks(
             } else {
                 match memrchr(b'\n', &buf) {
                     Some(i) => i + 1,
-                    None => continue, // a line longer than a chunk: read on
+                    None => {
+                        // A line longer than a chunk: read on.
+                        target = buf.len() + CHUNK;
+                        continue;
+                    }
                 }
             };
             if cut == 0 {
                 continue;
             }
+            target = CHUNK;
             let rest = buf.split_off(cut);
             let data = std::mem::replace(&mut buf, rest);
             let n = count_lines(&data);

@@ -62,6 +62,10 @@ pub fn write_json_string(s: &str, out: &mut String) {
 
 /// Escapes one reference token of a JSON Pointer (RFC 6901).
 pub fn escape_pointer_token(token: &str, out: &mut String) {
+    if !token.contains(['~', '/']) {
+        out.push_str(token);
+        return;
+    }
     for c in token.chars() {
         match c {
             '~' => out.push_str("~0"),

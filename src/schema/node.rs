@@ -283,6 +283,18 @@ impl Builder<'_> {
         }
         Arc::new(out)
     }
+
+    /// The extensions of a primitive (`_birthDate.extension`): typed values of primitive types
+    /// only (data-absent-reason, original text); complex values go to overflow.
+    fn primitive_extension_members(&self) -> Arc<Vec<Member>> {
+        let mut members = (*self.extension_members(false)).clone();
+        for m in &mut members {
+            if m.name.starts_with("value") && matches!(m.shape, Shape::Struct(_)) {
+                m.cut = true;
+            }
+        }
+        Arc::new(members)
+    }
 }
 
 /// The members of a resource type, or None for an unknown type.
@@ -367,7 +379,7 @@ pub fn primitive_extension_members() -> Arc<Vec<Member>> {
                 name: "extension".into(),
                 fhir_type: "Extension".into(),
                 repeated: true,
-                shape: Shape::Struct(b.extension_members(false)),
+                shape: Shape::Struct(b.primitive_extension_members()),
                 prim_ext: false,
                 cut: false,
             },

@@ -9,6 +9,7 @@
 //! | `extension_value(ext, url, ...)` | the value of the extension with that url, as text; more urls go into nested extensions |
 //! | `fhir_date_start(text)`, `fhir_date_end(text)` | the start and the (exclusive) end of a FHIR date or dateTime |
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -111,14 +112,7 @@ impl ScalarUDFImpl for FhirFunction {
         let n = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let first = &arrays[0];
-        let text_arg = |i: usize, row: usize| -> Option<String> {
-            let a = &arrays[i];
-            if a.data_type() == &DataType::Null || a.is_null(row) {
-                None
-            } else {
-                array_value_to_string(a, row).ok()
-            }
-        };
+        let text_arg = |i: usize, row: usize| -> Option<Cow<'_, str>> { text_at(&arrays[i], row) };
         let out: ArrayRef = match self.f {
             Fhir::ReferenceId | Fhir::ReferenceType => {
                 let mut b = StringBuilder::new();
@@ -166,8 +160,9 @@ impl ScalarUDFImpl for FhirFunction {
                 }
                 let mut b = StringBuilder::new();
                 for row in 0..n {
-                    let urls: Vec<Option<String>> =
-                        (1..arrays.len()).map(|i| text_arg(i, row)).collect();
+                    let urls: Vec<Option<String>> = (1..arrays.len())
+                        .map(|i| text_arg(i, row).map(Cow::into_owned))
+                        .collect();
                     b.append_option(extension_value(first, row, &urls));
                 }
                 Arc::new(b.finish())
@@ -193,6 +188,19 @@ impl ScalarUDFImpl for FhirFunction {
             return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?));
         }
         Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// The text of a value: borrowed from a string column, formatted otherwise.
+fn text_at(a: &ArrayRef, row: usize) -> Option<Cow<'_, str>> {
+    if a.data_type() == &DataType::Null || a.is_null(row) {
+        return None;
+    }
+    match a.data_type() {
+        DataType::Utf8 => Some(Cow::Borrowed(a.as_string::<i32>().value(row))),
+        DataType::Utf8View => Some(Cow::Borrowed(a.as_string_view().value(row))),
+        DataType::LargeUtf8 => Some(Cow::Borrowed(a.as_string::<i64>().value(row))),
+        _ => array_value_to_string(a, row).ok().map(Cow::Owned),
     }
 }
 
@@ -249,16 +257,20 @@ fn is_type(t: &str) -> bool {
 }
 
 /// Every (system, code) reachable from a Coding, CodeableConcept, or a list of either.
-fn codings(a: &ArrayRef, row: usize) -> Vec<(Option<String>, Option<String>)> {
+fn codings(a: &ArrayRef, row: usize) -> Vec<(Option<Cow<'_, str>>, Option<Cow<'_, str>>)> {
     let mut out = Vec::new();
     if a.is_null(row) {
         return out;
     }
     match a.data_type() {
         DataType::List(_) => {
-            let items = a.as_list::<i32>().value(row);
-            for i in 0..items.len() {
-                out.extend(codings(&items, i));
+            let list = a.as_list::<i32>();
+            let (start, end) = (
+                list.value_offsets()[row] as usize,
+                list.value_offsets()[row + 1] as usize,
+            );
+            for i in start..end {
+                out.extend(codings(list.values(), i));
             }
         }
         DataType::Struct(_) => {
@@ -266,11 +278,7 @@ fn codings(a: &ArrayRef, row: usize) -> Vec<(Option<String>, Option<String>)> {
             if let Some(coding) = s.column_by_name("coding") {
                 out.extend(codings(coding, row));
             } else {
-                let field = |name: &str| {
-                    s.column_by_name(name)
-                        .filter(|c| c.is_valid(row))
-                        .and_then(|c| array_value_to_string(c, row).ok())
-                };
+                let field = |name: &str| s.column_by_name(name).and_then(|c| text_at(c, row));
                 out.push((field("system"), field("code")));
             }
         }

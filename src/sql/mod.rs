@@ -60,6 +60,9 @@ impl Shell {
             .build()?;
         let mut config = SessionConfig::new().with_information_schema(true);
         config.options_mut().sql_parser.enable_ident_normalization = false;
+        // Statistics of every column of every file are gathered at planning otherwise: with a
+        // thousand columns per resource table that costs more than most queries.
+        config.options_mut().execution.collect_statistics = false;
         let mut rt = RuntimeEnvBuilder::new();
         if let Some(limit) = memory_limit {
             rt = rt.with_memory_limit(parse_size(limit)?, 1.0);

@@ -290,6 +290,16 @@ fn a_killed_run_leaves_nothing_that_looks_complete() {
     child.kill().unwrap();
     child.wait().unwrap();
     drop(stdin);
+    let in_tmp = std::fs::read_dir(&out).unwrap().flatten().any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with(".fhir2parquet-tmp-")
+            && std::fs::read_dir(e.path().join("Observation")).is_ok_and(|mut d| d.next().is_some())
+    });
+    assert!(
+        in_tmp,
+        "the run had written Parquet under its temporary name before it was killed"
+    );
     let names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -1,0 +1,1 @@
+SELECT gender, CAST(FLOOR((epoch(TIMESTAMPTZ '2020-01-01 00:00:00+00') - epoch(CAST(birthDate AS TIMESTAMPTZ))) / 31557600 / 10) * 10 AS INT) AS age_band, COUNT(*) AS patients FROM {Patient} GROUP BY 1, 2 ORDER BY 1, 2

@@ -1,0 +1,1 @@
+SELECT c.code AS code, c.display AS display, COUNT(*) AS conditions FROM (SELECT unnest(code.coding) AS c FROM {Condition}) WHERE c.system = 'http://snomed.info/sct' GROUP BY 1, 2 ORDER BY conditions DESC, code LIMIT 5

@@ -1,0 +1,1 @@
+SELECT p.id AS patient, p.name[1].family AS family, COUNT(m.id) AS requests FROM {Patient} p LEFT JOIN {MedicationRequest} m ON regexp_extract(m.subject.reference, '([^/:]+)$', 1) = p.id GROUP BY 1, 2 ORDER BY requests DESC, patient

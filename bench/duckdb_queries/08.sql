@@ -1,0 +1,1 @@
+SELECT list_filter(vaccineCode.coding, lambda c: c.system = 'http://hl7.org/fhir/sid/cvx')[1].code AS cvx, vaccineCode.text AS vaccine, COUNT(*) AS doses, COUNT(DISTINCT regexp_extract(patient.reference, '([^/:]+)$', 1)) AS patients FROM {Immunization} GROUP BY 1, 2 ORDER BY doses DESC, cvx

@@ -1,0 +1,1 @@
+SELECT list_filter(list_filter(extension, lambda e: e.url = 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-race')[1].extension, lambda e: e.url = 'text')[1].valueString AS race, COUNT(*) AS patients FROM {Patient} GROUP BY 1 ORDER BY patients DESC, race
