@@ -256,8 +256,11 @@ fn is_type(t: &str) -> bool {
     t.starts_with(|c: char| c.is_ascii_uppercase()) && t.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
+/// A coding's system and code.
+type Coding<'a> = (Option<Cow<'a, str>>, Option<Cow<'a, str>>);
+
 /// Every (system, code) reachable from a Coding, CodeableConcept, or a list of either.
-fn codings(a: &ArrayRef, row: usize) -> Vec<(Option<Cow<'_, str>>, Option<Cow<'_, str>>)> {
+fn codings(a: &ArrayRef, row: usize) -> Vec<Coding<'_>> {
     let mut out = Vec::new();
     if a.is_null(row) {
         return out;
