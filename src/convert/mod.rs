@@ -46,7 +46,7 @@ pub const REJECTS_DIR: &str = "_rejects";
 const TMP_PREFIX: &str = ".fhir2parquet-tmp-";
 /// What one worker's Parquet writers may buffer in row groups in progress, all types together.
 /// Past it the largest row group is written out, so memory does not grow with the input.
-const WORKER_BUFFER_BYTES: usize = 160 << 20;
+const WORKER_BUFFER_BYTES: usize = 96 << 20;
 /// Leaf columns of the files one worker keeps open. The Parquet writer holds a compressor (and a
 /// decompressor) per column, about 140 KB with zstd: past this budget the least recently used
 /// file is finished, and a later batch of its type starts a new one.
@@ -148,7 +148,10 @@ impl Worker<'_> {
             } else {
                 self.tmp.join(rt).join(&part)
             };
-            let props = self.opts.write.properties(rt, self.fhir_version);
+            let props = self
+                .opts
+                .write
+                .properties(rt, self.fhir_version, &decoder.schema());
             let w = writer::RollingWriter::new(
                 &dir,
                 format!("{}-{}", self.run_id, self.id),
