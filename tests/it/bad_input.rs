@@ -72,8 +72,7 @@ fn bad_lines_are_rejected_with_location_and_kept_and_the_run_goes_on() {
         not_json["text"].as_str().unwrap().contains("SECRET-NAME"),
         "the line is kept whole"
     );
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("_fhir2parquet.json")).unwrap()).unwrap();
+    let record = crate::run_record(&out);
     assert_eq!(record["types"]["Patient"]["rows"], 2);
     let by = &record["types"]["Patient"]["overflow"]["by_reason"];
     assert_eq!(by["unknown-element"], 1);
@@ -102,13 +101,7 @@ fn a_truncated_gzip_is_reported_and_the_lines_before_it_kept() {
     let input = tmp.path().join("Observation.ndjson.gz");
     std::fs::write(&input, &gz[..gz.len() / 2]).unwrap();
     let out = tmp.path().join("out");
-    let o = bin(&[
-        "convert",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let o = crate::convert_quiet(&input, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(
@@ -119,8 +112,7 @@ fn a_truncated_gzip_is_reported_and_the_lines_before_it_kept() {
         err.contains("line(s) were read before it and are kept"),
         "{err}"
     );
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("_fhir2parquet.json")).unwrap()).unwrap();
+    let record = crate::run_record(&out);
     let rows = record["types"]["Observation"]["rows"].as_u64().unwrap();
     assert!(rows > 100 && rows < 1502, "{rows}");
 }
@@ -133,13 +125,7 @@ fn a_line_of_tens_of_megabytes_is_fine() {
     let input = tmp.path().join("Binary.ndjson");
     std::fs::write(&input, format!("{line}{line}")).unwrap();
     let out = tmp.path().join("out");
-    let o = bin(&[
-        "convert",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let o = crate::convert_quiet(&input, &out);
     assert_eq!(
         o.status.code(),
         Some(0),

@@ -146,9 +146,7 @@ fn output_is_readable_parquet_with_metadata() {
         parquet::basic::Compression::ZSTD(Default::default())
     );
     assert!(col.statistics().is_some());
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tmp.path().join("_fhir2parquet.json")).unwrap())
-            .unwrap();
+    let record = crate::run_record(tmp.path());
     assert_eq!(record["types"]["Patient"]["rows"], 9);
     assert_eq!(record["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
 }
@@ -179,9 +177,7 @@ fn partition_by_append_and_replace() {
     opts.append = true;
     fhir2parquet::convert::run(&input, &opts).unwrap();
     assert_eq!(count(tmp.path()), 3004);
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(tmp.path().join("_fhir2parquet.json")).unwrap())
-            .unwrap();
+    let record = crate::run_record(tmp.path());
     assert_eq!(record["previous_runs"].as_array().unwrap().len(), 1);
 }
 
@@ -209,21 +205,14 @@ fn manifest_inputs_are_resolved_and_counts_checked() {
     });
     std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
     let out = tmp.path().join("out");
-    let o = crate::bin(&[
-        "convert",
-        dir.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ]);
+    let o = crate::convert_quiet(&dir, &out);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     let conditions = crate::read_lines(&dir.join("Condition.ndjson")).len();
     let want =
         format!("Condition.ndjson: the manifest says 1 resources, the file holds {conditions}");
     assert!(err.contains(&want), "{err}");
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("_fhir2parquet.json")).unwrap()).unwrap();
+    let record = crate::run_record(&out);
     assert_eq!(record["types"]["Patient"]["rows"], 9);
 }
 

@@ -75,3 +75,19 @@ pub fn read_lines(path: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// The run record `OUT/_fhir2parquet.json` of a converted dataset.
+pub fn run_record(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("_fhir2parquet.json")).unwrap()).unwrap()
+}
+
+/// Runs `convert INPUT -o OUT -q` with the binary.
+pub fn convert_quiet(input: &Path, out: &Path) -> Output {
+    bin(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ])
+}
