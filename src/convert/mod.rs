@@ -268,6 +268,27 @@ impl Worker<'_> {
     }
 }
 
+/// The resource tables of a converted dataset: each folder named after a resource type, with its
+/// path, sorted by name.
+pub fn resource_tables(dataset: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let entries = std::fs::read_dir(dataset).with_context(|| {
+        format!(
+            "cannot read {}: give a folder written by `fhir2parquet convert`",
+            dataset.display()
+        )
+    })?;
+    let mut tables = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() && crate::schema::node::resource_members(&name).is_some() {
+            tables.push((name, entry.path()));
+        }
+    }
+    tables.sort();
+    Ok(tables)
+}
+
 /// Runs a conversion. Returns the run record; the caller decides the exit code from it.
 pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
     let started = Instant::now();

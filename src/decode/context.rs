@@ -1,6 +1,7 @@
 //! What a decoder needs besides the value: where it is, and where to keep what does not fit.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
@@ -70,7 +71,7 @@ impl Context {
     pub fn push_index(&mut self, i: usize) -> usize {
         let len = self.path.len();
         self.path.push('/');
-        self.path.push_str(itoa(i).as_str());
+        let _ = write!(self.path, "{i}");
         len
     }
 
@@ -132,8 +133,4 @@ impl Context {
         out.push('}');
         Some(out)
     }
-}
-
-fn itoa(i: usize) -> String {
-    i.to_string()
 }

@@ -25,23 +25,10 @@ use crate::schema::node::{
 pub fn to_ndjson(dataset: &Path, out: &Path) -> Result<BTreeMap<String, u64>> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut counts = BTreeMap::new();
-    let entries = std::fs::read_dir(dataset).with_context(|| {
-        format!(
-            "cannot read {}: is it a folder written by convert?",
-            dataset.display()
-        )
-    })?;
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !entry.file_type()?.is_dir() || name.starts_with(['_', '.']) {
-            continue;
-        }
-        let Some(members) = resource_members(&name) else {
-            continue;
-        };
+    for (name, dir) in crate::convert::resource_tables(dataset)? {
+        let members = resource_members(&name).expect("a resource table");
         let mut files = Vec::new();
-        parquet_files(&entry.path(), &mut files)?;
+        parquet_files(&dir, &mut files)?;
         files.sort();
         let mut w = BufWriter::new(File::create(out.join(format!("{name}.ndjson")))?);
         let mut n = 0;

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::DataType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -70,21 +70,10 @@ impl Shell {
         let ctx = SessionContext::new_with_config_rt(config, rt.build_arc()?);
         functions::register(&ctx);
         let mut tables = Vec::new();
-        let entries = std::fs::read_dir(dataset).with_context(|| {
-            format!(
-                "cannot open {}: give a folder written by `fhir2parquet convert`",
-                dataset.display()
-            )
-        })?;
-        let mut dirs: Vec<_> = entries.flatten().filter(|e| e.path().is_dir()).collect();
-        dirs.sort_by_key(|e| e.file_name());
-        for e in dirs {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(schema) = arrow_schema(&name) else {
-                continue;
-            };
-            let partitions = partition_columns(&e.path());
-            let url = ListingTableUrl::parse(format!("{}/", e.path().canonicalize()?.display()))?;
+        for (name, dir) in crate::convert::resource_tables(dataset)? {
+            let schema = arrow_schema(&name).expect("a resource table");
+            let partitions = partition_columns(&dir);
+            let url = ListingTableUrl::parse(format!("{}/", dir.canonicalize()?.display()))?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
                 .with_table_partition_cols(
@@ -297,13 +286,4 @@ pub fn run(args: SqlArgs) -> Result<i32> {
         return repl::run_script(&mut shell, std::io::stdin().lock(), &mut out);
     }
     repl::run_interactive(&mut shell, args.quiet)
-}
-
-/// The fields of a schema as `name: type` lines, for help output.
-pub fn schema_lines(schema: &Schema) -> Vec<String> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| format!("{}: {}", f.name(), f.data_type()))
-        .collect()
 }
