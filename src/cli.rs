@@ -41,6 +41,8 @@ pub enum Command {
     Schema(SchemaArgs),
     /// An SQL shell (DataFusion) over a converted dataset.
     Sql(SqlArgs),
+    /// Run SQL on FHIR v2 ViewDefinitions over a converted dataset.
+    View(ViewArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -129,6 +131,30 @@ pub struct SqlArgs {
     /// Do not print timing or row counts after results.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Register a ViewDefinition file (or every *.json of a folder) as a table, named after the
+    /// view's `name` or the file.
+    #[arg(long = "view", value_name = "VIEW.json")]
+    pub views: Vec<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ViewArgs {
+    /// ViewDefinition files (JSON), or folders of them.
+    #[arg(required = true)]
+    pub views: Vec<PathBuf>,
+    /// The dataset to run them on: a folder written by convert.
+    #[arg(short, long)]
+    pub data: PathBuf,
+    /// Write the rows to this file instead of printing them: .parquet, .csv, .ndjson or .json.
+    /// With several views, a folder: one DIR/<name>.parquet per view.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// Format of the rows printed to standard output.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: PrintFormat,
+    /// Memory limit, e.g. 2G or 512M.
+    #[arg(long)]
+    pub memory_limit: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,8 @@
 //! [`input`] (files, folders, manifests, gzip, stdin → lines) →
 //! [`decode`] (a FHIR resource → typed Arrow columns, driven by [`schema`]) →
 //! [`convert`] (the parallel pipeline and the Parquet dataset) →
-//! [`encode`] (Parquet rows back to FHIR JSON) and [`sql`] (DataFusion over the dataset).
+//! [`encode`] (Parquet rows back to FHIR JSON), [`sql`] (DataFusion over the dataset) and
+//! [`view`] (SQL on FHIR ViewDefinitions compiled to DataFusion plans).
 
 pub mod cli;
 pub mod convert;
@@ -14,3 +15,4 @@ pub mod input;
 pub mod json;
 pub mod schema;
 pub mod sql;
+pub mod view;

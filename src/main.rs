@@ -66,5 +66,6 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Command::Sql(a) => fhir2parquet::sql::run(a),
+        Command::View(a) => fhir2parquet::view::run(a),
     }
 }

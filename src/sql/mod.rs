@@ -106,6 +106,11 @@ impl Shell {
         })
     }
 
+    /// The runtime the session's queries run on.
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
     /// Runs every statement of `sql`; returns the batches of the last one.
     pub fn run_sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         self.runtime
@@ -269,6 +274,13 @@ fn partition_columns(dir: &Path) -> Vec<String> {
 pub fn run(args: SqlArgs) -> Result<i32> {
     let mut shell = Shell::open(&args.dataset, args.memory_limit.as_deref())?;
     shell.format = args.format;
+    for f in &args.views {
+        let v = crate::view::load(f)?;
+        let name = crate::view::table_name(&v, f);
+        shell
+            .register_view(&name, &v)
+            .with_context(|| format!("{}", f.display()))?;
+    }
     let mut out = std::io::stdout();
     if !args.command.is_empty() || !args.file.is_empty() {
         for c in &args.command {

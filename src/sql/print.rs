@@ -43,7 +43,9 @@ pub fn print_batches(
             }
         }
         PrintFormat::Json => {
-            let mut w = arrow::json::ArrayWriter::new(&mut *out);
+            let mut w = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::JsonArray>(&mut *out);
             for b in batches {
                 w.write(b)?;
             }
@@ -51,7 +53,9 @@ pub fn print_batches(
             writeln!(out)?;
         }
         PrintFormat::Ndjson => {
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut *out);
+            let mut w = arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow::json::writer::LineDelimited>(&mut *out);
             for b in batches {
                 w.write(b)?;
             }

@@ -1,0 +1,849 @@
+//! Vectorized evaluation of compiled FHIRPath over Arrow arrays.
+//!
+//! A FHIRPath value is a collection per row. For a batch of `n` rows it is a [`Coll`]: `n + 1`
+//! offsets into one values array, like an Arrow `ListArray` without its nulls. Every operation
+//! works on whole arrays with Arrow kernels: a path step takes a struct's child column, a list
+//! step composes offsets, `where` evaluates its condition once over all items of all rows.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    new_empty_array, Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Decimal128Array,
+    Int32Array, ListArray, StringArray, StringBuilder, StructArray, UInt32Array,
+};
+use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::compute::kernels::cmp;
+use arrow::compute::{and_kleene, cast, filter, interleave, not, or_kleene, take};
+use arrow::datatypes::{i256, DataType, Field, Fields, Int32Type};
+use datafusion::common::ScalarValue;
+
+use crate::schema::node::DECIMAL_SCALE;
+
+use super::parse::Op;
+
+pub type EvalResult<T> = Result<T, String>;
+
+/// A collection per row: row `r` holds `values[offsets[r]..offsets[r + 1]]`.
+#[derive(Clone, Debug)]
+pub struct Coll {
+    pub offsets: OffsetBuffer<i32>,
+    pub values: ArrayRef,
+}
+
+impl Coll {
+    /// One value per row.
+    pub fn singletons(values: ArrayRef) -> Coll {
+        Coll {
+            offsets: OffsetBuffer::from_lengths(std::iter::repeat_n(1, values.len())),
+            values,
+        }
+    }
+
+    /// One value or none per row: the nulls of `values` are empty rows.
+    pub fn from_nullable(values: ArrayRef) -> EvalResult<Coll> {
+        if values.data_type() == &DataType::Null {
+            return Ok(Coll::empty(values.len(), &DataType::Null));
+        }
+        if values.null_count() == 0 {
+            return Ok(Coll::singletons(values));
+        }
+        let offsets =
+            OffsetBuffer::from_lengths((0..values.len()).map(|i| values.is_valid(i) as usize));
+        compact(offsets, values)
+    }
+
+    pub fn rows(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn len(&self, row: usize) -> usize {
+        (self.offsets[row + 1] - self.offsets[row]) as usize
+    }
+
+    /// Every row empty.
+    pub fn empty(rows: usize, dt: &DataType) -> Coll {
+        Coll {
+            offsets: OffsetBuffer::new_zeroed(rows),
+            values: new_empty_array(dt),
+        }
+    }
+
+    /// For every value, the row it belongs to.
+    pub fn row_of_values(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.values.len());
+        for r in 0..self.rows() {
+            out.extend(std::iter::repeat_n(r as u32, self.len(r)));
+        }
+        out
+    }
+
+    /// One value or NULL per row; an error when a row holds more than one.
+    pub fn singleton(&self) -> EvalResult<ArrayRef> {
+        let n = self.rows();
+        if self.values.len() == n && (0..n).all(|r| self.len(r) == 1) {
+            return Ok(self.values.clone());
+        }
+        let mut idx = Vec::with_capacity(n);
+        for r in 0..n {
+            match self.len(r) {
+                0 => idx.push(None),
+                1 => idx.push(Some(self.offsets[r] as u32)),
+                k => {
+                    return Err(format!(
+                        "gave {k} values where one was expected (set \"collection\": true, or use first())"
+                    ))
+                }
+            }
+        }
+        take_opt(&self.values, idx)
+    }
+
+    /// As an Arrow list, an empty list for an empty row.
+    pub fn into_list(self) -> ListArray {
+        let field = Arc::new(Field::new_list_field(self.values.data_type().clone(), true));
+        ListArray::new(field, self.offsets, self.values, None)
+    }
+}
+
+fn take_opt(values: &ArrayRef, idx: Vec<Option<u32>>) -> EvalResult<ArrayRef> {
+    take(values.as_ref(), &UInt32Array::from(idx), None).map_err(|e| e.to_string())
+}
+
+fn take_idx(values: &ArrayRef, idx: Vec<u32>) -> EvalResult<ArrayRef> {
+    take(values.as_ref(), &UInt32Array::from(idx), None).map_err(|e| e.to_string())
+}
+
+/// Drops the null values, fixing the offsets.
+pub fn compact(offsets: OffsetBuffer<i32>, values: ArrayRef) -> EvalResult<Coll> {
+    if values.null_count() == 0 && !matches!(values.data_type(), DataType::Null) {
+        return Ok(Coll { offsets, values });
+    }
+    if matches!(values.data_type(), DataType::Null) {
+        return Ok(Coll {
+            offsets: OffsetBuffer::new_zeroed(offsets.len() - 1),
+            values,
+        });
+    }
+    let keep: BooleanArray = (0..values.len())
+        .map(|i| Some(values.is_valid(i)))
+        .collect();
+    let mut lens = Vec::with_capacity(offsets.len() - 1);
+    for w in offsets.windows(2) {
+        lens.push((w[0]..w[1]).filter(|&i| keep.value(i as usize)).count());
+    }
+    let values = filter(values.as_ref(), &keep).map_err(|e| e.to_string())?;
+    Ok(Coll {
+        offsets: OffsetBuffer::from_lengths(lens),
+        values,
+    })
+}
+
+/// A compiled FHIRPath expression.
+#[derive(Debug, Clone)]
+pub enum Node {
+    /// The input collection (`$this`, or the start of a path).
+    Focus,
+    /// The resource the row comes from.
+    Root,
+    /// `%rowIndex`.
+    RowIndex,
+    /// A literal or constant: one value per row, or none for NULL.
+    Lit(ScalarValue),
+    /// A child of a struct, lists flattened.
+    Field(Box<Node>, String),
+    Where(Box<Node>, Box<Node>),
+    Exists(Box<Node>),
+    /// Whether any of the alternatives has a value (`exists()` on a choice).
+    AnyExists(Vec<Node>),
+    Empty(Box<Node>),
+    Count(Box<Node>),
+    First(Box<Node>),
+    Last(Box<Node>),
+    Index(Box<Node>, Box<Node>),
+    Not(Box<Node>),
+    Join(Box<Node>, String),
+    Compare(Op, Box<Node>, Box<Node>),
+    Logic(Op, Box<Node>, Box<Node>),
+    Arith(Op, Box<Node>, Box<Node>),
+    Concat(Box<Node>, Box<Node>),
+    /// Values of both sides, in order, per row.
+    Union(Box<Node>, Box<Node>),
+    Cast(Box<Node>, DataType),
+    /// The id a Reference points to, when its type is the given one (or any).
+    ReferenceKey(Box<Node>, Option<String>),
+    /// `lowBoundary()`/`highBoundary()` of date, dateTime and time text.
+    Boundary(Box<Node>, Boundary, bool),
+    /// Items reached by applying the paths again and again, depth first: per level, the path
+    /// nodes (applied to that level's items) and the struct type every item is projected to.
+    Repeat(Box<Node>, Vec<Vec<Node>>, DataType),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    Date,
+    DateTime,
+    Time,
+}
+
+/// What the rows being evaluated are: the resource of each (`root`), and where they come from.
+pub struct Env<'a> {
+    pub root: &'a ArrayRef,
+    pub row_index: &'a ArrayRef,
+    /// For each row being evaluated, its row in `root` (None: the same rows).
+    pub row_of: Option<Vec<u32>>,
+}
+
+impl Env<'_> {
+    fn mapped(&self, a: &ArrayRef) -> EvalResult<ArrayRef> {
+        match &self.row_of {
+            None => Ok(a.clone()),
+            Some(rows) => take_idx(a, rows.clone()),
+        }
+    }
+}
+
+impl Node {
+    pub fn eval(&self, focus: &Coll, env: &Env) -> EvalResult<Coll> {
+        let n = focus.rows();
+        match self {
+            Node::Focus => Ok(focus.clone()),
+            Node::Root => Coll::from_nullable(env.mapped(env.root)?),
+            Node::RowIndex => Coll::from_nullable(env.mapped(env.row_index)?),
+            Node::Lit(s) => {
+                let a = s.to_array_of_size(n).map_err(|e| e.to_string())?;
+                Coll::from_nullable(a)
+            }
+            Node::Field(src, name) => field(&src.eval(focus, env)?, name),
+            Node::Where(src, cond) => {
+                let s = src.eval(focus, env)?;
+                let mask = item_mask(&s, cond, env)?;
+                filter_items(&s, &mask)
+            }
+            Node::Exists(src) => {
+                let s = src.eval(focus, env)?;
+                let b: BooleanArray = (0..n).map(|r| Some(s.len(r) > 0)).collect();
+                Ok(Coll::singletons(Arc::new(b)))
+            }
+            Node::AnyExists(alts) => {
+                let mut any = vec![false; n];
+                for a in alts {
+                    let s = a.eval(focus, env)?;
+                    for (r, x) in any.iter_mut().enumerate() {
+                        *x |= s.len(r) > 0;
+                    }
+                }
+                Ok(Coll::singletons(Arc::new(BooleanArray::from(any))))
+            }
+            Node::Empty(src) => {
+                let s = src.eval(focus, env)?;
+                let b: BooleanArray = (0..n).map(|r| Some(s.len(r) == 0)).collect();
+                Ok(Coll::singletons(Arc::new(b)))
+            }
+            Node::Count(src) => {
+                let s = src.eval(focus, env)?;
+                let c: Int32Array = (0..n).map(|r| Some(s.len(r) as i32)).collect();
+                Ok(Coll::singletons(Arc::new(c)))
+            }
+            Node::First(src) | Node::Last(src) => {
+                let s = src.eval(focus, env)?;
+                let last = matches!(self, Node::Last(_));
+                let idx = (0..n)
+                    .map(|r| {
+                        (s.len(r) > 0).then(|| {
+                            if last {
+                                s.offsets[r + 1] as u32 - 1
+                            } else {
+                                s.offsets[r] as u32
+                            }
+                        })
+                    })
+                    .collect();
+                Coll::from_nullable(take_opt(&s.values, idx)?)
+            }
+            Node::Index(src, i) => {
+                let s = src.eval(focus, env)?;
+                let i = i.eval(focus, env)?.singleton()?;
+                let i = cast(&i, &DataType::Int32).map_err(|e| e.to_string())?;
+                let i = i.as_primitive::<Int32Type>();
+                let idx = (0..n)
+                    .map(|r| {
+                        let k = i.is_valid(r).then(|| i.value(r))?;
+                        (k >= 0 && (k as usize) < s.len(r)).then(|| (s.offsets[r] + k) as u32)
+                    })
+                    .collect();
+                Coll::from_nullable(take_opt(&s.values, idx)?)
+            }
+            Node::Not(src) => {
+                let s = src.eval(focus, env)?.singleton()?;
+                let b = not(s.as_boolean()).map_err(|e| e.to_string())?;
+                Coll::from_nullable(Arc::new(b))
+            }
+            Node::Join(src, sep) => {
+                let s = src.eval(focus, env)?;
+                let v = cast(&s.values, &DataType::Utf8).map_err(|e| e.to_string())?;
+                let v = v.as_string::<i32>();
+                let mut b = StringBuilder::new();
+                for r in 0..n {
+                    let mut out = String::new();
+                    for (k, i) in (s.offsets[r]..s.offsets[r + 1]).enumerate() {
+                        if k > 0 {
+                            out.push_str(sep);
+                        }
+                        out.push_str(v.value(i as usize));
+                    }
+                    b.append_value(out);
+                }
+                Ok(Coll::singletons(Arc::new(b.finish())))
+            }
+            Node::Compare(op, l, r) => {
+                let l = l.eval(focus, env)?.singleton()?;
+                let r = r.eval(focus, env)?.singleton()?;
+                let b = match op {
+                    Op::Eq | Op::Equiv => cmp::eq(&l, &r),
+                    Op::Ne | Op::NotEquiv => cmp::neq(&l, &r),
+                    Op::Lt => cmp::lt(&l, &r),
+                    Op::Le => cmp::lt_eq(&l, &r),
+                    Op::Gt => cmp::gt(&l, &r),
+                    Op::Ge => cmp::gt_eq(&l, &r),
+                    _ => unreachable!("not a comparison"),
+                }
+                .map_err(|e| e.to_string())?;
+                Coll::from_nullable(Arc::new(b))
+            }
+            Node::Logic(op, l, r) => {
+                let l = l.eval(focus, env)?.singleton()?;
+                let r = r.eval(focus, env)?.singleton()?;
+                let (l, r) = (l.as_boolean(), r.as_boolean());
+                let b = match op {
+                    Op::And => and_kleene(l, r),
+                    Op::Or => or_kleene(l, r),
+                    Op::Xor => cmp::neq(l, r),
+                    Op::Implies => not(l).and_then(|nl| or_kleene(&nl, r)),
+                    _ => unreachable!("not a boolean operator"),
+                }
+                .map_err(|e| e.to_string())?;
+                Coll::from_nullable(Arc::new(b))
+            }
+            Node::Arith(op, l, r) => {
+                let l = l.eval(focus, env)?.singleton()?;
+                let r = r.eval(focus, env)?.singleton()?;
+                Coll::from_nullable(arith(*op, &l, &r)?)
+            }
+            Node::Concat(l, r) => {
+                let l = l.eval(focus, env)?.singleton()?;
+                let r = r.eval(focus, env)?.singleton()?;
+                let (l, r) = (l.as_string::<i32>(), r.as_string::<i32>());
+                let mut b = StringBuilder::new();
+                for i in 0..n {
+                    let a = if l.is_valid(i) { l.value(i) } else { "" };
+                    let c = if r.is_valid(i) { r.value(i) } else { "" };
+                    b.append_value(format!("{a}{c}"));
+                }
+                Ok(Coll::singletons(Arc::new(b.finish())))
+            }
+            Node::Union(l, r) => {
+                let l = l.eval(focus, env)?;
+                let r = r.eval(focus, env)?;
+                let mut pairs = Vec::with_capacity(l.values.len() + r.values.len());
+                let mut lens = Vec::with_capacity(n);
+                for row in 0..n {
+                    pairs.extend((l.offsets[row]..l.offsets[row + 1]).map(|i| (0, i as usize)));
+                    pairs.extend((r.offsets[row]..r.offsets[row + 1]).map(|i| (1, i as usize)));
+                    lens.push(l.len(row) + r.len(row));
+                }
+                let values = interleave(&[l.values.as_ref(), r.values.as_ref()], &pairs)
+                    .map_err(|e| e.to_string())?;
+                Ok(Coll {
+                    offsets: OffsetBuffer::from_lengths(lens),
+                    values,
+                })
+            }
+            Node::Cast(src, dt) => {
+                let s = src.eval(focus, env)?;
+                let values = match (s.values.data_type(), dt) {
+                    (DataType::Int32, DataType::Decimal128(p, sc)) => {
+                        let v = s.values.as_primitive::<Int32Type>();
+                        let f = 10i128.pow(*sc as u32);
+                        Arc::new(
+                            v.unary::<_, arrow::datatypes::Decimal128Type>(|x| x as i128 * f)
+                                .with_precision_and_scale(*p, *sc)
+                                .map_err(|e| e.to_string())?,
+                        ) as ArrayRef
+                    }
+                    _ => cast(&s.values, dt).map_err(|e| e.to_string())?,
+                };
+                compact(s.offsets, values)
+            }
+            Node::ReferenceKey(src, want) => {
+                let s = src.eval(focus, env)?;
+                let refs = field(&s, "reference")?;
+                let text = refs.values.as_string::<i32>();
+                let keys: StringArray = (0..text.len())
+                    .map(|i| {
+                        let (t, id) = crate::sql::functions::parse_reference(text.value(i));
+                        match want {
+                            Some(w) if t != Some(w.as_str()) => None,
+                            _ => id,
+                        }
+                    })
+                    .collect();
+                compact(refs.offsets, Arc::new(keys))
+            }
+            Node::Boundary(src, kind, high) => {
+                let s = src.eval(focus, env)?;
+                let text = s.values.as_string::<i32>();
+                let out: StringArray = (0..text.len())
+                    .map(|i| boundary(text.value(i), *kind, *high))
+                    .collect();
+                compact(s.offsets, Arc::new(out))
+            }
+            Node::Repeat(src, levels, dt) => repeat(&src.eval(focus, env)?, levels, dt, env),
+        }
+    }
+}
+
+/// The child `name` of every struct value; list children are flattened.
+pub fn field(s: &Coll, name: &str) -> EvalResult<Coll> {
+    let st = match s.values.as_struct_opt() {
+        Some(st) => st,
+        None => return Err(format!("'{name}' of a value that is not an object")),
+    };
+    let child = st
+        .column_by_name(name)
+        .ok_or_else(|| format!("no column '{name}'"))?
+        .clone();
+    let child = match st.nulls() {
+        Some(nulls) if nulls.null_count() > 0 => mask_nulls(&child, nulls)?,
+        _ => child,
+    };
+    match child.data_type() {
+        DataType::List(_) => {
+            let list = child.as_list::<i32>();
+            let lo = list.value_offsets();
+            let start = lo[s.offsets[0] as usize];
+            let end = lo[s.offsets[s.rows()] as usize];
+            let offsets: Vec<i32> = s.offsets.iter().map(|&o| lo[o as usize] - start).collect();
+            let values = list.values().slice(start as usize, (end - start) as usize);
+            compact(OffsetBuffer::new(ScalarBuffer::from(offsets)), values)
+        }
+        _ => compact(s.offsets.clone(), child),
+    }
+}
+
+/// `child` with the rows where `nulls` is null made null (a null struct's children).
+fn mask_nulls(child: &ArrayRef, nulls: &NullBuffer) -> EvalResult<ArrayRef> {
+    let keep = BooleanArray::new(nulls.inner().clone(), None);
+    arrow::compute::nullif(child.as_ref(), &not(&keep).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())
+}
+
+/// For every item of `s`, whether `cond` is true for it.
+fn item_mask(s: &Coll, cond: &Node, env: &Env) -> EvalResult<Vec<bool>> {
+    let items = Coll::singletons(s.values.clone());
+    let rows = s.row_of_values();
+    let row_of = match &env.row_of {
+        None => rows,
+        Some(outer) => rows.iter().map(|&r| outer[r as usize]).collect(),
+    };
+    let inner = Env {
+        root: env.root,
+        row_index: env.row_index,
+        row_of: Some(row_of),
+    };
+    let c = cond.eval(&items, &inner)?;
+    let b = c
+        .values
+        .as_boolean_opt()
+        .ok_or("the condition of where() is not a boolean")?;
+    Ok((0..items.rows())
+        .map(|i| c.len(i) == 1 && b.value(c.offsets[i] as usize))
+        .collect())
+}
+
+fn filter_items(s: &Coll, mask: &[bool]) -> EvalResult<Coll> {
+    let mut lens = Vec::with_capacity(s.rows());
+    for r in 0..s.rows() {
+        lens.push(
+            (s.offsets[r]..s.offsets[r + 1])
+                .filter(|&i| mask[i as usize])
+                .count(),
+        );
+    }
+    let values =
+        filter(s.values.as_ref(), &BooleanArray::from(mask.to_vec())).map_err(|e| e.to_string())?;
+    Ok(Coll {
+        offsets: OffsetBuffer::from_lengths(lens),
+        values,
+    })
+}
+
+const SCALE: u32 = DECIMAL_SCALE as u32;
+
+fn arith(op: Op, l: &ArrayRef, r: &ArrayRef) -> EvalResult<ArrayRef> {
+    match (l.data_type(), r.data_type()) {
+        (DataType::Int32, DataType::Int32) if op != Op::Div => {
+            let (l, r) = (l.as_primitive::<Int32Type>(), r.as_primitive::<Int32Type>());
+            let out: Int32Array = (0..l.len())
+                .map(|i| {
+                    if l.is_null(i) || r.is_null(i) {
+                        return None;
+                    }
+                    let (a, b) = (l.value(i), r.value(i));
+                    match op {
+                        Op::Add => a.checked_add(b),
+                        Op::Sub => a.checked_sub(b),
+                        Op::Mul => a.checked_mul(b),
+                        Op::IntDiv => a.checked_div(b),
+                        Op::Mod => a.checked_rem(b),
+                        _ => None,
+                    }
+                })
+                .collect();
+            Ok(Arc::new(out))
+        }
+        _ => {
+            let dt = DataType::Decimal128(38, DECIMAL_SCALE);
+            let l = to_decimal(l)?;
+            let r = to_decimal(r)?;
+            let (l, r) = (
+                l.as_primitive::<arrow::datatypes::Decimal128Type>(),
+                r.as_primitive::<arrow::datatypes::Decimal128Type>(),
+            );
+            let f = i256::from_i128(10i128.pow(SCALE));
+            let out: Decimal128Array = (0..l.len())
+                .map(|i| {
+                    if l.is_null(i) || r.is_null(i) {
+                        return None;
+                    }
+                    let (a, b) = (l.value(i), r.value(i));
+                    match op {
+                        Op::Add => a.checked_add(b),
+                        Op::Sub => a.checked_sub(b),
+                        Op::Mul => (i256::from_i128(a) * i256::from_i128(b) / f).to_i128(),
+                        Op::Div if b != 0 => {
+                            (i256::from_i128(a) * f / i256::from_i128(b)).to_i128()
+                        }
+                        Op::IntDiv if b != 0 => Some(a / b * 10i128.pow(SCALE)),
+                        Op::Mod if b != 0 => Some(a % b),
+                        _ => None,
+                    }
+                })
+                .collect();
+            Ok(Arc::new(out.with_data_type(dt)))
+        }
+    }
+}
+
+fn to_decimal(a: &ArrayRef) -> EvalResult<ArrayRef> {
+    match a.data_type() {
+        DataType::Int32 => {
+            let f = 10i128.pow(SCALE);
+            Ok(Arc::new(
+                a.as_primitive::<Int32Type>()
+                    .unary::<_, arrow::datatypes::Decimal128Type>(|x| x as i128 * f)
+                    .with_data_type(DataType::Decimal128(38, DECIMAL_SCALE)),
+            ))
+        }
+        DataType::Decimal128(_, _) => Ok(a.clone()),
+        other => Err(format!("arithmetic on {other}")),
+    }
+}
+
+/// The earliest or latest moment a FHIR date, dateTime or time text can stand for.
+pub fn boundary(text: &str, kind: Boundary, high: bool) -> Option<String> {
+    match kind {
+        Boundary::Time => {
+            let (hms, frac) = text.split_once('.').unwrap_or((text, ""));
+            let parts: Vec<&str> = hms.split(':').collect();
+            let pad = |i: usize, lo: &str, hi: &str| {
+                parts
+                    .get(i)
+                    .map_or(if high { hi } else { lo }.to_string(), |s| s.to_string())
+            };
+            let frac = if frac.is_empty() {
+                if high { "999" } else { "000" }.to_string()
+            } else {
+                let mut f = frac.to_string();
+                while f.len() < 3 {
+                    f.push(if high { '9' } else { '0' });
+                }
+                f
+            };
+            Some(format!(
+                "{}:{}:{}.{frac}",
+                pad(0, "00", "23"),
+                pad(1, "00", "59"),
+                pad(2, "00", "59")
+            ))
+        }
+        Boundary::Date | Boundary::DateTime => {
+            let (date, time) = match text.split_once('T') {
+                Some((d, t)) => (d, Some(t)),
+                None => (text, None),
+            };
+            let year: i32 = date.get(0..4)?.parse().ok()?;
+            let month: u32 = match date.get(5..7) {
+                Some(m) => m.parse().ok()?,
+                None => {
+                    if high {
+                        12
+                    } else {
+                        1
+                    }
+                }
+            };
+            let day: u32 = match date.get(8..10) {
+                Some(d) => d.parse().ok()?,
+                None if high => {
+                    let next = if month == 12 {
+                        chrono::NaiveDate::from_ymd_opt(year + 1, 1, 1)
+                    } else {
+                        chrono::NaiveDate::from_ymd_opt(year, month + 1, 1)
+                    }?;
+                    chrono::Datelike::day(&next.pred_opt()?)
+                }
+                None => 1,
+            };
+            let d = format!("{year:04}-{month:02}-{day:02}");
+            if kind == Boundary::Date {
+                return Some(d);
+            }
+            match time {
+                None => Some(if high {
+                    format!("{d}T23:59:59.999-12:00")
+                } else {
+                    format!("{d}T00:00:00.000+14:00")
+                }),
+                Some(t) => {
+                    let split = t.find(['Z', '+', '-']).unwrap_or(t.len());
+                    let (clock, offset) = t.split_at(split);
+                    let clock = boundary(clock, Boundary::Time, high)?;
+                    let offset = if offset.is_empty() {
+                        if high {
+                            "-12:00"
+                        } else {
+                            "+14:00"
+                        }
+                    } else {
+                        offset
+                    };
+                    Some(format!("{d}T{clock}{offset}"))
+                }
+            }
+        }
+    }
+}
+
+/// Depth-first: every item reached from the focus by the paths, at any depth.
+fn repeat(start: &Coll, levels: &[Vec<Node>], dt: &DataType, env: &Env) -> EvalResult<Coll> {
+    let n = start.rows();
+    // Level 0 is the focus; level k + 1 the results of level k's paths, concatenated.
+    // children[k][item] lists the ranges of level k + 1 holding that item's children.
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    let mut children: Vec<Vec<Vec<(u32, u32)>>> = Vec::new();
+    let mut current = Coll::singletons(start.values.clone());
+    let mut row_of: Vec<u32> = start.row_of_values();
+    for paths in levels {
+        if current.values.is_empty() {
+            break;
+        }
+        let inner = Env {
+            root: env.root,
+            row_index: env.row_index,
+            row_of: Some(match &env.row_of {
+                None => row_of.clone(),
+                Some(outer) => row_of.iter().map(|&r| outer[r as usize]).collect(),
+            }),
+        };
+        let mut parts = Vec::new();
+        let mut kids = vec![Vec::new(); current.values.len()];
+        let mut base = 0u32;
+        let mut next_rows = Vec::new();
+        for p in paths {
+            let c = p.eval(&current, &inner)?;
+            for (item, k) in kids.iter_mut().enumerate() {
+                let (a, b) = (c.offsets[item] as u32, c.offsets[item + 1] as u32);
+                if b > a {
+                    k.push((base + a, base + b));
+                }
+                next_rows.extend(std::iter::repeat_n(row_of[item], (b - a) as usize));
+            }
+            base += c.values.len() as u32;
+            parts.push(project(&c.values, dt)?);
+        }
+        // The focus items themselves are never emitted, only their descendants.
+        arrays.push(if arrays.is_empty() {
+            arrow::array::new_null_array(dt, current.values.len())
+        } else {
+            project(&current.values, dt)?
+        });
+        children.push(kids);
+        let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+        let values = if refs.is_empty() {
+            new_empty_array(dt)
+        } else {
+            arrow::compute::concat(&refs).map_err(|e| e.to_string())?
+        };
+        current = Coll::singletons(values);
+        row_of = next_rows;
+    }
+    let last_level = arrays.len();
+    arrays.push(if arrays.is_empty() {
+        arrow::array::new_null_array(dt, current.values.len())
+    } else {
+        project(&current.values, dt)?
+    });
+    children.push(vec![Vec::new(); current.values.len()]);
+    // Depth-first order per row, starting from the children of the focus items.
+    let mut pairs = Vec::new();
+    let mut lens = Vec::with_capacity(n);
+    fn visit(
+        level: usize,
+        item: u32,
+        children: &[Vec<Vec<(u32, u32)>>],
+        out: &mut Vec<(usize, usize)>,
+        max: usize,
+    ) {
+        out.push((level, item as usize));
+        if level >= max {
+            return;
+        }
+        for &(a, b) in &children[level][item as usize] {
+            for c in a..b {
+                visit(level + 1, c, children, out, max);
+            }
+        }
+    }
+    for r in 0..n {
+        let before = pairs.len();
+        for item in start.offsets[r] as u32..start.offsets[r + 1] as u32 {
+            if children.is_empty() || last_level == 0 {
+                continue;
+            }
+            for &(a, b) in &children[0][item as usize] {
+                for c in a..b {
+                    visit(1, c, &children, &mut pairs, last_level);
+                }
+            }
+        }
+        lens.push(pairs.len() - before);
+    }
+    let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
+    let values = if pairs.is_empty() {
+        new_empty_array(dt)
+    } else {
+        interleave(&refs, &pairs).map_err(|e| e.to_string())?
+    };
+    Ok(Coll {
+        offsets: OffsetBuffer::from_lengths(lens),
+        values,
+    })
+}
+
+/// `a` with only the fields of `dt`, recursively (items of different depths of a recursive
+/// element, made one type).
+pub fn project(a: &ArrayRef, dt: &DataType) -> EvalResult<ArrayRef> {
+    if a.data_type() == dt {
+        return Ok(a.clone());
+    }
+    match (a.data_type(), dt) {
+        (DataType::Struct(_), DataType::Struct(fields)) => {
+            let st = a.as_struct();
+            let cols = fields
+                .iter()
+                .map(|f| {
+                    let c = st
+                        .column_by_name(f.name())
+                        .ok_or_else(|| format!("no field '{}' to project", f.name()))?;
+                    project(c, f.data_type())
+                })
+                .collect::<EvalResult<Vec<_>>>()?;
+            Ok(Arc::new(StructArray::new(
+                fields.clone(),
+                cols,
+                st.nulls().cloned(),
+            )))
+        }
+        (DataType::List(_), DataType::List(f)) => {
+            let l = a.as_list::<i32>();
+            let values = project(l.values(), f.data_type())?;
+            Ok(Arc::new(ListArray::new(
+                f.clone(),
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )))
+        }
+        (DataType::Null, _) => Ok(arrow::array::new_null_array(dt, a.len())),
+        _ => cast(a, dt).map_err(|e| e.to_string()),
+    }
+}
+
+/// `List<Struct{i: Int32, v}>`: the items of each row with their index, for `forEach`. With
+/// `or_null`, an empty row gets one item `{i: 0, v: NULL}`.
+pub fn indexed_items(c: &Coll, or_null: bool) -> EvalResult<ListArray> {
+    let n = c.rows();
+    let dt = c.values.data_type().clone();
+    let (offsets, values, idx) = if or_null && (0..n).any(|r| c.len(r) == 0) {
+        let mut take_idx = Vec::new();
+        let mut idx = Vec::new();
+        let mut lens = Vec::with_capacity(n);
+        for r in 0..n {
+            if c.len(r) == 0 {
+                take_idx.push(None);
+                idx.push(0);
+                lens.push(1);
+            } else {
+                for (k, i) in (c.offsets[r]..c.offsets[r + 1]).enumerate() {
+                    take_idx.push(Some(i as u32));
+                    idx.push(k as i32);
+                }
+                lens.push(c.len(r));
+            }
+        }
+        (
+            OffsetBuffer::from_lengths(lens),
+            take_opt(&c.values, take_idx)?,
+            idx,
+        )
+    } else {
+        let mut idx = Vec::with_capacity(c.values.len());
+        for r in 0..n {
+            idx.extend(0..c.len(r) as i32);
+        }
+        (c.offsets.clone(), c.values.clone(), idx)
+    };
+    let fields = item_fields(&dt);
+    let st = StructArray::new(
+        fields.clone(),
+        vec![Arc::new(Int32Array::from(idx)) as ArrayRef, values],
+        None,
+    );
+    Ok(ListArray::new(
+        Arc::new(Field::new_list_field(DataType::Struct(fields), true)),
+        offsets,
+        Arc::new(st),
+        None,
+    ))
+}
+
+/// The fields of a `forEach` item: its index and its value.
+pub fn item_fields(dt: &DataType) -> Fields {
+    Fields::from(vec![
+        Field::new("i", DataType::Int32, false),
+        Field::new("v", dt.clone(), true),
+    ])
+}
+
+/// A boolean per row: whether the collection is exactly `true`.
+pub fn truthy(c: &Coll) -> EvalResult<BooleanArray> {
+    let b = c
+        .values
+        .as_boolean_opt()
+        .ok_or("does not evaluate to a boolean")?;
+    let mut out = BooleanBufferBuilder::new(c.rows());
+    for r in 0..c.rows() {
+        out.append(c.len(r) == 1 && b.value(c.offsets[r] as usize));
+    }
+    Ok(BooleanArray::new(out.finish(), None))
+}

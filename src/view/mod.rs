@@ -1,0 +1,305 @@
+//! `view`: SQL on FHIR v2 ViewDefinitions, compiled to DataFusion plans.
+//!
+//! A ViewDefinition ([`definition`]) is checked, its FHIRPath compiled against the schema
+//! ([`fhirpath`]), and the whole view planned as DataFusion operators over the resource's
+//! Parquet table ([`plan`]): `where` is a filter, `forEach` an unnest, `unionAll` a union, and each
+//! FHIRPath expression one vectorized function ([`udf`]) over the columns it reads. A view is a
+//! `DataFrame`, so it runs, streams and joins like any query.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use fhir2parquet::sql::Shell;
+//! use fhir2parquet::view::ViewDefinition;
+//!
+//! let shell = Shell::open("out".as_ref(), None)?;
+//! let view = ViewDefinition::from_json(&serde_json::json!({
+//!     "resource": "Patient",
+//!     "select": [{"column": [
+//!         {"name": "id", "path": "getResourceKey()"},
+//!         {"name": "family", "path": "name.where(use = 'official').family.first()"}
+//!     ]}]
+//! }))?;
+//! let batches = shell.view_batches(&view)?;
+//! # Ok(()) }
+//! ```
+
+pub mod definition;
+pub mod fhirpath;
+pub mod plan;
+pub mod udf;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::array::RecordBatch;
+use datafusion::dataframe::DataFrame;
+use futures::StreamExt;
+
+pub use definition::ViewDefinition;
+
+use crate::cli::ViewArgs;
+use crate::sql::Shell;
+
+/// Reads a ViewDefinition file.
+pub fn load(path: &Path) -> Result<ViewDefinition> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    ViewDefinition::from_json(&v).with_context(|| format!("{}", path.display()))
+}
+
+/// The name a view's table gets: its `name`, else the file name without `.json`.
+pub fn table_name(view: &ViewDefinition, path: &Path) -> String {
+    view.name.clone().unwrap_or_else(|| {
+        let stem = path.file_name().and_then(|s| s.to_str()).unwrap_or("view");
+        stem.trim_end_matches(".json")
+            .trim_end_matches(".ViewDefinition")
+            .to_string()
+    })
+}
+
+impl Shell {
+    /// The view as a DataFrame over this dataset. A resource type with no data gives no rows.
+    pub fn view_frame(&self, view: &ViewDefinition) -> Result<DataFrame> {
+        let table = if self.tables.iter().any(|t| *t == view.resource) {
+            self.block_on(self.ctx.table(datafusion::common::TableReference::bare(
+                view.resource.as_str(),
+            )))?
+        } else {
+            let schema = crate::schema::node::arrow_schema(&view.resource)
+                .ok_or_else(|| anyhow!("{} is not an R4 resource type", view.resource))?;
+            self.ctx
+                .read_batch(RecordBatch::new_empty(Arc::new(schema)))?
+        };
+        plan::plan(view, table)
+    }
+
+    /// Runs a view and collects its rows.
+    pub fn view_batches(&self, view: &ViewDefinition) -> Result<Vec<RecordBatch>> {
+        let df = self.view_frame(view)?;
+        self.block_on(df.collect())
+    }
+
+    /// Registers a view as a table, to query and join in SQL.
+    pub fn register_view(&mut self, name: &str, view: &ViewDefinition) -> Result<()> {
+        let df = self.view_frame(view)?;
+        self.ctx.register_table(
+            datafusion::common::TableReference::bare(name),
+            df.into_view(),
+        )?;
+        if !self.tables.iter().any(|t| t == name) {
+            self.tables.push(name.to_string());
+        }
+        Ok(())
+    }
+
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = datafusion::error::Result<T>>,
+    ) -> Result<T> {
+        self.runtime().block_on(f).map_err(|e| anyhow!("{e}"))
+    }
+}
+
+/// The ViewDefinition files named: files as they are, folders' `*.json`.
+fn view_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|e| e == "json"))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    if out.is_empty() {
+        bail!("no ViewDefinition (*.json) found in the paths given");
+    }
+    Ok(out)
+}
+
+/// How `-o` is written, by its extension.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FileFormat {
+    Parquet,
+    Csv,
+    Ndjson,
+    Json,
+}
+
+fn file_format(path: &Path) -> Option<FileFormat> {
+    match path.extension()?.to_str()? {
+        "parquet" => Some(FileFormat::Parquet),
+        "csv" => Some(FileFormat::Csv),
+        "ndjson" | "jsonl" => Some(FileFormat::Ndjson),
+        "json" => Some(FileFormat::Json),
+        _ => None,
+    }
+}
+
+/// The `view` command.
+pub fn run(args: ViewArgs) -> Result<i32> {
+    let files = view_files(&args.views)?;
+    // Every view is checked and planned before anything is written.
+    let mut shell = Shell::open(&args.data, args.memory_limit.as_deref())?;
+    shell.format = args.format;
+    let mut views = Vec::new();
+    for f in &files {
+        let v = load(f)?;
+        let df = shell
+            .view_frame(&v)
+            .with_context(|| format!("{}", f.display()))?;
+        views.push((table_name(&v, f), df));
+    }
+    match &args.out {
+        None => {
+            let mut out = std::io::stdout().lock();
+            for (name, df) in views {
+                if files.len() > 1 {
+                    eprintln!("-- {name}");
+                }
+                let batches = shell.block_on(df.collect())?;
+                crate::sql::print_batches(&batches, args.format, &mut out)?;
+            }
+        }
+        Some(out) => match file_format(out) {
+            Some(fmt) if views.len() == 1 => {
+                let (name, df) = views.pop().expect("one view");
+                let rows = write(&shell, df, out, fmt)?;
+                eprintln!("{name}: {rows} rows → {}", out.display());
+            }
+            Some(_) => bail!(
+                "-o {}: {} views need a folder to be written to (-o DIR)",
+                out.display(),
+                views.len()
+            ),
+            None => {
+                std::fs::create_dir_all(out)
+                    .with_context(|| format!("cannot create {}", out.display()))?;
+                for (name, df) in views {
+                    let path = out.join(format!("{name}.parquet"));
+                    let rows = write(&shell, df, &path, FileFormat::Parquet)?;
+                    eprintln!("{name}: {rows} rows → {}", path.display());
+                }
+            }
+        },
+    }
+    Ok(crate::cli::exit::OK)
+}
+
+/// Streams a view into a file: written under a temporary name, renamed when complete.
+fn write(shell: &Shell, df: DataFrame, path: &Path, fmt: FileFormat) -> Result<usize> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|s| s.to_str()).unwrap_or("view"),
+        std::process::id()
+    ));
+    let result = (|| -> Result<usize> {
+        let file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let file = std::io::BufWriter::new(file);
+        shell.runtime().block_on(async {
+            let mut stream = df.execute_stream().await?;
+            let schema = stream.schema();
+            let mut sink = Sink::new(fmt, file, schema)?;
+            let mut rows = 0;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                rows += batch.num_rows();
+                sink.write(&batch)?;
+            }
+            sink.finish()?;
+            Ok::<_, anyhow::Error>(rows)
+        })
+    })();
+    match result {
+        Ok(rows) => {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(rows)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+type Out = std::io::BufWriter<std::fs::File>;
+
+enum Sink {
+    Parquet(parquet::arrow::ArrowWriter<Out>),
+    Csv(arrow::csv::Writer<Out>),
+    Ndjson(arrow::json::Writer<Out, arrow::json::writer::LineDelimited>),
+    Json(arrow::json::Writer<Out, arrow::json::writer::JsonArray>),
+}
+
+impl Sink {
+    fn new(fmt: FileFormat, out: Out, schema: arrow::datatypes::SchemaRef) -> Result<Sink> {
+        let json = arrow::json::WriterBuilder::new().with_explicit_nulls(true);
+        Ok(match fmt {
+            FileFormat::Parquet => {
+                let props = parquet::file::properties::WriterProperties::builder()
+                    .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+                    .build();
+                Sink::Parquet(parquet::arrow::ArrowWriter::try_new(
+                    out,
+                    schema,
+                    Some(props),
+                )?)
+            }
+            FileFormat::Csv => Sink::Csv(
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(out),
+            ),
+            FileFormat::Ndjson => Sink::Ndjson(json.build(out)),
+            FileFormat::Json => Sink::Json(json.build(out)),
+        })
+    }
+
+    fn write(&mut self, b: &RecordBatch) -> Result<()> {
+        match self {
+            Sink::Parquet(w) => w.write(b)?,
+            Sink::Csv(w) => w.write(b)?,
+            Sink::Ndjson(w) => w.write(b)?,
+            Sink::Json(w) => w.write(b)?,
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Sink::Parquet(w) => {
+                w.close()?;
+            }
+            Sink::Csv(w) => {
+                use std::io::Write;
+                w.into_inner().flush()?;
+            }
+            Sink::Ndjson(mut w) => {
+                w.finish()?;
+                use std::io::Write;
+                w.into_inner().flush()?;
+            }
+            Sink::Json(mut w) => {
+                w.finish()?;
+                use std::io::Write;
+                w.into_inner().flush()?;
+            }
+        }
+        Ok(())
+    }
+}
