@@ -20,7 +20,9 @@ pub const MAX_DATATYPE_DEPTH: usize = 3;
 /// A recursive backbone element (`Questionnaire.item.item`) is followed this many times.
 pub const MAX_BACKBONE_RECURSION: usize = 2;
 /// A choice element with more types than this is open (`Extension.value[x]`): only
-/// [`OPEN_CHOICE_TYPES`] get typed columns, the rest goes to overflow.
+/// [`OPEN_CHOICE_TYPES`] get typed columns, the rest goes to overflow. Outside `Extension` (in
+/// `Task.output.value[x]`, `Parameters.parameter.value[x]`, ...) every primitive type is typed too:
+/// one column each, and these elements are few.
 const OPEN_CHOICE_THRESHOLD: usize = 30;
 /// The types of an open choice that get typed columns.
 pub const OPEN_CHOICE_TYPES: &[&str] = &[
@@ -183,7 +185,13 @@ impl Builder<'_> {
                 None => name.to_string(),
             };
             let mut m = self.typed_member(def, e, member_name, t, cx);
-            if open && !OPEN_CHOICE_TYPES.contains(&t.as_str()) {
+            let primitive = self
+                .model
+                .get(t)
+                .is_some_and(|td| td.kind == Kind::Primitive);
+            let typed =
+                OPEN_CHOICE_TYPES.contains(&t.as_str()) || (primitive && def.name != "Extension");
+            if open && !typed {
                 m.cut = true;
             }
             out.push(m);

@@ -57,6 +57,19 @@ fn meta(shell: &mut Shell, line: &str, out: &mut dyn Write) -> Result<Action> {
                 _ => anyhow::bail!("\\format takes table, csv, json or ndjson"),
             }
         }
+        "\\view" => {
+            let Some(file) = words.next() else {
+                anyhow::bail!("\\view takes a ViewDefinition file, and a table name if you like");
+            };
+            let path = std::path::Path::new(file);
+            let view = crate::view::load(path)?;
+            let name = match words.next() {
+                Some(n) => n.to_string(),
+                None => crate::view::table_name(&view, path),
+            };
+            shell.register_view(&name, &view)?;
+            writeln!(out, "view {name} registered: SELECT * FROM \"{name}\"")?;
+        }
         other => anyhow::bail!("unknown meta-command {other}: \\? lists them"),
     }
     Ok(Action::Continue)

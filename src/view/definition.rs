@@ -217,9 +217,10 @@ impl Select {
                     );
                 }
             }
+            let before = seen.clone();
             first.check_names(seen)?;
             for u in rest {
-                u.check_names(&mut seen.clone())?;
+                u.check_names(&mut before.clone())?;
             }
         }
         Ok(())

@@ -63,7 +63,7 @@ pub fn table_name(view: &ViewDefinition, path: &Path) -> String {
 impl Shell {
     /// The view as a DataFrame over this dataset. A resource type with no data gives no rows.
     pub fn view_frame(&self, view: &ViewDefinition) -> Result<DataFrame> {
-        let table = if self.tables.iter().any(|t| *t == view.resource) {
+        let table = if self.tables.contains(&view.resource) {
             self.block_on(self.ctx.table(datafusion::common::TableReference::bare(
                 view.resource.as_str(),
             )))?

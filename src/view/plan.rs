@@ -271,37 +271,35 @@ impl Compiler<'_> {
     }
 
     /// `repeat`: the paths compiled for each depth the schema has, and one item type for all.
+    /// A path that does not apply at a depth (the element is not there, or beyond the schema's
+    /// bounds) gives nothing there.
     fn repeat(&self, paths: &[PathExpr], focus: &Ty) -> Result<(Node, Ty, Vec<String>)> {
         let mut levels: Vec<Vec<Node>> = Vec::new();
         let mut types: Vec<Ty> = Vec::new();
         let mut fields = BTreeSet::new();
         let mut current = vec![focus.clone()];
-        for depth in 0..16 {
+        while let Some(level_ty) = merge_all(&current) {
+            if levels.len() >= 16 {
+                break;
+            }
             let mut nodes = Vec::new();
             let mut next = Vec::new();
-            // Items of one level may come from different paths: their types are merged.
-            let level_ty = merge_all(&current);
-            let Some(level_ty) = level_ty else { break };
             for p in paths {
-                match self.compile(p, &level_ty) {
-                    Ok((node, ty, f)) => {
-                        if !matches!(ty, Ty::Object { .. }) {
-                            bail!(
-                                "{}: repeat needs paths to elements with children, not {}",
-                                p.at,
-                                describe(&ty)
-                            );
-                        }
-                        fields.extend(f);
-                        nodes.push(node);
-                        next.push(ty);
-                    }
-                    // Beyond the schema's depth: the element is cut, or not there at all.
-                    Err(m) if depth > 0 => {
-                        let _ = m;
-                    }
-                    Err(m) => bail!(m),
+                let Ok((node, ty, f)) = self.compile(p, &level_ty) else {
+                    continue;
+                };
+                match ty {
+                    Ty::Object { .. } => {}
+                    Ty::Nothing => continue,
+                    other => bail!(
+                        "{}: repeat needs paths to elements with children, not {}",
+                        p.at,
+                        describe(&other)
+                    ),
                 }
+                fields.extend(f);
+                nodes.push(node);
+                next.push(ty);
             }
             if nodes.is_empty() {
                 break;
@@ -310,7 +308,13 @@ impl Compiler<'_> {
             levels.push(nodes);
             current = next;
         }
-        let item = merge_all(&types).ok_or_else(|| anyhow!("{}: reaches nothing", paths[0].at))?;
+        let Some(item) = merge_all(&types) else {
+            return Ok((
+                Node::Lit(datafusion::common::ScalarValue::Null),
+                Ty::Nothing,
+                Vec::new(),
+            ));
+        };
         let dt = item.data_type();
         let node = Node::Repeat(Box::new(Node::Focus), levels, dt);
         Ok((node, item, fields.into_iter().collect()))

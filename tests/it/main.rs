@@ -6,6 +6,7 @@ mod interop;
 mod queries;
 mod schema;
 mod sql;
+mod view;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

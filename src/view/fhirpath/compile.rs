@@ -185,7 +185,7 @@ impl Scope<'_> {
                     Some(s) => self.compile(s, focus)?,
                     None => (Node::Focus, focus.clone()),
                 };
-                self.call(node, ty, name, args, focus)
+                self.call(node, ty, name, args)
             }
             Ast::Binary(op, l, r) => {
                 let (ln, lt) = self.compile(l, focus)?;
@@ -246,15 +246,19 @@ impl Scope<'_> {
             }
             return Ok((Node::Field(Box::new(node), name.to_string()), member_ty(m)));
         }
+        // A type beyond the schema's bounds keeps its place with no column: ofType() says so.
         let alts: Vec<(String, String, Ty)> = members
             .iter()
-            .filter(|m| !m.cut && is_choice_of(&m.name, name, &m.fhir_type))
-            .map(|m| (m.fhir_type.clone(), m.name.clone(), member_ty(m)))
+            .filter(|m| is_choice_of(&m.name, name, &m.fhir_type))
+            .map(|m| match m.cut {
+                false => (m.fhir_type.clone(), m.name.clone(), member_ty(m)),
+                true => (m.fhir_type.clone(), String::new(), Ty::Nothing),
+            })
             .collect();
         if !alts.is_empty() {
             if root {
                 let mut rf = self.root_fields.borrow_mut();
-                for a in &alts {
+                for a in alts.iter().filter(|a| !a.1.is_empty()) {
                     rf.insert(a.1.clone());
                 }
             }
@@ -269,14 +273,7 @@ impl Scope<'_> {
         Err(format!("{fhir} has no element '{name}'"))
     }
 
-    fn call(
-        &self,
-        node: Node,
-        ty: Ty,
-        name: &str,
-        args: &[Ast],
-        focus: &Ty,
-    ) -> CompileResult<(Node, Ty)> {
+    fn call(&self, node: Node, ty: Ty, name: &str, args: &[Ast]) -> CompileResult<(Node, Ty)> {
         let arity = |n: std::ops::RangeInclusive<usize>| {
             if n.contains(&args.len()) {
                 Ok(())
@@ -305,13 +302,14 @@ impl Scope<'_> {
             "exists" | "empty" => {
                 arity(0..=1)?;
                 let (node, ty) = if args.len() == 1 {
-                    self.call(node, ty, "where", args, focus)?
+                    self.call(node, ty, "where", args)?
                 } else {
                     (node, ty)
                 };
                 let exists = match &ty {
                     Ty::Choice { src, alts } => Node::AnyExists(
                         alts.iter()
+                            .filter(|a| !a.1.is_empty())
                             .map(|a| Node::Field(src.clone(), a.1.clone()))
                             .collect(),
                     ),
@@ -365,6 +363,10 @@ impl Scope<'_> {
                 match &ty {
                     Ty::Choice { src, alts } => {
                         match alts.iter().find(|a| same_type(&a.0, &want)) {
+                            Some((t, col, _)) if col.is_empty() => Err(format!(
+                                "ofType({t}): values of this type are beyond the typed schema \
+                                 (kept in _overflow, which views do not read)"
+                            )),
                             Some((_, col, t)) => {
                                 Ok((Node::Field(src.clone(), col.clone()), t.clone()))
                             }

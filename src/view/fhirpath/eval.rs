@@ -47,8 +47,7 @@ impl Coll {
         if values.null_count() == 0 {
             return Ok(Coll::singletons(values));
         }
-        let offsets =
-            OffsetBuffer::from_lengths((0..values.len()).map(|i| values.is_valid(i) as usize));
+        let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(1, values.len()));
         compact(offsets, values)
     }
 
@@ -635,98 +634,90 @@ pub fn boundary(text: &str, kind: Boundary, high: bool) -> Option<String> {
 }
 
 /// Depth-first: every item reached from the focus by the paths, at any depth.
+///
+/// Items are kept in *segments*: the focus, then one segment per path applied to a segment.
+/// Items of different segments may have different struct types (the depths of a recursive
+/// element); they are projected to `dt` only when the result is assembled.
 fn repeat(start: &Coll, levels: &[Vec<Node>], dt: &DataType, env: &Env) -> EvalResult<Coll> {
+    struct Segment {
+        values: ArrayRef,
+        level: usize,
+        /// The row of each item.
+        rows: Vec<u32>,
+        /// The children of each item: (segment, start, end).
+        children: Vec<Vec<(usize, u32, u32)>>,
+    }
     let n = start.rows();
-    // Level 0 is the focus; level k + 1 the results of level k's paths, concatenated.
-    // children[k][item] lists the ranges of level k + 1 holding that item's children.
-    let mut arrays: Vec<ArrayRef> = Vec::new();
-    let mut children: Vec<Vec<Vec<(u32, u32)>>> = Vec::new();
-    let mut current = Coll::singletons(start.values.clone());
-    let mut row_of: Vec<u32> = start.row_of_values();
-    for paths in levels {
-        if current.values.is_empty() {
-            break;
+    let mut segs = vec![Segment {
+        values: start.values.clone(),
+        level: 0,
+        rows: start.row_of_values(),
+        children: vec![Vec::new(); start.values.len()],
+    }];
+    let mut next = 0;
+    while next < segs.len() {
+        let s = next;
+        next += 1;
+        let level = segs[s].level;
+        if level >= levels.len() || segs[s].values.is_empty() {
+            continue;
         }
+        let items = Coll::singletons(segs[s].values.clone());
         let inner = Env {
             root: env.root,
             row_index: env.row_index,
             row_of: Some(match &env.row_of {
-                None => row_of.clone(),
-                Some(outer) => row_of.iter().map(|&r| outer[r as usize]).collect(),
+                None => segs[s].rows.clone(),
+                Some(outer) => segs[s].rows.iter().map(|&r| outer[r as usize]).collect(),
             }),
         };
-        let mut parts = Vec::new();
-        let mut kids = vec![Vec::new(); current.values.len()];
-        let mut base = 0u32;
-        let mut next_rows = Vec::new();
-        for p in paths {
-            let c = p.eval(&current, &inner)?;
-            for (item, k) in kids.iter_mut().enumerate() {
+        for p in &levels[level] {
+            let c = p.eval(&items, &inner)?;
+            if c.values.is_empty() {
+                continue;
+            }
+            let t = segs.len();
+            let mut rows = Vec::with_capacity(c.values.len());
+            for item in 0..items.rows() {
                 let (a, b) = (c.offsets[item] as u32, c.offsets[item + 1] as u32);
                 if b > a {
-                    k.push((base + a, base + b));
+                    segs[s].children[item].push((t, a, b));
                 }
-                next_rows.extend(std::iter::repeat_n(row_of[item], (b - a) as usize));
+                rows.extend(std::iter::repeat_n(segs[s].rows[item], (b - a) as usize));
             }
-            base += c.values.len() as u32;
-            parts.push(project(&c.values, dt)?);
+            segs.push(Segment {
+                children: vec![Vec::new(); c.values.len()],
+                values: c.values,
+                level: level + 1,
+                rows,
+            });
         }
-        // The focus items themselves are never emitted, only their descendants.
-        arrays.push(if arrays.is_empty() {
-            arrow::array::new_null_array(dt, current.values.len())
-        } else {
-            project(&current.values, dt)?
-        });
-        children.push(kids);
-        let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
-        let values = if refs.is_empty() {
-            new_empty_array(dt)
-        } else {
-            arrow::compute::concat(&refs).map_err(|e| e.to_string())?
-        };
-        current = Coll::singletons(values);
-        row_of = next_rows;
     }
-    let last_level = arrays.len();
-    arrays.push(if arrays.is_empty() {
-        arrow::array::new_null_array(dt, current.values.len())
-    } else {
-        project(&current.values, dt)?
-    });
-    children.push(vec![Vec::new(); current.values.len()]);
-    // Depth-first order per row, starting from the children of the focus items.
+    fn visit(seg: usize, item: u32, segs: &[Segment], out: &mut Vec<(usize, usize)>) {
+        out.push((seg, item as usize));
+        for &(t, a, b) in &segs[seg].children[item as usize] {
+            for c in a..b {
+                visit(t, c, segs, out);
+            }
+        }
+    }
     let mut pairs = Vec::new();
     let mut lens = Vec::with_capacity(n);
-    fn visit(
-        level: usize,
-        item: u32,
-        children: &[Vec<Vec<(u32, u32)>>],
-        out: &mut Vec<(usize, usize)>,
-        max: usize,
-    ) {
-        out.push((level, item as usize));
-        if level >= max {
-            return;
-        }
-        for &(a, b) in &children[level][item as usize] {
-            for c in a..b {
-                visit(level + 1, c, children, out, max);
-            }
-        }
-    }
     for r in 0..n {
         let before = pairs.len();
         for item in start.offsets[r] as u32..start.offsets[r + 1] as u32 {
-            if children.is_empty() || last_level == 0 {
-                continue;
-            }
-            for &(a, b) in &children[0][item as usize] {
+            for &(t, a, b) in &segs[0].children[item as usize] {
                 for c in a..b {
-                    visit(1, c, &children, &mut pairs, last_level);
+                    visit(t, c, &segs, &mut pairs);
                 }
             }
         }
         lens.push(pairs.len() - before);
+    }
+    // The focus segment is never part of the result: a placeholder of the right type.
+    let mut arrays = vec![arrow::array::new_null_array(dt, 0)];
+    for seg in &segs[1..] {
+        arrays.push(project(&seg.values, dt)?);
     }
     let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
     let values = if pairs.is_empty() {
