@@ -35,3 +35,6 @@ du -sh "$work/out" "$work/duckdb"
 echo
 echo "queries (best of 3; ours includes process start and table registration):"
 python3 bench/queries.py "$work/out" "$work/input" "$cores"
+echo
+echo "views (best of 3, written to Parquet; includes process start):"
+python3 bench/views.py "$work/out" examples/views/patient_demographics.json examples/views/observations.json

@@ -274,7 +274,12 @@ fn partition_columns(dir: &Path) -> Vec<String> {
 pub fn run(args: SqlArgs) -> Result<i32> {
     let mut shell = Shell::open(&args.dataset, args.memory_limit.as_deref())?;
     shell.format = args.format;
-    for f in &args.views {
+    let views = if args.views.is_empty() {
+        Vec::new()
+    } else {
+        crate::view::view_files(&args.views)?
+    };
+    for f in &views {
         let v = crate::view::load(f)?;
         let name = crate::view::table_name(&v, f);
         shell

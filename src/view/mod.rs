@@ -104,7 +104,7 @@ impl Shell {
 }
 
 /// The ViewDefinition files named: files as they are, folders' `*.json`.
-fn view_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub fn view_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {

@@ -495,3 +495,84 @@ fn views_are_tables_in_the_sql_shell() {
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.contains(&format!("female,{female}")), "{text}");
 }
+
+#[test]
+fn fhirpath_beyond_the_suite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.ndjson");
+    let resources = [
+        json!({"resourceType": "Patient", "id": "a", "birthDate": "1970-06", "gender": "female",
+               "name": [{"family": "F1", "given": ["G1", "G2"]}, {"family": "F2", "given": ["G3"]}],
+               "telecom": [{"system": "phone", "value": "1"}, {"system": "email", "value": "e"}],
+               "multipleBirthInteger": 7}),
+        json!({"resourceType": "Patient", "id": "b", "active": true}),
+    ];
+    let text: Vec<String> = resources.iter().map(|r| r.to_string()).collect();
+    std::fs::write(&input, text.join("\n")).unwrap();
+    let out = tmp.path().join("out");
+    fhir2parquet::convert::run(&[input], &convert_opts(&out)).unwrap();
+    let shell = Shell::open(&out, None).unwrap();
+    let column = |path: &str| -> Vec<Value> {
+        let view = json!({"resource": "Patient", "select": [{"column": [
+            {"name": "id", "path": "id"}, {"name": "v", "path": path, "collection": true}]}]});
+        let v = ViewDefinition::from_json(&view).unwrap();
+        let mut rows = batches_to_rows(&shell.view_batches(&v).unwrap());
+        rows.sort_by_key(|r| r["id"].as_str().unwrap().to_string());
+        rows.into_iter().map(|r| normalize(&r["v"])).collect()
+    };
+    assert_eq!(column("name.given.last()"), [json!(["G3"]), json!([])]);
+    assert_eq!(column("name.given.count()"), [json!([3.0]), json!([0.0])]);
+    assert_eq!(
+        column("name.family | name.given.first()"),
+        [json!(["F1", "F2", "G1"]), json!([])]
+    );
+    assert_eq!(
+        column("multipleBirth.ofType(integer) div 2"),
+        [json!([3.0]), json!([])]
+    );
+    assert_eq!(
+        column("multipleBirth.ofType(integer) mod 4"),
+        [json!([3.0]), json!([])]
+    );
+    assert_eq!(
+        column("multipleBirth.ofType(integer) / 2"),
+        [json!([3.5]), json!([])]
+    );
+    assert_eq!(
+        column("-multipleBirth.ofType(integer) + 1.5"),
+        [json!([-5.5]), json!([])]
+    );
+    assert_eq!(column("active xor true"), [json!([]), json!([false])]);
+    assert_eq!(column("active implies false"), [json!([]), json!([false])]);
+    assert_eq!(column("gender ~ 'female'"), [json!([true]), json!([])]);
+    assert_eq!(
+        column("name.family.first() & '-' & gender"),
+        [json!(["F1-female"]), json!(["-"])]
+    );
+    assert_eq!(
+        column("birthDate.lowBoundary()"),
+        [json!(["1970-06-01"]), json!([])]
+    );
+    assert_eq!(
+        column("birthDate.highBoundary()"),
+        [json!(["1970-06-30"]), json!([])]
+    );
+    assert_eq!(
+        column("birthDate < @1980-01-01"),
+        [json!([true]), json!([])]
+    );
+    assert_eq!(
+        column("telecom.where(system = 'email').value"),
+        [json!(["e"]), json!([])]
+    );
+    assert_eq!(
+        column("telecom.exists(system = 'phone')"),
+        [json!([true]), json!([false])]
+    );
+    assert_eq!(column("Patient.name[1].given"), [json!(["G3"]), json!([])]);
+    assert_eq!(
+        column("name.where($this.family = 'F2').given"),
+        [json!(["G3"]), json!([])]
+    );
+    assert_eq!(column("{}"), [json!([]), json!([])]);
+}
