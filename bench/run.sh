@@ -38,3 +38,20 @@ python3 bench/queries.py "$work/out" "$work/input" "$cores"
 echo
 echo "views (best of 3, written to Parquet; includes process start):"
 python3 bench/views.py "$work/out" examples/views/patient_demographics.json examples/views/observations.json
+# The benchmark input holds few patients and observations; views get inputs of their own type too:
+# 200 MB of Patient, 520 MB of Observation (+ Patient), generated and converted the same way.
+view_input() { # name, MB, types...
+  local name=$1 mb=$2; shift 2
+  if [ ! -f "$work/$name-input/.done-$mb" ]; then
+    rm -rf "$work/$name-src" "$work/$name-input"; mkdir -p "$work/$name-src"
+    for t in "$@"; do ln -sf "$(realpath ../shared/fhir-data/synthea-r4-small/$t.ndjson)" "$work/$name-src/"; done
+    python3 bench/make_input.py "$work/$name-src" --out "$work/$name-input" --mb "$mb"
+    touch "$work/$name-input/.done-$mb"
+  fi
+  rm -rf "$work/$name-out"
+  target/release/fhir2parquet convert "$work/$name-input" -o "$work/$name-out" -q
+}
+view_input patients 200 Patient
+python3 bench/views.py "$work/patients-out" examples/views/patient_demographics.json
+view_input observations 520 Patient Observation
+python3 bench/views.py "$work/observations-out" examples/views/observations.json

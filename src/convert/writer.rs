@@ -4,8 +4,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -85,6 +85,46 @@ impl WriteOptions {
     }
 }
 
+/// `props` with compression off for the leaf columns that hold no value in `batch`, the first
+/// of a file. Most of a resource table's thousand columns are empty in most rows, and parquet-rs
+/// sets up a compressor (~140 KB, and its time) per column per row group: a column still empty
+/// after the first batch of a file is rare, its pages are a few bytes of levels, and not
+/// compressing them is the cheapest way to write them.
+fn uncompressed_where_empty(props: &WriterProperties, batch: &RecordBatch) -> WriterProperties {
+    fn leaves(a: &dyn Array, out: &mut Vec<bool>) {
+        match a.data_type() {
+            DataType::Struct(_) => {
+                let s = a.as_struct();
+                for c in s.columns() {
+                    leaves(c.as_ref(), out);
+                }
+            }
+            DataType::List(_) => leaves(a.as_list::<i32>().values().as_ref(), out),
+            _ => out.push(a.len() == a.null_count()),
+        }
+    }
+    if batch.num_rows() < 100 {
+        return props.clone();
+    }
+    let mut empty = Vec::new();
+    for c in batch.columns() {
+        leaves(c.as_ref(), &mut empty);
+    }
+    let Ok(descr) = parquet::arrow::ArrowSchemaConverter::new().convert(batch.schema_ref()) else {
+        return props.clone();
+    };
+    if descr.num_columns() != empty.len() {
+        return props.clone();
+    }
+    let mut builder = props.clone().into_builder();
+    for (col, empty) in descr.columns().iter().zip(empty) {
+        if empty && props.compression(col.path()) != Compression::UNCOMPRESSED {
+            builder = builder.set_column_compression(col.path().clone(), Compression::UNCOMPRESSED);
+        }
+    }
+    builder.build()
+}
+
 /// Writes batches to `dir/part-<prefix>-<n>.parquet`, starting a new file past the target size.
 pub struct RollingWriter {
     dir: PathBuf,
@@ -135,10 +175,11 @@ impl RollingWriter {
             self.seq += 1;
             let file =
                 File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            let props = uncompressed_where_empty(&self.props, batch);
             self.current = Some(ArrowWriter::try_new(
                 file,
                 self.schema.clone(),
-                Some(self.props.clone()),
+                Some(props),
             )?);
             self.files.push(path);
         }

@@ -359,18 +359,7 @@ impl Node {
             }
             Node::Cast(src, dt) => {
                 let s = src.eval(focus, env)?;
-                let values = match (s.values.data_type(), dt) {
-                    (DataType::Int32, DataType::Decimal128(p, sc)) => {
-                        let v = s.values.as_primitive::<Int32Type>();
-                        let f = 10i128.pow(*sc as u32);
-                        Arc::new(
-                            v.unary::<_, arrow::datatypes::Decimal128Type>(|x| x as i128 * f)
-                                .with_precision_and_scale(*p, *sc)
-                                .map_err(|e| e.to_string())?,
-                        ) as ArrayRef
-                    }
-                    _ => cast(&s.values, dt).map_err(|e| e.to_string())?,
-                };
+                let values = cast(&s.values, dt).map_err(|e| e.to_string())?;
                 compact(s.offsets, values)
             }
             Node::ReferenceKey(src, want) => {
@@ -535,15 +524,9 @@ fn arith(op: Op, l: &ArrayRef, r: &ArrayRef) -> EvalResult<ArrayRef> {
 
 fn to_decimal(a: &ArrayRef) -> EvalResult<ArrayRef> {
     match a.data_type() {
-        DataType::Int32 => {
-            let f = 10i128.pow(SCALE);
-            Ok(Arc::new(
-                a.as_primitive::<Int32Type>()
-                    .unary::<_, arrow::datatypes::Decimal128Type>(|x| x as i128 * f)
-                    .with_data_type(DataType::Decimal128(38, DECIMAL_SCALE)),
-            ))
+        DataType::Int32 | DataType::Decimal128(_, _) => {
+            cast(a, &DataType::Decimal128(38, DECIMAL_SCALE)).map_err(|e| e.to_string())
         }
-        DataType::Decimal128(_, _) => Ok(a.clone()),
         other => Err(format!("arithmetic on {other}")),
     }
 }
