@@ -11,6 +11,8 @@ mod summary;
 mod writer;
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,7 +56,7 @@ const WORKER_OPEN_COLUMNS: usize = 1_500;
 
 #[derive(Default)]
 struct TypeState {
-    parts: HashMap<String, (ResourceDecoder, writer::RollingWriter)>,
+    parts: FxHashMap<String, (ResourceDecoder, writer::RollingWriter)>,
     rows: u64,
     bytes_in: u64,
     busy: Duration,
@@ -67,7 +69,7 @@ struct Worker<'a> {
     opts: &'a ConvertOptions,
     sources: &'a [Source],
     fhir_version: &'a str,
-    types: HashMap<String, TypeState>,
+    types: FxHashMap<String, TypeState>,
     rejects: rejects::RejectWriter,
     reject_counts: BTreeMap<RejectReason, u64>,
     per_source: HashMap<usize, u64>,
@@ -87,15 +89,20 @@ struct WorkerResult {
 impl Worker<'_> {
     fn chunk(&mut self, chunk: Chunk) -> Result<()> {
         let mut count = 0;
-        for (this, raw) in (chunk.first_line..).zip(chunk.data.split(|&c| c == b'\n')) {
+        let data = &chunk.data[..];
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\n', data).chain(std::iter::once(data.len()));
+        for (this, end) in (chunk.first_line..).zip(ends) {
+            let raw = &data[start..end];
+            start = end + 1;
             let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
             if raw.iter().all(|c| c.is_ascii_whitespace()) {
                 continue;
             }
-            *self.per_source.entry(chunk.source).or_default() += 1;
             count += 1;
             self.line(chunk.source, this, raw)?;
         }
+        *self.per_source.entry(chunk.source).or_default() += count;
         self.resources.fetch_add(count, Ordering::Relaxed);
         Ok(())
     }
@@ -327,7 +334,7 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
                         opts,
                         sources,
                         fhir_version: fv,
-                        types: HashMap::new(),
+                        types: FxHashMap::default(),
                         rejects: rejects::RejectWriter::new(
                             tmp.join(REJECTS_DIR)
                                 .join(format!("rejects-{run_id}-{id}.ndjson")),

@@ -68,6 +68,14 @@ impl Context {
         len
     }
 
+    /// Like [`Context::push`] for a name of the schema, which never needs escaping.
+    pub fn push_name(&mut self, name: &str) -> usize {
+        let len = self.path.len();
+        self.path.push('/');
+        self.path.push_str(name);
+        len
+    }
+
     pub fn push_index(&mut self, i: usize) -> usize {
         let len = self.path.len();
         self.path.push('/');

@@ -110,7 +110,7 @@ impl StructDecoder {
             if i == ABSENT {
                 self.columns[c].append_absent(1);
             } else {
-                let len = cx.push(&self.keys[c]);
+                let len = cx.push_name(&self.keys[c]);
                 self.columns[c].decode(Some(&members[i].1), cx);
                 cx.pop(len);
             }

@@ -196,6 +196,21 @@ pub fn run(args: ViewArgs) -> Result<i32> {
 
 /// Streams a view into a file: written under a temporary name, renamed when complete.
 fn write(shell: &Shell, df: DataFrame, path: &Path, fmt: FileFormat) -> Result<usize> {
+    if fmt == FileFormat::Csv {
+        if let Some(f) = df
+            .schema()
+            .fields()
+            .iter()
+            .find(|f| f.data_type().is_nested())
+        {
+            bail!(
+                "{}: the column {:?} holds lists or objects, which CSV cannot: write .parquet or \
+                 .ndjson, or make the column a single value",
+                path.display(),
+                f.name()
+            );
+        }
+    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -37,8 +37,8 @@ enum Step {
 #[derive(Clone, Default)]
 struct Branch {
     steps: Vec<Step>,
-    /// (view column name, internal column, type).
-    columns: Vec<(String, String, DataType)>,
+    /// (view column name, internal column, type, whether the path is always empty: `{}`).
+    columns: Vec<(String, String, DataType, bool)>,
 }
 
 struct Compiler<'v> {
@@ -93,15 +93,25 @@ pub fn plan(view: &ViewDefinition, table: DataFrame) -> Result<DataFrame> {
         branches = product(branches, c.select(s, &root)?);
     }
     let names: Vec<String> = branches[0].columns.iter().map(|c| c.0.clone()).collect();
-    // One type per column across branches: NULL-only columns take the type of the others.
-    let mut types: Vec<DataType> = vec![DataType::Null; names.len()];
+    // One type per column across branches: an always-empty column takes the type of the others.
+    let mut types: Vec<Option<DataType>> = vec![None; names.len()];
     for b in &branches {
-        for (i, (_, _, dt)) in b.columns.iter().enumerate() {
-            if types[i] == DataType::Null || types[i] == DataType::Utf8 && *dt != DataType::Null {
-                types[i] = dt.clone();
+        for (i, (name, _, dt, empty)) in b.columns.iter().enumerate() {
+            match &types[i] {
+                _ if *empty => {}
+                None => types[i] = Some(dt.clone()),
+                Some(a) if a != dt => {
+                    bail!("unionAll: the column {name:?} is {a} in one branch and {dt} in another")
+                }
+                _ => {}
             }
         }
     }
+    let types: Vec<DataType> = types
+        .into_iter()
+        .zip(&branches[0].columns)
+        .map(|(t, c)| t.unwrap_or_else(|| c.2.clone()))
+        .collect();
     let mut out: Option<DataFrame> = None;
     for b in branches {
         let mut d = df.clone();
@@ -117,9 +127,9 @@ pub fn plan(view: &ViewDefinition, table: DataFrame) -> Result<DataFrame> {
             .columns
             .iter()
             .zip(&types)
-            .map(|((name, internal, dt), want)| {
+            .map(|((name, internal, dt, _), want)| {
                 let e = col(datafusion::common::Column::from_name(internal));
-                let e = if dt != want { cast(e, want.clone()) } else { e };
+                let e = if dt == want { e } else { cast(e, want.clone()) };
                 e.alias(name)
             })
             .collect();
@@ -218,7 +228,10 @@ impl Compiler<'_> {
                 internal: internal.clone(),
                 expr,
             });
-            start.columns.push((c.name.clone(), internal, out_dt));
+            let empty = matches!(ty, Ty::Nothing);
+            start
+                .columns
+                .push((c.name.clone(), internal, out_dt, empty));
         }
         let mut branches = vec![start];
         for n in &s.select {

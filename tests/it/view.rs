@@ -383,6 +383,24 @@ fn an_invalid_view_names_the_bad_part_and_writes_nothing() {
     assert!(err.contains("HumanName has no element 'familly'"), "{err}");
     assert!(!dest.exists(), "nothing is written when a view is invalid");
 
+    // A list column cannot go to CSV: said before anything is written.
+    let lists = tmp.path().join("lists.json");
+    let view = json!({"resource": "Patient", "select": [{"column": [
+        {"name": "given", "path": "name.given", "collection": true}]}]});
+    std::fs::write(&lists, view.to_string()).unwrap();
+    let csv = tmp.path().join("lists.csv");
+    let o = bin(&[
+        "view",
+        lists.to_str().unwrap(),
+        "--data",
+        out.to_str().unwrap(),
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("CSV cannot"));
+    assert!(!csv.exists());
+
     // Each kind of mistake, located.
     let cases = [
         (json!({"select": []}), "resource: is required"),
