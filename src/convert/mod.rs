@@ -73,6 +73,8 @@ struct Worker<'a> {
     rejects: rejects::RejectWriter,
     reject_counts: BTreeMap<RejectReason, u64>,
     per_source: HashMap<usize, u64>,
+    /// Where each line's JSON is parsed.
+    arena: bumpalo::Bump,
     resources: &'a AtomicU64,
     tick: u64,
 }
@@ -108,6 +110,21 @@ impl Worker<'_> {
     }
 
     fn line(&mut self, source: usize, line: u64, raw: &[u8]) -> Result<()> {
+        // The line's JSON lives in the worker's arena, emptied (not freed) after each line.
+        let mut arena = std::mem::take(&mut self.arena);
+        let result = self.parsed_line(source, line, raw, &arena);
+        arena.reset();
+        self.arena = arena;
+        result
+    }
+
+    fn parsed_line(
+        &mut self,
+        source: usize,
+        line: u64,
+        raw: &[u8],
+        arena: &bumpalo::Bump,
+    ) -> Result<()> {
         let started = Instant::now();
         let text = match std::str::from_utf8(raw) {
             Ok(t) => t,
@@ -116,7 +133,7 @@ impl Worker<'_> {
                 return self.reject(source, line, RejectReason::NotUtf8, &detail, raw);
             }
         };
-        let doc = match json::parse(text) {
+        let doc = match json::parse_in(text, arena) {
             Ok(d) => d,
             Err(e) => return self.reject(source, line, RejectReason::NotJson, &e.to_string(), raw),
         };
@@ -341,6 +358,7 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
                         ),
                         reject_counts: BTreeMap::new(),
                         per_source: HashMap::new(),
+                        arena: bumpalo::Bump::new(),
                         resources,
                         tick: 0,
                     };

@@ -61,7 +61,7 @@ impl PartitionSpec {
         let Json::Obj(members) = resource else {
             return NULL_PARTITION.into();
         };
-        for (k, v) in members {
+        for (k, v) in members.iter() {
             let Some(rest) = k.strip_prefix(self.element.as_str()) else {
                 continue;
             };

@@ -76,7 +76,7 @@ pub fn encode_row(
         Json::Str(Cow::Owned(resource_type.to_string())),
     )];
     encode_members(members, batch.columns(), row, &mut obj);
-    let mut doc = Json::Obj(obj);
+    let mut doc = Json::Obj(Cow::Owned(obj));
     if let Some(col) = batch.column_by_name(OVERFLOW_COLUMN) {
         let col = col.as_string::<i32>();
         if col.is_valid(row) {
@@ -84,7 +84,7 @@ pub fn encode_row(
             let Json::Obj(entries) = kept else {
                 bail!("an _overflow value is not a JSON object")
             };
-            for (pointer, value) in entries {
+            for (pointer, value) in entries.into_owned() {
                 set_pointer(&mut doc, &pointer, value.into_owned());
             }
         }
@@ -170,7 +170,7 @@ fn encode_item(shape: &Shape, col: &ArrayRef, i: usize) -> Json<'static> {
             let s = col.as_struct();
             let mut obj = Vec::new();
             encode_members(children, s.columns(), i, &mut obj);
-            Json::Obj(obj)
+            Json::Obj(Cow::Owned(obj))
         }
         Shape::Json => {
             let text = col.as_string::<i32>().value(i);
@@ -201,6 +201,7 @@ fn set_at(cur: &mut Json<'static>, tokens: &[String], value: Json<'static>) {
         .ok()
         .filter(|_| matches!(cur, Json::Arr(_)));
     if let (Some(i), Json::Arr(items)) = (index, &mut *cur) {
+        let items = items.to_mut();
         if items.len() <= i {
             items.resize(i + 1, Json::Null);
         }
@@ -208,11 +209,12 @@ fn set_at(cur: &mut Json<'static>, tokens: &[String], value: Json<'static>) {
     }
     // A typed value where the pointer goes deeper: the overflow holds the truth.
     if !matches!(cur, Json::Obj(_)) {
-        *cur = Json::Obj(Vec::new());
+        *cur = Json::Obj(Cow::Owned(Vec::new()));
     }
     let Json::Obj(members) = cur else {
         unreachable!()
     };
+    let members = members.to_mut();
     let pos = match members.iter().position(|(k, _)| k == token) {
         Some(p) => p,
         None => {

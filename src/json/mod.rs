@@ -14,7 +14,7 @@ mod write;
 
 use std::borrow::Cow;
 
-pub use parse::{parse, ParseError};
+pub use parse::{parse, parse_in, ParseError};
 pub use write::{escape_pointer_token, write_json_string};
 
 /// A parsed JSON value borrowing from its input line.
@@ -25,8 +25,10 @@ pub enum Json<'a> {
     /// A number, as its exact text.
     Num(Cow<'a, str>),
     Str(Cow<'a, str>),
-    Arr(Vec<Json<'a>>),
-    Obj(Vec<(Cow<'a, str>, Json<'a>)>),
+    /// Items: in the parser's arena ([`parse_in`]) or owned.
+    Arr(Cow<'a, [Json<'a>]>),
+    /// Members in their order: in the parser's arena ([`parse_in`]) or owned.
+    Obj(Cow<'a, [(Cow<'a, str>, Json<'a>)]>),
 }
 
 impl<'a> Json<'a> {
@@ -72,9 +74,12 @@ impl<'a> Json<'a> {
                         .all(|(k, v)| b.iter().any(|(k2, v2)| k == k2 && v.same_as(v2)))
             }
             (Json::Arr(a), Json::Arr(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))
+                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.same_as(y))
             }
-            _ => self == other,
+            (Json::Null, Json::Null) => true,
+            (Json::Bool(a), Json::Bool(b)) => a == b,
+            (Json::Num(a), Json::Num(b)) | (Json::Str(a), Json::Str(b)) => a == b,
+            _ => false,
         }
     }
 }
@@ -96,7 +101,7 @@ impl Json<'_> {
                 Json::Obj(m) => {
                     let mut m: Vec<_> = m.iter().map(|(k, v)| (k.clone(), sorted(v))).collect();
                     m.sort_by(|a, b| a.0.cmp(&b.0));
-                    Json::Obj(m)
+                    Json::Obj(Cow::Owned(m))
                 }
                 Json::Arr(a) => Json::Arr(a.iter().map(sorted).collect()),
                 v => v.clone(),
@@ -112,9 +117,10 @@ impl Json<'_> {
             Json::Bool(b) => Json::Bool(b),
             Json::Num(n) => Json::Num(Cow::Owned(n.into_owned())),
             Json::Str(s) => Json::Str(Cow::Owned(s.into_owned())),
-            Json::Arr(a) => Json::Arr(a.into_iter().map(Json::into_owned).collect()),
+            Json::Arr(a) => Json::Arr(a.into_owned().into_iter().map(Json::into_owned).collect()),
             Json::Obj(m) => Json::Obj(
-                m.into_iter()
+                m.into_owned()
+                    .into_iter()
                     .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
                     .collect(),
             ),

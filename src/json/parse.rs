@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use bumpalo::Bump;
+
 use super::Json;
 
 /// Why a text is not JSON, and the byte offset where that was found.
@@ -24,6 +26,16 @@ const MAX_DEPTH: usize = 512;
 
 /// Parses one JSON document; whitespace around it is allowed, anything else after it is not.
 pub fn parse(text: &str) -> Result<Json<'_>, ParseError> {
+    run(text, None)
+}
+
+/// Parses `text` with the arrays, objects and unescaped strings in `arena`: no allocation of its
+/// own per value, and nothing to free but the arena (reset it when the value is no longer used).
+pub fn parse_in<'a>(text: &'a str, arena: &'a Bump) -> Result<Json<'a>, ParseError> {
+    run(text, Some(arena))
+}
+
+fn run<'a>(text: &'a str, arena: Option<&'a Bump>) -> Result<Json<'a>, ParseError> {
     let mut p = Parser {
         s: text,
         b: text.as_bytes(),
@@ -31,6 +43,7 @@ pub fn parse(text: &str) -> Result<Json<'_>, ParseError> {
         depth: 0,
         members: Vec::new(),
         items: Vec::new(),
+        arena,
     };
     p.ws();
     let v = p.value()?;
@@ -51,6 +64,7 @@ struct Parser<'a> {
     /// instead of one per doubling).
     members: Vec<(Cow<'a, str>, Json<'a>)>,
     items: Vec<Json<'a>>,
+    arena: Option<&'a Bump>,
 }
 
 impl<'a> Parser<'a> {
@@ -111,7 +125,7 @@ impl<'a> Parser<'a> {
         if self.b.get(self.i) == Some(&b'}') {
             self.i += 1;
             self.depth -= 1;
-            return Ok(Json::Obj(Vec::new()));
+            return Ok(Json::Obj(Cow::Borrowed(&[])));
         }
         loop {
             if self.b.get(self.i) != Some(&b'"') {
@@ -140,7 +154,11 @@ impl<'a> Parser<'a> {
             }
         }
         self.depth -= 1;
-        Ok(Json::Obj(self.members.drain(base..).collect()))
+        let members = self.members.drain(base..);
+        Ok(Json::Obj(match self.arena {
+            Some(a) => Cow::Borrowed(a.alloc_slice_fill_iter(members)),
+            None => Cow::Owned(members.collect()),
+        }))
     }
 
     fn array(&mut self) -> Result<Json<'a>, ParseError> {
@@ -151,7 +169,7 @@ impl<'a> Parser<'a> {
         if self.b.get(self.i) == Some(&b']') {
             self.i += 1;
             self.depth -= 1;
-            return Ok(Json::Arr(Vec::new()));
+            return Ok(Json::Arr(Cow::Borrowed(&[])));
         }
         loop {
             let v = self.value()?;
@@ -170,7 +188,11 @@ impl<'a> Parser<'a> {
             }
         }
         self.depth -= 1;
-        Ok(Json::Arr(self.items.drain(base..).collect()))
+        let items = self.items.drain(base..);
+        Ok(Json::Arr(match self.arena {
+            Some(a) => Cow::Borrowed(a.alloc_slice_fill_iter(items)),
+            None => Cow::Owned(items.collect()),
+        }))
     }
 
     fn number(&mut self) -> Result<Json<'a>, ParseError> {
@@ -233,7 +255,10 @@ impl<'a> Parser<'a> {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
                     self.i += 1;
-                    return Ok(Cow::Owned(out));
+                    return Ok(match self.arena {
+                        Some(a) => Cow::Borrowed(a.alloc_str(&out)),
+                        None => Cow::Owned(out),
+                    });
                 }
                 Some(b'\\') => {
                     self.i += 1;
