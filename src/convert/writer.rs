@@ -70,6 +70,19 @@ impl WriteOptions {
                 }
             }
         }
+        // A dictionary does not pay where values are unique or long: the resource id, the
+        // narrative's xhtml, the overflow JSON. Building one hashes every value before falling back.
+        if let Ok(descr) = parquet::arrow::ArrowSchemaConverter::new().convert(schema) {
+            for col in descr.columns() {
+                let parts = col.path().parts();
+                let unique = parts == ["id"]
+                    || parts.last().is_some_and(|p| p == "div")
+                    || parts == [OVERFLOW_COLUMN];
+                if unique {
+                    builder = builder.set_column_dictionary_enabled(col.path().clone(), false);
+                }
+            }
+        }
         builder
             .set_max_row_group_row_count(Some(self.row_group_rows))
             .set_statistics_enabled(EnabledStatistics::Page)

@@ -146,9 +146,60 @@ fn output_is_readable_parquet_with_metadata() {
         parquet::basic::Compression::ZSTD(Default::default())
     );
     assert!(col.statistics().is_some());
+    let chunk = |path: &str| {
+        reader
+            .metadata()
+            .row_group(0)
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == path)
+            .unwrap()
+            .clone()
+    };
+    // A dictionary where values repeat, none for the unique id.
+    assert!(chunk("gender").dictionary_page_offset().is_some());
+    assert!(chunk("id").dictionary_page_offset().is_none());
     let record = crate::run_record(tmp.path());
     assert_eq!(record["types"]["Patient"]["rows"], 9);
     assert_eq!(record["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[test]
+fn columns_empty_in_a_files_first_batch_are_not_compressed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = convert_opts(tmp.path());
+    opts.threads = 1;
+    fhir2parquet::convert::run(
+        &[shared("fhir-data/synthea-r4-small/Observation.ndjson")],
+        &opts,
+    )
+    .unwrap();
+    let dir = tmp.path().join("Observation");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&file).unwrap())
+            .unwrap();
+    use parquet::file::reader::FileReader;
+    let rg = reader.metadata().row_group(0);
+    let compression = |path: &str| {
+        rg.columns()
+            .iter()
+            .find(|c| c.column_path().string() == path)
+            .unwrap()
+            .compression()
+    };
+    let zstd = parquet::basic::Compression::ZSTD(Default::default());
+    assert_eq!(compression("status"), zstd);
+    // Synthea never writes Observation.valueRatio: no compressor for it.
+    assert_eq!(
+        compression("valueRatio.numerator.value"),
+        parquet::basic::Compression::UNCOMPRESSED
+    );
 }
 
 #[test]
