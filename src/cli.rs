@@ -73,7 +73,7 @@ pub struct ConvertArgs {
     #[arg(long, default_value_t = 122_880)]
     pub row_group_rows: usize,
     /// Rows decoded before a batch is handed to the Parquet writer.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 8192)]
     pub batch_rows: usize,
     /// Worker threads (default: one per core).
     #[arg(short = 'j', long)]

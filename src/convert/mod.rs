@@ -89,7 +89,7 @@ struct WorkerResult {
 }
 
 impl Worker<'_> {
-    fn chunk(&mut self, chunk: Chunk) -> Result<()> {
+    fn chunk(&mut self, chunk: &Chunk) -> Result<()> {
         let mut count = 0;
         let data = &chunk.data[..];
         let mut start = 0;
@@ -335,12 +335,15 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
     let resources = AtomicU64::new(0);
     let threads = opts.threads.max(1);
     let (tx, rx) = crossbeam_channel::bounded::<Chunk>(threads * 2);
+    // Chunk buffers go back to the reader when a worker is done with them.
+    let (recycle, recycled) = crossbeam_channel::bounded::<Vec<u8>>(threads * 2 + 2);
 
     let mut input_records = Vec::new();
     let results: Vec<Result<WorkerResult>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|id| {
                 let rx = rx.clone();
+                let recycle = recycle.clone();
                 let (tmp, run_id, fv, sources, resources) =
                     (&tmp, &run_id, &fhir_version, &sources, &resources);
                 scope.spawn(move || -> Result<WorkerResult> {
@@ -365,10 +368,11 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
                     let mut failed = None;
                     for chunk in rx.iter() {
                         if failed.is_none() {
-                            if let Err(e) = w.chunk(chunk) {
+                            if let Err(e) = w.chunk(&chunk) {
                                 failed = Some(e);
                             }
                         }
+                        let _ = recycle.try_send(chunk.data);
                     }
                     match failed {
                         Some(e) => Err(e),
@@ -379,7 +383,7 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
             .collect();
         drop(rx);
         for (i, source) in sources.iter().enumerate() {
-            let outcome = input::read_chunks(i, source, read_bytes.clone(), |chunk| {
+            let outcome = input::read_chunks(i, source, read_bytes.clone(), &recycled, |chunk| {
                 bar.set_position(read_bytes.load(Ordering::Relaxed));
                 let n = resources.load(Ordering::Relaxed);
                 let secs = started.elapsed().as_secs_f64().max(1e-3);

@@ -49,6 +49,7 @@ pub fn read_chunks(
     index: usize,
     source: &Source,
     progress: Arc<AtomicU64>,
+    recycled: &crossbeam_channel::Receiver<Vec<u8>>,
     mut send: impl FnMut(Chunk) -> bool,
 ) -> io::Result<ReadOutcome> {
     let raw: Box<dyn Read> = if source.is_stdin() {
@@ -124,8 +125,14 @@ pub fn read_chunks(
                 continue;
             }
             target = CHUNK;
-            let rest = buf.split_off(cut);
-            let data = std::mem::replace(&mut buf, rest);
+            // The rest goes into a buffer a worker is done with, or a new one.
+            let mut next = recycled
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(CHUNK + (CHUNK >> 2)));
+            next.clear();
+            next.extend_from_slice(&buf[cut..]);
+            buf.truncate(cut);
+            let data = std::mem::replace(&mut buf, next);
             let n = count_lines(&data);
             let chunk = Chunk {
                 source: index,
@@ -155,12 +162,12 @@ fn describe(source: &Source, e: &io::Error) -> String {
 }
 
 fn memrchr(b: u8, s: &[u8]) -> Option<usize> {
-    s.iter().rposition(|&c| c == b)
+    memchr::memrchr(b, s)
 }
 
 /// Lines in a chunk: newlines, plus one for a last line without a newline.
 fn count_lines(data: &[u8]) -> u64 {
-    let n = data.iter().filter(|&&c| c == b'\n').count() as u64;
+    let n = memchr::memchr_iter(b'\n', data).count() as u64;
     if data.last().is_some_and(|&c| c != b'\n') {
         n + 1
     } else {
