@@ -26,6 +26,7 @@ mod context;
 pub mod datetime;
 pub mod decimal;
 mod json_text;
+mod keys;
 mod list;
 mod primitive;
 mod resource;

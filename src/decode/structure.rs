@@ -5,8 +5,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, NullBufferBuilder, StructArray};
 use arrow::datatypes::Fields;
 
-use rustc_hash::FxHashMap;
-
+use super::keys::KeyTable;
 use super::{make_decoder, ArrayDecoder, Context, OverflowReason};
 use crate::json::Json;
 use crate::schema::node::{primitive_extension_members, struct_fields, Member, Shape};
@@ -23,7 +22,7 @@ enum Slot {
 pub(super) struct StructDecoder {
     columns: Vec<Box<dyn ArrayDecoder>>,
     keys: Vec<String>,
-    lookup: FxHashMap<String, Slot>,
+    lookup: KeyTable<Slot>,
     fields: Fields,
     nulls: NullBufferBuilder,
     /// Per column, the index of the member found in the object being decoded.
@@ -38,15 +37,15 @@ impl StructDecoder {
     pub(super) fn new(members: &[Member]) -> Self {
         let mut columns = Vec::new();
         let mut keys = Vec::new();
-        let mut lookup = FxHashMap::default();
+        let mut lookup = KeyTable::new();
         for m in members {
             let ext_key = format!("_{}", m.name);
             if m.cut {
-                lookup.insert(m.name.clone(), Slot::Cut);
-                lookup.insert(ext_key, Slot::Cut);
+                lookup.insert(&m.name, Slot::Cut);
+                lookup.insert(&ext_key, Slot::Cut);
                 continue;
             }
-            lookup.insert(m.name.clone(), Slot::Column(columns.len()));
+            lookup.insert(&m.name, Slot::Column(columns.len()));
             keys.push(m.name.clone());
             columns.push(make_decoder(m));
             if let Shape::Prim(_) = m.shape {
@@ -59,11 +58,11 @@ impl StructDecoder {
                         prim_ext: false,
                         cut: false,
                     };
-                    lookup.insert(ext_key.clone(), Slot::Column(columns.len()));
+                    lookup.insert(&ext_key, Slot::Column(columns.len()));
                     keys.push(ext_key);
                     columns.push(make_decoder(&ext));
                 } else {
-                    lookup.insert(ext_key, Slot::Cut);
+                    lookup.insert(&ext_key, Slot::Cut);
                 }
             }
         }
@@ -81,7 +80,7 @@ impl StructDecoder {
 
     /// A resource's top level: `resourceType` is the table, not a column.
     pub(super) fn ignoring(mut self, key: &str) -> Self {
-        self.lookup.insert(key.to_string(), Slot::Ignore);
+        self.lookup.insert(key, Slot::Ignore);
         self
     }
 
@@ -94,8 +93,8 @@ impl StructDecoder {
         for (i, (k, v)) in members.iter().enumerate() {
             match self.lookup.get(k.as_ref()) {
                 Some(Slot::Column(c)) => {
-                    if self.found[*c] == ABSENT {
-                        self.found[*c] = i;
+                    if self.found[c] == ABSENT {
+                        self.found[c] = i;
                     } else {
                         cx.keep_member(OverflowReason::DuplicateKey, k, v);
                     }
