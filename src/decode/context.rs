@@ -57,6 +57,8 @@ pub struct Context {
     path: String,
     kept: Vec<(String, String)>,
     pub stats: OverflowStats,
+    /// Scratch for the element path a finding is counted under.
+    general: String,
 }
 
 impl Context {
@@ -113,13 +115,22 @@ impl Context {
             self.stats.values += 1;
         }
         *self.stats.by_reason.entry(reason).or_default() += 1;
-        let general: String = self
-            .path
-            .split('/')
-            .filter(|s| !s.is_empty() && !s.bytes().all(|b| b.is_ascii_digit()))
-            .collect::<Vec<_>>()
-            .join(".");
-        *self.stats.by_path.entry(general).or_default() += 1;
+        self.general.clear();
+        for seg in self.path.split('/') {
+            if seg.is_empty() || seg.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            if !self.general.is_empty() {
+                self.general.push('.');
+            }
+            self.general.push_str(seg);
+        }
+        match self.stats.by_path.get_mut(self.general.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.stats.by_path.insert(self.general.clone(), 1);
+            }
+        }
     }
 
     /// The overflow object of the finished row, if anything was kept, and resets for the next row.

@@ -13,7 +13,16 @@ pub fn parse_decimal(text: &str) -> Option<(i128, bool)> {
         b'-' => (true, &b[1..]),
         _ => (false, b),
     };
-    let mut digits: Vec<u8> = Vec::with_capacity(rest.len());
+    // The digits, on the stack for any number of ordinary length.
+    let mut stack = [0u8; 64];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if rest.len() <= stack.len() {
+        &mut stack
+    } else {
+        heap.resize(rest.len(), 0);
+        &mut heap
+    };
+    let mut count = 0;
     let mut frac_len: i32 = 0;
     let mut in_frac = false;
     let mut exp: i32 = 0;
@@ -21,7 +30,8 @@ pub fn parse_decimal(text: &str) -> Option<(i128, bool)> {
     while i < rest.len() {
         match rest[i] {
             d @ b'0'..=b'9' => {
-                digits.push(d - b'0');
+                buf[count] = d - b'0';
+                count += 1;
                 if in_frac {
                     frac_len += 1;
                 }
@@ -35,6 +45,7 @@ pub fn parse_decimal(text: &str) -> Option<(i128, bool)> {
         }
         i += 1;
     }
+    let digits = &buf[..count];
     let first = digits.iter().position(|&d| d != 0).unwrap_or(digits.len());
     let digits = &digits[first..];
     let shift = exp.checked_sub(frac_len)?.checked_add(SCALE)?;
@@ -67,16 +78,54 @@ pub fn parse_decimal(text: &str) -> Option<(i128, bool)> {
 
 /// The shortest text of a Decimal128 at [`DECIMAL_SCALE`]: no trailing zeros, no exponent.
 pub fn decimal_text(v: i128) -> String {
-    let scale = 10i128.pow(SCALE as u32);
+    let mut s = String::new();
+    write_decimal_text(v, &mut s).expect("a String takes any text");
+    s
+}
+
+/// Whether `text` is exactly [`decimal_text`] of `v`, without allocating.
+pub fn is_decimal_text(v: i128, text: &str) -> bool {
+    let mut out = StackText {
+        buf: [0; 64],
+        len: 0,
+    };
+    write_decimal_text(v, &mut out).is_ok() && &out.buf[..out.len] == text.as_bytes()
+}
+
+fn write_decimal_text(v: i128, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+    let scale = 10u128.pow(SCALE as u32);
     let abs = v.unsigned_abs();
-    let int = abs / scale as u128;
-    let frac = abs % scale as u128;
-    let sign = if v < 0 { "-" } else { "" };
-    if frac == 0 {
-        format!("{sign}{int}")
-    } else {
-        let f = format!("{frac:0width$}", width = SCALE as usize);
-        format!("{sign}{int}.{}", f.trim_end_matches('0'))
+    let (int, frac) = (abs / scale, abs % scale);
+    if v < 0 {
+        out.write_char('-')?;
+    }
+    write!(out, "{int}")?;
+    if frac != 0 {
+        let (mut f, mut width) = (frac, SCALE as usize);
+        while f % 10 == 0 {
+            f /= 10;
+            width -= 1;
+        }
+        write!(out, ".{f:0width$}")?;
+    }
+    Ok(())
+}
+
+/// Text written to a buffer on the stack.
+struct StackText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(std::fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -85,7 +134,11 @@ mod tests {
     use super::*;
 
     fn round_trip(t: &str) -> Option<String> {
-        parse_decimal(t).map(|(v, _)| decimal_text(v))
+        parse_decimal(t).map(|(v, _)| {
+            let text = decimal_text(v);
+            assert!(is_decimal_text(v, &text));
+            text
+        })
     }
 
     #[test]

@@ -9,7 +9,7 @@ use arrow::array::{
 use base64::Engine as _;
 
 use super::datetime::{instant_text, parse_date, parse_datetime, parse_instant, parse_time};
-use super::decimal::{decimal_text, parse_decimal};
+use super::decimal::{is_decimal_text, parse_decimal};
 use super::{ArrayDecoder, Context, OverflowReason};
 use crate::json::Json;
 use crate::schema::node::{Prim, DECIMAL_PRECISION, DECIMAL_SCALE};
@@ -53,6 +53,12 @@ impl ArrayDecoder for BooleanDecoder {
     }
 }
 
+/// Whether integer text that parsed is the text of its value: no `+`, no leading zero, no `-0`.
+fn canonical_integer(t: &str) -> bool {
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    !t.starts_with('+') && !(digits.starts_with('0') && (digits.len() > 1 || t.starts_with('-')))
+}
+
 #[derive(Default)]
 struct IntegerDecoder(Int32Builder);
 
@@ -65,7 +71,7 @@ impl ArrayDecoder for IntegerDecoder {
             Some(v @ Json::Num(t)) => match t.parse::<i32>() {
                 Ok(i) => {
                     self.0.append_value(i);
-                    if i.to_string() != *t {
+                    if !canonical_integer(t) {
                         cx.keep(OverflowReason::ExactText, v);
                     }
                 }
@@ -103,7 +109,7 @@ impl ArrayDecoder for DecimalDecoder {
             Some(v @ Json::Num(t)) => match parse_decimal(t) {
                 Some((d, exact)) => {
                     self.0.append_value(d);
-                    if !exact || decimal_text(d) != *t {
+                    if !exact || !is_decimal_text(d, t) {
                         cx.keep(OverflowReason::ExactText, v);
                     }
                 }
@@ -163,7 +169,9 @@ impl ArrayDecoder for InstantDecoder {
             Some(v @ Json::Str(s)) => match parse_instant(s) {
                 Some(t) => {
                     self.0.append_value(t);
-                    if instant_text(t) != **s {
+                    // Only text of the canonical shape can be the canonical text.
+                    let shaped = s.len() == 29 && s.ends_with("+00:00");
+                    if !shaped || instant_text(t) != **s {
                         cx.keep(OverflowReason::ExactText, v);
                     }
                 }
@@ -286,5 +294,27 @@ impl ArrayDecoder for DateTextDecoder {
             Arc::new(self.ts.finish().with_timezone("UTC"))
         };
         vec![Arc::new(self.text.finish()), companion]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn canonical_integer_is_the_text_of_the_value() {
+        for t in [
+            "0",
+            "-1",
+            "42",
+            "-2147483648",
+            "2147483647",
+            "+5",
+            "007",
+            "-0",
+            "-05",
+            "00",
+        ] {
+            let i: i32 = t.parse().unwrap();
+            assert_eq!(super::canonical_integer(t), i.to_string() == t, "{t}");
+        }
     }
 }
