@@ -9,12 +9,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): not an error of ours.
+        Err(e) if is_broken_pipe(&e) => exit::OK,
         Err(e) => {
             eprintln!("error: {e:#}");
             exit::FATAL
         }
     };
     ExitCode::from(code as u8)
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            // Arrow's writers carry the I/O error as text.
+            || c.to_string().contains("Broken pipe (os error 32)")
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {

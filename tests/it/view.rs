@@ -594,3 +594,37 @@ fn fhirpath_beyond_the_suite() {
     );
     assert_eq!(column("{}"), [json!([]), json!([])]);
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = synthea_small(tmp.path());
+    for format in ["csv", "table"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+            .args([
+                "view",
+                &example_view("observations.json"),
+                "--data",
+                out.to_str().unwrap(),
+            ])
+            .args(["--format", format])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // like `| head -0`
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            o.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
