@@ -27,6 +27,7 @@ use crate::cli::{PrintFormat, SqlArgs};
 use crate::schema::node::arrow_schema;
 
 pub use print::print_batches;
+pub(crate) use print::readable;
 
 /// A session over a dataset: its context and the names it knows.
 pub struct Shell {

@@ -196,21 +196,6 @@ pub fn run(args: ViewArgs) -> Result<i32> {
 
 /// Streams a view into a file: written under a temporary name, renamed when complete.
 fn write(shell: &Shell, df: DataFrame, path: &Path, fmt: FileFormat) -> Result<usize> {
-    if fmt == FileFormat::Csv {
-        if let Some(f) = df
-            .schema()
-            .fields()
-            .iter()
-            .find(|f| f.data_type().is_nested())
-        {
-            bail!(
-                "{}: the column {:?} holds lists or objects, which CSV cannot: write .parquet or \
-                 .ndjson, or make the column a single value",
-                path.display(),
-                f.name()
-            );
-        }
-    }
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -288,7 +273,7 @@ impl Sink {
     fn write(&mut self, b: &RecordBatch) -> Result<()> {
         match self {
             Sink::Parquet(w) => w.write(b)?,
-            Sink::Csv(w) => w.write(b)?,
+            Sink::Csv(w) => w.write(&crate::sql::readable(b, true)?)?,
             Sink::Ndjson(w) => w.write(b)?,
             Sink::Json(w) => w.write(b)?,
         }
