@@ -51,30 +51,24 @@ impl WriteOptions {
         };
         let kv = |k: &str, v: &str| KeyValue::new(k.to_string(), v.to_string());
         let mut builder = WriterProperties::builder().set_compression(compression);
-        // Extensions and primitive extensions are null in nearly every row: their pages are a few
-        // bytes of levels, and a compressor per column costs ~140 KB of memory and its set-up
-        // time in every row group. They are written uncompressed.
-        if compression != Compression::UNCOMPRESSED {
-            if let Ok(descr) = parquet::arrow::ArrowSchemaConverter::new().convert(schema) {
-                for col in descr.columns() {
-                    let parts = col.path().parts();
-                    let rare = parts.iter().any(|p| {
-                        p == "extension"
-                            || p == "modifierExtension"
-                            || (p.starts_with('_') && p != OVERFLOW_COLUMN)
-                    });
-                    if rare {
-                        builder = builder
-                            .set_column_compression(col.path().clone(), Compression::UNCOMPRESSED);
-                    }
-                }
-            }
-        }
-        // A dictionary does not pay where values are unique or long: the resource id, the
-        // narrative's xhtml, the overflow JSON. Building one hashes every value before falling back.
         if let Ok(descr) = parquet::arrow::ArrowSchemaConverter::new().convert(schema) {
             for col in descr.columns() {
                 let parts = col.path().parts();
+                // Extensions and primitive extensions are null in nearly every row: their pages
+                // are a few bytes of levels, and a compressor per column costs ~140 KB of memory
+                // and its set-up time in every row group. They are written uncompressed.
+                let rare = parts.iter().any(|p| {
+                    p == "extension"
+                        || p == "modifierExtension"
+                        || (p.starts_with('_') && p != OVERFLOW_COLUMN)
+                });
+                if rare && compression != Compression::UNCOMPRESSED {
+                    builder = builder
+                        .set_column_compression(col.path().clone(), Compression::UNCOMPRESSED);
+                }
+                // A dictionary does not pay where values are unique or long: the resource id, the
+                // narrative's xhtml, the overflow JSON. Building one hashes every value before
+                // falling back.
                 let unique = parts == ["id"]
                     || parts.last().is_some_and(|p| p == "div")
                     || parts == [OVERFLOW_COLUMN];

@@ -77,7 +77,7 @@ pub fn plan(view: &ViewDefinition, table: DataFrame) -> Result<DataFrame> {
             bail!(
                 "{}: evaluates to {}, where needs a boolean",
                 f.at,
-                describe(&ty)
+                ty.describe()
             );
         }
         df = df.filter(ViewFunction::call(
@@ -142,14 +142,6 @@ pub fn plan(view: &ViewDefinition, table: DataFrame) -> Result<DataFrame> {
     out.ok_or_else(|| anyhow!("the view has no columns"))
 }
 
-fn describe(ty: &Ty) -> String {
-    match ty {
-        Ty::Object { fhir, .. } | Ty::Prim { fhir, .. } => fhir.clone(),
-        Ty::Choice { .. } => "a choice element".into(),
-        Ty::Nothing => "empty".into(),
-    }
-}
-
 /// Every combination of one branch of `a` followed by one of `b`.
 fn product(a: Vec<Branch>, b: Vec<Branch>) -> Vec<Branch> {
     let mut out = Vec::with_capacity(a.len() * b.len());
@@ -212,18 +204,8 @@ impl Compiler<'_> {
                 dt,
             };
             let internal = self.internal();
-            let expr =
-                ViewFunction::call(&c.path.at, node, output.clone(), cx.column.clone(), fields);
-            let out_dt = match &output {
-                Output::Value {
-                    collection: true,
-                    dt,
-                } => DataType::List(std::sync::Arc::new(
-                    arrow::datatypes::Field::new_list_field(out_type(dt), true),
-                )),
-                Output::Value { dt, .. } => out_type(dt),
-                _ => unreachable!(),
-            };
+            let out_dt = output.data_type();
+            let expr = ViewFunction::call(&c.path.at, node, output, cx.column.clone(), fields);
             start.steps.push(Step::Column {
                 internal: internal.clone(),
                 expr,
@@ -307,7 +289,7 @@ impl Compiler<'_> {
                     other => bail!(
                         "{}: repeat needs paths to elements with children, not {}",
                         p.at,
-                        describe(&other)
+                        other.describe()
                     ),
                 }
                 fields.extend(f);
@@ -331,14 +313,6 @@ impl Compiler<'_> {
         let dt = item.data_type();
         let node = Node::Repeat(Box::new(Node::Focus), levels, dt);
         Ok((node, item, fields.into_iter().collect()))
-    }
-}
-
-/// Binary output as base64 text, `{}` as text.
-fn out_type(dt: &DataType) -> DataType {
-    match dt {
-        DataType::Binary | DataType::Null => DataType::Utf8,
-        other => other.clone(),
     }
 }
 

@@ -29,7 +29,8 @@ pub enum Output {
 }
 
 impl Output {
-    fn data_type(&self) -> DataType {
+    /// The Arrow type of the function's result.
+    pub fn data_type(&self) -> DataType {
         match self {
             Output::Filter => DataType::Boolean,
             Output::Value { collection, dt } => {

@@ -62,7 +62,8 @@ impl Ty {
             )
     }
 
-    fn describe(&self) -> String {
+    /// The type's name, for messages.
+    pub fn describe(&self) -> String {
         match self {
             Ty::Object { fhir, .. } | Ty::Prim { fhir, .. } => fhir.clone(),
             Ty::Choice { alts, .. } => format!(

@@ -8,16 +8,18 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    new_empty_array, Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Decimal128Array,
-    Int32Array, ListArray, StringArray, StringBuilder, StructArray, UInt32Array,
+    new_empty_array, Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, Int32Array,
+    ListArray, PrimitiveArray, StringArray, StringBuilder, StructArray, UInt32Array,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::compute::kernels::cmp;
 use arrow::compute::{and_kleene, cast, filter, interleave, not, or_kleene, take};
-use arrow::datatypes::{i256, DataType, Field, Fields, Int32Type};
+use arrow::datatypes::{
+    i256, ArrowPrimitiveType, DataType, Decimal128Type, Field, Fields, Int32Type,
+};
 use datafusion::common::ScalarValue;
 
-use crate::schema::node::DECIMAL_SCALE;
+use crate::schema::node::{DECIMAL_PRECISION, DECIMAL_SCALE};
 
 use super::parse::Op;
 
@@ -192,7 +194,19 @@ pub struct Env<'a> {
     pub row_of: Option<Vec<u32>>,
 }
 
-impl Env<'_> {
+impl<'a> Env<'a> {
+    /// The environment of items whose rows (of the rows evaluated here) are `rows`.
+    fn for_items(&self, rows: &[u32]) -> Env<'a> {
+        Env {
+            root: self.root,
+            row_index: self.row_index,
+            row_of: Some(match &self.row_of {
+                None => rows.to_vec(),
+                Some(outer) => rows.iter().map(|&r| outer[r as usize]).collect(),
+            }),
+        }
+    }
+
     fn mapped(&self, a: &ArrayRef) -> EvalResult<ArrayRef> {
         match &self.row_of {
             None => Ok(a.clone()),
@@ -428,16 +442,7 @@ fn mask_nulls(child: &ArrayRef, nulls: &NullBuffer) -> EvalResult<ArrayRef> {
 /// For every item of `s`, whether `cond` is true for it.
 fn item_mask(s: &Coll, cond: &Node, env: &Env) -> EvalResult<Vec<bool>> {
     let items = Coll::singletons(s.values.clone());
-    let rows = s.row_of_values();
-    let row_of = match &env.row_of {
-        None => rows,
-        Some(outer) => rows.iter().map(|&r| outer[r as usize]).collect(),
-    };
-    let inner = Env {
-        root: env.root,
-        row_index: env.row_index,
-        row_of: Some(row_of),
-    };
+    let inner = env.for_items(&s.row_of_values());
     let c = cond.eval(&items, &inner)?;
     let b = c
         .values
@@ -468,56 +473,44 @@ fn filter_items(s: &Coll, mask: &[bool]) -> EvalResult<Coll> {
 const SCALE: u32 = DECIMAL_SCALE as u32;
 
 fn arith(op: Op, l: &ArrayRef, r: &ArrayRef) -> EvalResult<ArrayRef> {
+    /// `f` of each pair of values; NULL where either is NULL or `f` has no result (overflow,
+    /// division by zero: empty in FHIRPath).
+    fn zip_opt<T: ArrowPrimitiveType>(
+        l: &ArrayRef,
+        r: &ArrayRef,
+        f: impl Fn(T::Native, T::Native) -> Option<T::Native>,
+    ) -> PrimitiveArray<T> {
+        let (l, r) = (l.as_primitive::<T>(), r.as_primitive::<T>());
+        l.iter().zip(r.iter()).map(|(a, b)| f(a?, b?)).collect()
+    }
     match (l.data_type(), r.data_type()) {
         (DataType::Int32, DataType::Int32) if op != Op::Div => {
-            let (l, r) = (l.as_primitive::<Int32Type>(), r.as_primitive::<Int32Type>());
-            let out: Int32Array = (0..l.len())
-                .map(|i| {
-                    if l.is_null(i) || r.is_null(i) {
-                        return None;
-                    }
-                    let (a, b) = (l.value(i), r.value(i));
-                    match op {
-                        Op::Add => a.checked_add(b),
-                        Op::Sub => a.checked_sub(b),
-                        Op::Mul => a.checked_mul(b),
-                        Op::IntDiv => a.checked_div(b),
-                        Op::Mod => a.checked_rem(b),
-                        _ => None,
-                    }
-                })
-                .collect();
-            Ok(Arc::new(out))
+            Ok(Arc::new(zip_opt::<Int32Type>(l, r, |a, b| match op {
+                Op::Add => a.checked_add(b),
+                Op::Sub => a.checked_sub(b),
+                Op::Mul => a.checked_mul(b),
+                Op::IntDiv => a.checked_div(b),
+                Op::Mod => a.checked_rem(b),
+                _ => None,
+            })))
         }
         _ => {
-            let dt = DataType::Decimal128(38, DECIMAL_SCALE);
-            let l = to_decimal(l)?;
-            let r = to_decimal(r)?;
-            let (l, r) = (
-                l.as_primitive::<arrow::datatypes::Decimal128Type>(),
-                r.as_primitive::<arrow::datatypes::Decimal128Type>(),
-            );
-            let f = i256::from_i128(10i128.pow(SCALE));
-            let out: Decimal128Array = (0..l.len())
-                .map(|i| {
-                    if l.is_null(i) || r.is_null(i) {
-                        return None;
-                    }
-                    let (a, b) = (l.value(i), r.value(i));
-                    match op {
-                        Op::Add => a.checked_add(b),
-                        Op::Sub => a.checked_sub(b),
-                        Op::Mul => (i256::from_i128(a) * i256::from_i128(b) / f).to_i128(),
-                        Op::Div if b != 0 => {
-                            (i256::from_i128(a) * f / i256::from_i128(b)).to_i128()
-                        }
-                        Op::IntDiv if b != 0 => Some(a / b * 10i128.pow(SCALE)),
-                        Op::Mod if b != 0 => Some(a % b),
-                        _ => None,
-                    }
-                })
-                .collect();
-            Ok(Arc::new(out.with_data_type(dt)))
+            let (l, r) = (to_decimal(l)?, to_decimal(r)?);
+            let unit = 10i128.pow(SCALE);
+            let f = i256::from_i128(unit);
+            let out = zip_opt::<Decimal128Type>(&l, &r, |a, b| match op {
+                Op::Add => a.checked_add(b),
+                Op::Sub => a.checked_sub(b),
+                Op::Mul => (i256::from_i128(a) * i256::from_i128(b) / f).to_i128(),
+                Op::Div if b != 0 => (i256::from_i128(a) * f / i256::from_i128(b)).to_i128(),
+                Op::IntDiv if b != 0 => (a / b).checked_mul(unit),
+                Op::Mod if b != 0 => Some(a % b),
+                _ => None,
+            });
+            Ok(Arc::new(out.with_data_type(DataType::Decimal128(
+                DECIMAL_PRECISION,
+                DECIMAL_SCALE,
+            ))))
         }
     }
 }
@@ -525,7 +518,8 @@ fn arith(op: Op, l: &ArrayRef, r: &ArrayRef) -> EvalResult<ArrayRef> {
 fn to_decimal(a: &ArrayRef) -> EvalResult<ArrayRef> {
     match a.data_type() {
         DataType::Int32 | DataType::Decimal128(_, _) => {
-            cast(a, &DataType::Decimal128(38, DECIMAL_SCALE)).map_err(|e| e.to_string())
+            cast(a, &DataType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE))
+                .map_err(|e| e.to_string())
         }
         other => Err(format!("arithmetic on {other}")),
     }
@@ -646,14 +640,7 @@ fn repeat(start: &Coll, levels: &[Vec<Node>], dt: &DataType, env: &Env) -> EvalR
             continue;
         }
         let items = Coll::singletons(segs[s].values.clone());
-        let inner = Env {
-            root: env.root,
-            row_index: env.row_index,
-            row_of: Some(match &env.row_of {
-                None => segs[s].rows.clone(),
-                Some(outer) => segs[s].rows.iter().map(|&r| outer[r as usize]).collect(),
-            }),
-        };
+        let inner = env.for_items(&segs[s].rows);
         for p in &levels[level] {
             let c = p.eval(&items, &inner)?;
             if c.values.is_empty() {
