@@ -111,17 +111,8 @@ fn output_is_readable_parquet_with_metadata() {
         &convert_opts(tmp.path()),
     )
     .unwrap();
-    let file = std::fs::read_dir(tmp.path().join("Patient"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let reader =
-        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&file).unwrap())
-            .unwrap();
-    use parquet::file::reader::FileReader;
-    let meta = reader.metadata().file_metadata();
+    let metadata = crate::parquet_metadata(&crate::first_file(&tmp.path().join("Patient")));
+    let meta = metadata.file_metadata();
     let kv: HashMap<_, _> = meta
         .key_value_metadata()
         .unwrap()
@@ -134,21 +125,8 @@ fn output_is_readable_parquet_with_metadata() {
         Some(fhir2parquet::schema::SCHEMA_VERSION)
     );
     assert_eq!(meta.num_rows(), 9);
-    let col = reader
-        .metadata()
-        .row_group(0)
-        .columns()
-        .iter()
-        .find(|c| c.column_path().string() == "birthDate_ts")
-        .unwrap();
-    assert_eq!(
-        col.compression(),
-        parquet::basic::Compression::ZSTD(Default::default())
-    );
-    assert!(col.statistics().is_some());
     let chunk = |path: &str| {
-        reader
-            .metadata()
+        metadata
             .row_group(0)
             .columns()
             .iter()
@@ -156,6 +134,12 @@ fn output_is_readable_parquet_with_metadata() {
             .unwrap()
             .clone()
     };
+    let col = chunk("birthDate_ts");
+    assert_eq!(
+        col.compression(),
+        parquet::basic::Compression::ZSTD(Default::default())
+    );
+    assert!(col.statistics().is_some());
     // A dictionary where values repeat, none for the unique id.
     assert!(chunk("gender").dictionary_page_offset().is_some());
     assert!(chunk("id").dictionary_page_offset().is_none());
@@ -174,18 +158,8 @@ fn columns_empty_in_a_files_first_batch_are_not_compressed() {
         &opts,
     )
     .unwrap();
-    let dir = tmp.path().join("Observation");
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let reader =
-        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&file).unwrap())
-            .unwrap();
-    use parquet::file::reader::FileReader;
-    let rg = reader.metadata().row_group(0);
+    let metadata = crate::parquet_metadata(&crate::first_file(&tmp.path().join("Observation")));
+    let rg = metadata.row_group(0);
     let compression = |path: &str| {
         rg.columns()
             .iter()

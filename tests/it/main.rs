@@ -92,3 +92,22 @@ pub fn convert_quiet(input: &Path, out: &Path) -> Output {
         "-q",
     ])
 }
+
+/// The first file of a folder.
+pub fn first_file(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+/// The footer of a Parquet file.
+pub fn parquet_metadata(file: &Path) -> parquet::file::metadata::ParquetMetaData {
+    use parquet::file::reader::FileReader;
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(file).unwrap())
+            .unwrap();
+    reader.metadata().clone()
+}

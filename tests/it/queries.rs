@@ -24,7 +24,8 @@ fn run(file: &str) -> Vec<Vec<String>> {
     query(&sql)[1..].to_vec()
 }
 
-fn id_of(reference: &Value) -> String {
+/// The id a Reference's `reference` text ends with.
+pub fn id_of(reference: &Value) -> String {
     reference["reference"]
         .as_str()
         .unwrap()

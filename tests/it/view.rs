@@ -209,6 +209,18 @@ fn example_view(name: &str) -> String {
         .to_string()
 }
 
+/// Runs `view VIEW --data DATA -o DEST`.
+fn view_to(view: &str, data: &Path, dest: &Path) -> std::process::Output {
+    bin(&[
+        "view",
+        view,
+        "--data",
+        data.to_str().unwrap(),
+        "-o",
+        dest.to_str().unwrap(),
+    ])
+}
+
 /// NDJSON lines of one resource type in a folder of NDJSON(.gz) files.
 fn resources(dir: &Path, resource_type: &str) -> Vec<Value> {
     let mut out = Vec::new();
@@ -260,8 +272,11 @@ fn view_command_prints_and_writes_every_format() {
         .collect();
     for r in &rows {
         let src = by_id[r["id"].as_str().unwrap()];
-        let subject = src["subject"]["reference"].as_str().unwrap();
-        assert!(subject.ends_with(r["patient_id"].as_str().unwrap()), "{r}");
+        assert_eq!(
+            crate::queries::id_of(&src["subject"]),
+            r["patient_id"],
+            "{r}"
+        );
         let codes: Vec<&str> = src["code"]["coding"]
             .as_array()
             .unwrap()
@@ -282,33 +297,22 @@ fn view_command_prints_and_writes_every_format() {
     }
 
     // Files by extension: Parquet, CSV, NDJSON.
-    let pq = tmp.path().join("obs.parquet");
-    let o = bin(&[
-        "view",
-        &obs_view,
-        "--data",
-        data,
-        "-o",
-        pq.to_str().unwrap(),
-    ]);
+    let nd = tmp.path().join("obs.ndjson");
+    let o = view_to(&obs_view, &out, &nd);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let reader =
-        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&pq).unwrap())
-            .unwrap();
-    use parquet::file::reader::FileReader;
     assert_eq!(
-        reader.metadata().file_metadata().num_rows() as usize,
+        std::fs::read_to_string(&nd).unwrap().lines().count(),
+        codings
+    );
+    let pq = tmp.path().join("obs.parquet");
+    let o = view_to(&obs_view, &out, &pq);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        crate::parquet_metadata(&pq).file_metadata().num_rows() as usize,
         codings
     );
     let csv = tmp.path().join("obs.csv");
-    let o = bin(&[
-        "view",
-        &obs_view,
-        "--data",
-        data,
-        "-o",
-        csv.to_str().unwrap(),
-    ]);
+    let o = view_to(&obs_view, &out, &csv);
     assert!(o.status.success());
     let text = std::fs::read_to_string(&csv).unwrap();
     assert!(text.starts_with(
@@ -319,14 +323,7 @@ fn view_command_prints_and_writes_every_format() {
     // A folder of views → one Parquet table per view.
     let dir = tmp.path().join("flat");
     let views = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/views");
-    let o = bin(&[
-        "view",
-        views.to_str().unwrap(),
-        "--data",
-        data,
-        "-o",
-        dir.to_str().unwrap(),
-    ]);
+    let o = view_to(views.to_str().unwrap(), &out, &dir);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut written: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -342,14 +339,8 @@ fn view_command_prints_and_writes_every_format() {
         ]
     );
     let patients = resources(&shared("fhir-data/synthea-r4-small"), "Patient").len();
-    let reader = parquet::file::reader::SerializedFileReader::new(
-        std::fs::File::open(dir.join("patient_demographics.parquet")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        reader.metadata().file_metadata().num_rows() as usize,
-        patients
-    );
+    let metadata = crate::parquet_metadata(&dir.join("patient_demographics.parquet"));
+    assert_eq!(metadata.file_metadata().num_rows() as usize, patients);
 }
 
 #[test]
@@ -368,14 +359,7 @@ fn an_invalid_view_names_the_bad_part_and_writes_nothing() {
     });
     std::fs::write(views.join("b.json"), bad.to_string()).unwrap();
     let dest = tmp.path().join("flat");
-    let o = bin(&[
-        "view",
-        views.to_str().unwrap(),
-        "--data",
-        out.to_str().unwrap(),
-        "-o",
-        dest.to_str().unwrap(),
-    ]);
+    let o = view_to(views.to_str().unwrap(), &out, &dest);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("b.json"), "{err}");
@@ -390,14 +374,7 @@ fn an_invalid_view_names_the_bad_part_and_writes_nothing() {
         {"name": "given", "path": "name.given", "collection": true}]}]});
     std::fs::write(&lists, view.to_string()).unwrap();
     let csv = tmp.path().join("lists.csv");
-    let o = bin(&[
-        "view",
-        lists.to_str().unwrap(),
-        "--data",
-        out.to_str().unwrap(),
-        "-o",
-        csv.to_str().unwrap(),
-    ]);
+    let o = view_to(lists.to_str().unwrap(), &out, &csv);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = std::fs::read_to_string(&csv).unwrap();
     let first = &resources(&shared("fhir-data/synthea-r4-small"), "Patient")[0];
@@ -490,15 +467,7 @@ fn views_are_tables_in_the_sql_shell() {
         let obs = resources(&shared("fhir-data/synthea-r4-small"), "Observation");
         let ids: std::collections::HashSet<String> = obs
             .iter()
-            .map(|o| {
-                o["subject"]["reference"]
-                    .as_str()
-                    .unwrap()
-                    .rsplit(['/', ':'])
-                    .next()
-                    .unwrap()
-                    .to_string()
-            })
+            .map(|o| crate::queries::id_of(&o["subject"]))
             .collect();
         patients
             .iter()
