@@ -13,6 +13,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::schema::node::OVERFLOW_COLUMN;
 
+/// Values per column written in one go (see [`WriteOptions::properties`]).
+const WRITE_BATCH: usize = 8192;
+
 /// Output compression (`--compression`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +82,10 @@ impl WriteOptions {
         }
         builder
             .set_max_row_group_row_count(Some(self.row_group_rows))
+            // Values go to a column in runs of this many (the default is 1,024): page limits are
+            // checked, and column properties looked up, once per run; a thousand leaves make
+            // that per-run work add up. Byte arrays are still cut to the page size.
+            .set_write_batch_size(WRITE_BATCH)
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_dictionary_enabled(true)
             .set_created_by(format!("fhir2parquet {}", env!("CARGO_PKG_VERSION")))

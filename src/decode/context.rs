@@ -81,7 +81,12 @@ impl Context {
     pub fn push_index(&mut self, i: usize) -> usize {
         let len = self.path.len();
         self.path.push('/');
-        let _ = write!(self.path, "{i}");
+        // Nearly every index is one digit: no formatting machinery for those.
+        if i < 10 {
+            self.path.push(char::from(b'0' + i as u8));
+        } else {
+            let _ = write!(self.path, "{i}");
+        }
         len
     }
 

@@ -2,15 +2,23 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, StringBuilder};
+use arrow::array::{ArrayBuilder, ArrayRef, StringBuilder};
 
 use super::{ArrayDecoder, Context, OverflowReason};
 use crate::json::Json;
 
-#[derive(Default)]
 pub(super) struct JsonTextDecoder {
     values: StringBuilder,
     buf: String,
+}
+
+impl Default for JsonTextDecoder {
+    fn default() -> Self {
+        JsonTextDecoder {
+            values: StringBuilder::with_capacity(0, 0),
+            buf: String::new(),
+        }
+    }
 }
 
 impl ArrayDecoder for JsonTextDecoder {
@@ -32,6 +40,8 @@ impl ArrayDecoder for JsonTextDecoder {
         }
     }
     fn flush(&mut self) -> Vec<ArrayRef> {
-        vec![Arc::new(self.values.finish())]
+        let next =
+            StringBuilder::with_capacity(self.values.len(), self.values.values_slice().len());
+        vec![Arc::new(std::mem::replace(&mut self.values, next).finish())]
     }
 }

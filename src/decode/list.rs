@@ -4,26 +4,24 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, ListArray, NullBufferBuilder};
 use arrow::buffer::OffsetBuffer;
-use arrow::datatypes::{DataType, Field};
+use arrow::datatypes::FieldRef;
 
 use super::{ArrayDecoder, Context, OverflowReason};
 use crate::json::Json;
 
 pub(super) struct ListDecoder {
     item: Box<dyn ArrayDecoder>,
-    item_fields: Vec<Arc<Field>>,
+    item_fields: Vec<FieldRef>,
     offsets: Vec<i32>,
     nulls: NullBufferBuilder,
 }
 
 impl ListDecoder {
-    pub(super) fn new(item: Box<dyn ArrayDecoder>, item_types: Vec<DataType>) -> Self {
+    /// Lists of what `item` decodes; `item_fields` are the lists' item fields, one per column.
+    pub(super) fn new(item: Box<dyn ArrayDecoder>, item_fields: Vec<FieldRef>) -> Self {
         ListDecoder {
             item,
-            item_fields: item_types
-                .into_iter()
-                .map(|t| Arc::new(Field::new_list_field(t, true)))
-                .collect(),
+            item_fields,
             offsets: vec![0],
             nulls: NullBufferBuilder::new(0),
         }
@@ -67,7 +65,9 @@ impl ArrayDecoder for ListDecoder {
     }
 
     fn flush(&mut self) -> Vec<ArrayRef> {
-        let offsets = OffsetBuffer::new(std::mem::replace(&mut self.offsets, vec![0]).into());
+        let mut next = Vec::with_capacity(self.offsets.len());
+        next.push(0);
+        let offsets = OffsetBuffer::new(std::mem::replace(&mut self.offsets, next).into());
         let nulls = self.nulls.finish();
         self.item
             .flush()

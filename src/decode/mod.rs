@@ -28,11 +28,13 @@ pub mod decimal;
 mod json_text;
 mod keys;
 mod list;
+mod nulls;
 mod primitive;
 mod resource;
 mod structure;
 
 use arrow::array::ArrayRef;
+use arrow::datatypes::{DataType, FieldRef};
 
 use crate::json::Json;
 use crate::schema::node::{Member, Shape};
@@ -51,26 +53,29 @@ pub trait ArrayDecoder: Send {
     fn flush(&mut self) -> Vec<ArrayRef>;
 }
 
-/// The decoder of a member, for its value (and companion) columns.
-pub fn make_decoder(m: &Member) -> Box<dyn ArrayDecoder> {
+/// The decoder of a member, for its value (and companion) columns `fields`.
+pub fn make_decoder(m: &Member, fields: &[FieldRef]) -> Box<dyn ArrayDecoder> {
+    // A repeated member's columns are lists; the item decoder fills their items.
+    let items: Vec<FieldRef> = fields
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::List(item) if m.repeated => item.clone(),
+            _ => f.clone(),
+        })
+        .collect();
     let item: Box<dyn ArrayDecoder> = match &m.shape {
         Shape::Prim(p) => primitive::make(*p),
-        Shape::Struct(children) => Box::new(structure::StructDecoder::new(children)),
+        Shape::Struct(children) => match items[0].data_type() {
+            DataType::Struct(child_fields) => {
+                Box::new(structure::StructDecoder::new(children, child_fields))
+            }
+            other => unreachable!("the column of {} is a {other}, not a struct", m.name),
+        },
         Shape::Json => Box::new(json_text::JsonTextDecoder::default()),
     };
     if m.repeated {
-        Box::new(list::ListDecoder::new(item, item_types(m)))
+        Box::new(list::ListDecoder::new(item, items))
     } else {
         item
     }
-}
-
-fn item_types(m: &Member) -> Vec<arrow::datatypes::DataType> {
-    let mut single = m.clone();
-    single.repeated = false;
-    single.prim_ext = false;
-    crate::schema::node::member_fields(&single)
-        .into_iter()
-        .map(|f| f.data_type().clone())
-        .collect()
 }

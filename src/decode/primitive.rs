@@ -3,9 +3,11 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, Int32Builder, StringBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, GenericByteArray,
+    GenericByteBuilder, Int32Builder, PrimitiveArray, PrimitiveBuilder, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
+use arrow::datatypes::{ArrowPrimitiveType, ByteArrayType};
 use base64::Engine as _;
 
 use super::datetime::{instant_text, parse_date, parse_datetime, parse_instant, parse_time};
@@ -16,14 +18,36 @@ use crate::schema::node::{Prim, DECIMAL_PRECISION, DECIMAL_SCALE};
 
 pub(super) fn make(p: Prim) -> Box<dyn ArrayDecoder> {
     match p {
-        Prim::Boolean => Box::new(BooleanDecoder::default()),
-        Prim::Integer => Box::new(IntegerDecoder::default()),
-        Prim::Decimal => Box::new(DecimalDecoder::default()),
-        Prim::String => Box::new(StringDecoder::default()),
-        Prim::Instant => Box::new(InstantDecoder::default()),
-        Prim::Base64 => Box::new(Base64Decoder::default()),
+        Prim::Boolean => Box::new(BooleanDecoder(BooleanBuilder::with_capacity(0))),
+        Prim::Integer => Box::new(IntegerDecoder(primitives(0))),
+        Prim::Decimal => Box::new(DecimalDecoder(primitives(0))),
+        Prim::String => Box::new(StringDecoder(bytes(0, 0))),
+        Prim::Instant => Box::new(InstantDecoder(primitives(0))),
+        Prim::Base64 => Box::new(Base64Decoder(bytes(0, 0), Vec::new())),
         Prim::Date | Prim::DateTime | Prim::Time => Box::new(DateTextDecoder::new(p)),
     }
+}
+
+// Builders start empty (most columns of a wide schema never get a value) and, after a flush,
+// with the size of the batch they gave: a column that is used does not grow again batch by batch.
+
+fn primitives<T: ArrowPrimitiveType>(len: usize) -> PrimitiveBuilder<T> {
+    PrimitiveBuilder::with_capacity(len)
+}
+
+fn bytes<T: ByteArrayType>(len: usize, bytes: usize) -> GenericByteBuilder<T> {
+    GenericByteBuilder::with_capacity(len, bytes)
+}
+
+/// The builder's array; the builder is replaced by one sized like it.
+fn finish_primitives<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> PrimitiveArray<T> {
+    let next = primitives(b.len());
+    std::mem::replace(b, next).finish()
+}
+
+fn finish_bytes<T: ByteArrayType>(b: &mut GenericByteBuilder<T>) -> GenericByteArray<T> {
+    let next = bytes(b.len(), b.values_slice().len());
+    std::mem::replace(b, next).finish()
 }
 
 /// A value of the wrong JSON type: kept whole. An explicit `null` is not valid FHIR either.
@@ -31,7 +55,6 @@ fn wrong_type(v: &Json, cx: &mut Context) {
     cx.keep(OverflowReason::WrongType, v)
 }
 
-#[derive(Default)]
 struct BooleanDecoder(BooleanBuilder);
 
 impl ArrayDecoder for BooleanDecoder {
@@ -49,7 +72,8 @@ impl ArrayDecoder for BooleanDecoder {
         }
     }
     fn flush(&mut self) -> Vec<ArrayRef> {
-        vec![Arc::new(self.0.finish())]
+        let next = BooleanBuilder::with_capacity(self.0.len());
+        vec![Arc::new(std::mem::replace(&mut self.0, next).finish())]
     }
 }
 
@@ -59,7 +83,6 @@ fn canonical_integer(t: &str) -> bool {
     !t.starts_with('+') && !(digits.starts_with('0') && (digits.len() > 1 || t.starts_with('-')))
 }
 
-#[derive(Default)]
 struct IntegerDecoder(Int32Builder);
 
 impl ArrayDecoder for IntegerDecoder {
@@ -88,17 +111,11 @@ impl ArrayDecoder for IntegerDecoder {
         }
     }
     fn flush(&mut self) -> Vec<ArrayRef> {
-        vec![Arc::new(self.0.finish())]
+        vec![Arc::new(finish_primitives(&mut self.0))]
     }
 }
 
 struct DecimalDecoder(Decimal128Builder);
-
-impl Default for DecimalDecoder {
-    fn default() -> Self {
-        DecimalDecoder(Decimal128Builder::new())
-    }
-}
 
 impl ArrayDecoder for DecimalDecoder {
     fn append_absent(&mut self, n: usize) {
@@ -126,16 +143,13 @@ impl ArrayDecoder for DecimalDecoder {
         }
     }
     fn flush(&mut self) -> Vec<ArrayRef> {
-        let a = self
-            .0
-            .finish()
+        let a = finish_primitives(&mut self.0)
             .with_precision_and_scale(DECIMAL_PRECISION, DECIMAL_SCALE)
             .expect("valid decimal type");
         vec![Arc::new(a)]
     }
 }
 
-#[derive(Default)]
 struct StringDecoder(StringBuilder);
 
 impl ArrayDecoder for StringDecoder {
@@ -153,11 +167,10 @@ impl ArrayDecoder for StringDecoder {
         }
     }
     fn flush(&mut self) -> Vec<ArrayRef> {
-        vec![Arc::new(self.0.finish())]
+        vec![Arc::new(finish_bytes(&mut self.0))]
     }
 }
 
-#[derive(Default)]
 struct InstantDecoder(TimestampMicrosecondBuilder);
 
 impl ArrayDecoder for InstantDecoder {
@@ -188,26 +201,29 @@ impl ArrayDecoder for InstantDecoder {
         }
     }
     fn flush(&mut self) -> Vec<ArrayRef> {
-        vec![Arc::new(self.0.finish().with_timezone("UTC"))]
+        vec![Arc::new(
+            finish_primitives(&mut self.0).with_timezone("UTC"),
+        )]
     }
 }
 
-#[derive(Default)]
-struct Base64Decoder(BinaryBuilder);
+struct Base64Decoder(BinaryBuilder, Vec<u8>);
 
 impl ArrayDecoder for Base64Decoder {
     fn append_absent(&mut self, n: usize) {
         self.0.append_nulls(n)
     }
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
+        // The standard engine accepts canonical text only (padding, zero trailing bits), so
+        // what it decodes encodes back to the same text: nothing needs keeping.
         let engine = base64::engine::general_purpose::STANDARD;
+        let bytes = &mut self.1;
+        bytes.clear();
         match value {
-            Some(v @ Json::Str(s)) => match engine.decode(s.as_bytes()) {
-                Ok(bytes) => {
-                    if engine.encode(&bytes) != **s {
-                        cx.keep(OverflowReason::ExactText, v);
-                    }
-                    self.0.append_value(bytes);
+            Some(v @ Json::Str(s)) => match engine.decode_vec(s.as_bytes(), bytes) {
+                Ok(()) => {
+                    debug_assert_eq!(engine.encode(&bytes[..]), **s);
+                    self.0.append_value(&bytes[..]);
                 }
                 Err(_) => {
                     cx.keep(OverflowReason::InvalidValue, v);
@@ -222,7 +238,7 @@ impl ArrayDecoder for Base64Decoder {
         }
     }
     fn flush(&mut self) -> Vec<ArrayRef> {
-        vec![Arc::new(self.0.finish())]
+        vec![Arc::new(finish_bytes(&mut self.0))]
     }
 }
 
@@ -238,9 +254,9 @@ impl DateTextDecoder {
     fn new(prim: Prim) -> Self {
         DateTextDecoder {
             prim,
-            text: StringBuilder::new(),
-            ts: TimestampMicrosecondBuilder::new(),
-            time: Time64MicrosecondBuilder::new(),
+            text: bytes(0, 0),
+            ts: primitives(0),
+            time: primitives(0),
         }
     }
 
@@ -289,11 +305,11 @@ impl ArrayDecoder for DateTextDecoder {
     }
     fn flush(&mut self) -> Vec<ArrayRef> {
         let companion: ArrayRef = if self.prim == Prim::Time {
-            Arc::new(self.time.finish())
+            Arc::new(finish_primitives(&mut self.time))
         } else {
-            Arc::new(self.ts.finish().with_timezone("UTC"))
+            Arc::new(finish_primitives(&mut self.ts).with_timezone("UTC"))
         };
-        vec![Arc::new(self.text.finish()), companion]
+        vec![Arc::new(finish_bytes(&mut self.text)), companion]
     }
 }
 

@@ -26,11 +26,14 @@ impl ResourceDecoder {
     pub fn new(resource_type: &str) -> Option<Self> {
         let members = resource_members(resource_type)?;
         let schema = Arc::new(arrow_schema(resource_type)?);
+        // Every column but the last, `_overflow`, is a member's.
+        let fields = &schema.fields()[..schema.fields().len() - 1];
+        let root = StructDecoder::new(&members, &fields.into()).ignoring("resourceType");
         Some(ResourceDecoder {
             resource_type: resource_type.to_string(),
             schema,
-            root: StructDecoder::new(&members).ignoring("resourceType"),
-            overflow: StringBuilder::new(),
+            root,
+            overflow: StringBuilder::with_capacity(0, 0),
             cx: Context::default(),
             rows: 0,
         })

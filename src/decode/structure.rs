@@ -1,14 +1,16 @@
 //! Complex types and backbone elements: a struct of the member columns.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, NullBufferBuilder, StructArray};
 use arrow::datatypes::Fields;
 
 use super::keys::KeyTable;
+use super::nulls::null_array;
 use super::{make_decoder, ArrayDecoder, Context, OverflowReason};
 use crate::json::Json;
-use crate::schema::node::{primitive_extension_members, struct_fields, Member, Shape};
+use crate::schema::node::{primitive_extension_members, Member, Shape};
 
 #[derive(Clone, Copy)]
 enum Slot {
@@ -21,23 +23,28 @@ enum Slot {
 
 pub(super) struct StructDecoder {
     columns: Vec<Box<dyn ArrayDecoder>>,
+    /// Per column, its fields among `fields` (a date has its text and its parsed companion).
+    spans: Vec<Range<usize>>,
     keys: Vec<String>,
     lookup: KeyTable<Slot>,
     fields: Fields,
     nulls: NullBufferBuilder,
-    /// Per column, the index of the member found in the object being decoded.
-    found: Vec<usize>,
-    /// Absent values not yet appended to the children (see [`ArrayDecoder::append_absent`]).
-    pending: usize,
+    /// Rows since the last flush.
+    rows: usize,
+    /// Per column, the rows given to it since the last flush. A column catches up with the absent
+    /// rows only before its next value or at the flush, so an object costs its members, not the
+    /// struct's width; a column given nothing at all is flushed as a shared all-null array.
+    filled: Vec<usize>,
 }
 
-const ABSENT: usize = usize::MAX;
-
 impl StructDecoder {
-    pub(super) fn new(members: &[Member]) -> Self {
+    /// The decoder of objects with `members`, whose columns are `fields`.
+    pub(super) fn new(members: &[Member], fields: &Fields) -> Self {
         let mut columns = Vec::new();
+        let mut spans = Vec::new();
         let mut keys = Vec::new();
         let mut lookup = KeyTable::new();
+        let mut at = 0;
         for m in members {
             let ext_key = format!("_{}", m.name);
             if m.cut {
@@ -45,9 +52,15 @@ impl StructDecoder {
                 lookup.insert(&ext_key, Slot::Cut);
                 continue;
             }
+            let width = match m.shape {
+                Shape::Prim(p) if p.companion_type().is_some() => 2,
+                _ => 1,
+            };
             lookup.insert(&m.name, Slot::Column(columns.len()));
             keys.push(m.name.clone());
-            columns.push(make_decoder(m));
+            columns.push(make_decoder(m, &fields[at..at + width]));
+            spans.push(at..at + width);
+            at += width;
             if let Shape::Prim(_) = m.shape {
                 if m.prim_ext {
                     let ext = Member {
@@ -60,21 +73,25 @@ impl StructDecoder {
                     };
                     lookup.insert(&ext_key, Slot::Column(columns.len()));
                     keys.push(ext_key);
-                    columns.push(make_decoder(&ext));
+                    columns.push(make_decoder(&ext, &fields[at..at + 1]));
+                    spans.push(at..at + 1);
+                    at += 1;
                 } else {
                     lookup.insert(&ext_key, Slot::Cut);
                 }
             }
         }
-        let found = vec![ABSENT; columns.len()];
+        debug_assert_eq!(at, fields.len(), "one field per column");
+        let filled = vec![0; columns.len()];
         StructDecoder {
             columns,
+            spans,
             keys,
             lookup,
-            fields: struct_fields(members),
+            fields: fields.clone(),
             nulls: NullBufferBuilder::new(0),
-            found,
-            pending: 0,
+            rows: 0,
+            filled,
         }
     }
 
@@ -84,53 +101,54 @@ impl StructDecoder {
         self
     }
 
-    /// Decodes the members of an object into the columns, without a validity entry.
+    /// Decodes the members of an object into the columns, as one row without a validity entry.
     pub(super) fn decode_members(
         &mut self,
         members: &[(std::borrow::Cow<str>, Json)],
         cx: &mut Context,
     ) {
-        for (i, (k, v)) in members.iter().enumerate() {
+        let row = self.rows;
+        for (k, v) in members {
             match self.lookup.get(k.as_ref()) {
                 Some(Slot::Column(c)) => {
-                    if self.found[c] == ABSENT {
-                        self.found[c] = i;
-                    } else {
+                    let filled = self.filled[c];
+                    if filled > row {
                         cx.keep_member(OverflowReason::DuplicateKey, k, v);
+                        continue;
                     }
+                    if filled < row {
+                        self.columns[c].append_absent(row - filled);
+                    }
+                    let len = cx.push_name(&self.keys[c]);
+                    self.columns[c].decode(Some(v), cx);
+                    cx.pop(len);
+                    self.filled[c] = row + 1;
                 }
                 Some(Slot::Cut) => cx.keep_member(OverflowReason::BeyondSchema, k, v),
                 Some(Slot::Ignore) => {}
                 None => cx.keep_member(OverflowReason::UnknownElement, k, v),
             }
         }
-        for c in 0..self.columns.len() {
-            let i = std::mem::replace(&mut self.found[c], ABSENT);
-            if i == ABSENT {
-                self.columns[c].append_absent(1);
-            } else {
-                let len = cx.push_name(&self.keys[c]);
-                self.columns[c].decode(Some(&members[i].1), cx);
-                cx.pop(len);
-            }
-        }
-    }
-
-    /// Appends the deferred absent values to the children.
-    fn catch_up(&mut self) {
-        if self.pending > 0 {
-            for c in &mut self.columns {
-                c.append_absent(self.pending);
-            }
-            self.nulls.append_n_nulls(self.pending);
-            self.pending = 0;
-        }
+        self.rows += 1;
     }
 
     /// The arrays of the member columns.
     pub(super) fn flush_columns(&mut self) -> Vec<ArrayRef> {
-        self.catch_up();
-        self.columns.iter_mut().flat_map(|c| c.flush()).collect()
+        let rows = std::mem::take(&mut self.rows);
+        let mut out = Vec::with_capacity(self.fields.len());
+        for (c, column) in self.columns.iter_mut().enumerate() {
+            let filled = std::mem::take(&mut self.filled[c]);
+            if filled == 0 {
+                let fields = &self.fields[self.spans[c].clone()];
+                out.extend(fields.iter().map(|f| null_array(f.data_type(), rows)));
+            } else {
+                if filled < rows {
+                    column.append_absent(rows - filled);
+                }
+                out.extend(column.flush());
+            }
+        }
+        out
     }
 
     pub(super) fn fields(&self) -> &Fields {
@@ -140,21 +158,21 @@ impl StructDecoder {
 
 impl ArrayDecoder for StructDecoder {
     fn append_absent(&mut self, n: usize) {
-        self.pending += n;
+        self.nulls.append_n_nulls(n);
+        self.rows += n;
     }
 
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context) {
         match value {
             Some(Json::Obj(members)) => {
-                self.catch_up();
                 self.decode_members(members, cx);
                 self.nulls.append_non_null();
             }
             Some(v) => {
                 cx.keep(OverflowReason::WrongType, v);
-                self.pending += 1;
+                self.append_absent(1);
             }
-            None => self.pending += 1,
+            None => self.append_absent(1),
         }
     }
 
