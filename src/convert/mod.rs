@@ -150,13 +150,6 @@ impl Worker<'_> {
                 raw,
             );
         };
-        if !self.types.contains_key(rt) {
-            if crate::schema::node::resource_members(rt).is_none() {
-                let detail = "at /resourceType: not a resource type of this FHIR version";
-                return self.reject(source, line, RejectReason::UnknownResourceType, detail, raw);
-            }
-            self.types.insert(rt.to_string(), TypeState::default());
-        }
         let part = self
             .opts
             .partition_by
@@ -164,28 +157,41 @@ impl Worker<'_> {
             .find(|p| p.resource_type == rt)
             .map(|p| format!("{}={}", p.column(), p.value(&doc)))
             .unwrap_or_default();
-        let state = self.types.get_mut(rt).expect("inserted above");
-        if !state.parts.contains_key(&part) {
-            let decoder = ResourceDecoder::new(rt).expect("checked above");
-            let dir = if part.is_empty() {
-                self.tmp.join(rt)
-            } else {
-                self.tmp.join(rt).join(&part)
-            };
-            let props = self
-                .opts
-                .write
-                .properties(rt, self.fhir_version, &decoder.schema());
-            let w = writer::RollingWriter::new(
-                &dir,
-                format!("{}-{}", self.run_id, self.id),
-                decoder.schema(),
-                props,
-                self.opts.write.target_file_bytes,
-            );
-            state.parts.insert(part.clone(), (decoder, w));
-        }
-        let (decoder, w) = state.parts.get_mut(&part).expect("inserted above");
+        // One lookup per line for the common case, a type already seen.
+        let state = match self.types.get_mut(rt) {
+            Some(state) => state,
+            None => {
+                if crate::schema::node::resource_members(rt).is_none() {
+                    let detail = "at /resourceType: not a resource type of this FHIR version";
+                    let reason = RejectReason::UnknownResourceType;
+                    return self.reject(source, line, reason, detail, raw);
+                }
+                self.types.entry(rt.to_string()).or_default()
+            }
+        };
+        let (decoder, w) = match state.parts.get_mut(&part) {
+            Some(both) => both,
+            None => {
+                let decoder = ResourceDecoder::new(rt).expect("checked above");
+                let dir = if part.is_empty() {
+                    self.tmp.join(rt)
+                } else {
+                    self.tmp.join(rt).join(&part)
+                };
+                let props = self
+                    .opts
+                    .write
+                    .properties(rt, self.fhir_version, &decoder.schema());
+                let w = writer::RollingWriter::new(
+                    &dir,
+                    format!("{}-{}", self.run_id, self.id),
+                    decoder.schema(),
+                    props,
+                    self.opts.write.target_file_bytes,
+                );
+                state.parts.entry(part).or_insert((decoder, w))
+            }
+        };
         decoder.decode(&doc);
         let wrote = decoder.len() >= self.opts.batch_rows;
         if wrote {
@@ -394,7 +400,7 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
                 Ok(o) => InputRecord {
                     path: source.display(),
                     size: source.size.max(o.bytes),
-                    sha256: Some(o.sha256),
+                    blake3: Some(o.blake3),
                     lines: o.lines,
                     expected_count: source.expected_count,
                     resources: 0,
@@ -403,7 +409,7 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
                 Err(e) => InputRecord {
                     path: source.display(),
                     size: source.size,
-                    sha256: None,
+                    blake3: None,
                     lines: 0,
                     expected_count: source.expected_count,
                     resources: 0,

@@ -36,7 +36,8 @@ impl TypeRecord {
 pub struct InputRecord {
     pub path: String,
     pub size: u64,
-    pub sha256: Option<String>,
+    /// BLAKE3 of the file (`b3sum FILE` prints the same).
+    pub blake3: Option<String>,
     /// Lines read, blank ones included.
     pub lines: u64,
     /// Non-blank lines: rows plus rejects.

@@ -35,6 +35,9 @@ pub(super) struct StructDecoder {
     /// rows only before its next value or at the flush, so an object costs its members, not the
     /// struct's width; a column given nothing at all is flushed as a shared all-null array.
     filled: Vec<usize>,
+    /// Per column, its last all-null arrays and their length: the same length comes back batch
+    /// after batch, and the arrays are only views of shared zeros.
+    null_columns: Vec<Option<(usize, Vec<ArrayRef>)>>,
 }
 
 impl StructDecoder {
@@ -83,6 +86,7 @@ impl StructDecoder {
         }
         debug_assert_eq!(at, fields.len(), "one field per column");
         let filled = vec![0; columns.len()];
+        let null_columns = vec![None; columns.len()];
         StructDecoder {
             columns,
             spans,
@@ -92,6 +96,7 @@ impl StructDecoder {
             nulls: NullBufferBuilder::new(0),
             rows: 0,
             filled,
+            null_columns,
         }
     }
 
@@ -139,8 +144,13 @@ impl StructDecoder {
         for (c, column) in self.columns.iter_mut().enumerate() {
             let filled = std::mem::take(&mut self.filled[c]);
             if filled == 0 {
-                let fields = &self.fields[self.spans[c].clone()];
-                out.extend(fields.iter().map(|f| null_array(f.data_type(), rows)));
+                let cached = &mut self.null_columns[c];
+                if cached.as_ref().is_none_or(|(len, _)| *len != rows) {
+                    let fields = &self.fields[self.spans[c].clone()];
+                    let arrays = fields.iter().map(|f| null_array(f.data_type(), rows));
+                    *cached = Some((rows, arrays.collect()));
+                }
+                out.extend(cached.as_ref().expect("set above").1.iter().cloned());
             } else {
                 if filled < rows {
                     column.append_absent(rows - filled);

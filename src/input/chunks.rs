@@ -4,8 +4,6 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use super::Source;
 
 /// Whole lines of one source; `first_line` is the 1-based number of its first line.
@@ -19,7 +17,8 @@ pub struct Chunk {
 pub struct ReadOutcome {
     pub lines: u64,
     pub bytes: u64,
-    pub sha256: String,
+    /// BLAKE3 of the bytes as stored (compressed, for a .gz): what `b3sum` prints.
+    pub blake3: String,
     /// Why the source ended early (a damaged gzip stream, a read error).
     pub error: Option<String>,
 }
@@ -27,7 +26,7 @@ pub struct ReadOutcome {
 /// Counts and hashes the bytes as they are read from disk.
 struct Tap<R> {
     inner: R,
-    hash: Sha256,
+    hash: blake3::Hasher,
     bytes: u64,
     progress: Arc<AtomicU64>,
 }
@@ -59,7 +58,7 @@ pub fn read_chunks(
     };
     let mut tap = Tap {
         inner: raw,
-        hash: Sha256::new(),
+        hash: blake3::Hasher::new(),
         bytes: 0,
         progress,
     };
@@ -148,7 +147,7 @@ pub fn read_chunks(
     Ok(ReadOutcome {
         lines,
         bytes: tap.bytes,
-        sha256: format!("{:x}", tap.hash.finalize()),
+        blake3: tap.hash.finalize().to_hex().to_string(),
         error,
     })
 }

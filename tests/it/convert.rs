@@ -145,7 +145,11 @@ fn output_is_readable_parquet_with_metadata() {
     assert!(chunk("id").dictionary_page_offset().is_none());
     let record = crate::run_record(tmp.path());
     assert_eq!(record["types"]["Patient"]["rows"], 9);
-    assert_eq!(record["inputs"][0]["sha256"].as_str().unwrap().len(), 64);
+    let input = std::fs::read(shared("fhir-data/synthea-r4-small/Patient.ndjson")).unwrap();
+    assert_eq!(
+        record["inputs"][0]["blake3"].as_str().unwrap(),
+        blake3::hash(&input).to_hex().as_str()
+    );
 }
 
 #[test]
