@@ -26,10 +26,14 @@ fn signature(k: &[u8]) -> (u64, u64) {
         let a = u64::from_le_bytes(k[..8].try_into().expect("8 bytes"));
         let b = u64::from_le_bytes(k[n - 8..].try_into().expect("8 bytes"));
         (a, b)
+    } else if n >= 4 {
+        // Two overlapping loads cover the name (no variable-length copy, which is a call).
+        let a = u32::from_le_bytes(k[..4].try_into().expect("4 bytes"));
+        let b = u32::from_le_bytes(k[n - 4..].try_into().expect("4 bytes"));
+        (u64::from(a) | u64::from(b) << 32, 0)
     } else {
-        let mut buf = [0u8; 8];
-        buf[..n].copy_from_slice(k);
-        (u64::from_le_bytes(buf), 0)
+        let a = k.iter().rev().fold(0u64, |a, &c| a << 8 | u64::from(c));
+        (a, 0)
     }
 }
 
@@ -150,5 +154,19 @@ mod tests {
         // Short names differ from their zero-padded forms by length.
         t.insert("ab", 2);
         assert_eq!(t.get("ab\0"), None);
+        // Every name of 0 to 17 bytes differing in any one byte.
+        let mut t = KeyTable::new();
+        let base: Vec<String> = (0..18).map(|n| "abcdefghijklmnopq"[..n].to_string()).collect();
+        for (i, n) in base.iter().enumerate() {
+            t.insert(n, i);
+        }
+        for (i, n) in base.iter().enumerate() {
+            assert_eq!(t.get(n), Some(i));
+            for at in 0..n.len() {
+                let mut other = n.clone().into_bytes();
+                other[at] = b'Z';
+                assert_eq!(t.get(std::str::from_utf8(&other).unwrap()), None, "{n} at {at}");
+            }
+        }
     }
 }
