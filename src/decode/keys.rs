@@ -156,7 +156,9 @@ mod tests {
         assert_eq!(t.get("ab\0"), None);
         // Every name of 0 to 17 bytes differing in any one byte.
         let mut t = KeyTable::new();
-        let base: Vec<String> = (0..18).map(|n| "abcdefghijklmnopq"[..n].to_string()).collect();
+        let base: Vec<String> = (0..18)
+            .map(|n| "abcdefghijklmnopq"[..n].to_string())
+            .collect();
         for (i, n) in base.iter().enumerate() {
             t.insert(n, i);
         }
@@ -165,7 +167,11 @@ mod tests {
             for at in 0..n.len() {
                 let mut other = n.clone().into_bytes();
                 other[at] = b'Z';
-                assert_eq!(t.get(std::str::from_utf8(&other).unwrap()), None, "{n} at {at}");
+                assert_eq!(
+                    t.get(std::str::from_utf8(&other).unwrap()),
+                    None,
+                    "{n} at {at}"
+                );
             }
         }
     }

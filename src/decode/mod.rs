@@ -46,8 +46,9 @@ pub use resource::ResourceDecoder;
 pub trait ArrayDecoder: Send {
     /// Appends one value; `None` when the property is absent.
     fn decode(&mut self, value: Option<&Json>, cx: &mut Context);
-    /// Appends `n` absent values at once: a wide schema is mostly absent elements, so this must
-    /// be cheap (structs defer it until they see a value).
+    /// Appends `n` absent values at once. A wide schema is mostly absent elements: a struct calls
+    /// it once per run of absent rows of a column (before the column's next value, or at the
+    /// flush), and not at all for a column that got no value since the last flush.
     fn append_absent(&mut self, n: usize);
     /// The arrays of everything appended since the last flush, one per column.
     fn flush(&mut self) -> Vec<ArrayRef>;
