@@ -422,6 +422,35 @@ mod tests {
     }
 
     #[test]
+    fn strings_of_every_length_with_an_escape_or_a_control_character_anywhere() {
+        for len in 0..60 {
+            let plain = "a".repeat(len);
+            assert_eq!(
+                parse(&format!("\"{plain}\"")).unwrap(),
+                Json::Str(plain.clone().into())
+            );
+            assert!(parse(&format!("\"{plain}")).is_err(), "unterminated, {len}");
+            for at in 0..len {
+                let mut b = plain.clone().into_bytes();
+                b[at] = b'\\';
+                b.insert(at + 1, b'n');
+                let escaped = format!("\"{}\"", String::from_utf8(b).unwrap());
+                let want: String = serde_json::from_str(&escaped).unwrap();
+                assert_eq!(
+                    parse(&escaped).unwrap(),
+                    Json::Str(want.into()),
+                    "{escaped}"
+                );
+                let mut b = plain.clone().into_bytes();
+                b[at] = 0x1f;
+                let control = format!("\"{}\"", String::from_utf8(b).unwrap());
+                let e = parse(&control).unwrap_err();
+                assert_eq!(e.offset, at + 1, "{len} {at}");
+            }
+        }
+    }
+
+    #[test]
     fn keeps_number_text_and_order() {
         let v = parse(r#"{"b":1.500,"a":[1e3,-0.0]}"#).unwrap();
         assert_eq!(v.to_string(), r#"{"b":1.500,"a":[1e3,-0.0]}"#);
