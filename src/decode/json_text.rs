@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayBuilder, ArrayRef, StringBuilder};
+use arrow::array::{ArrayRef, StringBuilder};
 
+use super::builders::{bytes, finish_bytes};
 use super::{ArrayDecoder, Context, OverflowReason};
 use crate::json::Json;
 
@@ -15,7 +16,7 @@ pub(super) struct JsonTextDecoder {
 impl Default for JsonTextDecoder {
     fn default() -> Self {
         JsonTextDecoder {
-            values: StringBuilder::with_capacity(0, 0),
+            values: bytes(0, 0),
             buf: String::new(),
         }
     }
@@ -40,8 +41,6 @@ impl ArrayDecoder for JsonTextDecoder {
         }
     }
     fn flush(&mut self) -> Vec<ArrayRef> {
-        let next =
-            StringBuilder::with_capacity(self.values.len(), self.values.values_slice().len());
-        vec![Arc::new(std::mem::replace(&mut self.values, next).finish())]
+        vec![Arc::new(finish_bytes(&mut self.values))]
     }
 }

@@ -22,6 +22,7 @@
 //! assert_eq!(overflow.value(0), r#"{"/shoeSize":44}"#);
 //! ```
 
+mod builders;
 mod context;
 pub mod datetime;
 pub mod decimal;

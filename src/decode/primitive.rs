@@ -3,13 +3,12 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, GenericByteArray,
-    GenericByteBuilder, Int32Builder, PrimitiveArray, PrimitiveBuilder, StringBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, Int32Builder, StringBuilder,
     Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{ArrowPrimitiveType, ByteArrayType};
 use base64::Engine as _;
 
+use super::builders::{bytes, finish_booleans, finish_bytes, finish_primitives, primitives};
 use super::datetime::{instant_text, parse_date, parse_datetime, parse_instant, parse_time};
 use super::decimal::{is_decimal_text, parse_decimal};
 use super::{ArrayDecoder, Context, OverflowReason};
@@ -26,28 +25,6 @@ pub(super) fn make(p: Prim) -> Box<dyn ArrayDecoder> {
         Prim::Base64 => Box::new(Base64Decoder(bytes(0, 0), Vec::new())),
         Prim::Date | Prim::DateTime | Prim::Time => Box::new(DateTextDecoder::new(p)),
     }
-}
-
-// Builders start empty (most columns of a wide schema never get a value) and, after a flush,
-// with the size of the batch they gave: a column that is used does not grow again batch by batch.
-
-fn primitives<T: ArrowPrimitiveType>(len: usize) -> PrimitiveBuilder<T> {
-    PrimitiveBuilder::with_capacity(len)
-}
-
-fn bytes<T: ByteArrayType>(len: usize, bytes: usize) -> GenericByteBuilder<T> {
-    GenericByteBuilder::with_capacity(len, bytes)
-}
-
-/// The builder's array; the builder is replaced by one sized like it.
-fn finish_primitives<T: ArrowPrimitiveType>(b: &mut PrimitiveBuilder<T>) -> PrimitiveArray<T> {
-    let next = primitives(b.len());
-    std::mem::replace(b, next).finish()
-}
-
-fn finish_bytes<T: ByteArrayType>(b: &mut GenericByteBuilder<T>) -> GenericByteArray<T> {
-    let next = bytes(b.len(), b.values_slice().len());
-    std::mem::replace(b, next).finish()
 }
 
 /// A value of the wrong JSON type: kept whole. An explicit `null` is not valid FHIR either.
@@ -72,8 +49,7 @@ impl ArrayDecoder for BooleanDecoder {
         }
     }
     fn flush(&mut self) -> Vec<ArrayRef> {
-        let next = BooleanBuilder::with_capacity(self.0.len());
-        vec![Arc::new(std::mem::replace(&mut self.0, next).finish())]
+        vec![Arc::new(finish_booleans(&mut self.0))]
     }
 }
 
@@ -207,6 +183,7 @@ impl ArrayDecoder for InstantDecoder {
     }
 }
 
+/// base64Binary: the decoded bytes (the second field is scratch for decoding into).
 struct Base64Decoder(BinaryBuilder, Vec<u8>);
 
 impl ArrayDecoder for Base64Decoder {
@@ -217,13 +194,13 @@ impl ArrayDecoder for Base64Decoder {
         // The standard engine accepts canonical text only (padding, zero trailing bits), so
         // what it decodes encodes back to the same text: nothing needs keeping.
         let engine = base64::engine::general_purpose::STANDARD;
-        let bytes = &mut self.1;
-        bytes.clear();
+        let decoded = &mut self.1;
+        decoded.clear();
         match value {
-            Some(v @ Json::Str(s)) => match engine.decode_vec(s.as_bytes(), bytes) {
+            Some(v @ Json::Str(s)) => match engine.decode_vec(s.as_bytes(), decoded) {
                 Ok(()) => {
-                    debug_assert_eq!(engine.encode(&bytes[..]), **s);
-                    self.0.append_value(&bytes[..]);
+                    debug_assert_eq!(engine.encode(&decoded[..]), **s);
+                    self.0.append_value(&decoded[..]);
                 }
                 Err(_) => {
                     cx.keep(OverflowReason::InvalidValue, v);

@@ -6,6 +6,7 @@ use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 
+use super::builders::{bytes, finish_bytes};
 use super::structure::StructDecoder;
 use super::{Context, OverflowStats};
 use crate::json::Json;
@@ -33,7 +34,7 @@ impl ResourceDecoder {
             resource_type: resource_type.to_string(),
             schema,
             root,
-            overflow: StringBuilder::with_capacity(0, 0),
+            overflow: bytes(0, 0),
             cx: Context::default(),
             rows: 0,
         })
@@ -73,7 +74,7 @@ impl ResourceDecoder {
     /// The rows appended since the last flush, as a batch.
     pub fn flush(&mut self) -> Result<RecordBatch, ArrowError> {
         let mut columns: Vec<ArrayRef> = self.root.flush_columns();
-        columns.push(Arc::new(self.overflow.finish()));
+        columns.push(Arc::new(finish_bytes(&mut self.overflow)));
         self.rows = 0;
         debug_assert_eq!(self.root.fields().len() + 1, columns.len());
         RecordBatch::try_new(self.schema.clone(), columns)

@@ -35,8 +35,8 @@ pub fn parse_in<'a>(text: &'a str, arena: &'a Bump) -> Result<Json<'a>, ParseErr
     run(text, Some(arena))
 }
 
-/// The parser's stacks, kept between documents on each thread: their storage outlives the
-/// documents, so they are stored empty and typeless of any one document's lifetime.
+/// The parser's stacks, kept between documents on each thread. Their storage outlives every
+/// document, so between documents they are stored empty, with a `'static` lifetime.
 type Members<'a> = Vec<(Cow<'a, str>, Json<'a>)>;
 
 thread_local! {
@@ -262,17 +262,19 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, ParseError> {
         self.i += 1;
         let start = self.i;
-        // Fast path: no escapes. The end is found with SIMD; the run is then checked for control
-        // characters in one pass that the compiler vectorizes.
-        let Some(n) = memchr::memchr2(b'"', b'\\', &self.b[start..]) else {
-            self.i = self.b.len();
-            return Err(self.err("unterminated string"));
-        };
-        let run = &self.b[start..start + n];
+        // Fast path: no escapes. The end is found with SIMD; the run up to it (or to the end of
+        // the input) is then checked for control characters in one pass that the compiler
+        // vectorizes. The first problem in the text is the one reported.
+        let end = memchr::memchr2(b'"', b'\\', &self.b[start..]);
+        let run = &self.b[start..start + end.unwrap_or(self.b.len() - start)];
         if run.iter().fold(false, |bad, &c| bad | (c < 0x20)) {
             self.i = start + run.iter().position(|&c| c < 0x20).expect("found above");
             return Err(self.err("control character in string"));
         }
+        let Some(n) = end else {
+            self.i = self.b.len();
+            return Err(self.err("unterminated string"));
+        };
         self.i = start + n;
         if self.b[self.i] == b'"' {
             let s = &self.s[start..self.i];
@@ -429,7 +431,8 @@ mod tests {
                 parse(&format!("\"{plain}\"")).unwrap(),
                 Json::Str(plain.clone().into())
             );
-            assert!(parse(&format!("\"{plain}")).is_err(), "unterminated, {len}");
+            let e = parse(&format!("\"{plain}")).unwrap_err();
+            assert_eq!(e.reason, "unterminated string");
             for at in 0..len {
                 let mut b = plain.clone().into_bytes();
                 b[at] = b'\\';
@@ -446,6 +449,12 @@ mod tests {
                 let control = format!("\"{}\"", String::from_utf8(b).unwrap());
                 let e = parse(&control).unwrap_err();
                 assert_eq!(e.offset, at + 1, "{len} {at}");
+                // Unterminated too: the control character comes first and is what is reported.
+                let e = parse(&control[..control.len() - 1]).unwrap_err();
+                assert_eq!(
+                    (e.offset, e.reason),
+                    (at + 1, "control character in string")
+                );
             }
         }
     }

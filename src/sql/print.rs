@@ -1,7 +1,6 @@
 //! Printing results as a table, CSV, JSON or NDJSON.
 
 use std::io::Write;
-
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -13,19 +12,15 @@ use crate::cli::PrintFormat;
 /// A batch as people read it in a table or CSV: decimals without the trailing zeros of their
 /// scale (`1.5`, not `1.500000000000000000`) and, for CSV, lists and structs as JSON text.
 pub(crate) fn readable(batch: &RecordBatch, csv: bool) -> Result<RecordBatch> {
-    let needs = |dt: &DataType| matches!(dt, DataType::Decimal128(_, _)) || (csv && dt.is_nested());
-    if !batch.schema().fields().iter().any(|f| needs(f.data_type())) {
+    let schema = batch.schema();
+    let any = |f: fn(&DataType) -> bool| schema.fields().iter().any(|field| f(field.data_type()));
+    let nested = csv && any(DataType::is_nested);
+    if !nested && !any(|dt| matches!(dt, DataType::Decimal128(_, _))) {
         return Ok(batch.clone());
     }
     // Nested values as JSON: the batch's own JSON rows, read with the parser that keeps number
     // text and member order.
-    let text = if csv
-        && batch
-            .schema()
-            .fields()
-            .iter()
-            .any(|f| f.data_type().is_nested())
-    {
+    let text = if nested {
         let mut buf = Vec::new();
         let mut w = arrow::json::WriterBuilder::new()
             .with_explicit_nulls(true)
@@ -42,7 +37,7 @@ pub(crate) fn readable(batch: &RecordBatch, csv: bool) -> Result<RecordBatch> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut fields = Vec::new();
     let mut columns = Vec::new();
-    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
         let text: Option<ArrayRef> = match f.data_type() {
             DataType::Decimal128(_, scale) => {
                 let d = c.as_primitive::<Decimal128Type>();
