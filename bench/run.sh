@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Conversion benchmark: a 500 MB+ bulk export generated from the Synthea data in ../shared,
 # converted by the release binary and by DuckDB on the same input and cores.
-# Prints MB/s, resources/s and peak RSS of each. Not part of CI.
+# Prints seconds, MB/s, resources/s, peak RSS and output bytes of each (median of interleaved
+# runs), and the output size on the shared Synthea sets too. Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=bench/work
@@ -18,20 +19,40 @@ fi
 bytes=$(cat "$work"/input/*.ndjson | wc -c)
 lines=$(cat "$work"/input/*.ndjson | wc -l)
 echo "input: $((bytes / 1000000)) MB, $lines resources, $cores cores"
-measure() { # name, command...
-  local name=$1; shift
+runs=${BENCH_RUNS:-3}
+# Interleaved runs (ours, DuckDB, ours, ...): each run's seconds, peak RSS and output bytes;
+# the median of each is printed.
+measure() { # name, out dir, command...
+  local name=$1 out=$2; shift 2
+  rm -rf "$out"
   /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" > "$work/$name.log" 2>&1
   read -r secs kb < "$work/time.txt"
-  python3 - "$name" "$secs" "$kb" "$bytes" "$lines" <<'PY'
-import sys
-name, secs, kb, b, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-print(f"{name:<14} {secs:8.2f} s {b / 1e6 / secs:8.1f} MB/s {n / secs:10.0f} resources/s  peak RSS {kb / 1024:7.0f} MiB")
-PY
+  echo "$name $secs $kb $(du -sb "$out" | cut -f1)" >> "$work/runs.txt"
 }
-rm -rf "$work/out" "$work/duckdb"
-measure fhir2parquet target/release/fhir2parquet convert "$work/input" -o "$work/out" -q -j "$cores"
-measure duckdb python3 bench/duckdb_convert.py "$work/input" "$work/duckdb" "$cores"
-du -sh "$work/out" "$work/duckdb"
+rm -f "$work/runs.txt"
+for _ in $(seq "$runs"); do
+  measure fhir2parquet "$work/out" target/release/fhir2parquet convert "$work/input" -o "$work/out" -q -j "$cores"
+  measure duckdb "$work/duckdb" python3 bench/duckdb_convert.py "$work/input" "$work/duckdb" "$cores"
+done
+python3 - "$work/runs.txt" "$bytes" "$lines" <<'PY2'
+import statistics, sys
+runs, b, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+by = {}
+for line in open(runs):
+    name, secs, kb, out = line.split()
+    by.setdefault(name, []).append((float(secs), int(kb), int(out)))
+print(f"{'':<14} {'median s':>9} {'MB/s':>8} {'resources/s':>12} {'peak RSS':>10} {'output':>10}  (runs)")
+for name, rs in by.items():
+    secs = statistics.median(r[0] for r in rs)
+    kb = statistics.median(r[1] for r in rs)
+    out = statistics.median(r[2] for r in rs)
+    print(f"{name:<14} {secs:9.2f} {b / 1e6 / secs:8.1f} {n / secs:12.0f} {kb / 1024:7.0f} MiB {out / 1e6:7.1f} MB  "
+          + " ".join(f"{r[0]:.2f}" for r in rs))
+PY2
+echo
+echo "output size (NDJSON, gzipped, DuckDB zstd, ours):"
+python3 bench/sizes.py target/release/fhir2parquet ../shared/fhir-data/synthea-r4-small \
+  ../shared/fhir-data/synthea-r4-10-patients "$work/input"
 echo
 echo "queries (best of 3; ours includes process start and table registration):"
 python3 bench/queries.py "$work/out" "$work/input" "$cores"

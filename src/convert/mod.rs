@@ -1,8 +1,8 @@
 //! `convert`: the parallel pipeline from NDJSON sources to a Parquet dataset per resource type.
 //!
 //! One reader (this thread) cuts the sources into chunks of whole lines; each worker thread parses
-//! lines, routes every resource to the [`ResourceDecoder`] of its type and writes the batches to its
-//! own Parquet files. Everything is written under `OUT/.fhir2parquet-tmp-<run>/` and published at
+//! lines, routes every resource to the [`ResourceDecoder`] of its type and encodes the batches into
+//! Parquet row groups, which go to the one file of their type (see [`writer`]). Everything is written under `OUT/.fhir2parquet-tmp-<run>/` and published at
 //! the end, so a run that is killed leaves nothing that looks complete.
 
 mod partition;
@@ -49,24 +49,23 @@ const TMP_PREFIX: &str = ".fhir2parquet-tmp-";
 /// What one worker's Parquet writers may buffer in row groups in progress, all types together.
 /// Past it the largest row group is written out, so memory does not grow with the input.
 const WORKER_BUFFER_BYTES: usize = 96 << 20;
-/// Leaf columns of the files one worker keeps open. The Parquet writer holds a compressor (and a
-/// decompressor) per column, about 140 KB with zstd: past this budget the least recently used
-/// file is finished, and a later batch of its type starts a new one.
+/// Leaf columns of the row groups one worker keeps in progress. The Parquet writer holds a codec
+/// per column, about 100 KB with zstd: past this budget the least recently used row group is
+/// finished.
 const WORKER_OPEN_COLUMNS: usize = 1_500;
 
 #[derive(Default)]
 struct TypeState {
-    parts: FxHashMap<String, (ResourceDecoder, writer::RollingWriter)>,
+    parts: FxHashMap<String, (ResourceDecoder, writer::RowGroupEncoder)>,
     rows: u64,
     bytes_in: u64,
     busy: Duration,
 }
 
 struct Worker<'a> {
-    id: usize,
-    run_id: &'a str,
     tmp: &'a Path,
     opts: &'a ConvertOptions,
+    files: &'a writer::FileSet,
     sources: &'a [Source],
     fhir_version: &'a str,
     types: FxHashMap<String, TypeState>,
@@ -172,7 +171,8 @@ impl Worker<'_> {
         let (decoder, w) = match state.parts.get_mut(&part) {
             Some(both) => both,
             None => {
-                let decoder = ResourceDecoder::new(rt).expect("checked above");
+                let decoder =
+                    ResourceDecoder::new(rt).expect("a resource type: checked when first seen");
                 let dir = if part.is_empty() {
                     self.tmp.join(rt)
                 } else {
@@ -182,12 +182,11 @@ impl Worker<'_> {
                     .opts
                     .write
                     .properties(rt, self.fhir_version, &decoder.schema());
-                let w = writer::RollingWriter::new(
+                let w = writer::RowGroupEncoder::new(
                     &dir,
-                    format!("{}-{}", self.run_id, self.id),
                     decoder.schema(),
                     props,
-                    self.opts.write.target_file_bytes,
+                    self.opts.write.row_group_rows,
                 );
                 state.parts.entry(part).or_insert((decoder, w))
             }
@@ -196,7 +195,7 @@ impl Worker<'_> {
         let wrote = decoder.len() >= self.opts.batch_rows;
         if wrote {
             let batch = decoder.flush()?;
-            w.write(&batch)?;
+            w.write(self.files, &batch)?;
             self.tick += 1;
             w.last_used = self.tick;
         }
@@ -213,10 +212,10 @@ impl Worker<'_> {
     fn bound_memory(&mut self) -> Result<()> {
         loop {
             let mut open = 0;
-            let mut oldest: Option<&mut writer::RollingWriter> = None;
+            let mut oldest: Option<&mut writer::RowGroupEncoder> = None;
             for state in self.types.values_mut() {
                 for (_, w) in state.parts.values_mut() {
-                    if !w.is_open() {
+                    if !w.in_progress() {
                         continue;
                     }
                     open += w.leaves;
@@ -228,13 +227,13 @@ impl Worker<'_> {
                 }
             }
             match oldest {
-                Some(w) if open > WORKER_OPEN_COLUMNS => w.close_file()?,
+                Some(w) if open > WORKER_OPEN_COLUMNS => w.flush(self.files)?,
                 _ => break,
             }
         }
         loop {
             let mut total = 0;
-            let mut largest: Option<(usize, &mut writer::RollingWriter)> = None;
+            let mut largest: Option<(usize, &mut writer::RowGroupEncoder)> = None;
             for state in self.types.values_mut() {
                 for (_, w) in state.parts.values_mut() {
                     let b = w.buffered();
@@ -245,7 +244,7 @@ impl Worker<'_> {
                 }
             }
             match largest {
-                Some((b, w)) if total > WORKER_BUFFER_BYTES && b > 0 => w.flush_row_group()?,
+                Some((b, w)) if total > WORKER_BUFFER_BYTES && b > 0 => w.flush(self.files)?,
                 _ => return Ok(()),
             }
         }
@@ -274,15 +273,13 @@ impl Worker<'_> {
                 ..Default::default()
             };
             let mut overflow = OverflowStats::default();
-            for (_, (mut decoder, mut w)) in state.parts {
-                if !decoder.is_empty() {
-                    let batch = decoder.flush()?;
-                    w.write(&batch)?;
-                }
+            for (_, (mut decoder, w)) in state.parts {
+                let rest = match decoder.is_empty() {
+                    true => None,
+                    false => Some(decoder.flush()?),
+                };
+                w.finish(self.files, rest)?;
                 overflow.merge(decoder.stats());
-                let (files, bytes) = w.finish()?;
-                rec.files += files.len() as u64;
-                rec.parquet_bytes += bytes;
             }
             rec.overflow = overflow;
             rec.seconds = (state.busy + started.elapsed()).as_secs_f64();
@@ -344,20 +341,20 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
     // Chunk buffers go back to the reader when a worker is done with them.
     let (recycle, recycled) = crossbeam_channel::bounded::<Vec<u8>>(threads * 2 + 2);
 
+    let files = writer::FileSet::new(run_id.clone(), opts.write.target_file_bytes);
     let mut input_records = Vec::new();
     let results: Vec<Result<WorkerResult>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|id| {
                 let rx = rx.clone();
                 let recycle = recycle.clone();
-                let (tmp, run_id, fv, sources, resources) =
-                    (&tmp, &run_id, &fhir_version, &sources, &resources);
+                let (tmp, run_id, fv, sources, resources, files) =
+                    (&tmp, &run_id, &fhir_version, &sources, &resources, &files);
                 scope.spawn(move || -> Result<WorkerResult> {
                     let mut w = Worker {
-                        id,
-                        run_id,
                         tmp,
                         opts,
+                        files,
                         sources,
                         fhir_version: fv,
                         types: FxHashMap::default(),
@@ -426,6 +423,7 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
     });
     bar.finish_and_clear();
 
+    let written = files.finish();
     let mut record = RunRecord::new(&run_id, &fhir_version, opts);
     record.inputs = input_records;
     for r in results {
@@ -448,6 +446,14 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
         for (s, n) in r.per_source {
             record.inputs[s].resources += n;
         }
+    }
+    // Files and bytes per type, from the folders its files went to.
+    for (dir, f) in written? {
+        let rel = dir.strip_prefix(&tmp).unwrap_or(&dir);
+        let rt = rel.iter().next().unwrap_or_default().to_string_lossy();
+        let rec = record.types.entry(rt.into_owned()).or_default();
+        rec.files += f.files;
+        rec.parquet_bytes += f.bytes;
     }
     publish(&tmp, opts)?;
     record.seconds = started.elapsed().as_secs_f64();

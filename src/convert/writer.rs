@@ -1,15 +1,31 @@
-//! Parquet files of one resource type (and partition), rolled at a target size.
+//! Parquet output: one file per resource type (and partition) at a time, shared by the workers.
+//!
+//! Each worker encodes its own row groups ([`RowGroupEncoder`]: batches in, compressed column
+//! chunks out, so the costly part runs on every core); a finished row group is appended to the
+//! type's file in [`FileSet`] under a short lock. A type's data thus lands in one file per run
+//! (a new one past `--target-file-mb`), whatever the number of threads: a wide FHIR schema costs
+//! a footer of a few hundred bytes per column in every file, so fewer files is smaller output.
 
 use std::fs::File;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef};
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
+};
+use parquet::arrow::ArrowSchemaConverter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{
+    EnabledStatistics, WriterProperties, WriterPropertiesBuilder, WriterPropertiesPtr,
+};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::{ColumnPath, TypePtr};
+use rustc_hash::FxHashMap;
 
 use crate::schema::node::OVERFLOW_COLUMN;
 
@@ -36,6 +52,11 @@ pub struct WriteOptions {
     pub row_group_rows: usize,
 }
 
+/// The codec of columns that are nearly always empty: Snappy keeps no state between pages
+/// (zstd's writer holds a compressor and a decompressor per column, ~100 KB, set up for every
+/// column of every row group) and every Parquet reader has it.
+const SPARSE: Compression = Compression::SNAPPY;
+
 impl WriteOptions {
     pub fn properties(
         &self,
@@ -58,16 +79,15 @@ impl WriteOptions {
             for col in descr.columns() {
                 let parts = col.path().parts();
                 // Extensions and primitive extensions are null in nearly every row: their pages
-                // are a few bytes of levels, and a compressor per column costs ~140 KB of memory
-                // and its set-up time in every row group. They are written uncompressed.
+                // are mostly levels, and a zstd compressor per column costs its memory and set-up
+                // time in every row group. They get the cheap codec.
                 let rare = parts.iter().any(|p| {
                     p == "extension"
                         || p == "modifierExtension"
                         || (p.starts_with('_') && p != OVERFLOW_COLUMN)
                 });
-                if rare && compression != Compression::UNCOMPRESSED {
-                    builder = builder
-                        .set_column_compression(col.path().clone(), Compression::UNCOMPRESSED);
+                if rare {
+                    builder = sparse(builder, col.path(), compression);
                 }
                 // A dictionary does not pay where values are unique or long: the resource id, the
                 // narrative's xhtml, the overflow JSON. Building one hashes every value before
@@ -99,12 +119,26 @@ impl WriteOptions {
     }
 }
 
-/// `props` with compression off for the leaf columns that hold no value in `batch`, the first
-/// of a file. Most of a resource table's thousand columns are empty in most rows, and parquet-rs
-/// sets up a compressor (~140 KB, and its time) per column per row group: a column still empty
-/// after the first batch of a file is rare, its pages are a few bytes of levels, and not
-/// compressing them is the cheapest way to write them.
-fn uncompressed_where_empty(props: &WriterProperties, batch: &RecordBatch) -> WriterProperties {
+/// A nearly always empty column: the cheap codec (where the file is compressed at all) and no
+/// dictionary, whose page and metadata would cost more than the values.
+fn sparse(
+    builder: WriterPropertiesBuilder,
+    col: &ColumnPath,
+    codec: Compression,
+) -> WriterPropertiesBuilder {
+    let builder = builder.set_column_dictionary_enabled(col.clone(), false);
+    match codec {
+        Compression::UNCOMPRESSED => builder,
+        _ => builder.set_column_compression(col.clone(), SPARSE),
+    }
+}
+
+/// `props` with the cheap codec for the leaf columns that hold no value in `batch`, the first a
+/// worker encodes for a type. Most of a resource table's thousand columns are empty in most rows,
+/// and parquet-rs sets up a codec per column per row group: zstd's costs ~100 KB and its time,
+/// Snappy's nothing. A column still empty after a first batch of 100 rows or more is rare, and
+/// its pages are mostly levels, which Snappy compresses well enough.
+fn sparse_where_empty(props: &WriterProperties, batch: &RecordBatch) -> WriterProperties {
     fn leaves(a: &dyn Array, out: &mut Vec<bool>) {
         match a.data_type() {
             DataType::Struct(_) => {
@@ -124,7 +158,7 @@ fn uncompressed_where_empty(props: &WriterProperties, batch: &RecordBatch) -> Wr
     for c in batch.columns() {
         leaves(c.as_ref(), &mut empty);
     }
-    let Ok(descr) = parquet::arrow::ArrowSchemaConverter::new().convert(batch.schema_ref()) else {
+    let Ok(descr) = ArrowSchemaConverter::new().convert(batch.schema_ref()) else {
         return props.clone();
     };
     if descr.num_columns() != empty.len() {
@@ -132,114 +166,323 @@ fn uncompressed_where_empty(props: &WriterProperties, batch: &RecordBatch) -> Wr
     }
     let mut builder = props.clone().into_builder();
     for (col, empty) in descr.columns().iter().zip(empty) {
-        if empty && props.compression(col.path()) != Compression::UNCOMPRESSED {
-            builder = builder.set_column_compression(col.path().clone(), Compression::UNCOMPRESSED);
+        if empty {
+            builder = sparse(builder, col.path(), props.compression(col.path()));
         }
     }
     builder.build()
 }
 
-/// Writes batches to `dir/part-<prefix>-<n>.parquet`, starting a new file past the target size.
-pub struct RollingWriter {
-    dir: PathBuf,
-    prefix: String,
-    schema: SchemaRef,
-    props: WriterProperties,
-    target: u64,
-    seq: usize,
-    current: Option<ArrowWriter<File>>,
-    pub files: Vec<PathBuf>,
-    pub bytes: u64,
-    /// Leaf columns of the schema: an open file costs memory in proportion (a compressor per column).
-    pub leaves: usize,
-    /// When the worker last wrote here, for closing the least recently used file.
-    pub last_used: u64,
+/// Drops the statistics of a column chunk that holds no value: the null count, level histograms
+/// and page index of a column that is all null cost ~40 bytes per column per row group, and a
+/// wide schema has thousands of such columns. A reader without statistics reads the chunk,
+/// which is a few bytes.
+fn trim_empty(chunk: &mut ArrowColumnChunk) -> Result<()> {
+    let close = chunk.close_mut();
+    let meta = &close.metadata;
+    let empty = meta
+        .statistics()
+        .is_some_and(|s| s.min_bytes_opt().is_none() && s.max_bytes_opt().is_none());
+    if !empty {
+        return Ok(());
+    }
+    close.metadata = meta
+        .clone()
+        .into_builder()
+        .clear_statistics()
+        .set_repetition_level_histogram(None)
+        .set_definition_level_histogram(None)
+        .set_unencoded_byte_array_data_bytes(None)
+        .clear_page_encoding_stats()
+        .build()?;
+    close.column_index = None;
+    Ok(())
 }
 
-impl RollingWriter {
-    pub fn new(
-        dir: &Path,
-        prefix: String,
-        schema: SchemaRef,
-        props: WriterProperties,
-        target: u64,
-    ) -> Self {
-        RollingWriter {
-            dir: dir.to_path_buf(),
-            prefix,
-            schema: schema.clone(),
-            props,
-            target,
-            seq: 0,
-            current: None,
-            files: Vec::new(),
-            bytes: 0,
-            leaves: crate::schema::node::width_and_depth(&schema).0,
-            last_used: 0,
-        }
-    }
+/// The Parquet files a run writes: per folder (a type, or a partition of one), the file being
+/// written, shared by every worker.
+pub struct FileSet {
+    prefix: String,
+    target: u64,
+    files: Mutex<FxHashMap<PathBuf, Arc<Mutex<SharedFile>>>>,
+}
 
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+/// The files of one folder.
+struct SharedFile {
+    dir: PathBuf,
+    root: TypePtr,
+    props: WriterPropertiesPtr,
+    seq: usize,
+    current: Option<SerializedFileWriter<BufWriter<File>>>,
+    done: Vec<PathBuf>,
+    bytes: u64,
+    /// Rows of workers that wrote no row group here, written as one row group at the end.
+    leftover: Option<(RowGroupEncoder, Vec<RecordBatch>)>,
+}
+
+impl SharedFile {
+    fn append(&mut self, prefix: &str, target: u64, chunks: Vec<ArrowColumnChunk>) -> Result<()> {
         if self.current.is_none() {
             std::fs::create_dir_all(&self.dir)
                 .with_context(|| format!("cannot create {}", self.dir.display()))?;
             let path = self
                 .dir
-                .join(format!("part-{}-{:05}.parquet", self.prefix, self.seq));
+                .join(format!("part-{prefix}-{:05}.parquet", self.seq));
             self.seq += 1;
             let file =
                 File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-            let props = uncompressed_where_empty(&self.props, batch);
-            self.current = Some(ArrowWriter::try_new(
-                file,
-                self.schema.clone(),
-                Some(props),
+            let buf = BufWriter::with_capacity(1 << 20, file);
+            self.current = Some(SerializedFileWriter::new(
+                buf,
+                self.root.clone(),
+                self.props.clone(),
             )?);
-            self.files.push(path);
+            self.done.push(path);
         }
         let w = self.current.as_mut().expect("opened above");
-        w.write(batch)?;
-        // Bound memory: a row group in progress is flushed at 48 MiB.
-        if w.in_progress_size() > 48 << 20 {
-            w.flush()?;
+        let mut rg = w.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut rg)?;
         }
-        if w.bytes_written() as u64 + w.in_progress_size() as u64 >= self.target {
-            self.close_file()?;
-        }
-        Ok(())
-    }
-
-    /// Bytes buffered for the row group in progress.
-    pub fn buffered(&self) -> usize {
-        self.current.as_ref().map_or(0, |w| w.in_progress_size())
-    }
-
-    /// Writes out the row group in progress (to bound memory).
-    pub fn flush_row_group(&mut self) -> Result<()> {
-        if let Some(w) = self.current.as_mut() {
-            w.flush()?;
+        rg.close()?;
+        if w.bytes_written() as u64 >= target {
+            self.close()?;
         }
         Ok(())
     }
 
-    pub fn is_open(&self) -> bool {
-        self.current.is_some()
-    }
-
-    /// Finishes the current file; the next write starts a new one.
-    pub fn close_file(&mut self) -> Result<()> {
+    fn close(&mut self) -> Result<()> {
         if let Some(w) = self.current.take() {
-            let meta = w.close()?;
-            let _ = meta;
-            if let Some(p) = self.files.last() {
-                self.bytes += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            let path = self.done.last().expect("a file is open");
+            w.close()
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            self.bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(())
+    }
+}
+
+/// What one folder's files came to.
+#[derive(Debug, Default)]
+pub struct FolderFiles {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl FileSet {
+    /// Files are named `part-<prefix>-<n>.parquet`, started anew past `target` bytes.
+    pub fn new(prefix: String, target: u64) -> Self {
+        FileSet {
+            prefix,
+            target,
+            files: Mutex::new(FxHashMap::default()),
+        }
+    }
+
+    fn folder(
+        &self,
+        dir: &Path,
+        schema: &SchemaRef,
+        props: &WriterProperties,
+    ) -> Result<Arc<Mutex<SharedFile>>> {
+        let mut files = self.files.lock().expect("no writer panicked");
+        if let Some(f) = files.get(dir) {
+            return Ok(f.clone());
+        }
+        let root = ArrowSchemaConverter::new()
+            .convert(schema)?
+            .root_schema_ptr();
+        let f = Arc::new(Mutex::new(SharedFile {
+            dir: dir.to_path_buf(),
+            root,
+            props: Arc::new(props.clone()),
+            seq: 0,
+            current: None,
+            done: Vec::new(),
+            bytes: 0,
+            leftover: None,
+        }));
+        files.insert(dir.to_path_buf(), f.clone());
+        Ok(f)
+    }
+
+    /// Keeps `batch` for the folder's last row group (see [`RowGroupEncoder::finish`]).
+    fn set_aside(&self, mut encoder: RowGroupEncoder, batch: RecordBatch) -> Result<()> {
+        let file = files_folder(self, &encoder)?;
+        let mut f = file.lock().expect("no writer panicked");
+        match &mut f.leftover {
+            Some((_, batches)) => batches.push(batch),
+            None => {
+                encoder.file = Some(file.clone());
+                f.leftover = Some((encoder, vec![batch]));
             }
         }
         Ok(())
     }
 
-    pub fn finish(mut self) -> Result<(Vec<PathBuf>, u64)> {
-        self.close_file()?;
-        Ok((self.files, self.bytes))
+    /// Finishes every file; per folder, how many files and bytes.
+    pub fn finish(self) -> Result<FxHashMap<PathBuf, FolderFiles>> {
+        let all: Vec<_> = self
+            .files
+            .lock()
+            .expect("no writer panicked")
+            .values()
+            .cloned()
+            .collect();
+        for file in all {
+            let leftover = file.lock().expect("no writer panicked").leftover.take();
+            if let Some((mut encoder, batches)) = leftover {
+                let batch = arrow::compute::concat_batches(&encoder.schema, &batches)?;
+                encoder.write(&self, &batch)?;
+                encoder.flush(&self)?;
+            }
+        }
+        let mut out = FxHashMap::default();
+        for (dir, f) in self.files.into_inner().expect("no writer panicked") {
+            let mut f = Arc::try_unwrap(f)
+                .ok()
+                .expect("the workers are done")
+                .into_inner()
+                .expect("no writer panicked");
+            f.close()?;
+            out.insert(
+                dir,
+                FolderFiles {
+                    files: f.done.len() as u64,
+                    bytes: f.bytes,
+                },
+            );
+        }
+        Ok(out)
     }
+}
+
+/// One worker's row group in progress for one folder of the [`FileSet`]: batches are encoded
+/// and compressed here, on the worker's thread; the finished row group goes to the shared file.
+pub struct RowGroupEncoder {
+    dir: PathBuf,
+    schema: SchemaRef,
+    /// The file's properties; the codecs of this worker's row groups are chosen from its first
+    /// batch (see [`sparse_where_empty`]).
+    props: WriterProperties,
+    factory: Option<ArrowRowGroupWriterFactory>,
+    file: Option<Arc<Mutex<SharedFile>>>,
+    writers: Vec<ArrowColumnWriter>,
+    rows: usize,
+    max_rows: usize,
+    /// Leaf columns of the schema: a row group in progress costs memory in proportion.
+    pub leaves: usize,
+    /// When the worker last wrote here, for flushing the least recently used row group.
+    pub last_used: u64,
+}
+
+impl RowGroupEncoder {
+    pub fn new(dir: &Path, schema: SchemaRef, props: WriterProperties, max_rows: usize) -> Self {
+        RowGroupEncoder {
+            dir: dir.to_path_buf(),
+            leaves: crate::schema::node::width_and_depth(&schema).0,
+            schema,
+            props,
+            factory: None,
+            file: None,
+            writers: Vec::new(),
+            rows: 0,
+            max_rows: max_rows.max(1),
+            last_used: 0,
+        }
+    }
+
+    /// Encodes `batch`, appending row groups to `files` as they fill.
+    pub fn write(&mut self, files: &FileSet, batch: &RecordBatch) -> Result<()> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let n = (batch.num_rows() - offset).min(self.max_rows - self.rows);
+            self.encode(files, &batch.slice(offset, n))?;
+            offset += n;
+            // Bound memory: a row group is also cut at 48 MiB.
+            if self.rows >= self.max_rows || self.buffered() > 48 << 20 {
+                self.flush(files)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, files: &FileSet, batch: &RecordBatch) -> Result<()> {
+        if self.file.is_none() {
+            self.file = Some(files_folder(files, self)?);
+        }
+        if self.factory.is_none() {
+            let props = sparse_where_empty(&self.props, batch);
+            let file = self.file.as_ref().expect("set above");
+            let root = file.lock().expect("no writer panicked").root.clone();
+            // The factory takes its schema and properties from a file writer; this one is
+            // never written to.
+            let probe = SerializedFileWriter::new(std::io::sink(), root, Arc::new(props))?;
+            self.factory = Some(ArrowRowGroupWriterFactory::new(&probe, self.schema.clone()));
+        }
+        if self.writers.is_empty() {
+            let factory = self.factory.as_ref().expect("made above");
+            self.writers = factory.create_column_writers(0)?;
+        }
+        let mut writers = self.writers.iter_mut();
+        for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field, column)? {
+                writers.next().expect("a writer per leaf").write(&leaf)?;
+            }
+        }
+        self.rows += batch.num_rows();
+        Ok(())
+    }
+
+    /// Bytes buffered for the row group in progress.
+    pub fn buffered(&self) -> usize {
+        self.writers
+            .iter()
+            .map(|w| w.get_estimated_total_bytes())
+            .sum()
+    }
+
+    pub fn in_progress(&self) -> bool {
+        !self.writers.is_empty()
+    }
+
+    /// Ends this worker's writing here, with the rows not yet encoded. A worker that has a row
+    /// group in progress appends them to it and writes it out; one that has none hands them to
+    /// the file set, which writes every such worker's rows as one row group at the end. A type
+    /// smaller than a batch per worker thus gets one row group, not one per worker: each row
+    /// group costs a few hundred bytes of metadata per column.
+    pub fn finish(mut self, files: &FileSet, batch: Option<RecordBatch>) -> Result<()> {
+        match batch {
+            Some(batch) if !self.in_progress() => files.set_aside(self, batch),
+            Some(batch) => {
+                self.write(files, &batch)?;
+                self.flush(files)
+            }
+            None => self.flush(files),
+        }
+    }
+
+    /// Finishes the row group in progress and appends it to the folder's file.
+    pub fn flush(&mut self, files: &FileSet) -> Result<()> {
+        if self.writers.is_empty() {
+            return Ok(());
+        }
+        let mut chunks = std::mem::take(&mut self.writers)
+            .into_iter()
+            .map(|w| w.close())
+            .collect::<Result<Vec<_>, _>>()?;
+        for c in &mut chunks {
+            trim_empty(c)?;
+        }
+        self.rows = 0;
+        let file = self.file.as_ref().expect("set with the first batch");
+        file.lock()
+            .expect("no writer panicked")
+            .append(&files.prefix, files.target, chunks)
+    }
+}
+
+/// The shared file of an encoder's folder.
+fn files_folder(files: &FileSet, e: &RowGroupEncoder) -> Result<Arc<Mutex<SharedFile>>> {
+    files.folder(&e.dir, &e.schema, &e.props)
 }

@@ -153,7 +153,7 @@ fn output_is_readable_parquet_with_metadata() {
 }
 
 #[test]
-fn columns_empty_in_a_files_first_batch_are_not_compressed() {
+fn columns_empty_in_a_first_batch_get_the_cheap_codec() {
     let tmp = tempfile::tempdir().unwrap();
     let mut opts = convert_opts(tmp.path());
     opts.threads = 1;
@@ -173,11 +173,16 @@ fn columns_empty_in_a_files_first_batch_are_not_compressed() {
     };
     let zstd = parquet::basic::Compression::ZSTD(Default::default());
     assert_eq!(compression("status"), zstd);
-    // Synthea never writes Observation.valueRatio: no compressor for it.
+    // Synthea never writes Observation.valueRatio: Snappy, which sets up nothing per column.
     assert_eq!(
         compression("valueRatio.numerator.value"),
-        parquet::basic::Compression::UNCOMPRESSED
+        parquet::basic::Compression::SNAPPY
     );
+    // Every column is compressed.
+    assert!(rg
+        .columns()
+        .iter()
+        .all(|c| c.compression() != parquet::basic::Compression::UNCOMPRESSED));
 }
 
 #[test]
@@ -278,6 +283,8 @@ fn a_killed_run_leaves_nothing_that_looks_complete() {
             "-q",
             "--batch-rows",
             "10",
+            "--row-group-rows",
+            "20",
         ])
         .stdin(Stdio::piped())
         .spawn()
@@ -342,4 +349,52 @@ fn a_killed_run_leaves_nothing_that_looks_complete() {
         0,
         "{names:?}"
     );
+}
+
+/// Bytes of the Parquet files under a folder.
+fn parquet_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            total += parquet_bytes(&p);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            total += std::fs::metadata(&p).unwrap().len();
+        }
+    }
+    total
+}
+
+/// Size guard: with the command's defaults (2 threads, as in CI), each shared Synthea set's
+/// Parquet stays under a bound a little above what convert writes today, so the size cannot
+/// silently grow back; and one file and one row group per type whatever the thread count.
+#[test]
+fn output_size_stays_bounded() {
+    // (set, bound in bytes): 4,332,651 and 2,486,978 bytes measured 2026-11-26, plus ~5%.
+    for (set, bound) in [
+        ("synthea-r4-small", 4_550_000),
+        ("synthea-r4-10-patients", 2_610_000),
+    ] {
+        let input = shared(&format!("fhir-data/{set}"));
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = convert_opts(tmp.path());
+        opts.batch_rows = 8192;
+        let record = fhir2parquet::convert::run(&[input], &opts).unwrap();
+        let bytes = parquet_bytes(tmp.path());
+        assert!(
+            bytes <= bound,
+            "{set}: {bytes} bytes of Parquet, bound {bound}"
+        );
+        let recorded: u64 = record.types.values().map(|t| t.parquet_bytes).sum();
+        assert_eq!(recorded, bytes, "{set}: the run record counts every byte");
+        for (t, rec) in &record.types {
+            assert_eq!(rec.files, 1, "{set}: {t} is one file");
+            let file = crate::first_file(&tmp.path().join(t));
+            assert_eq!(
+                crate::parquet_metadata(&file).num_row_groups(),
+                1,
+                "{set}: {t}"
+            );
+        }
+    }
 }
