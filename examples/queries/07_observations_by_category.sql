@@ -1,5 +1,5 @@
 -- Observations by category code.
 SELECT code_of(cat, NULL) AS category, COUNT(*) AS observations
-FROM (SELECT unnest(category) AS cat FROM Observation)
+FROM Observation o, UNNEST(o.category) AS cat
 GROUP BY 1
 ORDER BY observations DESC, category;

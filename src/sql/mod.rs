@@ -5,6 +5,7 @@
 //! lower-cased, so FHIR's camelCase names work unquoted: `SELECT valueQuantity.value FROM Observation`.
 
 pub mod functions;
+mod idioms;
 mod print;
 mod repl;
 
@@ -119,7 +120,9 @@ impl Shell {
                 let state = self.ctx.state();
                 let statements = DFParserBuilder::new(sql).build()?.parse_statements()?;
                 let mut last = Vec::new();
-                for stmt in statements {
+                for mut stmt in statements {
+                    idioms::rewrite_statement(&mut stmt)
+                        .map_err(datafusion::error::DataFusionError::Plan)?;
                     let plan = state.statement_to_plan(stmt).await?;
                     let df = self.ctx.execute_logical_plan(plan).await?;
                     last = df.collect().await?;

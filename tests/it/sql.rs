@@ -225,3 +225,162 @@ fn interactive_shell_in_a_pseudo_terminal() {
     let history = std::fs::read_to_string(home.path().join(".fhir2parquet_history")).unwrap();
     assert!(history.contains("FROM Patient"), "{history}");
 }
+
+/// The small set's resources of one type, parsed from the NDJSON.
+fn ndjson(t: &str) -> Vec<serde_json::Value> {
+    crate::read_lines(&shared(&format!("fhir-data/synthea-r4-small/{t}.ndjson")))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn list(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    v.as_array().cloned().unwrap_or_default()
+}
+
+fn sorted(mut rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    rows.sort();
+    rows
+}
+
+#[test]
+fn field_access_after_an_index_in_every_clause() {
+    let obs = ndjson("Observation");
+    let mut expected: std::collections::BTreeMap<String, u64> = Default::default();
+    for o in &obs {
+        *expected
+            .entry(o["code"]["coding"][0]["code"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let want: Vec<Vec<String>> = expected
+        .iter()
+        .map(|(k, v)| vec![k.clone(), v.to_string()])
+        .collect();
+    // SELECT, GROUP BY and ORDER BY, with and without a table alias, in BigQuery's spellings too.
+    for sql in [
+        "SELECT code.coding[1].code AS c, COUNT(*) FROM Observation GROUP BY code.coding[1].code ORDER BY code.coding[1].code",
+        "SELECT o.code.coding[1].code AS c, COUNT(*) FROM Observation o GROUP BY 1 ORDER BY 1",
+        "SELECT code.coding[OFFSET(0)].code AS c, COUNT(*) FROM `Observation` GROUP BY 1 ORDER BY 1",
+        "SELECT code.coding[ORDINAL(1)].code AS c, COUNT(*) FROM Observation GROUP BY 1 ORDER BY 1",
+        "SELECT (code.coding[1]).code AS c, COUNT(*) FROM Observation GROUP BY 1 ORDER BY 1",
+    ] {
+        assert_eq!(query(sql)[1..], want, "{sql}");
+    }
+    // WHERE.
+    let glucose = obs
+        .iter()
+        .filter(|o| o["code"]["coding"][0]["code"] == "2339-0")
+        .count();
+    let rows = query("SELECT COUNT(*) FROM Observation WHERE code.coding[1].code = '2339-0'");
+    assert_eq!(rows[1][0], glucose.to_string());
+    // Out of range: NULL, as BigQuery's SAFE_OFFSET gives.
+    let rows = query(
+        "SELECT COUNT(*) FROM Observation WHERE code.coding[SAFE_OFFSET(7)].code IS NULL AND code.coding[SAFE_ORDINAL(8)] IS NULL",
+    );
+    assert_eq!(rows[1][0], obs.len().to_string());
+}
+
+#[test]
+fn unnest_in_from_one_row_per_element() {
+    let obs = ndjson("Observation");
+    // One row per coding, with the observation's id.
+    let mut want = Vec::new();
+    for o in &obs {
+        for c in list(&o["code"]["coding"]) {
+            want.push(vec![
+                o["id"].as_str().unwrap().to_string(),
+                c["code"].as_str().unwrap().to_string(),
+            ]);
+        }
+    }
+    for sql in [
+        "SELECT o.id, c.code FROM Observation AS o, UNNEST(o.code.coding) AS c",
+        "SELECT o.id, c.code FROM Observation o CROSS JOIN UNNEST(o.code.coding) AS c",
+        "SELECT o.id, c.code FROM Observation o JOIN UNNEST(o.code.coding) AS c ON TRUE",
+        "SELECT Observation.id, c.code FROM Observation, UNNEST(Observation.code.coding) c",
+    ] {
+        assert_eq!(
+            sorted(query(sql)[1..].to_vec()),
+            sorted(want.clone()),
+            "{sql}"
+        );
+    }
+    // Nested: one row per coding of each component.
+    let mut want = Vec::new();
+    for o in &obs {
+        for comp in list(&o["component"]) {
+            for c in list(&comp["code"]["coding"]) {
+                want.push(vec![
+                    o["id"].as_str().unwrap().to_string(),
+                    c["code"].as_str().unwrap().to_string(),
+                ]);
+            }
+        }
+    }
+    assert!(!want.is_empty());
+    let rows = query(
+        "SELECT o.id, cc.code FROM Observation o, UNNEST(o.component) AS comp, UNNEST(comp.code.coding) AS cc",
+    );
+    assert_eq!(sorted(rows[1..].to_vec()), sorted(want));
+    // LEFT JOIN keeps observations without components, with NULL.
+    let with: usize = obs.iter().map(|o| list(&o["component"]).len()).sum();
+    let without = obs
+        .iter()
+        .filter(|o| list(&o["component"]).is_empty())
+        .count();
+    let rows = query(
+        "SELECT COUNT(*), COUNT(comp.code) FROM Observation o LEFT JOIN UNNEST(o.component) AS comp ON TRUE",
+    );
+    assert_eq!(rows[1], [(with + without).to_string(), with.to_string()]);
+    // WITH OFFSET gives the 0-based position, WITH ORDINALITY the 1-based one.
+    let mut want = Vec::new();
+    for o in &obs {
+        for (i, c) in list(&o["code"]["coding"]).iter().enumerate() {
+            want.push(vec![
+                format!("{}|{}", o["id"].as_str().unwrap(), i),
+                c["code"].as_str().unwrap().to_string(),
+            ]);
+        }
+    }
+    let rows = query(
+        "SELECT o.id || '|' || CAST(n AS VARCHAR), c.code FROM Observation o, UNNEST(o.code.coding) AS c WITH OFFSET AS n",
+    );
+    assert_eq!(sorted(rows[1..].to_vec()), sorted(want.clone()));
+    let rows = query(
+        "SELECT o.id || '|' || CAST(ordinality - 1 AS VARCHAR), c.code FROM Observation o, UNNEST(o.code.coding) WITH ORDINALITY AS c",
+    );
+    assert_eq!(sorted(rows[1..].to_vec()), sorted(want));
+}
+
+#[test]
+fn bigquery_functions_and_unsupported_forms() {
+    let rows = query(
+        "SELECT SAFE_CAST('x' AS INT) IS NULL, IFNULL(NULL, 'a'), DATE(TIMESTAMP '2020-03-01T10:00:00Z'), \
+         EXTRACT(YEAR FROM DATE '2020-03-01'), DATE_DIFF(DATE '2020-03-01', DATE '2020-02-01', DAY), \
+         DATE_DIFF(DATE '2021-01-15', DATE '2020-12-31', MONTH), DATE_DIFF(TIMESTAMP '2021-01-01T00:00:00Z', DATE '2020-12-31', YEAR)",
+    );
+    assert_eq!(rows[1], ["true", "a", "2020-03-01", "2020", "29", "1", "1"]);
+    let obs = ndjson("Observation");
+    let codings: usize = obs.iter().map(|o| list(&o["code"]["coding"]).len()).sum();
+    let rows = query("SELECT SUM(ARRAY_LENGTH(code.coding)) FROM Observation");
+    assert_eq!(rows[1][0], codings.to_string());
+    let shell = Shell::open(dataset(), None).unwrap();
+    let e = shell
+        .run_sql("SELECT 1 FROM Observation o, UNNEST(o.code.coding)")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("UNNEST(o.code.coding) AS x"), "{e}");
+    let e = shell
+        .run_sql("SELECT 1 FROM Observation o RIGHT JOIN UNNEST(o.code.coding) AS c ON TRUE")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("is not supported") && e.contains("LEFT JOIN"),
+        "{e}"
+    );
+    let e = shell
+        .run_sql("SELECT DATE_DIFF(DATE '2020-01-01', DATE '2020-01-01', WEEK)")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("DAY, MONTH and YEAR"), "{e}");
+}

@@ -1,0 +1,420 @@
+//! The idioms of FHIR analytics SQL (BigQuery's, mostly), rewritten before DataFusion plans a
+//! statement.
+//!
+//! DataFusion 55 plans neither a field after an index (`code.coding[1].code`: "Dot access not
+//! supported for non-string expr") nor an `UNNEST` in FROM that refers to a table before it
+//! ("Nested identifiers are not yet supported for OuterReferenceColumn"). Both are rewritten in
+//! the parsed statement into forms it plans, and plans well:
+//!
+//! - `x[i].f` and `(expr).f` become `x[i]['f']` (DataFusion's field access), to any depth.
+//! - `FROM t AS o, UNNEST(o.x) AS c` becomes `FROM (SELECT *, unnest(o.x) AS c FROM t AS o) AS o`:
+//!   the unnest stays DataFusion's vectorized one, `o.col` still names the table's columns and
+//!   `c.f` the element's fields. Several unnests nest, each over the previous one; `CROSS JOIN`
+//!   and `JOIN ... ON TRUE` are the same; `LEFT JOIN UNNEST(...) ON TRUE` keeps rows whose list
+//!   is empty or null (with NULL for the element); `WITH OFFSET [AS n]` adds the 0-based
+//!   position (`offset` by default), `WITH ORDINALITY` the 1-based one (`ordinality`).
+//! - `[OFFSET(i)]`, `[SAFE_OFFSET(i)]` (0-based), `[ORDINAL(i)]`, `[SAFE_ORDINAL(i)]` (1-based)
+//!   become DataFusion's 1-based index, which gives NULL out of range (BigQuery's `SAFE_` form;
+//!   the plain form raises an error there).
+//! - `DATE(x)` is `CAST(x AS DATE)`; `DATE_DIFF(a, b, DAY | MONTH | YEAR)` counts the boundaries
+//!   crossed from `b` to `a`, as BigQuery does.
+//!
+//! `SAFE_CAST`, `EXTRACT`, `IFNULL`, `ARRAY_LENGTH` and backquoted identifiers DataFusion plans as
+//! they are.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::parser::{CopyToSource, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{
+    AccessExpr, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, JoinConstraint,
+    JoinOperator, Query, SetExpr, Statement, Subscript, TableFactor, TableWithJoins, Value,
+    VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// Rewrites the idioms of a statement (queries, `EXPLAIN` and `COPY (query) TO` included) in
+/// place; an error names the construct and the supported form.
+pub fn rewrite_statement(stmt: &mut DfStatement) -> Result<(), String> {
+    match stmt {
+        DfStatement::Statement(s) => rewrite(s),
+        DfStatement::Explain(e) => rewrite_statement(&mut e.statement),
+        DfStatement::CopyTo(c) => match &mut c.source {
+            CopyToSource::Query(q) => done(q.visit(&mut Idioms)),
+            CopyToSource::Relation(_) => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Rewrites the idioms of a SQL statement in place.
+pub fn rewrite(stmt: &mut Statement) -> Result<(), String> {
+    done(stmt.visit(&mut Idioms))
+}
+
+fn done(flow: ControlFlow<String>) -> Result<(), String> {
+    match flow {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(e) => Err(e),
+    }
+}
+
+struct Idioms;
+
+impl VisitorMut for Idioms {
+    type Break = String;
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<Self::Break> {
+        match lateral_in(&mut query.body) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<Self::Break> {
+        match rewrite_expr(expr) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+}
+
+fn rewrite_expr(expr: &mut Expr) -> Result<(), String> {
+    match expr {
+        Expr::CompoundFieldAccess { root, access_chain } => {
+            // Leading `.name`s after a plain identifier are table, column and field names, which
+            // DataFusion resolves itself; every `.name` after an index, or after any other
+            // expression, is a field.
+            let mut fields = !matches!(**root, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
+            for access in access_chain.iter_mut() {
+                match access {
+                    AccessExpr::Subscript(Subscript::Index { index }) => {
+                        fields = true;
+                        if let Some(i) = bigquery_index(index)? {
+                            *index = i;
+                        }
+                    }
+                    AccessExpr::Subscript(_) => fields = true,
+                    AccessExpr::Dot(Expr::Identifier(name)) if fields => {
+                        let name = Expr::value(Value::SingleQuotedString(name.value.clone()));
+                        *access = AccessExpr::Subscript(Subscript::Index { index: name });
+                    }
+                    AccessExpr::Dot(_) => {}
+                }
+            }
+        }
+        Expr::Function(f) => {
+            if let Some(e) = bigquery_function(f)? {
+                *expr = e;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The arguments of a plain function call `f(a, b, ...)`.
+fn plain_args(f: &Function) -> Option<Vec<&Expr>> {
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    list.args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+fn function_name(f: &Function) -> String {
+    f.name.to_string().to_ascii_uppercase()
+}
+
+/// `OFFSET(i)` and friends inside `[...]`, as DataFusion's 1-based index.
+fn bigquery_index(index: &Expr) -> Result<Option<Expr>, String> {
+    let Expr::Function(f) = index else {
+        return Ok(None);
+    };
+    let name = function_name(f);
+    let zero_based = match name.as_str() {
+        "OFFSET" | "SAFE_OFFSET" => true,
+        "ORDINAL" | "SAFE_ORDINAL" => false,
+        _ => return Ok(None),
+    };
+    let args = plain_args(f).unwrap_or_default();
+    let [i] = args.as_slice() else {
+        return Err(format!(
+            "[{name}(...)] takes one position, as in [{name}(0)]"
+        ));
+    };
+    let i = (*i).clone();
+    Ok(Some(if zero_based {
+        parse_expr(&format!("({i}) + 1"))?
+    } else {
+        i
+    }))
+}
+
+/// BigQuery functions DataFusion does not have, as expressions it plans.
+fn bigquery_function(f: &Function) -> Result<Option<Expr>, String> {
+    let name = function_name(f);
+    let Some(args) = plain_args(f) else {
+        return Ok(None);
+    };
+    match (name.as_str(), args.as_slice()) {
+        ("DATE", [x]) => Ok(Some(parse_expr(&format!("CAST({x} AS DATE)"))?)),
+        ("DATE_DIFF", [a, b, part]) => {
+            let day = |x: &Expr| format!("CAST(CAST(CAST({x} AS DATE) AS INT) AS BIGINT)");
+            let year = |x: &Expr| format!("CAST(date_part('year', CAST({x} AS DATE)) AS BIGINT)");
+            let month = |x: &Expr| format!("CAST(date_part('month', CAST({x} AS DATE)) AS BIGINT)");
+            let sql = match part.to_string().to_ascii_uppercase().as_str() {
+                "DAY" => format!("({} - {})", day(a), day(b)),
+                "MONTH" => format!(
+                    "(({} - {}) * 12 + {} - {})",
+                    year(a),
+                    year(b),
+                    month(a),
+                    month(b)
+                ),
+                "YEAR" => format!("({} - {})", year(a), year(b)),
+                other => {
+                    return Err(format!(
+                        "DATE_DIFF(..., {other}): the parts supported are DAY, MONTH and YEAR"
+                    ))
+                }
+            };
+            Ok(Some(parse_expr(&sql)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn parse_expr(sql: &str) -> Result<Expr, String> {
+    Parser::new(&GenericDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| format!("internal rewrite of {sql}: {e}"))
+}
+
+fn parse_query(sql: &str) -> Result<Query, String> {
+    Parser::new(&GenericDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_query())
+        .map(|q| *q)
+        .map_err(|e| format!("internal rewrite of {sql}: {e}"))
+}
+
+/// Every SELECT of a query body.
+fn lateral_in(body: &mut SetExpr) -> Result<(), String> {
+    match body {
+        SetExpr::Select(select) => {
+            let from = std::mem::take(&mut select.from);
+            select.from = lateral(from)?;
+            Ok(())
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            lateral_in(left)?;
+            lateral_in(right)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// How an UNNEST joins what stands before it.
+#[derive(Clone, Copy, PartialEq)]
+enum Keep {
+    /// Comma, CROSS JOIN, JOIN ... ON TRUE: rows with an empty list are dropped.
+    Matches,
+    /// LEFT JOIN ... ON TRUE: they are kept, with NULL.
+    All,
+}
+
+const FORM: &str = "FROM t AS o, UNNEST(o.list) AS x (or CROSS JOIN / JOIN ... ON TRUE / \
+                    LEFT JOIN ... ON TRUE)";
+
+/// The FROM clause with each UNNEST that follows a relation folded into it.
+fn lateral(from: Vec<TableWithJoins>) -> Result<Vec<TableWithJoins>, String> {
+    let mut out: Vec<TableWithJoins> = Vec::new();
+    for (i, mut twj) in from.into_iter().enumerate() {
+        let joins = std::mem::take(&mut twj.joins);
+        if i > 0 && is_unnest(&twj.relation) {
+            let prev = out.pop().expect("i > 0");
+            out.push(fold(prev, twj.relation, Keep::Matches)?);
+        } else {
+            out.push(twj);
+        }
+        for join in joins {
+            if !is_unnest(&join.relation) {
+                out.last_mut().expect("pushed above").joins.push(join);
+                continue;
+            }
+            let keep = match &join.join_operator {
+                JoinOperator::CrossJoin(JoinConstraint::None) => Keep::Matches,
+                JoinOperator::Join(c) | JoinOperator::Inner(c) if on_true(c) => Keep::Matches,
+                JoinOperator::Left(c) | JoinOperator::LeftOuter(c) if on_true(c) => Keep::All,
+                other => {
+                    return Err(format!(
+                        "UNNEST in {} is not supported; write {FORM}",
+                        join_name(other)
+                    ))
+                }
+            };
+            let prev = out.pop().expect("pushed above");
+            out.push(fold(prev, join.relation, keep)?);
+        }
+    }
+    Ok(out)
+}
+
+fn join_name(op: &JoinOperator) -> String {
+    let text = format!("{op:?}");
+    let name = text.split('(').next().unwrap_or("this join");
+    format!("a {name} join")
+}
+
+fn on_true(c: &JoinConstraint) -> bool {
+    match c {
+        JoinConstraint::On(e) => e.to_string().eq_ignore_ascii_case("true"),
+        JoinConstraint::None => true,
+        _ => false,
+    }
+}
+
+fn is_unnest(t: &TableFactor) -> bool {
+    matches!(t, TableFactor::UNNEST { .. })
+}
+
+/// `prev` with one more column per UNNEST: `(SELECT *, unnest(list) AS x FROM prev) AS alias`.
+fn fold(prev: TableWithJoins, unnest: TableFactor, keep: Keep) -> Result<TableWithJoins, String> {
+    let TableFactor::UNNEST {
+        alias,
+        array_exprs,
+        with_offset,
+        with_offset_alias,
+        with_ordinality,
+    } = unnest
+    else {
+        unreachable!("checked by is_unnest")
+    };
+    let [list] = array_exprs.as_slice() else {
+        return Err(format!(
+            "UNNEST of {} lists at once is not supported; write one UNNEST per list: {FORM}",
+            array_exprs.len()
+        ));
+    };
+    let Some(alias) = alias else {
+        return Err(format!(
+            "UNNEST({list}) in FROM needs a name: UNNEST({list}) AS x"
+        ));
+    };
+    if !prev.joins.is_empty() {
+        return Err(format!(
+            "UNNEST({list}) after a JOIN is not supported; unnest first and join after, or \
+             join in a subquery: {FORM}"
+        ));
+    }
+    let name = match &prev.relation {
+        TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } => {
+            a.name.clone()
+        }
+        TableFactor::Table {
+            name, alias: None, ..
+        } => match name.0.last() {
+            Some(part) => match part.as_ident() {
+                Some(i) => i.clone(),
+                None => return Err(format!("UNNEST({list}) after {name}: give it an alias")),
+            },
+            None => return Err(format!("UNNEST({list}): give the table before it an alias")),
+        },
+        other => {
+            return Err(format!(
+                "UNNEST({list}) after {other} is not supported: give it an alias, {FORM}"
+            ))
+        }
+    };
+    let list = list.to_string();
+    let element = match keep {
+        Keep::Matches => format!("unnest({list})"),
+        Keep::All => format!(
+            "unnest(CASE WHEN cardinality({list}) > 0 THEN {list} ELSE make_array(NULL) END)"
+        ),
+    };
+    let mut columns = vec![format!("{element} AS {}", alias.name)];
+    let position = |start: i64| match keep {
+        Keep::Matches => {
+            format!("unnest(range({start}, CAST(cardinality({list}) AS BIGINT) + {start}))")
+        }
+        Keep::All => format!(
+            "unnest(CASE WHEN cardinality({list}) > 0 THEN range({start}, \
+             CAST(cardinality({list}) AS BIGINT) + {start}) ELSE make_array(NULL) END)"
+        ),
+    };
+    if with_offset {
+        let n = with_offset_alias.map_or("\"offset\"".to_string(), |a| a.to_string());
+        columns.push(format!("{} AS {n}", position(0)));
+    }
+    if with_ordinality {
+        columns.push(format!("{} AS ordinality", position(1)));
+    }
+    let sql = format!(
+        "SELECT * FROM (SELECT *, {} FROM {prev}) AS {name}",
+        columns.join(", ")
+    );
+    let query = parse_query(&sql)?;
+    let SetExpr::Select(select) = *query.body else {
+        unreachable!("a SELECT was written")
+    };
+    let mut from = select.from;
+    Ok(from.remove(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut stmt = Parser::parse_sql(&GenericDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        rewrite(&mut stmt).unwrap();
+        stmt.to_string()
+    }
+
+    #[test]
+    fn fields_after_an_index_become_named_field_access() {
+        assert_eq!(
+            rewritten("SELECT code.coding[1].code FROM Observation"),
+            "SELECT code.coding[1]['code'] FROM Observation"
+        );
+        assert_eq!(
+            rewritten("SELECT o.code.coding[1].code.x FROM Observation AS o"),
+            "SELECT o.code.coding[1]['code']['x'] FROM Observation AS o"
+        );
+        assert_eq!(
+            rewritten("SELECT code.coding[OFFSET(0)].code, code.coding[ORDINAL(2)] FROM t"),
+            "SELECT code.coding[(0) + 1]['code'], code.coding[2] FROM t"
+        );
+    }
+
+    #[test]
+    fn unnest_after_a_table_becomes_a_subquery() {
+        assert_eq!(
+            rewritten("SELECT o.id, c.code FROM Observation AS o, UNNEST(o.code.coding) AS c"),
+            "SELECT o.id, c.code FROM (SELECT *, unnest(o.code.coding) AS c \
+             FROM Observation AS o) AS o"
+        );
+    }
+
+    #[test]
+    fn unsupported_forms_name_the_supported_one() {
+        let mut stmt = Parser::parse_sql(
+            &GenericDialect {},
+            "SELECT 1 FROM Observation AS o, UNNEST(o.code.coding)",
+        )
+        .unwrap()
+        .remove(0);
+        let e = rewrite(&mut stmt).unwrap_err();
+        assert!(e.contains("needs a name"), "{e}");
+    }
+}
