@@ -65,6 +65,15 @@ impl Shell {
         // Statistics of every column of every file are gathered at planning otherwise: with a
         // thousand columns per resource table that costs more than most queries.
         config.options_mut().execution.collect_statistics = false;
+        // convert writes one file per type, a few MB where the data is a few hundred thousand
+        // wide rows, in a row group per worker. DataFusion splits a file into equal byte ranges,
+        // one per partition, and reads a row group in the range where it starts: with as many
+        // ranges as row groups, the footer at the end pushes every start into the first ranges
+        // and one core reads them all. Twice as many partitions as cores, and files split from
+        // 1 MB (not 10), give each row group its own range.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        config.options_mut().execution.target_partitions = 2 * cores;
+        config.options_mut().optimizer.repartition_file_min_size = 1 << 20;
         let mut rt = RuntimeEnvBuilder::new();
         if let Some(limit) = memory_limit {
             rt = rt.with_memory_limit(parse_size(limit)?, 1.0);
