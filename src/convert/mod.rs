@@ -46,9 +46,12 @@ pub const RUN_RECORD: &str = "_fhir2parquet.json";
 /// The folder of rejected lines in OUT.
 pub const REJECTS_DIR: &str = "_rejects";
 const TMP_PREFIX: &str = ".fhir2parquet-tmp-";
-/// What one worker's Parquet writers may buffer in row groups in progress, all types together.
-/// Past it the largest row group is written out, so memory does not grow with the input.
-const WORKER_BUFFER_BYTES: usize = 96 << 20;
+/// What all workers' Parquet row groups in progress may hold together, shared out evenly: past
+/// its share a worker writes out its largest row group, so memory grows neither with the input
+/// nor with the number of threads.
+const BUFFER_BYTES: usize = 192 << 20;
+/// Each worker's share is at least this (smaller row groups cost footer bytes per column).
+const MIN_WORKER_BUFFER_BYTES: usize = 24 << 20;
 /// Leaf columns of the row groups one worker keeps in progress. The Parquet writer holds a codec
 /// per column, about 100 KB with zstd: past this budget the least recently used row group is
 /// finished.
@@ -76,6 +79,8 @@ struct Worker<'a> {
     arena: bumpalo::Bump,
     resources: &'a AtomicU64,
     tick: u64,
+    /// This worker's share of [`BUFFER_BYTES`].
+    buffer_bytes: usize,
 }
 
 /// What a worker hands back.
@@ -208,7 +213,8 @@ impl Worker<'_> {
         Ok(())
     }
 
-    /// Keeps the worker's writers within [`WORKER_OPEN_COLUMNS`] and [`WORKER_BUFFER_BYTES`].
+    /// Keeps the worker's writers within [`WORKER_OPEN_COLUMNS`] and its share of
+    /// [`BUFFER_BYTES`].
     fn bound_memory(&mut self) -> Result<()> {
         loop {
             let mut open = 0;
@@ -244,7 +250,7 @@ impl Worker<'_> {
                 }
             }
             match largest {
-                Some((b, w)) if total > WORKER_BUFFER_BYTES && b > 0 => w.flush(self.files)?,
+                Some((b, w)) if total > self.buffer_bytes && b > 0 => w.flush(self.files)?,
                 _ => return Ok(()),
             }
         }
@@ -367,6 +373,7 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
                         arena: bumpalo::Bump::new(),
                         resources,
                         tick: 0,
+                        buffer_bytes: (BUFFER_BYTES / threads).max(MIN_WORKER_BUFFER_BYTES),
                     };
                     let mut failed = None;
                     for chunk in rx.iter() {
