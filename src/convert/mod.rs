@@ -2,8 +2,9 @@
 //!
 //! One reader (this thread) cuts the sources into chunks of whole lines; each worker thread parses
 //! lines, routes every resource to the [`ResourceDecoder`] of its type and encodes the batches into
-//! Parquet row groups, which go to the one file of their type (see [`writer`]). Everything is written under `OUT/.fhir2parquet-tmp-<run>/` and published at
-//! the end, so a run that is killed leaves nothing that looks complete.
+//! Parquet row groups, which go to the one file of their type (see [`writer`]). Everything is
+//! written under `OUT/.fhir2parquet-tmp-<run>/` and published at the end, so a run that is killed
+//! leaves nothing that looks complete.
 
 mod partition;
 mod rejects;

@@ -279,43 +279,36 @@ impl FileSet {
         }
     }
 
-    fn folder(
-        &self,
-        dir: &Path,
-        schema: &SchemaRef,
-        props: &WriterProperties,
-    ) -> Result<Arc<Mutex<SharedFile>>> {
+    /// The shared file of an encoder's folder, made on first use.
+    fn folder(&self, e: &RowGroupEncoder) -> Result<Arc<Mutex<SharedFile>>> {
         let mut files = self.files.lock().expect("no writer panicked");
-        if let Some(f) = files.get(dir) {
+        if let Some(f) = files.get(&e.dir) {
             return Ok(f.clone());
         }
         let root = ArrowSchemaConverter::new()
-            .convert(schema)?
+            .convert(&e.schema)?
             .root_schema_ptr();
         let f = Arc::new(Mutex::new(SharedFile {
-            dir: dir.to_path_buf(),
+            dir: e.dir.clone(),
             root,
-            props: Arc::new(props.clone()),
+            props: Arc::new(e.props.clone()),
             seq: 0,
             current: None,
             done: Vec::new(),
             bytes: 0,
             leftover: None,
         }));
-        files.insert(dir.to_path_buf(), f.clone());
+        files.insert(e.dir.clone(), f.clone());
         Ok(f)
     }
 
     /// Keeps `batch` for the folder's last row group (see [`RowGroupEncoder::finish`]).
-    fn set_aside(&self, mut encoder: RowGroupEncoder, batch: RecordBatch) -> Result<()> {
-        let file = files_folder(self, &encoder)?;
+    fn set_aside(&self, encoder: RowGroupEncoder, batch: RecordBatch) -> Result<()> {
+        let file = self.folder(&encoder)?;
         let mut f = file.lock().expect("no writer panicked");
         match &mut f.leftover {
             Some((_, batches)) => batches.push(batch),
-            None => {
-                encoder.file = Some(file.clone());
-                f.leftover = Some((encoder, vec![batch]));
-            }
+            None => f.leftover = Some((encoder, vec![batch])),
         }
         Ok(())
     }
@@ -409,7 +402,7 @@ impl RowGroupEncoder {
 
     fn encode(&mut self, files: &FileSet, batch: &RecordBatch) -> Result<()> {
         if self.file.is_none() {
-            self.file = Some(files_folder(files, self)?);
+            self.file = Some(files.folder(self)?);
         }
         if self.factory.is_none() {
             let props = sparse_where_empty(&self.props, batch);
@@ -480,9 +473,4 @@ impl RowGroupEncoder {
             .expect("no writer panicked")
             .append(&files.prefix, files.target, chunks)
     }
-}
-
-/// The shared file of an encoder's folder.
-fn files_folder(files: &FileSet, e: &RowGroupEncoder) -> Result<Arc<Mutex<SharedFile>>> {
-    files.folder(&e.dir, &e.schema, &e.props)
 }

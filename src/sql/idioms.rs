@@ -166,18 +166,19 @@ fn bigquery_function(f: &Function) -> Result<Option<Expr>, String> {
         ("DATE", [x]) => Ok(Some(parse_expr(&format!("CAST({x} AS DATE)"))?)),
         ("DATE_DIFF", [a, b, part]) => {
             let day = |x: &Expr| format!("CAST(CAST(CAST({x} AS DATE) AS INT) AS BIGINT)");
-            let year = |x: &Expr| format!("CAST(date_part('year', CAST({x} AS DATE)) AS BIGINT)");
-            let month = |x: &Expr| format!("CAST(date_part('month', CAST({x} AS DATE)) AS BIGINT)");
+            let field = |name: &str, x: &Expr| {
+                format!("CAST(date_part('{name}', CAST({x} AS DATE)) AS BIGINT)")
+            };
             let sql = match part.to_string().to_ascii_uppercase().as_str() {
                 "DAY" => format!("({} - {})", day(a), day(b)),
                 "MONTH" => format!(
                     "(({} - {}) * 12 + {} - {})",
-                    year(a),
-                    year(b),
-                    month(a),
-                    month(b)
+                    field("year", a),
+                    field("year", b),
+                    field("month", a),
+                    field("month", b)
                 ),
-                "YEAR" => format!("({} - {})", year(a), year(b)),
+                "YEAR" => format!("({} - {})", field("year", a), field("year", b)),
                 other => {
                     return Err(format!(
                         "DATE_DIFF(..., {other}): the parts supported are DAY, MONTH and YEAR"

@@ -5,15 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use crate::shared;
-use crate::sql::query;
-
-fn resources(t: &str) -> Vec<Value> {
-    crate::read_lines(&shared(&format!("fhir-data/synthea-r4-small/{t}.ndjson")))
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use crate::sql::{ndjson, query};
 
 fn run(file: &str) -> Vec<Vec<String>> {
     let sql = std::fs::read_to_string(format!(
@@ -55,7 +47,7 @@ fn rows(v: Vec<Vec<String>>) -> Vec<Vec<String>> {
 fn q01_patients_by_gender_and_age_band() {
     let ref_date = micros("2020-01-01T00:00:00Z");
     let mut want: BTreeMap<(String, i64), u64> = BTreeMap::new();
-    for p in resources("Patient") {
+    for p in ndjson("Patient") {
         let age = (ref_date - micros(p["birthDate"].as_str().unwrap())) as f64 / 1e6 / 31_557_600.0;
         *want
             .entry((
@@ -74,7 +66,7 @@ fn q01_patients_by_gender_and_age_band() {
 #[test]
 fn q02_most_common_conditions() {
     let mut counts: HashMap<(String, String), u64> = HashMap::new();
-    for c in resources("Condition") {
+    for c in ndjson("Condition") {
         for coding in c["code"]["coding"].as_array().unwrap() {
             if coding["system"] == "http://snomed.info/sct" {
                 let key = (
@@ -98,7 +90,7 @@ fn q02_most_common_conditions() {
 #[test]
 fn q03_latest_glucose_per_patient() {
     let mut latest: BTreeMap<String, (i64, f64, String)> = BTreeMap::new();
-    for o in resources("Observation") {
+    for o in ndjson("Observation") {
         if !has(&o["code"], "http://loinc.org", "2339-0") {
             continue;
         }
@@ -126,7 +118,7 @@ fn q03_latest_glucose_per_patient() {
 #[test]
 fn q04_encounters_per_year() {
     let mut want: BTreeMap<String, u64> = BTreeMap::new();
-    for e in resources("Encounter") {
+    for e in ndjson("Encounter") {
         *want
             .entry(e["period"]["start"].as_str().unwrap()[..4].to_string())
             .or_default() += 1;
@@ -141,10 +133,10 @@ fn q04_encounters_per_year() {
 #[test]
 fn q05_medication_requests_per_patient() {
     let mut counts: HashMap<String, u64> = HashMap::new();
-    for m in resources("MedicationRequest") {
+    for m in ndjson("MedicationRequest") {
         *counts.entry(id_of(&m["subject"])).or_default() += 1;
     }
-    let mut want: Vec<(u64, String, String)> = resources("Patient")
+    let mut want: Vec<(u64, String, String)> = ndjson("Patient")
         .iter()
         .map(|p| {
             let id = p["id"].as_str().unwrap().to_string();
@@ -165,12 +157,12 @@ fn q05_medication_requests_per_patient() {
 
 #[test]
 fn q06_prediabetes_with_high_glucose() {
-    let pre: BTreeSet<String> = resources("Condition")
+    let pre: BTreeSet<String> = ndjson("Condition")
         .iter()
         .filter(|c| has(&c["code"], "http://snomed.info/sct", "15777000"))
         .map(|c| id_of(&c["subject"]))
         .collect();
-    let high: BTreeSet<String> = resources("Observation")
+    let high: BTreeSet<String> = ndjson("Observation")
         .iter()
         .filter(|o| {
             has(&o["code"], "http://loinc.org", "2339-0")
@@ -186,7 +178,7 @@ fn q06_prediabetes_with_high_glucose() {
 #[test]
 fn q07_observations_by_category() {
     let mut counts: HashMap<String, u64> = HashMap::new();
-    for o in resources("Observation") {
+    for o in ndjson("Observation") {
         for cat in o["category"].as_array().unwrap() {
             *counts
                 .entry(cat["coding"][0]["code"].as_str().unwrap().into())
@@ -202,7 +194,7 @@ fn q07_observations_by_category() {
 #[test]
 fn q08_immunizations_by_vaccine() {
     let mut doses: HashMap<(String, String), (u64, BTreeSet<String>)> = HashMap::new();
-    for i in resources("Immunization") {
+    for i in ndjson("Immunization") {
         let key = (
             i["vaccineCode"]["coding"][0]["code"]
                 .as_str()
@@ -229,7 +221,7 @@ fn q08_immunizations_by_vaccine() {
 #[test]
 fn q09_race_from_extension() {
     let mut counts: HashMap<String, u64> = HashMap::new();
-    for p in resources("Patient") {
+    for p in ndjson("Patient") {
         for e in p["extension"].as_array().unwrap() {
             if e["url"] == "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race" {
                 for inner in e["extension"].as_array().unwrap() {

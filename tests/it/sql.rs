@@ -34,6 +34,20 @@ pub fn query(sql: &str) -> Vec<Vec<String>> {
     r
 }
 
+/// The error a query fails with.
+pub fn query_error(sql: &str) -> String {
+    let shell = Shell::open(dataset(), None).unwrap();
+    shell.run_sql(sql).unwrap_err().to_string()
+}
+
+/// The small set's resources of one type, parsed from the NDJSON.
+pub fn ndjson(t: &str) -> Vec<serde_json::Value> {
+    crate::read_lines(&shared(&format!("fhir-data/synthea-r4-small/{t}.ndjson")))
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn csv_rows(text: &str) -> Vec<Vec<String>> {
     text.lines()
         .map(|l| l.split(',').map(str::to_string).collect())
@@ -111,16 +125,9 @@ fn camel_case_struct_access_unnest_partitions_and_decimals() {
 
 #[test]
 fn errors_name_the_nearest_name() {
-    let shell = Shell::open(dataset(), None).unwrap();
-    let e = shell
-        .run_sql("SELECT * FROM Patien")
-        .unwrap_err()
-        .to_string();
+    let e = query_error("SELECT * FROM Patien");
     assert!(e.contains("did you mean Patient?"), "{e}");
-    let e = shell
-        .run_sql("SELECT gendr FROM Patient")
-        .unwrap_err()
-        .to_string();
+    let e = query_error("SELECT gendr FROM Patient");
     assert!(
         e.to_lowercase().contains("did you mean") && e.contains("gender"),
         "{e}"
@@ -224,14 +231,6 @@ fn interactive_shell_in_a_pseudo_terminal() {
     assert!(out.contains("fhir> ") && out.contains("| 9 |"), "{out}");
     let history = std::fs::read_to_string(home.path().join(".fhir2parquet_history")).unwrap();
     assert!(history.contains("FROM Patient"), "{history}");
-}
-
-/// The small set's resources of one type, parsed from the NDJSON.
-fn ndjson(t: &str) -> Vec<serde_json::Value> {
-    crate::read_lines(&shared(&format!("fhir-data/synthea-r4-small/{t}.ndjson")))
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn list(v: &serde_json::Value) -> Vec<serde_json::Value> {
@@ -364,23 +363,14 @@ fn bigquery_functions_and_unsupported_forms() {
     let codings: usize = obs.iter().map(|o| list(&o["code"]["coding"]).len()).sum();
     let rows = query("SELECT SUM(ARRAY_LENGTH(code.coding)) FROM Observation");
     assert_eq!(rows[1][0], codings.to_string());
-    let shell = Shell::open(dataset(), None).unwrap();
-    let e = shell
-        .run_sql("SELECT 1 FROM Observation o, UNNEST(o.code.coding)")
-        .unwrap_err()
-        .to_string();
+    let e = query_error("SELECT 1 FROM Observation o, UNNEST(o.code.coding)");
     assert!(e.contains("UNNEST(o.code.coding) AS x"), "{e}");
-    let e = shell
-        .run_sql("SELECT 1 FROM Observation o RIGHT JOIN UNNEST(o.code.coding) AS c ON TRUE")
-        .unwrap_err()
-        .to_string();
+    let e =
+        query_error("SELECT 1 FROM Observation o RIGHT JOIN UNNEST(o.code.coding) AS c ON TRUE");
     assert!(
         e.contains("is not supported") && e.contains("LEFT JOIN"),
         "{e}"
     );
-    let e = shell
-        .run_sql("SELECT DATE_DIFF(DATE '2020-01-01', DATE '2020-01-01', WEEK)")
-        .unwrap_err()
-        .to_string();
+    let e = query_error("SELECT DATE_DIFF(DATE '2020-01-01', DATE '2020-01-01', WEEK)");
     assert!(e.contains("DAY, MONTH and YEAR"), "{e}");
 }
