@@ -28,6 +28,15 @@ pub mod exit {
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// A custom object store endpoint (an S3-compatible store, an emulator), for every s3://,
+    /// gs:// or az:// URL of the command; http:// is allowed here. Default: AWS_ENDPOINT_URL,
+    /// the Azure connection string, or the store's own.
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Retries of a failed object store request (throttling, 5xx, dropped connections), with
+    /// exponential backoff.
+    #[arg(long, global = true, value_name = "N", default_value_t = 10)]
+    pub retries: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,16 +52,31 @@ pub enum Command {
     Sql(SqlArgs),
     /// Run SQL on FHIR v2 ViewDefinitions over a converted dataset.
     View(ViewArgs),
+    /// Copy a converted dataset to an object store (S3, GCS, Azure): parallel, resumable, the
+    /// run record last.
+    Upload(UploadArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UploadArgs {
+    /// A folder written by convert.
+    pub dataset: PathBuf,
+    /// Where to: an s3://, gs://, az:// (abfss://) URL.
+    pub dest: String,
+    /// No progress bar and no summary.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// Input files (.ndjson, .ndjson.gz), folders, manifest.json files, or - for standard input.
+    /// Input files (.ndjson, .ndjson.gz), folders, manifest.json files, - for standard input, or
+    /// s3://, gs://, az:// URLs of such files or of a prefix holding them.
     #[arg(required = true)]
-    pub inputs: Vec<PathBuf>,
-    /// Output folder: OUT/<ResourceType>/ per type.
+    pub inputs: Vec<String>,
+    /// Output folder, or an s3://, gs://, az:// (abfss://) URL: OUT/<ResourceType>/ per type.
     #[arg(short, long)]
-    pub out: PathBuf,
+    pub out: String,
     /// Add this run's files beside those already in OUT instead of replacing each type's data.
     #[arg(long)]
     pub append: bool,
@@ -85,8 +109,8 @@ pub struct ConvertArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ToNdjsonArgs {
-    /// A folder written by convert.
-    pub dataset: PathBuf,
+    /// A folder written by convert, or its s3://, gs://, az:// URL.
+    pub dataset: String,
     /// Output folder for <ResourceType>.ndjson.
     #[arg(short, long)]
     pub out: PathBuf,
@@ -114,8 +138,8 @@ pub enum SchemaFormat {
 
 #[derive(clap::Args, Debug)]
 pub struct SqlArgs {
-    /// A folder written by convert.
-    pub dataset: PathBuf,
+    /// A folder written by convert, or its s3://, gs://, az:// URL.
+    pub dataset: String,
     /// Run this statement and exit.
     #[arg(short = 'c', long = "command")]
     pub command: Vec<String>,
@@ -142,9 +166,9 @@ pub struct ViewArgs {
     /// ViewDefinition files (JSON), or folders of them.
     #[arg(required = true)]
     pub views: Vec<PathBuf>,
-    /// The dataset to run them on: a folder written by convert.
+    /// The dataset to run them on: a folder written by convert, or its s3://, gs://, az:// URL.
     #[arg(short, long)]
-    pub data: PathBuf,
+    pub data: String,
     /// Write the rows to this file instead of printing them: .parquet, .csv, .ndjson or .json.
     /// With several views, a folder: one DIR/<name>.parquet per view.
     #[arg(short, long)]

@@ -9,10 +9,13 @@
 
 pub mod cli;
 pub mod convert;
+pub mod dataset;
 pub mod decode;
 pub mod encode;
 pub mod input;
 pub mod json;
 pub mod schema;
 pub mod sql;
+pub mod store;
+pub mod upload;
 pub mod view;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use fhir2parquet::cli::{exit, Cli, Command};
 use fhir2parquet::convert::{self, ConvertOptions, PartitionSpec, WriteOptions};
+use fhir2parquet::store::{redact, Location, StoreOptions};
 
 /// mimalloc: convert allocates and frees Arrow and Parquet buffers on every thread for every
 /// batch, and the system allocator spent ~10% of a conversion's CPU time on it.
@@ -17,7 +18,8 @@ fn main() -> ExitCode {
         // The reader of our output went away (`| head`): not an error of ours.
         Err(e) if is_broken_pipe(&e) => exit::OK,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Store errors can quote request URLs: never with their signatures or tokens.
+            eprintln!("error: {}", redact(&format!("{e:#}")));
             exit::FATAL
         }
     };
@@ -34,10 +36,14 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
+    let stores = StoreOptions {
+        endpoint: cli.endpoint.clone(),
+        retries: Some(cli.retries),
+    };
     match cli.command {
         Command::Convert(a) => {
             let opts = ConvertOptions {
-                out: a.out,
+                out: Location::parse(&a.out, &stores)?,
                 append: a.append,
                 partition_by: a
                     .partition_by
@@ -56,7 +62,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 batch_rows: a.batch_rows.max(1),
                 progress: !a.quiet && std::io::stderr().is_terminal(),
             };
-            let record = convert::run(&a.inputs, &opts)?;
+            let inputs = a
+                .inputs
+                .iter()
+                .map(|i| Location::parse(i, &stores))
+                .collect::<Result<Vec<_>, _>>()?;
+            let record = convert::run(&inputs, &opts)?;
             if !a.quiet {
                 record.print_table(&mut std::io::stderr())?;
             }
@@ -71,7 +82,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             })
         }
         Command::ToNdjson(a) => {
-            let counts = fhir2parquet::encode::to_ndjson(&a.dataset, &a.out)?;
+            let dataset = Location::parse(&a.dataset, &stores)?;
+            let counts = fhir2parquet::encode::to_ndjson(dataset, &a.out)?;
             for (t, n) in counts {
                 eprintln!("{t}: {n} resources");
             }
@@ -81,7 +93,22 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             fhir2parquet::schema::print::run(&a, &mut std::io::stdout())?;
             Ok(exit::OK)
         }
-        Command::Sql(a) => fhir2parquet::sql::run(a),
-        Command::View(a) => fhir2parquet::view::run(a),
+        Command::Upload(a) => {
+            let Location::Remote(dest) = Location::parse(&a.dest, &stores)? else {
+                anyhow::bail!(
+                    "{}: upload sends a dataset to an s3://, gs:// or az:// URL; to copy it to \
+                     another folder, use cp -r",
+                    a.dest
+                );
+            };
+            let progress = !a.quiet && std::io::stderr().is_terminal();
+            let summary = fhir2parquet::upload::run(&a.dataset, &dest, progress)?;
+            if !a.quiet {
+                summary.print(&dest.url(""), &mut std::io::stderr())?;
+            }
+            Ok(exit::OK)
+        }
+        Command::Sql(a) => fhir2parquet::sql::run(a, &stores),
+        Command::View(a) => fhir2parquet::view::run(a, &stores),
     }
 }

@@ -2,11 +2,13 @@
 //!
 //! One reader (this thread) cuts the sources into chunks of whole lines; each worker thread parses
 //! lines, routes every resource to the [`ResourceDecoder`] of its type and encodes the batches into
-//! Parquet row groups, which go to the one file of their type (see [`writer`]). Everything is
-//! written under `OUT/.fhir2parquet-tmp-<run>/` and published at the end, so a run that is killed
-//! leaves nothing that looks complete.
+//! Parquet row groups, which go to the one file of their type (see [`writer`]). Locally,
+//! everything is written under `OUT/.fhir2parquet-tmp-<run>/`; on an object store, every file is
+//! a multipart upload left incomplete. Either way the run is published at the end (see
+//! [`publish`]), so a run that is killed leaves nothing that looks complete.
 
 mod partition;
+mod publish;
 mod rejects;
 mod summary;
 mod writer;
@@ -24,6 +26,7 @@ use anyhow::{Context, Result};
 use crate::decode::{OverflowStats, ResourceDecoder};
 use crate::input::{self, Chunk, Source};
 use crate::json::{self, Json};
+use crate::store::Location;
 
 pub use partition::PartitionSpec;
 pub use rejects::RejectReason;
@@ -33,7 +36,7 @@ pub use writer::{Codec, WriteOptions};
 /// Everything `convert` needs besides the inputs.
 #[derive(Debug, Clone)]
 pub struct ConvertOptions {
-    pub out: PathBuf,
+    pub out: Location,
     pub append: bool,
     pub partition_by: Vec<PartitionSpec>,
     pub write: WriteOptions,
@@ -67,7 +70,6 @@ struct TypeState {
 }
 
 struct Worker<'a> {
-    tmp: &'a Path,
     opts: &'a ConvertOptions,
     files: &'a writer::FileSet,
     sources: &'a [Source],
@@ -179,10 +181,9 @@ impl Worker<'_> {
             None => {
                 let decoder =
                     ResourceDecoder::new(rt).expect("a resource type: checked when first seen");
-                let dir = if part.is_empty() {
-                    self.tmp.join(rt)
-                } else {
-                    self.tmp.join(rt).join(&part)
+                let dir = match part.is_empty() {
+                    true => PathBuf::from(rt),
+                    false => PathBuf::from(rt).join(&part),
                 };
                 let props = self
                     .opts
@@ -302,43 +303,50 @@ impl Worker<'_> {
     }
 }
 
-/// The resource tables of a converted dataset: each folder named after a resource type, with its
-/// path, sorted by name.
-pub fn resource_tables(dataset: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let entries = std::fs::read_dir(dataset).with_context(|| {
-        format!(
-            "cannot read {}: give a folder written by `fhir2parquet convert`",
-            dataset.display()
-        )
-    })?;
-    let mut tables = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type()?.is_dir() && crate::schema::node::resource_members(&name).is_some() {
-            tables.push((name, entry.path()));
-        }
-    }
-    tables.sort();
-    Ok(tables)
-}
-
 /// Runs a conversion. Returns the run record; the caller decides the exit code from it.
-pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
+pub fn run<L: Clone + Into<Location>>(inputs: &[L], opts: &ConvertOptions) -> Result<RunRecord> {
     let started = Instant::now();
-    let sources = input::resolve(inputs)?;
+    let inputs: Vec<Location> = inputs.iter().cloned().map(Into::into).collect();
+    let sources = input::resolve(&inputs)?;
     let fhir_version = crate::schema::r4().fhir_version.clone();
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("cannot create the output folder {}", opts.out.display()))?;
-    clean_stale_tmp(&opts.out);
     let run_id = format!(
         "{}{:04x}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S"),
         std::process::id() & 0xffff
     );
-    let tmp = opts.out.join(format!("{TMP_PREFIX}{run_id}"));
+    // Locally the run is written in a folder of OUT; on a store, straight to its place as
+    // uploads completed at the end, with only the rejects in a local folder.
+    let (tmp, target) = match &opts.out {
+        Location::Local(out) => {
+            std::fs::create_dir_all(out)
+                .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+            clean_stale_tmp(out);
+            let tmp = out.join(format!("{TMP_PREFIX}{run_id}"));
+            (tmp.clone(), writer::Target::Dir(tmp))
+        }
+        Location::Remote(remote) => {
+            publish::clean_remote(remote)?;
+            let tmp = std::env::temp_dir().join(format!("fhir2parquet-{run_id}"));
+            (tmp, writer::Target::Store(remote.clone()))
+        }
+    };
     std::fs::create_dir_all(&tmp)?;
+    let result = convert(&sources, opts, &fhir_version, &run_id, &tmp, target, started);
+    if matches!(opts.out, Location::Remote(_)) || result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
 
+fn convert(
+    sources: &[Source],
+    opts: &ConvertOptions,
+    fhir_version: &String,
+    run_id: &String,
+    tmp: &PathBuf,
+    target: writer::Target,
+    started: Instant,
+) -> Result<RunRecord> {
     let total: u64 = sources.iter().map(|s| s.size).sum();
     let bar = summary::progress_bar(opts.progress, total);
     let read_bytes = Arc::new(AtomicU64::new(0));
@@ -348,18 +356,16 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
     // Chunk buffers go back to the reader when a worker is done with them.
     let (recycle, recycled) = crossbeam_channel::bounded::<Vec<u8>>(threads * 2 + 2);
 
-    let files = writer::FileSet::new(run_id.clone(), opts.write.target_file_bytes);
+    let files = writer::FileSet::new(target, run_id.clone(), opts.write.target_file_bytes);
     let mut input_records = Vec::new();
     let results: Vec<Result<WorkerResult>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|id| {
                 let rx = rx.clone();
                 let recycle = recycle.clone();
-                let (tmp, run_id, fv, sources, resources, files) =
-                    (&tmp, &run_id, &fhir_version, &sources, &resources, &files);
+                let (tmp, fv, resources, files) = (&tmp, fhir_version, &resources, &files);
                 scope.spawn(move || -> Result<WorkerResult> {
                     let mut w = Worker {
-                        tmp,
                         opts,
                         files,
                         sources,
@@ -431,11 +437,22 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
     });
     bar.finish_and_clear();
 
-    let written = files.finish();
-    let mut record = RunRecord::new(&run_id, &fhir_version, opts);
-    record.inputs = input_records;
+    // A worker's error fails the run: nothing of it is published.
+    let mut worker_results = Vec::new();
     for r in results {
-        let r = r?;
+        match r {
+            Ok(r) => worker_results.push(r),
+            Err(e) => {
+                files.abort();
+                return Err(e);
+            }
+        }
+    }
+    let written = files.finish()?;
+    let mut record = RunRecord::new(run_id, fhir_version, opts);
+    record.inputs = input_records;
+    let mut reject_files = Vec::new();
+    for r in worker_results {
         for (t, rec) in r.types {
             record.types.entry(t).or_default().merge(&rec);
         }
@@ -450,57 +467,41 @@ pub fn run(inputs: &[PathBuf], opts: &ConvertOptions) -> Result<RunRecord> {
                     .to_string_lossy()
                     .into_owned(),
             );
+            reject_files.push(f);
         }
         for (s, n) in r.per_source {
             record.inputs[s].resources += n;
         }
     }
     // Files and bytes per type, from the folders its files went to.
-    for (dir, f) in written? {
-        let rel = dir.strip_prefix(&tmp).unwrap_or(&dir);
-        let rt = rel.iter().next().unwrap_or_default().to_string_lossy();
+    let mut uploads = Vec::new();
+    for (dir, f) in written {
+        let rt = dir.iter().next().unwrap_or_default().to_string_lossy();
         let rec = record.types.entry(rt.into_owned()).or_default();
-        rec.files += f.files;
+        rec.files += f.names.len() as u64;
         rec.parquet_bytes += f.bytes;
+        let folder = dir.to_string_lossy().replace('\\', "/");
+        uploads.extend(f.pending.into_iter().map(|p| (folder.clone(), p)));
     }
-    publish(&tmp, opts)?;
-    record.seconds = started.elapsed().as_secs_f64();
-    record.write(&opts.out)?;
-    Ok(record)
-}
-
-/// Moves the finished run from its temporary folder into OUT.
-fn publish(tmp: &Path, opts: &ConvertOptions) -> Result<()> {
-    for entry in std::fs::read_dir(tmp)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let dest = opts.out.join(&name);
-        if opts.append && dest.exists() {
-            move_into(&entry.path(), &dest)?;
-        } else {
-            if dest.exists() {
-                std::fs::remove_dir_all(&dest)
-                    .with_context(|| format!("cannot replace {}", dest.display()))?;
+    match &opts.out {
+        Location::Local(out) => {
+            publish::local(tmp, out, opts.append)?;
+            record.seconds = started.elapsed().as_secs_f64();
+            record.write(out)?;
+        }
+        Location::Remote(remote) => {
+            record.seconds = started.elapsed().as_secs_f64();
+            publish::RemoteRun {
+                remote,
+                run_id,
+                append: opts.append,
+                uploads,
+                rejects: reject_files,
             }
-            std::fs::rename(entry.path(), &dest)?;
+            .publish(&mut record)?;
         }
     }
-    std::fs::remove_dir_all(tmp)?;
-    Ok(())
-}
-
-fn move_into(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let dest = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            move_into(&entry.path(), &dest)?;
-        } else {
-            std::fs::rename(entry.path(), dest)?;
-        }
-    }
-    Ok(())
+    Ok(record)
 }
 
 /// Temporary folders of killed runs are never read; remove them.

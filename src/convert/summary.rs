@@ -131,11 +131,22 @@ impl RunRecord {
         out
     }
 
+    /// Writes the record into a local dataset folder (atomically: a temporary file renamed).
     pub fn write(&mut self, out: &Path) -> Result<()> {
         let path = out.join(RUN_RECORD);
+        let previous = std::fs::read_to_string(&path).ok();
+        let text = self.render(previous.as_deref())?;
+        let tmp = out.join(format!(".{RUN_RECORD}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(tmp, path)?;
+        Ok(())
+    }
+
+    /// The record as JSON; with `--append`, the `previous` record's runs are carried over.
+    pub fn render(&mut self, previous: Option<&str>) -> Result<String> {
         if self.append {
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                if let Ok(prev) = serde_json::from_str::<serde_json::Value>(&text) {
+            if let Some(text) = previous {
+                if let Ok(prev) = serde_json::from_str::<serde_json::Value>(text) {
                     let older: Previous =
                         serde_json::from_value(prev.clone()).unwrap_or(Previous {
                             previous_runs: vec![],
@@ -149,10 +160,7 @@ impl RunRecord {
                 }
             }
         }
-        let tmp = out.join(format!(".{RUN_RECORD}.tmp"));
-        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
-        std::fs::rename(tmp, path)?;
-        Ok(())
+        Ok(serde_json::to_string_pretty(self)?)
     }
 
     /// The summary table: rows, rejects, overflow, MB and seconds per type.

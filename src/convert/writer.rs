@@ -7,7 +7,7 @@
 //! a footer of a few hundred bytes per column in every file, so fewer files is smaller output.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +28,7 @@ use parquet::schema::types::{ColumnPath, TypePtr};
 use rustc_hash::FxHashMap;
 
 use crate::schema::node::OVERFLOW_COLUMN;
+use crate::store::{MultipartSink, PendingUpload, Remote};
 
 /// Values per column written in one go (see [`WriteOptions::properties`]).
 const WRITE_BATCH: usize = 8192;
@@ -199,11 +200,62 @@ fn trim_empty(chunk: &mut ArrowColumnChunk) -> Result<()> {
     Ok(())
 }
 
+/// Where a run's files go: a local (temporary) folder, or a prefix of an object store, where
+/// each file is a multipart upload that the run completes only when it commits.
+pub enum Target {
+    Dir(PathBuf),
+    Store(Remote),
+}
+
+/// A file being written.
+enum Sink {
+    File(BufWriter<File>),
+    Store(MultipartSink),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(f) => f.write(buf),
+            Sink::Store(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush(),
+            Sink::Store(s) => s.flush(),
+        }
+    }
+}
+
+impl Target {
+    /// Opens `dir/name` (`dir` relative to the target).
+    fn create(&self, dir: &Path, name: &str) -> Result<Sink> {
+        match self {
+            Target::Dir(root) => {
+                let dir = root.join(dir);
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                let path = dir.join(name);
+                let file = File::create(&path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                Ok(Sink::File(BufWriter::with_capacity(1 << 20, file)))
+            }
+            Target::Store(remote) => {
+                let rel = format!("{}/{name}", dir.to_string_lossy());
+                Ok(Sink::Store(MultipartSink::create(remote, remote.path(&rel))?))
+            }
+        }
+    }
+}
+
 /// The Parquet files a run writes: per folder (a type, or a partition of one), the file being
 /// written, shared by every worker.
 pub struct FileSet {
+    target: Target,
     prefix: String,
-    target: u64,
+    max_bytes: u64,
     files: Mutex<FxHashMap<PathBuf, Arc<Mutex<SharedFile>>>>,
 }
 
@@ -213,31 +265,26 @@ struct SharedFile {
     root: TypePtr,
     props: WriterPropertiesPtr,
     seq: usize,
-    current: Option<SerializedFileWriter<BufWriter<File>>>,
-    done: Vec<PathBuf>,
+    current: Option<SerializedFileWriter<Sink>>,
+    done: Vec<String>,
     bytes: u64,
+    pending: Vec<PendingUpload>,
     /// Rows of workers that wrote no row group here, written as one row group at the end.
     leftover: Option<(RowGroupEncoder, Vec<RecordBatch>)>,
 }
 
 impl SharedFile {
-    fn append(&mut self, prefix: &str, target: u64, chunks: Vec<ArrowColumnChunk>) -> Result<()> {
+    fn append(&mut self, set: &FileSet, chunks: Vec<ArrowColumnChunk>) -> Result<()> {
         if self.current.is_none() {
-            std::fs::create_dir_all(&self.dir)
-                .with_context(|| format!("cannot create {}", self.dir.display()))?;
-            let path = self
-                .dir
-                .join(format!("part-{prefix}-{:05}.parquet", self.seq));
+            let name = format!("part-{}-{:05}.parquet", set.prefix, self.seq);
             self.seq += 1;
-            let file =
-                File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-            let buf = BufWriter::with_capacity(1 << 20, file);
+            let sink = set.target.create(&self.dir, &name)?;
             self.current = Some(SerializedFileWriter::new(
-                buf,
+                sink,
                 self.root.clone(),
                 self.props.clone(),
             )?);
-            self.done.push(path);
+            self.done.push(name);
         }
         let w = self.current.as_mut().expect("opened above");
         let mut rg = w.next_row_group()?;
@@ -245,7 +292,7 @@ impl SharedFile {
             chunk.append_to_row_group(&mut rg)?;
         }
         rg.close()?;
-        if w.bytes_written() as u64 >= target {
+        if w.bytes_written() as u64 >= set.max_bytes {
             self.close()?;
         }
         Ok(())
@@ -253,28 +300,51 @@ impl SharedFile {
 
     fn close(&mut self) -> Result<()> {
         if let Some(w) = self.current.take() {
-            let path = self.done.last().expect("a file is open");
-            w.close()
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            self.bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            let name = self.done.last().expect("a file is open");
+            let what = || format!("cannot write {}", self.dir.join(name).display());
+            let written = w.bytes_written() as u64;
+            match w.into_inner().with_context(what)? {
+                Sink::File(mut f) => {
+                    f.flush().with_context(what)?;
+                    self.bytes += f.get_ref().metadata().map(|m| m.len()).unwrap_or(written);
+                }
+                Sink::Store(s) => {
+                    let p = s.finish()?;
+                    self.bytes += p.bytes;
+                    self.pending.push(p);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Gives up the file in progress (a failed run).
+    fn abort(&mut self) {
+        if let Some(w) = self.current.take() {
+            if let Ok(Sink::Store(s)) = w.into_inner() {
+                s.abort();
+            }
+        }
     }
 }
 
 /// What one folder's files came to.
 #[derive(Debug, Default)]
 pub struct FolderFiles {
-    pub files: u64,
+    /// File names, in the folder.
+    pub names: Vec<String>,
     pub bytes: u64,
+    /// Uploads to complete when the run commits (object stores only).
+    pub pending: Vec<PendingUpload>,
 }
 
 impl FileSet {
-    /// Files are named `part-<prefix>-<n>.parquet`, started anew past `target` bytes.
-    pub fn new(prefix: String, target: u64) -> Self {
+    /// Files are named `part-<prefix>-<n>.parquet`, started anew past `max_bytes` bytes.
+    pub fn new(target: Target, prefix: String, max_bytes: u64) -> Self {
         FileSet {
-            prefix,
             target,
+            prefix,
+            max_bytes,
             files: Mutex::new(FxHashMap::default()),
         }
     }
@@ -296,6 +366,7 @@ impl FileSet {
             current: None,
             done: Vec::new(),
             bytes: 0,
+            pending: Vec::new(),
             leftover: None,
         }));
         files.insert(e.dir.clone(), f.clone());
@@ -313,7 +384,7 @@ impl FileSet {
         Ok(())
     }
 
-    /// Finishes every file; per folder, how many files and bytes.
+    /// Finishes every file; per folder (relative to the target), its files and bytes.
     pub fn finish(self) -> Result<FxHashMap<PathBuf, FolderFiles>> {
         let all: Vec<_> = self
             .files
@@ -322,12 +393,18 @@ impl FileSet {
             .values()
             .cloned()
             .collect();
+        let mut failed = None;
         for file in all {
             let leftover = file.lock().expect("no writer panicked").leftover.take();
             if let Some((mut encoder, batches)) = leftover {
-                let batch = arrow::compute::concat_batches(&encoder.schema, &batches)?;
-                encoder.write(&self, &batch)?;
-                encoder.flush(&self)?;
+                let written = arrow::compute::concat_batches(&encoder.schema, &batches)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|batch| encoder.write(&self, &batch))
+                    .and_then(|()| encoder.flush(&self));
+                if let Err(e) = written {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
         let mut out = FxHashMap::default();
@@ -337,17 +414,51 @@ impl FileSet {
                 .expect("the workers are done")
                 .into_inner()
                 .expect("no writer panicked");
-            f.close()?;
+            if failed.is_none() {
+                if let Err(e) = f.close() {
+                    failed = Some(e);
+                }
+            }
+            f.abort();
             out.insert(
                 dir,
                 FolderFiles {
-                    files: f.done.len() as u64,
+                    names: f.done,
                     bytes: f.bytes,
+                    pending: f.pending,
                 },
             );
         }
-        Ok(out)
+        match failed {
+            None => Ok(out),
+            Some(e) => {
+                abort_all(out.into_values().flat_map(|f| f.pending));
+                Err(e)
+            }
+        }
     }
+
+    /// Gives up every file (a failed run): nothing of it becomes visible.
+    pub fn abort(self) {
+        let mut pending = Vec::new();
+        for (_, f) in self.files.into_inner().expect("no writer panicked") {
+            if let Ok(f) = Arc::try_unwrap(f) {
+                let mut f = f.into_inner().expect("no writer panicked");
+                f.abort();
+                pending.append(&mut f.pending);
+            }
+        }
+        abort_all(pending);
+    }
+}
+
+/// Aborts uploads (best effort: what fails here the store's lifecycle rules drop).
+pub fn abort_all(pending: impl IntoIterator<Item = PendingUpload>) {
+    let all: Vec<_> = pending.into_iter().collect();
+    if all.is_empty() {
+        return;
+    }
+    crate::store::block_on(futures::future::join_all(all.into_iter().map(|p| p.abort())));
 }
 
 /// One worker's row group in progress for one folder of the [`FileSet`]: batches are encoded
@@ -471,6 +582,6 @@ impl RowGroupEncoder {
         let file = self.file.as_ref().expect("set with the first batch");
         file.lock()
             .expect("no writer panicked")
-            .append(&files.prefix, files.target, chunks)
+            .append(files, chunks)
     }
 }

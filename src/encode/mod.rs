@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
@@ -16,25 +16,36 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::decode::datetime::instant_text;
 use crate::decode::decimal::decimal_text;
+use crate::dataset::DataFile;
 use crate::json::{self, Json};
+use crate::store::{Location, RemoteFile};
 use crate::schema::node::{
     primitive_extension_members, resource_members, Member, Prim, Shape, OVERFLOW_COLUMN,
 };
 
-/// Writes every resource type of a converted dataset to `out/<Type>.ndjson`; returns the counts.
-pub fn to_ndjson(dataset: &Path, out: &Path) -> Result<BTreeMap<String, u64>> {
+/// Writes every resource type of a converted dataset (local or on a store) to
+/// `out/<Type>.ndjson`; returns the counts.
+pub fn to_ndjson(dataset: impl Into<Location>, out: &Path) -> Result<BTreeMap<String, u64>> {
+    let dataset = &dataset.into();
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut counts = BTreeMap::new();
-    for (name, dir) in crate::convert::resource_tables(dataset)? {
+    for table in crate::dataset::tables(dataset)? {
+        let name = table.name;
         let members = resource_members(&name).expect("a resource table");
-        let mut files = Vec::new();
-        parquet_files(&dir, &mut files)?;
-        files.sort();
         let mut w = BufWriter::new(File::create(out.join(format!("{name}.ndjson")))?);
         let mut n = 0;
         let mut line = String::new();
-        for f in files {
-            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&f)?)?.build()?;
+        for f in table.files {
+            let reader = match (&f, dataset) {
+                (DataFile::Local(p), _) => {
+                    ParquetRecordBatchReaderBuilder::try_new(File::open(p)?)?.build()?
+                }
+                (DataFile::Remote { path, size }, Location::Remote(remote)) => {
+                    let file = RemoteFile::new(remote, path.clone(), *size);
+                    ParquetRecordBatchReaderBuilder::try_new(file)?.build()?
+                }
+                (DataFile::Remote { .. }, Location::Local(_)) => unreachable!("a local dataset"),
+            };
             for batch in reader {
                 let batch = batch?;
                 for row in 0..batch.num_rows() {
@@ -50,18 +61,6 @@ pub fn to_ndjson(dataset: &Path, out: &Path) -> Result<BTreeMap<String, u64>> {
         counts.insert(name, n);
     }
     Ok(counts)
-}
-
-fn parquet_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            parquet_files(&p, out)?;
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 /// One row of a resource table as the FHIR JSON resource.

@@ -1,4 +1,5 @@
-//! Where the NDJSON comes from: files (plain or gzip), folders, bulk export manifests, stdin.
+//! Where the NDJSON comes from: files (plain or gzip), folders, bulk export manifests, stdin, and
+//! the same on object stores.
 //!
 //! [`resolve`] turns what the user named into a list of [`Source`]s; [`chunks`] reads one source
 //! into chunks of whole lines, which is all the rest of the pipeline sees.
@@ -9,6 +10,10 @@ mod manifest;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use object_store::path::Path as ObjPath;
+use object_store::ObjectStoreExt;
+
+use crate::store::{block_on, Location, Remote};
 
 pub use chunks::{read_chunks, Chunk, ReadOutcome};
 
@@ -17,6 +22,8 @@ pub use chunks::{read_chunks, Chunk, ReadOutcome};
 pub struct Source {
     /// `-` for standard input.
     pub path: PathBuf,
+    /// An object of a store (then `path` is unused).
+    pub object: Option<(Remote, ObjPath)>,
     pub gzip: bool,
     /// The number of resources a bulk manifest says the file holds.
     pub expected_count: Option<u64>,
@@ -26,7 +33,10 @@ pub struct Source {
 
 impl Source {
     pub fn display(&self) -> String {
-        self.path.display().to_string()
+        match &self.object {
+            Some((remote, path)) => remote.object_url(path),
+            None => self.path.display().to_string(),
+        }
     }
 
     pub fn is_stdin(&self) -> bool {
@@ -47,19 +57,69 @@ fn file_source(path: PathBuf, expected_count: Option<u64>) -> Result<Source> {
     let gzip = path.extension().is_some_and(|e| e == "gz");
     Ok(Source {
         path,
+        object: None,
         gzip,
         expected_count,
         size: meta.len(),
     })
 }
 
+fn object_source(remote: &Remote, path: ObjPath, size: u64, expected_count: Option<u64>) -> Source {
+    Source {
+        path: PathBuf::new(),
+        gzip: path.as_ref().ends_with(".gz"),
+        object: Some((remote.clone(), path)),
+        expected_count,
+        size,
+    }
+}
+
+fn is_ndjson_name(name: &str) -> bool {
+    is_ndjson(Path::new(name))
+}
+
+/// An object, a manifest or a prefix of NDJSON objects on a store.
+fn resolve_remote(remote: &Remote) -> Result<Vec<Source>> {
+    let name = remote.prefix.filename().unwrap_or_default().to_string();
+    if name.ends_with(".json") {
+        return manifest::remote_sources(remote, remote.prefix.clone());
+    }
+    if is_ndjson_name(&name) {
+        let meta = block_on(remote.store.head(&remote.prefix))
+            .map_err(|e| remote.explain(e, &remote.prefix))?;
+        return Ok(vec![object_source(remote, meta.location, meta.size, None)]);
+    }
+    let mut objects = remote.list("")?;
+    let manifest = remote.path("manifest.json");
+    if objects.iter().any(|o| o.location == manifest) {
+        return manifest::remote_sources(remote, manifest);
+    }
+    objects.retain(|o| is_ndjson_name(o.location.filename().unwrap_or_default()));
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    if objects.is_empty() {
+        bail!("{} holds no .ndjson or .ndjson.gz object", remote.url(""));
+    }
+    Ok(objects
+        .into_iter()
+        .map(|o| object_source(remote, o.location, o.size, None))
+        .collect())
+}
+
 /// Resolves the inputs named on the command line.
-pub fn resolve(inputs: &[PathBuf]) -> Result<Vec<Source>> {
+pub fn resolve(inputs: &[Location]) -> Result<Vec<Source>> {
     let mut out = Vec::new();
     for input in inputs {
+        let input = match input {
+            Location::Remote(remote) => {
+                out.extend(resolve_remote(remote)?);
+                continue;
+            }
+            Location::Local(path) => path,
+        };
         if input.as_os_str() == "-" {
             out.push(Source {
                 path: input.clone(),
+                object: None,
                 gzip: false,
                 expected_count: None,
                 size: 0,

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::store::{Location, StoreOptions};
 use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
@@ -55,8 +56,13 @@ fn parse_size(s: &str) -> Result<usize> {
 }
 
 impl Shell {
-    /// Opens a dataset written by `convert`.
+    /// Opens a dataset written by `convert` in a local folder.
     pub fn open(dataset: &Path, memory_limit: Option<&str>) -> Result<Shell> {
+        Self::open_at(&Location::Local(dataset.to_path_buf()), memory_limit)
+    }
+
+    /// Opens a dataset written by `convert`, in a folder or on an object store.
+    pub fn open_at(dataset: &Location, memory_limit: Option<&str>) -> Result<Shell> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
@@ -80,15 +86,19 @@ impl Shell {
         }
         let ctx = SessionContext::new_with_config_rt(config, rt.build_arc()?);
         functions::register(&ctx);
+        if let Location::Remote(remote) = dataset {
+            ctx.register_object_store(&remote.base, remote.store.clone());
+        }
         let mut tables = Vec::new();
-        for (name, dir) in crate::convert::resource_tables(dataset)? {
+        for table in crate::dataset::tables(dataset)? {
+            let name = table.name;
             let schema = arrow_schema(&name).expect("a resource table");
-            let partitions = partition_columns(&dir);
-            let url = ListingTableUrl::parse(format!("{}/", dir.canonicalize()?.display()))?;
+            let url = ListingTableUrl::parse(&table.url)?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
                 .with_table_partition_cols(
-                    partitions
+                    table
+                        .partitions
                         .iter()
                         .map(|p| (p.clone(), DataType::Utf8))
                         .collect(),
@@ -101,12 +111,6 @@ impl Shell {
                 Arc::new(ListingTable::try_new(config)?),
             )?;
             tables.push(name);
-        }
-        if tables.is_empty() {
-            bail!(
-                "{} holds no resource tables: convert some NDJSON into it first",
-                dataset.display()
-            );
         }
         Ok(Shell {
             ctx,
@@ -260,32 +264,10 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Hive partition column names under a table folder (`effective_year=2019/` → `effective_year`).
-fn partition_columns(dir: &Path) -> Vec<String> {
-    let mut cols = Vec::new();
-    let mut cur = dir.to_path_buf();
-    loop {
-        let next = std::fs::read_dir(&cur)
-            .ok()
-            .and_then(|mut it| it.find_map(|e| e.ok().filter(|e| e.path().is_dir())));
-        match next {
-            Some(e) => {
-                let name = e.file_name().to_string_lossy().into_owned();
-                match name.split_once('=') {
-                    Some((k, _)) => cols.push(k.to_string()),
-                    None => break,
-                }
-                cur = e.path();
-            }
-            None => break,
-        }
-    }
-    cols
-}
-
 /// The `sql` command.
-pub fn run(args: SqlArgs) -> Result<i32> {
-    let mut shell = Shell::open(&args.dataset, args.memory_limit.as_deref())?;
+pub fn run(args: SqlArgs, stores: &StoreOptions) -> Result<i32> {
+    let dataset = Location::parse(&args.dataset, stores)?;
+    let mut shell = Shell::open_at(&dataset, args.memory_limit.as_deref())?;
     shell.format = args.format;
     let views = if args.views.is_empty() {
         Vec::new()

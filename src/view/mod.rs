@@ -145,10 +145,11 @@ fn file_format(path: &Path) -> Option<FileFormat> {
 }
 
 /// The `view` command.
-pub fn run(args: ViewArgs) -> Result<i32> {
+pub fn run(args: ViewArgs, stores: &crate::store::StoreOptions) -> Result<i32> {
     let files = view_files(&args.views)?;
     // Every view is checked and planned before anything is written.
-    let mut shell = Shell::open(&args.data, args.memory_limit.as_deref())?;
+    let data = crate::store::Location::parse(&args.data, stores)?;
+    let mut shell = Shell::open_at(&data, args.memory_limit.as_deref())?;
     shell.format = args.format;
     let mut views = Vec::new();
     for f in &files {

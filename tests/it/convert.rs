@@ -61,39 +61,7 @@ fn round_trip_is_lossless() {
         let out = tmp.path().join("out");
         let record = fhir2parquet::convert::run(&[shared(set)], &convert_opts(&out)).unwrap();
         fhir2parquet::encode::to_ndjson(&out, &tmp.path().join("back")).unwrap();
-        let mut expected: HashMap<String, Vec<String>> = HashMap::new();
-        for e in std::fs::read_dir(shared(set)).unwrap() {
-            let p = e.unwrap().path();
-            if p.to_string_lossy().contains(".ndjson") {
-                for l in read_lines(&p) {
-                    let doc = parse(&l).unwrap();
-                    let t = doc
-                        .get("resourceType")
-                        .unwrap()
-                        .as_str()
-                        .unwrap()
-                        .to_string();
-                    expected.entry(t).or_default().push(doc.canonical());
-                }
-            }
-        }
-        let mut total = 0;
-        for (t, mut want) in expected {
-            let mut got: Vec<String> =
-                read_lines(&tmp.path().join("back").join(format!("{t}.ndjson")))
-                    .iter()
-                    .map(|l| parse(l).unwrap().canonical())
-                    .collect();
-            want.sort();
-            got.sort();
-            total += want.len();
-            let differing = want.iter().zip(&got).filter(|(a, b)| a != b).count();
-            assert_eq!(
-                (want.len(), differing),
-                (got.len(), 0),
-                "{set}: {t} differs after the round trip"
-            );
-        }
+        let total = crate::assert_same_resources(&shared(set), &tmp.path().join("back"));
         if set.contains("spec-examples") {
             assert_eq!(total, 5294);
             // The examples hold things the typed columns cannot: they were kept and counted.

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a module per area.
 
 mod bad_input;
+mod cloud;
 mod convert;
 mod interop;
 mod queries;
@@ -43,7 +44,7 @@ pub fn bin_stdin(args: &[&str], stdin: &[u8]) -> Output {
 
 pub fn convert_opts(out: &Path) -> fhir2parquet::convert::ConvertOptions {
     fhir2parquet::convert::ConvertOptions {
-        out: out.to_path_buf(),
+        out: out.into(),
         append: false,
         partition_by: Vec::new(),
         write: fhir2parquet::convert::WriteOptions {
@@ -110,4 +111,40 @@ pub fn parquet_metadata(file: &Path) -> parquet::file::metadata::ParquetMetaData
         parquet::file::reader::SerializedFileReader::new(std::fs::File::open(file).unwrap())
             .unwrap();
     reader.metadata().clone()
+}
+
+/// Every resource of the NDJSON files of `src` is in `back/<Type>.ndjson` (written by
+/// `to-ndjson`), equal as JSON, and nothing else is; returns how many there are.
+pub fn assert_same_resources(src: &Path, back: &Path) -> usize {
+    use fhir2parquet::json::parse;
+    use std::collections::HashMap;
+    let mut expected: HashMap<String, Vec<String>> = HashMap::new();
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        if p.to_string_lossy().contains(".ndjson") {
+            for l in read_lines(&p) {
+                let doc = parse(&l).unwrap();
+                let t = doc.get("resourceType").unwrap().as_str().unwrap().to_string();
+                expected.entry(t).or_default().push(doc.canonical());
+            }
+        }
+    }
+    let mut total = 0;
+    for (t, mut want) in expected {
+        let mut got: Vec<String> = read_lines(&back.join(format!("{t}.ndjson")))
+            .iter()
+            .map(|l| parse(l).unwrap().canonical())
+            .collect();
+        want.sort();
+        got.sort();
+        total += want.len();
+        let differing = want.iter().zip(&got).filter(|(a, b)| a != b).count();
+        assert_eq!(
+            (want.len(), differing),
+            (got.len(), 0),
+            "{}: {t} differs after the round trip",
+            src.display()
+        );
+    }
+    total
 }

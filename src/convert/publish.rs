@@ -1,0 +1,218 @@
+//! Making a finished run visible, all at once or (on an object store) as near to it as stores
+//! allow, and cleaning up after runs that were killed.
+//!
+//! Locally, a run writes under `OUT/.fhir2parquet-tmp-<run>/` and renames its folders into
+//! place. An object store has no rename: there each data file is a multipart upload that is
+//! completed only here, after every file of the run has been uploaded:
+//!
+//! 1. `_fhir2parquet-pending-<run>.json` is written, listing the run's files;
+//! 2. every upload is completed (each file appears at once, whole);
+//! 3. the rejects are uploaded, and (unless `--append`) the files of earlier runs in the types
+//!    written are deleted;
+//! 4. `_fhir2parquet.json`, the run record, is written;
+//! 5. the pending list is deleted.
+//!
+//! A run killed before step 1 leaves only incomplete uploads, which no reader sees. One killed
+//! during steps 2-4 leaves its pending list: the next run into the same prefix deletes the files
+//! it names (unless the run record shows that run was published) before it starts.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use object_store::path::Path as ObjPath;
+use serde::{Deserialize, Serialize};
+
+use super::writer::abort_all;
+use super::{RunRecord, REJECTS_DIR, RUN_RECORD};
+use crate::store::{block_on, PendingUpload, Remote};
+
+const PENDING_PREFIX: &str = "_fhir2parquet-pending-";
+
+/// Moves a finished local run from its temporary folder into `out`.
+pub fn local(tmp: &Path, out: &Path, append: bool) -> Result<()> {
+    for entry in std::fs::read_dir(tmp)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let dest = out.join(&name);
+        if append && dest.exists() {
+            move_into(&entry.path(), &dest)?;
+        } else {
+            if dest.exists() {
+                std::fs::remove_dir_all(&dest)
+                    .with_context(|| format!("cannot replace {}", dest.display()))?;
+            }
+            std::fs::rename(entry.path(), &dest)?;
+        }
+    }
+    std::fs::remove_dir_all(tmp)?;
+    Ok(())
+}
+
+fn move_into(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            move_into(&entry.path(), &dest)?;
+        } else {
+            std::fs::rename(entry.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// The list a run writes before it makes its files visible.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    run_id: String,
+    /// Object paths relative to the dataset prefix.
+    files: Vec<String>,
+}
+
+/// A finished run on an object store: its uploads, its rejects (local files) and its record.
+pub struct RemoteRun<'a> {
+    pub remote: &'a Remote,
+    pub run_id: &'a str,
+    pub append: bool,
+    /// Data files: folder (relative, `/`-separated) and the pending upload.
+    pub uploads: Vec<(String, PendingUpload)>,
+    pub rejects: Vec<std::path::PathBuf>,
+}
+
+impl RemoteRun<'_> {
+    fn rel(&self, path: &ObjPath) -> String {
+        let prefix = self.remote.prefix.as_ref();
+        let p = path.as_ref();
+        match prefix.is_empty() {
+            true => p.to_string(),
+            false => p
+                .strip_prefix(prefix)
+                .unwrap_or(p)
+                .trim_start_matches('/')
+                .to_string(),
+        }
+    }
+
+    /// Commits the run (the steps of the module documentation).
+    pub fn publish(mut self, record: &mut RunRecord) -> Result<()> {
+        let remote = self.remote;
+        let uploads = std::mem::take(&mut self.uploads);
+        let mut files: Vec<String> = uploads.iter().map(|(_, u)| self.rel(&u.path)).collect();
+        let reject_names: Vec<String> = self
+            .rejects
+            .iter()
+            .map(|p| format!("{REJECTS_DIR}/{}", p.file_name().unwrap_or_default().to_string_lossy()))
+            .collect();
+        files.extend(reject_names.iter().cloned());
+        let marker = format!("{PENDING_PREFIX}{}.json", self.run_id);
+        let pending = Pending {
+            run_id: self.run_id.to_string(),
+            files: files.clone(),
+        };
+        if let Err(e) = remote.put(&marker, serde_json::to_vec_pretty(&pending)?) {
+            abort_all(uploads.into_iter().map(|(_, u)| u));
+            return Err(e);
+        }
+
+        // Complete every upload; on a failure, take back the ones completed.
+        let store = remote.store.clone();
+        let results: Vec<(ObjPath, object_store::Result<()>)> = block_on(
+            futures::stream::iter(uploads.into_iter().map(|(_, u)| {
+                let path = u.path.clone();
+                async move { (path, u.complete().await) }
+            }))
+            .buffer_unordered(16)
+            .collect(),
+        );
+        if let Some((path, e)) = results
+            .iter()
+            .find_map(|(p, r)| r.as_ref().err().map(|e| (p.clone(), e.to_string())))
+        {
+            let done: Vec<ObjPath> = results
+                .into_iter()
+                .filter(|(_, r)| r.is_ok())
+                .map(|(p, _)| p)
+                .collect();
+            let _ = remote.delete(done);
+            let _ = remote.delete(vec![remote.path(&marker)]);
+            drop(store);
+            anyhow::bail!(
+                "{}: cannot complete the upload: {e}; nothing of this run was published",
+                remote.object_url(&path)
+            );
+        }
+
+        for (local, rel) in self.rejects.iter().zip(&reject_names) {
+            let data = std::fs::read(local)?;
+            remote.put(rel, data)?;
+        }
+
+        if !self.append {
+            // The folders this run wrote replace those of earlier runs.
+            let mut tops: Vec<String> = files
+                .iter()
+                .filter_map(|f| f.split('/').next().map(str::to_string))
+                .collect();
+            tops.sort();
+            tops.dedup();
+            let keep: std::collections::HashSet<&str> = files.iter().map(String::as_str).collect();
+            let mut old = Vec::new();
+            for top in tops {
+                for meta in remote.list(&top)? {
+                    if !keep.contains(self.rel(&meta.location).as_str()) {
+                        old.push(meta.location);
+                    }
+                }
+            }
+            remote.delete(old)?;
+        }
+
+        let previous = remote
+            .read(RUN_RECORD)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let text = record.render(previous.as_deref())?;
+        remote.put(RUN_RECORD, text.into_bytes())?;
+        remote.delete(vec![remote.path(&marker)])?;
+        Ok(())
+    }
+}
+
+/// Before a run: takes away what runs killed while publishing left visible (see the module
+/// documentation).
+pub fn clean_remote(remote: &Remote) -> Result<()> {
+    let listing = block_on(remote.store.list_with_delimiter(Some(&remote.prefix)))
+        .map_err(|e| remote.explain(e, &remote.prefix))?;
+    let markers: Vec<_> = listing
+        .objects
+        .into_iter()
+        .filter(|m| {
+            m.location
+                .filename()
+                .is_some_and(|f| f.starts_with(PENDING_PREFIX) && f.ends_with(".json"))
+        })
+        .collect();
+    if markers.is_empty() {
+        return Ok(());
+    }
+    let published = remote
+        .read(RUN_RECORD)?
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("run_id").and_then(|r| r.as_str()).map(str::to_string));
+    for m in markers {
+        let name = m.location.filename().unwrap_or_default().to_string();
+        let Some(bytes) = remote.read(&name)? else {
+            continue;
+        };
+        let Ok(p) = serde_json::from_slice::<Pending>(&bytes) else {
+            continue;
+        };
+        if published.as_deref() != Some(p.run_id.as_str()) {
+            let paths = p.files.iter().map(|f| remote.path(f)).collect();
+            remote.delete(paths)?;
+        }
+        remote.delete(vec![m.location])?;
+    }
+    Ok(())
+}

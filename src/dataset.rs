@@ -1,0 +1,149 @@
+//! A converted dataset as its readers see it: per resource type, a table of Parquet files, in a
+//! local folder or under a prefix of an object store. `sql`, `view` and `to-ndjson` read through
+//! here; `convert` and `upload` write what it reads.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use object_store::path::Path as ObjPath;
+
+use crate::store::{Location, Remote};
+
+/// One resource type's files.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub name: String,
+    /// The folder's URL (`file:///...` or `s3://...`), with a trailing `/`, as DataFusion
+    /// lists it.
+    pub url: String,
+    /// Hive partition columns (`effective_year=2019/` gives `effective_year`).
+    pub partitions: Vec<String>,
+    /// Its Parquet files, sorted.
+    pub files: Vec<DataFile>,
+}
+
+/// A Parquet file of a table.
+#[derive(Debug, Clone)]
+pub enum DataFile {
+    Local(PathBuf),
+    Remote { path: ObjPath, size: u64 },
+}
+
+fn is_table(name: &str) -> bool {
+    crate::schema::node::resource_members(name).is_some()
+}
+
+/// The resource tables of a dataset, sorted by name; an error when there are none.
+pub fn tables(dataset: &Location) -> Result<Vec<Table>> {
+    let tables = match dataset {
+        Location::Local(dir) => local_tables(dir)?,
+        Location::Remote(remote) => remote_tables(remote)?,
+    };
+    if tables.is_empty() {
+        bail!(
+            "{} holds no resource tables: convert some NDJSON into it first",
+            dataset.display()
+        );
+    }
+    Ok(tables)
+}
+
+fn local_tables(dataset: &Path) -> Result<Vec<Table>> {
+    let entries = std::fs::read_dir(dataset).with_context(|| {
+        format!(
+            "cannot read {}: give a folder written by `fhir2parquet convert`",
+            dataset.display()
+        )
+    })?;
+    let mut tables = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() && is_table(&name) {
+            let dir = entry.path().canonicalize()?;
+            let mut files = Vec::new();
+            local_files(&dir, &mut files)?;
+            files.sort();
+            let partitions = files
+                .first()
+                .map(|f| partitions_of(f.strip_prefix(&dir).unwrap_or(f).to_string_lossy()))
+                .unwrap_or_default();
+            tables.push(Table {
+                name,
+                url: format!("{}/", dir.display()),
+                partitions,
+                files: files.into_iter().map(DataFile::Local).collect(),
+            });
+        }
+    }
+    tables.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(tables)
+}
+
+fn local_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            local_files(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// The `k=v` folders of a file's path inside its table (`/`- or `\`-separated).
+fn partitions_of(rel: impl AsRef<str>) -> Vec<String> {
+    let parts: Vec<&str> = rel.as_ref().split(['/', '\\']).collect();
+    parts[..parts.len().saturating_sub(1)]
+        .iter()
+        .filter_map(|p| p.split_once('=').map(|(k, _)| k.to_string()))
+        .collect()
+}
+
+fn remote_tables(remote: &Remote) -> Result<Vec<Table>> {
+    let mut tables: Vec<Table> = Vec::new();
+    let prefix_parts = remote.prefix.parts().count();
+    let mut objects = remote.list("")?;
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    for o in objects {
+        let parts: Vec<String> = o
+            .location
+            .parts()
+            .skip(prefix_parts)
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        let (Some(name), Some(file)) = (parts.first(), parts.last()) else {
+            continue;
+        };
+        if parts.len() < 2 || !is_table(name) || !file.ends_with(".parquet") {
+            continue;
+        }
+        if tables.last().is_none_or(|t| &t.name != name) {
+            tables.push(Table {
+                name: name.clone(),
+                url: remote.url(&format!("{name}/")),
+                partitions: partitions_of(parts[1..].join("/")),
+                files: Vec::new(),
+            });
+        }
+        let t = tables.last_mut().expect("pushed above");
+        t.files.push(DataFile::Remote {
+            path: o.location,
+            size: o.size,
+        });
+    }
+    Ok(tables)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn partition_columns_from_paths() {
+        assert_eq!(
+            super::partitions_of("effective_year=2019/part-1.parquet"),
+            vec!["effective_year"]
+        );
+        assert!(super::partitions_of("part-1.parquet").is_empty());
+    }
+}

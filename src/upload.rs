@@ -1,0 +1,229 @@
+//! `upload`: a converted dataset from a local folder to an object store.
+//!
+//! Files go up a few at a time, large ones as parallel multipart uploads; each carries its
+//! BLAKE3 in the object's metadata (`blake3`), so a second run skips every file already there
+//! with the same size and checksum, and an interrupted upload resumes where it stopped. The run
+//! record `_fhir2parquet.json` goes last: a dataset whose record is there is complete.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use object_store::{
+    Attribute, Attributes, GetOptions, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    WriteMultipart,
+};
+
+use crate::convert::RUN_RECORD;
+use crate::store::{block_on, Remote, PART_BYTES};
+
+/// Files uploading at once.
+const FILES_AT_ONCE: usize = 4;
+/// Parts of one file uploading at once.
+const PARTS_AT_ONCE: usize = 4;
+/// The metadata key of a file's checksum.
+const CHECKSUM_KEY: &str = "blake3";
+
+/// What an upload did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct UploadSummary {
+    pub sent_files: u64,
+    pub sent_bytes: u64,
+    pub skipped_files: u64,
+    pub skipped_bytes: u64,
+    pub seconds: f64,
+}
+
+struct LocalFile {
+    path: PathBuf,
+    /// `/`-separated, relative to the dataset.
+    rel: String,
+    size: u64,
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<LocalFile>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        // Temporary folders and files of runs in progress or killed are not part of a dataset.
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = e.path();
+        if e.file_type()?.is_dir() {
+            walk(root, &path, out)?;
+        } else {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .iter()
+                .map(|p| p.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/");
+            out.push(LocalFile {
+                size: e.metadata()?.len(),
+                path,
+                rel,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn checksum(path: &Path) -> Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path)?)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Whether the object is there with this size and checksum.
+async fn already_there(remote: &Remote, f: &LocalFile, sum: &str) -> Result<bool> {
+    let path = remote.path(&f.rel);
+    let head = GetOptions {
+        head: true,
+        ..Default::default()
+    };
+    match remote.store.get_opts(&path, head).await {
+        Ok(r) => Ok(r.meta.size == f.size
+            && r.attributes
+                .get(&Attribute::Metadata(CHECKSUM_KEY.into()))
+                .is_some_and(|v| v.as_ref() == sum)),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(remote.explain(e, &path)),
+    }
+}
+
+async fn send(remote: &Remote, f: &LocalFile, sum: String, sent: &indicatif::ProgressBar) -> Result<()> {
+    let path = remote.path(&f.rel);
+    let mut attributes = Attributes::new();
+    attributes.insert(Attribute::Metadata(CHECKSUM_KEY.into()), sum.into());
+    let explain = |e| remote.explain(e, &path);
+    if f.size <= PART_BYTES as u64 {
+        let data = std::fs::read(&f.path)?;
+        let opts = PutOptions {
+            attributes,
+            ..Default::default()
+        };
+        remote
+            .store
+            .put_opts(&path, PutPayload::from(data), opts)
+            .await
+            .map_err(explain)?;
+        sent.inc(f.size);
+        return Ok(());
+    }
+    let opts = PutMultipartOptions {
+        attributes,
+        ..Default::default()
+    };
+    let upload = remote
+        .store
+        .put_multipart_opts(&path, opts)
+        .await
+        .map_err(explain)?;
+    let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    let mut file = std::fs::File::open(&f.path)?;
+    let mut buf = vec![0; PART_BYTES];
+    loop {
+        let n = read_full(&mut file, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if let Err(e) = w.wait_for_capacity(PARTS_AT_ONCE).await {
+            return Err(explain(e));
+        }
+        w.write(&buf[..n]);
+        sent.inc(n as u64);
+    }
+    w.finish().await.map_err(explain)?;
+    Ok(())
+}
+
+fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Uploads `dataset` to `dest`.
+pub fn run(dataset: &Path, dest: &Remote, progress: bool) -> Result<UploadSummary> {
+    let started = Instant::now();
+    if !dataset.join(RUN_RECORD).is_file() {
+        bail!(
+            "{} has no {RUN_RECORD}: give a folder written by `fhir2parquet convert`",
+            dataset.display()
+        );
+    }
+    let mut files = Vec::new();
+    walk(dataset, dataset, &mut files)?;
+    files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    let (record, data): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.rel == RUN_RECORD);
+    let total: u64 = data.iter().chain(&record).map(|f| f.size).sum();
+    let bar = match progress {
+        true => indicatif::ProgressBar::new(total).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("a valid template"),
+        ),
+        false => indicatif::ProgressBar::hidden(),
+    };
+    let summary = std::sync::Mutex::new(UploadSummary::default());
+    let one = |f: LocalFile| {
+        let (bar, summary) = (&bar, &summary);
+        async move {
+            let sum = checksum(&f.path)?;
+            if already_there(dest, &f, &sum).await? {
+                bar.inc(f.size);
+                let mut s = summary.lock().expect("no upload panicked");
+                s.skipped_files += 1;
+                s.skipped_bytes += f.size;
+                return Ok(());
+            }
+            send(dest, &f, sum, bar).await?;
+            let mut s = summary.lock().expect("no upload panicked");
+            s.sent_files += 1;
+            s.sent_bytes += f.size;
+            Ok::<_, anyhow::Error>(())
+        }
+    };
+    block_on(async {
+        let mut results = futures::stream::iter(data.into_iter().map(one)).buffer_unordered(FILES_AT_ONCE);
+        while let Some(r) = results.next().await {
+            r?;
+        }
+        // The run record last: once it is there, every file it describes is.
+        for f in record {
+            one(f).await?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    bar.finish_and_clear();
+    let mut s = summary.into_inner().expect("no upload panicked");
+    s.seconds = started.elapsed().as_secs_f64();
+    Ok(s)
+}
+
+impl UploadSummary {
+    pub fn print(&self, dest: &str, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mb = |b: u64| b as f64 / 1e6;
+        writeln!(
+            w,
+            "{dest}: sent {} file(s), {:.2} MB, in {:.1} s ({:.1} MB/s); skipped {} file(s), \
+             {:.2} MB, already there",
+            self.sent_files,
+            mb(self.sent_bytes),
+            self.seconds,
+            mb(self.sent_bytes) / self.seconds.max(1e-3),
+            self.skipped_files,
+            mb(self.skipped_bytes),
+        )
+    }
+}
