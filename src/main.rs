@@ -19,11 +19,23 @@ fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => exit::OK,
         Err(e) => {
             // Store errors can quote request URLs: never with their signatures or tokens.
-            eprintln!("error: {}", redact(&format!("{e:#}")));
+            eprintln!("error: {}", redact(&message(&e)));
             exit::FATAL
         }
     };
     ExitCode::from(code as u8)
+}
+
+/// The error and its causes, each once: store errors repeat their cause in their own text.
+fn message(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

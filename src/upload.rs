@@ -95,7 +95,12 @@ async fn already_there(remote: &Remote, f: &LocalFile, sum: &str) -> Result<bool
     }
 }
 
-async fn send(remote: &Remote, f: &LocalFile, sum: String, sent: &indicatif::ProgressBar) -> Result<()> {
+async fn send(
+    remote: &Remote,
+    f: &LocalFile,
+    sum: String,
+    sent: &indicatif::ProgressBar,
+) -> Result<()> {
     let path = remote.path(&f.rel);
     let mut attributes = Attributes::new();
     attributes.insert(Attribute::Metadata(CHECKSUM_KEY.into()), sum.into());
@@ -195,7 +200,8 @@ pub fn run(dataset: &Path, dest: &Remote, progress: bool) -> Result<UploadSummar
         }
     };
     block_on(async {
-        let mut results = futures::stream::iter(data.into_iter().map(one)).buffer_unordered(FILES_AT_ONCE);
+        let mut results =
+            futures::stream::iter(data.into_iter().map(one)).buffer_unordered(FILES_AT_ONCE);
         while let Some(r) = results.next().await {
             r?;
         }

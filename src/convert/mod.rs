@@ -331,7 +331,15 @@ pub fn run<L: Clone + Into<Location>>(inputs: &[L], opts: &ConvertOptions) -> Re
         }
     };
     std::fs::create_dir_all(&tmp)?;
-    let result = convert(&sources, opts, &fhir_version, &run_id, &tmp, target, started);
+    let result = convert(
+        &sources,
+        opts,
+        &fhir_version,
+        &run_id,
+        &tmp,
+        target,
+        started,
+    );
     if matches!(opts.out, Location::Remote(_)) || result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }

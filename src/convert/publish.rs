@@ -5,16 +5,18 @@
 //! place. An object store has no rename: there each data file is a multipart upload that is
 //! completed only here, after every file of the run has been uploaded:
 //!
-//! 1. `_fhir2parquet-pending-<run>.json` is written, listing the run's files;
-//! 2. every upload is completed (each file appears at once, whole);
-//! 3. the rejects are uploaded, and (unless `--append`) the files of earlier runs in the types
-//!    written are deleted;
-//! 4. `_fhir2parquet.json`, the run record, is written;
+//! 1. `_fhir2parquet-pending-<run>.json` is written, listing the run's files and (unless
+//!    `--append`) the files of earlier runs in the folders it writes, which it replaces;
+//! 2. every upload is completed (each file appears at once, whole), the rejects are uploaded;
+//! 3. `_fhir2parquet.json`, the run record, is written: the commit point;
+//! 4. the replaced files are deleted;
 //! 5. the pending list is deleted.
 //!
-//! A run killed before step 1 leaves only incomplete uploads, which no reader sees. One killed
-//! during steps 2-4 leaves its pending list: the next run into the same prefix deletes the files
-//! it names (unless the run record shows that run was published) before it starts.
+//! A run killed before step 1 leaves only incomplete uploads, which no reader sees. One that
+//! fails before step 3 deletes what it completed; one killed then leaves its pending list, and
+//! the next run into the same prefix deletes the files it names before it starts. One killed
+//! after step 3 also leaves its list: the next run sees the record names that run and deletes
+//! the replaced files instead.
 
 use std::path::Path;
 
@@ -67,8 +69,11 @@ fn move_into(from: &Path, to: &Path) -> Result<()> {
 #[derive(Serialize, Deserialize)]
 struct Pending {
     run_id: String,
-    /// Object paths relative to the dataset prefix.
+    /// The run's files: object paths relative to the dataset prefix.
     files: Vec<String>,
+    /// Files of earlier runs that the run replaces, deleted once it is published.
+    #[serde(default)]
+    obsolete: Vec<String>,
 }
 
 /// A finished run on an object store: its uploads, its rejects (local files) and its record.
@@ -95,7 +100,9 @@ impl RemoteRun<'_> {
         }
     }
 
-    /// Commits the run (the steps of the module documentation).
+    /// Commits the run (the steps of the module documentation): before the run record is
+    /// written a failure takes back what the run made visible; after it, the files the run
+    /// replaces are deleted, by this run or (after a crash) the next.
     pub fn publish(mut self, record: &mut RunRecord) -> Result<()> {
         let remote = self.remote;
         let uploads = std::mem::take(&mut self.uploads);
@@ -103,21 +110,39 @@ impl RemoteRun<'_> {
         let reject_names: Vec<String> = self
             .rejects
             .iter()
-            .map(|p| format!("{REJECTS_DIR}/{}", p.file_name().unwrap_or_default().to_string_lossy()))
+            .map(|p| {
+                format!(
+                    "{REJECTS_DIR}/{}",
+                    p.file_name().unwrap_or_default().to_string_lossy()
+                )
+            })
             .collect();
         files.extend(reject_names.iter().cloned());
         let marker = format!("{PENDING_PREFIX}{}.json", self.run_id);
-        let pending = Pending {
-            run_id: self.run_id.to_string(),
-            files: files.clone(),
+        let prepared = self.obsolete(&files).and_then(|obsolete| {
+            let pending = Pending {
+                run_id: self.run_id.to_string(),
+                files: files.clone(),
+                obsolete: obsolete.clone(),
+            };
+            remote.put(&marker, serde_json::to_vec_pretty(&pending)?)?;
+            Ok(obsolete)
+        });
+        let obsolete = match prepared {
+            Ok(o) => o,
+            Err(e) => {
+                abort_all(uploads.into_iter().map(|(_, u)| u));
+                return Err(e);
+            }
         };
-        if let Err(e) = remote.put(&marker, serde_json::to_vec_pretty(&pending)?) {
-            abort_all(uploads.into_iter().map(|(_, u)| u));
-            return Err(e);
-        }
+        // Until the record is written, a failure takes back everything of this run.
+        let roll_back = |e: anyhow::Error| {
+            let mut paths: Vec<ObjPath> = files.iter().map(|f| remote.path(f)).collect();
+            paths.push(remote.path(&marker));
+            let _ = remote.delete(paths);
+            e.context("nothing of this run was published")
+        };
 
-        // Complete every upload; on a failure, take back the ones completed.
-        let store = remote.store.clone();
         let results: Vec<(ObjPath, object_store::Result<()>)> = block_on(
             futures::stream::iter(uploads.into_iter().map(|(_, u)| {
                 let path = u.path.clone();
@@ -127,55 +152,54 @@ impl RemoteRun<'_> {
             .collect(),
         );
         if let Some((path, e)) = results
-            .iter()
-            .find_map(|(p, r)| r.as_ref().err().map(|e| (p.clone(), e.to_string())))
+            .into_iter()
+            .find_map(|(p, r)| r.err().map(|e| (p, e)))
         {
-            let done: Vec<ObjPath> = results
-                .into_iter()
-                .filter(|(_, r)| r.is_ok())
-                .map(|(p, _)| p)
-                .collect();
-            let _ = remote.delete(done);
-            let _ = remote.delete(vec![remote.path(&marker)]);
-            drop(store);
-            anyhow::bail!(
-                "{}: cannot complete the upload: {e}; nothing of this run was published",
-                remote.object_url(&path)
-            );
+            return Err(roll_back(remote.explain(e, &path)));
         }
-
         for (local, rel) in self.rejects.iter().zip(&reject_names) {
-            let data = std::fs::read(local)?;
-            remote.put(rel, data)?;
-        }
-
-        if !self.append {
-            // The folders this run wrote replace those of earlier runs.
-            let mut tops: Vec<String> = files
-                .iter()
-                .filter_map(|f| f.split('/').next().map(str::to_string))
-                .collect();
-            tops.sort();
-            tops.dedup();
-            let keep: std::collections::HashSet<&str> = files.iter().map(String::as_str).collect();
-            let mut old = Vec::new();
-            for top in tops {
-                for meta in remote.list(&top)? {
-                    if !keep.contains(self.rel(&meta.location).as_str()) {
-                        old.push(meta.location);
-                    }
-                }
+            let sent = std::fs::read(local)
+                .map_err(anyhow::Error::from)
+                .and_then(|data| remote.put(rel, data));
+            if let Err(e) = sent {
+                return Err(roll_back(e));
             }
-            remote.delete(old)?;
+        }
+        let written = remote
+            .read(RUN_RECORD)
+            .map(|prev| prev.map(|b| String::from_utf8_lossy(&b).into_owned()))
+            .and_then(|prev| record.render(prev.as_deref()))
+            .and_then(|text| remote.put(RUN_RECORD, text.into_bytes()));
+        if let Err(e) = written {
+            return Err(roll_back(e));
         }
 
-        let previous = remote
-            .read(RUN_RECORD)?
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
-        let text = record.render(previous.as_deref())?;
-        remote.put(RUN_RECORD, text.into_bytes())?;
+        // Committed.
+        remote.delete(obsolete.iter().map(|f| remote.path(f)).collect())?;
         remote.delete(vec![remote.path(&marker)])?;
         Ok(())
+    }
+
+    /// Files of earlier runs in the folders this run writes, which it replaces (none with
+    /// `--append`).
+    fn obsolete(&self, files: &[String]) -> Result<Vec<String>> {
+        if self.append {
+            return Ok(Vec::new());
+        }
+        let mut tops: Vec<&str> = files.iter().filter_map(|f| f.split('/').next()).collect();
+        tops.sort();
+        tops.dedup();
+        let keep: std::collections::HashSet<&str> = files.iter().map(String::as_str).collect();
+        let mut old = Vec::new();
+        for top in tops {
+            for meta in self.remote.list(top)? {
+                let rel = self.rel(&meta.location);
+                if !keep.contains(rel.as_str()) {
+                    old.push(rel);
+                }
+            }
+        }
+        Ok(old)
     }
 }
 
@@ -208,10 +232,12 @@ pub fn clean_remote(remote: &Remote) -> Result<()> {
         let Ok(p) = serde_json::from_slice::<Pending>(&bytes) else {
             continue;
         };
-        if published.as_deref() != Some(p.run_id.as_str()) {
-            let paths = p.files.iter().map(|f| remote.path(f)).collect();
-            remote.delete(paths)?;
-        }
+        // Published: finish its replacing. Not: take its files away.
+        let delete = match published.as_deref() == Some(p.run_id.as_str()) {
+            true => &p.obsolete,
+            false => &p.files,
+        };
+        remote.delete(delete.iter().map(|f| remote.path(f)).collect())?;
         remote.delete(vec![m.location])?;
     }
     Ok(())

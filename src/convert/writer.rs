@@ -244,7 +244,10 @@ impl Target {
             }
             Target::Store(remote) => {
                 let rel = format!("{}/{name}", dir.to_string_lossy());
-                Ok(Sink::Store(MultipartSink::create(remote, remote.path(&rel))?))
+                Ok(Sink::Store(MultipartSink::create(
+                    remote,
+                    remote.path(&rel),
+                )?))
             }
         }
     }
@@ -458,7 +461,9 @@ pub fn abort_all(pending: impl IntoIterator<Item = PendingUpload>) {
     if all.is_empty() {
         return;
     }
-    crate::store::block_on(futures::future::join_all(all.into_iter().map(|p| p.abort())));
+    crate::store::block_on(futures::future::join_all(
+        all.into_iter().map(|p| p.abort()),
+    ));
 }
 
 /// One worker's row group in progress for one folder of the [`FileSet`]: batches are encoded

@@ -14,14 +14,14 @@ use arrow::datatypes::{Decimal128Type, Int32Type, TimestampMicrosecondType};
 use base64::Engine as _;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+use crate::dataset::DataFile;
 use crate::decode::datetime::instant_text;
 use crate::decode::decimal::decimal_text;
-use crate::dataset::DataFile;
 use crate::json::{self, Json};
-use crate::store::{Location, RemoteFile};
 use crate::schema::node::{
     primitive_extension_members, resource_members, Member, Prim, Shape, OVERFLOW_COLUMN,
 };
+use crate::store::{Location, RemoteFile};
 
 /// Writes every resource type of a converted dataset (local or on a store) to
 /// `out/<Type>.ndjson`; returns the counts.

@@ -74,9 +74,9 @@ pub fn s3(url: &Url, opts: &StoreOptions) -> Result<Arc<dyn ObjectStore>> {
     if let Some(e) = &opts.endpoint {
         b = b.with_endpoint(e).with_client_options(endpoint_client(e));
     }
-    Ok(Arc::new(b.with_retry(retry(opts)).build().with_context(|| {
-        format!("cannot use {}: {}", strip(url), hint("s3"))
-    })?))
+    Ok(Arc::new(b.with_retry(retry(opts)).build().with_context(
+        || format!("cannot use {}: {}", strip(url), hint("s3")),
+    )?))
 }
 
 pub fn gcs(url: &Url, opts: &StoreOptions) -> Result<Arc<dyn ObjectStore>> {
@@ -88,13 +88,19 @@ pub fn gcs(url: &Url, opts: &StoreOptions) -> Result<Arc<dyn ObjectStore>> {
         if env("GOOGLE_APPLICATION_CREDENTIALS").is_none()
             && env("GOOGLE_SERVICE_ACCOUNT").is_none()
         {
-            // An emulator: no credentials to sign with.
-            b = b.with_config(object_store::gcp::GoogleConfigKey::SkipSignature, "true");
+            // An emulator: no credentials (an empty bearer token; object_store's skip_signature
+            // is not honoured by every request).
+            let anonymous = object_store::gcp::GcpCredential {
+                bearer: String::new(),
+            };
+            b = b.with_credentials(Arc::new(object_store::StaticCredentialProvider::new(
+                anonymous,
+            )));
         }
     }
-    Ok(Arc::new(b.with_retry(retry(opts)).build().with_context(|| {
-        format!("cannot use {}: {}", strip(url), hint("gs"))
-    })?))
+    Ok(Arc::new(b.with_retry(retry(opts)).build().with_context(
+        || format!("cannot use {}: {}", strip(url), hint("gs")),
+    )?))
 }
 
 pub fn azure(url: &Url, opts: &StoreOptions) -> Result<Arc<dyn ObjectStore>> {
@@ -122,9 +128,9 @@ pub fn azure(url: &Url, opts: &StoreOptions) -> Result<Arc<dyn ObjectStore>> {
             .with_endpoint(e.trim_end_matches('/').to_string())
             .with_client_options(endpoint_client(e));
     }
-    Ok(Arc::new(b.with_retry(retry(opts)).build().with_context(|| {
-        format!("cannot use {}: {}", strip(url), hint("az"))
-    })?))
+    Ok(Arc::new(b.with_retry(retry(opts)).build().with_context(
+        || format!("cannot use {}: {}", strip(url), hint("az")),
+    )?))
 }
 
 /// The URL without user information or query (where credentials could hide).

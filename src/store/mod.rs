@@ -235,9 +235,14 @@ fn looks_like_missing_bucket(e: &object_store::Error) -> bool {
 
 fn looks_like_credentials(e: &object_store::Error) -> bool {
     let s = e.to_string();
-    ["InvalidAccessKeyId", "SignatureDoesNotMatch", "AuthenticationFailed", "credential"]
-        .iter()
-        .any(|k| s.contains(k))
+    [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AuthenticationFailed",
+        "credential",
+    ]
+    .iter()
+    .any(|k| s.contains(k))
 }
 
 /// An object read as a stream of bytes, for synchronous readers (the NDJSON inputs).
@@ -320,8 +325,8 @@ impl parquet::file::reader::ChunkReader for RemoteFile {
             return Ok(data.slice((start - at) as usize..(end - at) as usize));
         }
         let fetch_end = end.max(start + READ_WINDOW).min(self.size);
-        let data = block_on(self.remote.store.get_range(&self.path, start..fetch_end))
-            .map_err(|e| {
+        let data =
+            block_on(self.remote.store.get_range(&self.path, start..fetch_end)).map_err(|e| {
                 let e = self.remote.explain(e, &self.path);
                 parquet::errors::ParquetError::External(format!("{e:#}").into())
             })?;
@@ -366,7 +371,12 @@ pub fn redact(message: &str) -> String {
             .unwrap_or(tail.len());
         let (url, after) = tail.split_at(end);
         let url = url.split(['?', '#']).next().unwrap_or_default();
-        match url.split_once('/').map(|(a, _)| a).unwrap_or(url).rfind('@') {
+        match url
+            .split_once('/')
+            .map(|(a, _)| a)
+            .unwrap_or(url)
+            .rfind('@')
+        {
             Some(at) => out.push_str(&url[at + 1..]),
             None => out.push_str(url),
         }
@@ -387,7 +397,10 @@ mod tests {
             redact(m),
             "error sending request for url (https://acct.blob.core.windows.net/c/x): boom"
         );
-        assert_eq!(redact("s3://key:secret@bucket/p and more"), "s3://bucket/p and more");
+        assert_eq!(
+            redact("s3://key:secret@bucket/p and more"),
+            "s3://bucket/p and more"
+        );
         assert_eq!(redact("no url here"), "no url here");
     }
 
@@ -401,7 +414,10 @@ mod tests {
             panic!("a remote location")
         };
         assert_eq!(r.prefix.as_ref(), "a/b");
-        assert_eq!(r.path("Patient/x.parquet").as_ref(), "a/b/Patient/x.parquet");
+        assert_eq!(
+            r.path("Patient/x.parquet").as_ref(),
+            "a/b/Patient/x.parquet"
+        );
         assert_eq!(r.url("Patient/"), "s3://bucket/a/b/Patient/");
         assert_eq!(r.url(""), "s3://bucket/a/b/");
         let Location::Remote(r) = Location::parse("s3://bucket", &opts).unwrap() else {

@@ -50,8 +50,8 @@ fn io_error(e: anyhow::Error) -> io::Error {
 impl MultipartSink {
     /// Starts a multipart upload of `path`.
     pub fn create(remote: &Remote, path: ObjPath) -> anyhow::Result<Self> {
-        let upload = block_on(remote.store.put_multipart(&path))
-            .map_err(|e| remote.explain(e, &path))?;
+        let upload =
+            block_on(remote.store.put_multipart(&path)).map_err(|e| remote.explain(e, &path))?;
         Ok(MultipartSink {
             remote: remote.clone(),
             path,

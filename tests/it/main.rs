@@ -124,7 +124,12 @@ pub fn assert_same_resources(src: &Path, back: &Path) -> usize {
         if p.to_string_lossy().contains(".ndjson") {
             for l in read_lines(&p) {
                 let doc = parse(&l).unwrap();
-                let t = doc.get("resourceType").unwrap().as_str().unwrap().to_string();
+                let t = doc
+                    .get("resourceType")
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string();
                 expected.entry(t).or_default().push(doc.canonical());
             }
         }
