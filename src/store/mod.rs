@@ -208,20 +208,34 @@ impl Remote {
     /// An error of the store, with the object's URL and what the user can do about it.
     pub fn explain(&self, e: object_store::Error, path: &ObjPath) -> anyhow::Error {
         let url = self.object_url(path);
-        let hint = match &e {
-            object_store::Error::Unauthenticated { .. } => credentials::hint(self.base.scheme()),
-            object_store::Error::PermissionDenied { .. } => {
-                "the credentials in use may not do this: check the bucket's permissions"
+        let what = match &e {
+            _ if looks_like_missing_bucket(&e) => {
+                "no such bucket (container): create it, or check the name".to_string()
             }
-            object_store::Error::NotFound { .. } => "check the bucket and the path",
-            _ if looks_like_missing_bucket(&e) => "check that the bucket (container) exists",
-            _ if looks_like_credentials(&e) => credentials::hint(self.base.scheme()),
-            _ => "",
+            object_store::Error::Unauthenticated { .. } => {
+                format!(
+                    "no usable credentials: {}",
+                    credentials::hint(self.base.scheme())
+                )
+            }
+            _ if looks_like_credentials(&e) => {
+                format!(
+                    "no usable credentials: {}",
+                    credentials::hint(self.base.scheme())
+                )
+            }
+            object_store::Error::PermissionDenied { .. } => {
+                "permission denied: the credentials in use may not do this; check the bucket's \
+                 policy, the role or the SAS token's permissions"
+                    .to_string()
+            }
+            object_store::Error::NotFound { .. } => "not found: check the path".to_string(),
+            _ => String::new(),
         };
-        let e = anyhow::Error::new(e).context(format!("{url}: the store refused or failed"));
-        match hint {
-            "" => e,
-            h => e.context(format!("{url}: {h}")),
+        let e = anyhow::Error::new(e);
+        match what.is_empty() {
+            true => e.context(url),
+            false => e.context(format!("{url}: {what}")),
         }
     }
 }
@@ -239,7 +253,11 @@ fn looks_like_credentials(e: &object_store::Error) -> bool {
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
         "AuthenticationFailed",
+        "AuthorizationFailure",
         "credential",
+        // Instance metadata, the last link of the AWS and GCP chains, is not reachable.
+        "169.254.169.254",
+        "token request",
     ]
     .iter()
     .any(|k| s.contains(k))

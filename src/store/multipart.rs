@@ -56,14 +56,14 @@ impl MultipartSink {
             remote: remote.clone(),
             path,
             upload,
-            buf: Vec::with_capacity(PART_BYTES),
+            buf: Vec::new(),
             in_flight: Vec::new(),
             bytes: 0,
         })
     }
 
     fn send_part(&mut self) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_BYTES));
+        let data = std::mem::take(&mut self.buf);
         let part = self.upload.put_part(PutPayload::from(data));
         self.in_flight.push(runtime().spawn(part));
         while self.in_flight.len() >= PARTS_IN_FLIGHT {

@@ -713,6 +713,19 @@ fn errors_name_the_url_and_what_to_set() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("AZURE_STORAGE_CONNECTION_STRING"), "{err}");
+    // No credentials anywhere (the chain ends at instance metadata, not reachable here).
+    let o = store
+        .command(&["--retries", "0", "sql", "s3://bucket/x", "-c", "SELECT 1"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("s3://bucket/x"), "{err}");
+    assert!(
+        err.contains("no usable credentials: set AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
     // An AWS profile that is not there.
     let o = store.bin_env(
         &["sql", "s3://bucket/x", "-c", "SELECT 1"],
@@ -720,6 +733,21 @@ fn errors_name_the_url_and_what_to_set() {
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("AWS_PROFILE=nosuch"), "{err}");
+}
+
+#[test]
+fn azure_wrong_key_is_a_credentials_error() {
+    let Some(mut store) = Store::azurite() else {
+        return;
+    };
+    let wrong = store.env[0].1.replace(azure::KEY, "d3Jvbmc=");
+    store.env[0].1 = wrong;
+    let o = store.bin(&["--retries", "0", "sql", &store.url("x"), "-c", "SELECT 1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("az://container/x"), "{err}");
+    assert!(err.contains("no usable credentials"), "{err}");
+    assert!(!err.contains("d3Jvbmc="), "{err}");
 }
 
 #[test]
