@@ -55,6 +55,31 @@ pub enum Command {
     /// Copy a converted dataset to an object store (S3, GCS, Azure): parallel, resumable, the
     /// run record last.
     Upload(UploadArgs),
+    /// Print the statements that make a dataset tables in BigQuery, Snowflake, Athena,
+    /// Databricks (Spark) or DuckDB.
+    Warehouse(WarehouseArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WarehouseArgs {
+    /// The engine to write statements for.
+    #[arg(value_enum)]
+    pub engine: crate::warehouse::Engine,
+    /// The dataset: a folder written by convert, or its s3://, gs://, az:// URL (the URL the
+    /// engine reads it from).
+    pub dataset: String,
+    /// Write the statements to this file instead of standard output.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// The schema (BigQuery: dataset; default `fhir`) the tables go in.
+    #[arg(long)]
+    pub schema: Option<String>,
+    /// BigQuery: LOAD DATA into native tables instead of external tables.
+    #[arg(long)]
+    pub load: bool,
+    /// BigQuery: write a JSON schema file per table (DIR/<Type>.json) for `bq load` / `bq mk`.
+    #[arg(long, value_name = "DIR")]
+    pub schema_json: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

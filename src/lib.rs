@@ -19,3 +19,4 @@ pub mod sql;
 pub mod store;
 pub mod upload;
 pub mod view;
+pub mod warehouse;

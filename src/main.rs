@@ -120,6 +120,32 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(exit::OK)
         }
+        Command::Warehouse(a) => {
+            let dataset = Location::parse(&a.dataset, &stores)?;
+            let tables = fhir2parquet::dataset::tables(&dataset)?;
+            let opts = fhir2parquet::warehouse::Options {
+                schema: a.schema,
+                load: a.load,
+                endpoint: stores.endpoint.clone(),
+            };
+            let script = fhir2parquet::warehouse::generate(a.engine, &tables, &opts)?;
+            for n in &script.notes {
+                eprintln!("note: {n}");
+            }
+            match &a.out {
+                Some(p) => std::fs::write(p, script.sql())
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?,
+                None => print!("{}", script.sql()),
+            }
+            if let Some(dir) = &a.schema_json {
+                std::fs::create_dir_all(dir)?;
+                for (name, schema) in &script.schemas {
+                    let path = dir.join(format!("{name}.json"));
+                    std::fs::write(&path, serde_json::to_string_pretty(schema)?)?;
+                }
+            }
+            Ok(exit::OK)
+        }
         Command::Sql(a) => fhir2parquet::sql::run(a, &stores),
         Command::View(a) => fhir2parquet::view::run(a, &stores),
     }

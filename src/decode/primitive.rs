@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, Int32Builder, StringBuilder,
-    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, Int32Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
 use base64::Engine as _;
 
@@ -219,12 +219,13 @@ impl ArrayDecoder for Base64Decoder {
     }
 }
 
-/// date, dateTime and time: the text, and a parsed companion (timestamp, or time of day).
+/// date, dateTime and time: the text, and a parsed companion (a timestamp; for a time, the
+/// microseconds since midnight as Int64, which every engine reads, unlike Parquet's TIME).
 struct DateTextDecoder {
     prim: Prim,
     text: StringBuilder,
     ts: TimestampMicrosecondBuilder,
-    time: Time64MicrosecondBuilder,
+    time: Int64Builder,
 }
 
 impl DateTextDecoder {

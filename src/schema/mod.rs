@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 pub use model::Model;
 
 /// The version of the mapping from the FHIR model to Arrow. Bump it whenever a column changes.
-pub const SCHEMA_VERSION: &str = "2";
+pub const SCHEMA_VERSION: &str = "3";
 
 static R4_MODEL_TEXT: &str = include_str!("../../schemas/r4/model.json");
 

@@ -97,7 +97,9 @@ impl Prim {
                 TimeUnit::Microsecond,
                 Some("UTC".into()),
             )),
-            Prim::Time => Some(DataType::Time64(TimeUnit::Microsecond)),
+            // Microseconds since midnight: Spark 4, Delta, Athena and Redshift Spectrum cannot
+            // read Parquet TIME.
+            Prim::Time => Some(DataType::Int64),
             _ => None,
         }
     }

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use crate::{assert_same_resources, shared};
 
 /// A server process, killed when dropped.
-struct Server {
+pub struct Server {
     child: Child,
-    port: u16,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -37,7 +37,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn installed(program: &str, what: &str) -> bool {
+pub fn installed(program: &str, what: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .output()
@@ -81,14 +81,14 @@ fn start(program: &str, args: &[String], port: u16, dir: tempfile::TempDir) -> S
 }
 
 /// A store under test: its server, the environment the binary needs, and a bucket URL.
-struct Store {
-    server: Server,
-    env: Vec<(String, String)>,
+pub struct Store {
+    pub server: Server,
+    pub env: Vec<(String, String)>,
     bucket: String,
 }
 
 impl Store {
-    fn moto() -> Option<Store> {
+    pub fn moto() -> Option<Store> {
         if !installed("moto_server", "`pip install \"moto[server]\"`") {
             return None;
         }
@@ -153,7 +153,7 @@ impl Store {
     }
 
     /// Runs the binary with the store's environment (and none of the caller's cloud settings).
-    fn bin(&self, args: &[&str]) -> Output {
+    pub fn bin(&self, args: &[&str]) -> Output {
         self.bin_env(args, &[])
     }
 
@@ -165,7 +165,7 @@ impl Store {
         c.output().expect("the binary runs")
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"));
         c.args(args);
         for (k, _) in std::env::vars() {
@@ -181,7 +181,7 @@ impl Store {
         c
     }
 
-    fn url(&self, rel: &str) -> String {
+    pub fn url(&self, rel: &str) -> String {
         format!("{}/{rel}", self.bucket)
     }
 
@@ -218,7 +218,7 @@ impl Store {
 /// The tests run on threads of one process: one at a time sets the environment.
 static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn ok(o: &Output) -> String {
+pub fn ok(o: &Output) -> String {
     assert!(
         o.status.success(),
         "exit {:?}\n{}\n{}",

@@ -8,6 +8,7 @@ mod queries;
 mod schema;
 mod sql;
 mod view;
+mod warehouse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

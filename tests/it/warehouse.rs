@@ -1,0 +1,319 @@
+//! `warehouse`: the statements run in real engines (DuckDB, Spark SQL in local mode, fakesnow
+//! for Snowflake) over a converted dataset, and the BigQuery and Athena rules held by tests.
+//! `.ci/run` installs the engines; without them these tests say so and pass only outside CI.
+
+use std::path::Path;
+use std::process::Command;
+
+use fhir2parquet::dataset::Table;
+use fhir2parquet::warehouse::{generate, types, Engine, Options};
+
+use crate::bin;
+use crate::cloud::{installed, ok, Store};
+
+const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/warehouse/check.py");
+const INPUT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/warehouse/observations.ndjson"
+);
+
+fn python_has(modules: &str, install: &str) -> bool {
+    let found = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install {install} (see .ci/run)"
+        );
+        eprintln!("skipped: `pip install {install}` to run this warehouse test");
+    }
+    found
+}
+
+/// The test observations converted into `out`, partitioned by year or not.
+fn convert(out: &Path, partitioned: bool) {
+    let mut args = vec!["convert", INPUT, "-o", out.to_str().unwrap(), "-q"];
+    if partitioned {
+        args.extend(["--partition-by", "Observation.effective:year"]);
+    }
+    ok(&bin(&args));
+}
+
+/// Writes the engine's statements for `dataset` and runs check.py on them.
+fn check(engine: &str, check_as: &str, dataset: &str, env: &[(&str, String)]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join(format!("{engine}.sql"));
+    ok(&bin(&[
+        "warehouse",
+        engine,
+        dataset,
+        "-o",
+        script.to_str().unwrap(),
+    ]));
+    let mut c = Command::new("python3");
+    c.args([CHECK, check_as, script.to_str().unwrap()]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    ok(&c.output().unwrap());
+}
+
+#[test]
+fn duckdb_runs_its_statements_over_local_data() {
+    if !python_has("duckdb", "duckdb") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    convert(&out, true);
+    check("duckdb", "duckdb", out.to_str().unwrap(), &[]);
+    // A file:// URL is a local dataset as well.
+    let url = format!("file://{}", out.canonicalize().unwrap().display());
+    check("duckdb", "duckdb", &url, &[]);
+}
+
+#[test]
+fn duckdb_reads_the_dataset_on_s3() {
+    if !python_has("duckdb, duckdb_ext", "duckdb-ext-httpfs duckdb-ext-aws") {
+        return;
+    }
+    let Some(store) = Store::moto() else { return };
+    let url = store.url("fhir");
+    let src = crate::shared("fhir-data/synthea-r4-small");
+    ok(&store.bin(&["convert", src.to_str().unwrap(), "-o", &url, "-q"]));
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("duckdb.sql");
+    let endpoint = format!("http://127.0.0.1:{}", store.server.port);
+    let o = store.bin(&[
+        "--endpoint",
+        &endpoint,
+        "warehouse",
+        "duckdb",
+        &url,
+        "-o",
+        script.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("PROVIDER credential_chain"), "{text}");
+    assert!(!text.contains("SECRETVALUE"));
+    let ext = Command::new("python3")
+        .args([
+            "-c",
+            "import duckdb_ext; print(list(duckdb_ext.__path__)[0] + '/extensions')",
+        ])
+        .output()
+        .unwrap();
+    let ext = String::from_utf8(ext.stdout).unwrap().trim().to_string();
+    let patients = crate::read_lines(&src.join("Patient.ndjson")).len();
+    let o = Command::new("python3")
+        .args([CHECK, "duckdb", script.to_str().unwrap()])
+        .envs(store.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("DUCKDB_EXTENSION_DIRECTORY", ext)
+        .env("ONLY_COUNT", patients.to_string())
+        .output()
+        .unwrap();
+    ok(&o);
+}
+
+#[test]
+fn spark_runs_the_athena_and_databricks_statements() {
+    if !python_has("pyspark", "pyspark") {
+        return;
+    }
+    if !installed("java", "a Java runtime (apt install default-jre-headless)") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    convert(&out, true);
+    for (engine, check_as) in [
+        ("athena", "spark-athena"),
+        ("databricks", "spark-databricks"),
+    ] {
+        let work = tmp.path().join(engine);
+        std::fs::create_dir_all(&work).unwrap();
+        let work = ("SPARK_WORK", work.to_str().unwrap().to_string());
+        check(engine, check_as, out.to_str().unwrap(), &[work]);
+    }
+}
+
+#[test]
+fn snowflake_statements_run_in_fakesnow_as_far_as_it_goes() {
+    if !python_has(
+        "fakesnow, snowflake.connector",
+        "fakesnow snowflake-connector-python",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    convert(&out, false);
+    check("snowflake", "snowflake", out.to_str().unwrap(), &[]);
+}
+
+/// Every resource type, as tables on a store.
+fn all_tables(base: &str) -> Vec<Table> {
+    fhir2parquet::schema::r4()
+        .resource_types()
+        .into_iter()
+        .map(|name| Table {
+            name: name.to_string(),
+            url: format!("{base}/{name}/"),
+            partitions: if name == "Observation" {
+                vec!["effective_year".into()]
+            } else {
+                vec![]
+            },
+            files: vec![],
+        })
+        .collect()
+}
+
+/// BigQuery's documented rules for Parquet: with list inference a list is a REPEATED field;
+/// DECIMAL(38,18) needs BIGNUMERIC (NUMERIC keeps 9 digits after the point); a timestamp
+/// adjusted to UTC is TIMESTAMP; names are letters, digits and underscores, not starting with
+/// a digit, at most 300 characters; at most 15 levels of RECORD.
+#[test]
+fn bigquery_schemas_follow_its_parquet_rules() {
+    let tables = all_tables("gs://bucket/fhir");
+    let script = generate(Engine::Bigquery, &tables, &Options::default()).unwrap();
+    assert_eq!(script.schemas.len(), tables.len());
+    fn walk(f: &serde_json::Value, depth: usize, max: &mut usize) {
+        let name = f["name"].as_str().unwrap();
+        assert!(name.len() <= 300);
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{name}"
+        );
+        assert!(!name.starts_with(|c: char| c.is_ascii_digit()), "{name}");
+        let ty = f["type"].as_str().unwrap();
+        assert!(
+            [
+                "STRING",
+                "BOOLEAN",
+                "INTEGER",
+                "FLOAT",
+                "BIGNUMERIC",
+                "TIMESTAMP",
+                "BYTES",
+                "RECORD"
+            ]
+            .contains(&ty),
+            "{name}: {ty}"
+        );
+        assert!(["NULLABLE", "REPEATED"].contains(&f["mode"].as_str().unwrap()));
+        if ty == "RECORD" {
+            *max = (*max).max(depth + 1);
+            for c in f["fields"].as_array().unwrap() {
+                walk(c, depth + 1, max);
+            }
+        }
+    }
+    let mut deepest = 0;
+    for (name, schema) in &script.schemas {
+        let mut max = 0;
+        for f in schema.as_array().unwrap() {
+            walk(f, 0, &mut max);
+        }
+        let noted = script
+            .notes
+            .iter()
+            .any(|n| n.contains(&format!(" {name} nests")));
+        assert_eq!(
+            noted,
+            max > types::BIGQUERY_MAX_DEPTH,
+            "{name}: {max} levels"
+        );
+        deepest = deepest.max(max);
+    }
+    assert!(deepest > 3);
+    // The value types of Observation, and its partition column.
+    let obs = &script
+        .schemas
+        .iter()
+        .find(|(n, _)| n == "Observation")
+        .unwrap()
+        .1;
+    let field = |n: &str| {
+        obs.as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == n)
+            .unwrap()
+    };
+    assert_eq!(field("issued")["type"], "TIMESTAMP");
+    let quantity = field("valueQuantity")["fields"].as_array().unwrap().clone();
+    let value = quantity.iter().find(|f| f["name"] == "value").unwrap();
+    assert_eq!(value["type"], "BIGNUMERIC");
+    assert_eq!(field("category")["mode"], "REPEATED");
+    assert_eq!(field("effective_year")["type"], "STRING");
+    assert_eq!(field("valueTime_ts")["type"], "INTEGER");
+    let sql = script.sql();
+    assert!(sql.contains("CREATE OR REPLACE EXTERNAL TABLE `fhir.Observation`"));
+    assert!(sql.contains("WITH PARTITION COLUMNS (`effective_year` STRING)"));
+    assert!(sql.contains("hive_partition_uri_prefix = 'gs://bucket/fhir/Observation'"));
+    assert!(sql.contains("uris = ['gs://bucket/fhir/Patient/*']"));
+    assert_eq!(
+        sql.matches("enable_list_inference = true").count(),
+        tables.len()
+    );
+    let load = generate(
+        Engine::Bigquery,
+        &tables,
+        &Options {
+            load: true,
+            ..Default::default()
+        },
+    );
+    assert!(load
+        .unwrap()
+        .sql()
+        .contains("LOAD DATA OVERWRITE `fhir.Patient`"));
+}
+
+#[test]
+fn bigquery_schema_files_are_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    convert(&out, false);
+    let dir = tmp.path().join("schemas");
+    let o = bin(&[
+        "warehouse",
+        "bigquery",
+        out.to_str().unwrap(),
+        "--schema",
+        "analytics",
+        "--schema-json",
+        dir.to_str().unwrap(),
+    ]);
+    let sql = ok(&o);
+    assert!(sql.contains("`analytics.Observation`"));
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("Observation.json")).unwrap()).unwrap();
+    assert_eq!(schema[0]["name"], "id");
+}
+
+/// Athena: every name backquoted (names may start with `_`), no statement or column type beyond
+/// its limits for any resource type.
+#[test]
+fn athena_statements_stay_within_its_limits() {
+    let tables = all_tables("s3://bucket/fhir");
+    let script = generate(Engine::Athena, &tables, &Options::default()).unwrap();
+    for s in &script.statements {
+        assert!(
+            s.len() <= fhir2parquet::warehouse::ATHENA_MAX_DDL_BYTES,
+            "{}",
+            &s[..80]
+        );
+    }
+    let sql = script.sql();
+    assert!(sql.contains("  `_id` STRUCT<`id`:STRING,"));
+    assert!(sql.contains("PARTITIONED BY (`effective_year` STRING)"));
+    assert!(sql.contains("MSCK REPAIR TABLE `Observation`"));
+    for note in &script.notes {
+        eprintln!("{note}");
+    }
+}
