@@ -105,6 +105,9 @@ pub struct ConvertArgs {
     /// Add this run's files beside those already in OUT instead of replacing each type's data.
     #[arg(long)]
     pub append: bool,
+    /// If another run is writing OUT, wait for it to finish instead of failing at once.
+    #[arg(long)]
+    pub wait: bool,
     /// Add a Hive partition column from a date element: TYPE.ELEMENT[:year|month|day], for example
     /// Observation.effective:year. Repeat for several types.
     #[arg(long = "partition-by", value_name = "TYPE.ELEMENT[:GRAIN]")]

@@ -57,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let opts = ConvertOptions {
                 out: Location::parse(&a.out, &stores)?,
                 append: a.append,
+                wait: a.wait,
                 partition_by: a
                     .partition_by
                     .iter()

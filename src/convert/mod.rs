@@ -38,6 +38,8 @@ pub use writer::{Codec, WriteOptions};
 pub struct ConvertOptions {
     pub out: Location,
     pub append: bool,
+    /// Wait for another run writing OUT instead of failing at once.
+    pub wait: bool,
     pub partition_by: Vec<PartitionSpec>,
     pub write: WriteOptions,
     pub threads: usize,
@@ -314,12 +316,24 @@ pub fn run<L: Clone + Into<Location>>(inputs: &[L], opts: &ConvertOptions) -> Re
         chrono::Utc::now().format("%Y%m%dT%H%M%S"),
         std::process::id() & 0xffff
     );
+    if let Location::Local(out) = &opts.out {
+        std::fs::create_dir_all(out)
+            .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    }
+    // One writer at a time (see `dataset::lock`); held until the run is published.
+    let lock = crate::dataset::lock::acquire(&opts.out, &run_id, opts.wait)?;
+    if let Some(note) = &lock.took_over {
+        eprintln!("note: {note}");
+    }
     // Locally the run is written in a folder of OUT; on a store, straight to its place as
     // uploads completed at the end, with only the rejects in a local folder.
     let (tmp, target) = match &opts.out {
         Location::Local(out) => {
-            std::fs::create_dir_all(out)
-                .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+            for run in crate::dataset::commit::recover(out)? {
+                eprintln!(
+                    "note: finished publishing run {run}, which was stopped while publishing"
+                );
+            }
             clean_stale_tmp(out);
             let tmp = out.join(format!("{TMP_PREFIX}{run_id}"));
             (tmp.clone(), writer::Target::Dir(tmp))
@@ -340,9 +354,16 @@ pub fn run<L: Clone + Into<Location>>(inputs: &[L], opts: &ConvertOptions) -> Re
         target,
         started,
     );
-    if matches!(opts.out, Location::Remote(_)) || result.is_err() {
+    let committed = match &opts.out {
+        Location::Local(out) => crate::dataset::commit::is_pending(out, &run_id),
+        Location::Remote(_) => false,
+    };
+    // A failed run removes its files, unless it was committed: then the next run (or reader)
+    // finishes publishing them.
+    if matches!(opts.out, Location::Remote(_)) || (result.is_err() && !committed) {
         let _ = std::fs::remove_dir_all(&tmp);
     }
+    drop(lock);
     result
 }
 
@@ -493,9 +514,10 @@ fn convert(
     }
     match &opts.out {
         Location::Local(out) => {
-            publish::local(tmp, out, opts.append)?;
             record.seconds = started.elapsed().as_secs_f64();
-            record.write(out)?;
+            let previous = std::fs::read_to_string(out.join(RUN_RECORD)).ok();
+            let text = record.render(previous.as_deref())?;
+            crate::dataset::commit::publish(out, tmp, run_id, opts.append, &text)?;
         }
         Location::Remote(remote) => {
             record.seconds = started.elapsed().as_secs_f64();

@@ -1,8 +1,7 @@
 //! Making a finished run visible, all at once or (on an object store) as near to it as stores
 //! allow, and cleaning up after runs that were killed.
 //!
-//! Locally, a run writes under `OUT/.fhir2parquet-tmp-<run>/` and renames its folders into
-//! place. An object store has no rename: there each data file is a multipart upload that is
+//! Locally, see [`crate::dataset::commit`]. An object store has no rename: there each data file is a multipart upload that is
 //! completed only here, after every file of the run has been uploaded:
 //!
 //! 1. `_fhir2parquet-pending-<run>.json` is written, listing the run's files and (unless
@@ -18,9 +17,7 @@
 //! after step 3 also leaves its list: the next run sees the record names that run and deletes
 //! the replaced files instead.
 
-use std::path::Path;
-
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
 use serde::{Deserialize, Serialize};
@@ -30,40 +27,6 @@ use super::{RunRecord, REJECTS_DIR, RUN_RECORD};
 use crate::store::{block_on, PendingUpload, Remote};
 
 const PENDING_PREFIX: &str = "_fhir2parquet-pending-";
-
-/// Moves a finished local run from its temporary folder into `out`.
-pub fn local(tmp: &Path, out: &Path, append: bool) -> Result<()> {
-    for entry in std::fs::read_dir(tmp)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let dest = out.join(&name);
-        if append && dest.exists() {
-            move_into(&entry.path(), &dest)?;
-        } else {
-            if dest.exists() {
-                std::fs::remove_dir_all(&dest)
-                    .with_context(|| format!("cannot replace {}", dest.display()))?;
-            }
-            std::fs::rename(entry.path(), &dest)?;
-        }
-    }
-    std::fs::remove_dir_all(tmp)?;
-    Ok(())
-}
-
-fn move_into(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let dest = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            move_into(&entry.path(), &dest)?;
-        } else {
-            std::fs::rename(entry.path(), dest)?;
-        }
-    }
-    Ok(())
-}
 
 /// The list a run writes before it makes its files visible.
 #[derive(Serialize, Deserialize)]

@@ -2,13 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::{ConvertOptions, RejectReason, RUN_RECORD};
+use super::{ConvertOptions, RejectReason};
 use crate::decode::OverflowStats;
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -129,17 +128,6 @@ impl RunRecord {
             }
         }
         out
-    }
-
-    /// Writes the record into a local dataset folder (atomically: a temporary file renamed).
-    pub fn write(&mut self, out: &Path) -> Result<()> {
-        let path = out.join(RUN_RECORD);
-        let previous = std::fs::read_to_string(&path).ok();
-        let text = self.render(previous.as_deref())?;
-        let tmp = out.join(format!(".{RUN_RECORD}.tmp"));
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(tmp, path)?;
-        Ok(())
     }
 
     /// The record as JSON; with `--append`, the `previous` record's runs are carried over.

@@ -230,6 +230,14 @@ impl Write for Sink {
 }
 
 impl Target {
+    /// A path relative to the target, as the user knows it.
+    fn display(&self, rel: &Path) -> String {
+        match self {
+            Target::Dir(root) => root.join(rel).display().to_string(),
+            Target::Store(remote) => remote.url(&rel.to_string_lossy().replace('\\', "/")),
+        }
+    }
+
     /// Opens `dir/name` (`dir` relative to the target).
     fn create(&self, dir: &Path, name: &str) -> Result<Sink> {
         match self {
@@ -278,6 +286,17 @@ struct SharedFile {
 
 impl SharedFile {
     fn append(&mut self, set: &FileSet, chunks: Vec<ArrowColumnChunk>) -> Result<()> {
+        let written = self.append_row_group(set, chunks);
+        written.with_context(|| {
+            let name = self.done.last().cloned().unwrap_or_default();
+            format!(
+                "cannot write {}: the run stops and the dataset is left as it was",
+                set.target.display(&self.dir.join(name))
+            )
+        })
+    }
+
+    fn append_row_group(&mut self, set: &FileSet, chunks: Vec<ArrowColumnChunk>) -> Result<()> {
         if self.current.is_none() {
             let name = format!("part-{}-{:05}.parquet", set.prefix, self.seq);
             self.seq += 1;
@@ -296,15 +315,20 @@ impl SharedFile {
         }
         rg.close()?;
         if w.bytes_written() as u64 >= set.max_bytes {
-            self.close()?;
+            self.close(&set.target)?;
         }
         Ok(())
     }
 
-    fn close(&mut self) -> Result<()> {
+    fn close(&mut self, target: &Target) -> Result<()> {
         if let Some(w) = self.current.take() {
             let name = self.done.last().expect("a file is open");
-            let what = || format!("cannot write {}", self.dir.join(name).display());
+            let what = || {
+                format!(
+                    "cannot write {}: the run stops and the dataset is left as it was",
+                    target.display(&self.dir.join(name))
+                )
+            };
             let written = w.bytes_written() as u64;
             match w.into_inner().with_context(what)? {
                 Sink::File(mut f) => {
@@ -418,7 +442,7 @@ impl FileSet {
                 .into_inner()
                 .expect("no writer panicked");
             if failed.is_none() {
-                if let Err(e) = f.close() {
+                if let Err(e) = f.close(&self.target) {
                     failed = Some(e);
                 }
             }

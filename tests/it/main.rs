@@ -5,6 +5,7 @@ mod cloud;
 mod convert;
 mod interop;
 mod queries;
+mod reliability;
 mod schema;
 mod sql;
 mod view;
@@ -47,6 +48,7 @@ pub fn convert_opts(out: &Path) -> fhir2parquet::convert::ConvertOptions {
     fhir2parquet::convert::ConvertOptions {
         out: out.into(),
         append: false,
+        wait: false,
         partition_by: Vec::new(),
         write: fhir2parquet::convert::WriteOptions {
             codec: fhir2parquet::convert::Codec::Zstd,

@@ -2,6 +2,9 @@
 //! local folder or under a prefix of an object store. `sql`, `view` and `to-ndjson` read through
 //! here; `convert` and `upload` write what it reads.
 
+pub mod commit;
+pub mod lock;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -48,7 +51,29 @@ pub fn tables(dataset: &Location) -> Result<Vec<Table>> {
     Ok(tables)
 }
 
+/// Finishes a publish that a killed run left, if no live writer holds the dataset: readers
+/// never see a half-published dataset for longer than a writer is publishing it.
+fn finish_abandoned_publish(dataset: &Path) {
+    let pending = std::fs::read_dir(dataset).ok().is_some_and(|mut it| {
+        it.any(|e| {
+            e.is_ok_and(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(commit::JOURNAL_PREFIX)
+            })
+        })
+    });
+    if pending {
+        if let Some(_lock) = lock::try_acquire(dataset, "reader") {
+            if let Err(e) = commit::recover(dataset) {
+                eprintln!("warning: cannot finish an interrupted publish: {e:#}");
+            }
+        }
+    }
+}
+
 fn local_tables(dataset: &Path) -> Result<Vec<Table>> {
+    finish_abandoned_publish(dataset);
     let entries = std::fs::read_dir(dataset).with_context(|| {
         format!(
             "cannot read {}: give a folder written by `fhir2parquet convert`",

@@ -1,0 +1,281 @@
+//! One writer per dataset, publishing as one step, and errors while writing.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{run_record, shared};
+
+fn convert_cmd(input: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"));
+    c.args([
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    c.args(extra);
+    c
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Per type folder of OUT: the run ids its Parquet files carry (`part-<run>-<n>.parquet`).
+fn runs_per_type(out: &Path) -> BTreeMap<String, Vec<String>> {
+    fn walk(dir: &Path, runs: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, runs);
+            } else if let Some(rest) = e.file_name().to_string_lossy().strip_prefix("part-") {
+                let run = rest.rsplit_once('-').unwrap().0.to_string();
+                if !runs.contains(&run) {
+                    runs.push(run);
+                }
+            }
+        }
+    }
+    let mut out_map = BTreeMap::new();
+    for e in std::fs::read_dir(out).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() && !name.starts_with('.') && !name.starts_with('_') {
+            let mut runs = Vec::new();
+            walk(&e.path(), &mut runs);
+            out_map.insert(name, runs);
+        }
+    }
+    out_map
+}
+
+/// Rows of the Parquet files of a type folder.
+fn rows(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += rows(&p);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            n += crate::parquet_metadata(&p).file_metadata().num_rows() as u64;
+        }
+    }
+    n
+}
+
+/// Every type folder holds the files of one run; every type of the run record holds that run's
+/// files with the recorded rows.
+fn assert_whole(out: &Path) {
+    let runs = runs_per_type(out);
+    for (t, r) in &runs {
+        assert_eq!(r.len(), 1, "{t} mixes runs {r:?}");
+    }
+    let record = run_record(out);
+    let run = record["run_id"].as_str().unwrap();
+    for (t, rec) in record["types"].as_object().unwrap() {
+        assert_eq!(
+            runs[t],
+            vec![run.to_string()],
+            "{t}: files of another run than the record"
+        );
+        assert_eq!(rows(&out.join(t)), rec["rows"].as_u64().unwrap(), "{t}");
+    }
+}
+
+#[test]
+fn a_second_writer_fails_naming_the_first_or_waits_for_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // A slow first run: standard input held open.
+    let mut first = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .args(["convert", "-", "-o", out.to_str().unwrap(), "-q"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !out.join("_fhir2parquet.lock").exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let patients = shared("fhir-data/synthea-r4-small/Patient.ndjson");
+    let o = convert_cmd(&patients, &out, &[]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is being written by run"), "{err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(err.contains("--wait"), "{err}");
+
+    // With --wait the second run goes once the first is done; both outcomes are whole.
+    let second = convert_cmd(&patients, &out, &["--wait"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let observations =
+        std::fs::read(shared("fhir-data/synthea-r4-small/Observation.ndjson")).unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = first.stdin.take().unwrap();
+        stdin.write_all(&observations).unwrap();
+    }
+    assert!(first.wait().unwrap().success());
+    ok(&second.wait_with_output().unwrap());
+    let runs = runs_per_type(&out);
+    assert_eq!(
+        runs.keys().collect::<Vec<_>>(),
+        vec!["Observation", "Patient"]
+    );
+    assert_ne!(runs["Observation"], runs["Patient"]);
+    assert_whole(&out);
+    assert_eq!(rows(&out.join("Observation")), 1502);
+    assert!(!out.join("_fhir2parquet.lock").exists());
+}
+
+#[test]
+fn a_kill_at_any_point_of_publishing_leaves_every_type_whole() {
+    let small = shared("fhir-data/synthea-r4-small");
+    let ten = shared("fhir-data/synthea-r4-10-patients");
+    for point in ["journal-written", "type-swapped", "record-written"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        ok(&convert_cmd(&small, &out, &[]).output().unwrap());
+        let before = run_record(&out)["run_id"].as_str().unwrap().to_string();
+        let o = convert_cmd(&ten, &out, &[])
+            .env("FHIR2PARQUET_FAILPOINT", point)
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{point}: the run was not stopped");
+        // Right after the kill: each type is the old run's or the new one's, never a mix.
+        for (t, r) in runs_per_type(&out) {
+            assert_eq!(r.len(), 1, "{point}: {t} mixes runs {r:?}");
+        }
+        // A reader finishes the publish (the run was committed), and the record matches.
+        let q = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+            .args(["sql", out.to_str().unwrap(), "-q", "-c", "SELECT 1"])
+            .output()
+            .unwrap();
+        ok(&q);
+        assert_whole(&out);
+        let after = run_record(&out)["run_id"].as_str().unwrap().to_string();
+        assert_ne!(
+            after, before,
+            "{point}: the committed run was not published"
+        );
+        let names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.starts_with(".fhir2parquet-tmp-") && !n.contains("pending")),
+            "{point}: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn kills_at_random_moments_never_mix_runs() {
+    let small = shared("fhir-data/synthea-r4-small");
+    let examples = shared("fhir-data/r4-spec-examples");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    ok(&convert_cmd(&small, &out, &[]).output().unwrap());
+    // Delays spread over a run of the 140 types of the specification examples (about a second
+    // in a debug build), so kills land before, during and after publishing.
+    for (i, delay) in [30u64, 150, 300, 450, 600, 750, 900, 1100, 1400, 2000]
+        .iter()
+        .enumerate()
+    {
+        let before = runs_per_type(&out);
+        let mut child = convert_cmd(&examples, &out, &["-j", "1"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(*delay));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Each type as it was, or the killed run's alone.
+        for (t, r) in runs_per_type(&out) {
+            assert!(
+                before.get(&t) == Some(&r) || r.len() == 1,
+                "kill {i} after {delay} ms: {t} mixes runs {r:?}"
+            );
+        }
+        // The next writer finishes or discards what the killed one left.
+        if i % 2 == 0 {
+            ok(
+                &convert_cmd(&small.join("Patient.ndjson"), &out, &["--append"])
+                    .output()
+                    .unwrap(),
+            );
+        } else {
+            ok(&Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+                .args(["sql", out.to_str().unwrap(), "-q", "-c", "SELECT 1"])
+                .output()
+                .unwrap());
+        }
+        let record = run_record(&out);
+        for (t, r) in runs_per_type(&out) {
+            // Appends add Patient files of later runs beside earlier ones: that is no mix.
+            assert!(
+                t == "Patient" || r.len() == 1,
+                "after kill {i}: {t} mixes runs {r:?}"
+            );
+            if t != "Patient" && record["types"].get(&t).is_some() {
+                assert_eq!(
+                    r[0],
+                    record["run_id"].as_str().unwrap(),
+                    "after kill {i}: {t}"
+                );
+            }
+        }
+    }
+}
+
+/// A file-size limit (setrlimit) stands for a full disk: the run fails naming the path, the
+/// previous data stays, and nothing of the failed run is left.
+#[test]
+fn a_full_disk_keeps_the_previous_data() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let small = shared("fhir-data/synthea-r4-small");
+    ok(&convert_cmd(&small, &out, &[]).output().unwrap());
+    let before = runs_per_type(&out);
+    let mut c = convert_cmd(&shared("fhir-data/synthea-r4-10-patients"), &out, &[]);
+    // SAFETY: setrlimit and signal are async-signal-safe; they run in the child before exec.
+    unsafe {
+        c.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 200_000,
+                rlim_max: 200_000,
+            };
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(out.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("File too large") || err.contains("space"),
+        "{err}"
+    );
+    assert_eq!(runs_per_type(&out), before);
+    assert_whole(&out);
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') || n.contains("pending") || n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
