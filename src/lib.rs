@@ -12,6 +12,7 @@ pub mod convert;
 pub mod dataset;
 pub mod decode;
 pub mod encode;
+pub mod fuzz;
 pub mod input;
 pub mod json;
 pub mod schema;

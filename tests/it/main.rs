@@ -3,6 +3,7 @@
 mod bad_input;
 mod cloud;
 mod convert;
+mod fuzz;
 mod interop;
 mod queries;
 mod reliability;

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `fhir2parquet::fuzz::resource`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fhir2parquet::fuzz::resource(data));
