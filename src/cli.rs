@@ -55,9 +55,89 @@ pub enum Command {
     /// Copy a converted dataset to an object store (S3, GCS, Azure): parallel, resumable, the
     /// run record last.
     Upload(UploadArgs),
+    /// Export from a FHIR server ($export, Bulk Data) straight into a Parquet dataset.
+    Export(Box<ExportArgs>),
     /// Print the statements that make a dataset tables in BigQuery, Snowflake, Athena,
     /// Databricks (Spark) or DuckDB.
     Warehouse(WarehouseArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The FHIR server's base URL.
+    #[arg(required_unless_present = "resume")]
+    pub base: Option<String>,
+    /// Output folder, or an s3://, gs://, az:// URL.
+    #[arg(short, long)]
+    pub out: String,
+    /// Export the patients of this Group (Group/ID/$export).
+    #[arg(long, value_name = "ID", conflicts_with = "patients")]
+    pub group: Option<String>,
+    /// Export every patient's data (Patient/$export) instead of the whole system.
+    #[arg(long)]
+    pub patients: bool,
+    /// _type: resource types, comma-separated or repeated.
+    #[arg(long = "type", value_name = "TYPES", value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Send _type once per type instead of one comma-joined value.
+    #[arg(long)]
+    pub type_repeat: bool,
+    /// _since: only resources changed since this instant (a run record's transactionTime).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// _until
+    #[arg(long)]
+    pub until: Option<String>,
+    /// _typeFilter (repeatable), e.g. "Observation?category=laboratory".
+    #[arg(long = "type-filter")]
+    pub type_filters: Vec<String>,
+    /// _elements, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub elements: Vec<String>,
+    /// Another kick-off parameter, NAME=VALUE (repeatable): patient, includeAssociatedData, ...
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Kick off with POST and a Parameters body (the server must take it) instead of GET.
+    #[arg(long)]
+    pub post: bool,
+    /// SMART Backend Services: the client id registered with the server.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// SMART Backend Services: the private key (PEM; RSA signs RS384, EC P-384 signs ES384).
+    #[arg(long, value_name = "PEM", requires = "client_id")]
+    pub key: Option<PathBuf>,
+    /// The key id (kid) the server knows the public key by.
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// Scope to ask for (default: system/*.rs, or system/*.read for SMART v1 servers).
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Use the client secret in this environment variable instead of a key.
+    #[arg(
+        long,
+        value_name = "VAR",
+        requires = "client_id",
+        conflicts_with = "key"
+    )]
+    pub client_secret_env: Option<String>,
+    /// Leave the job on the server at the end (default: DELETE it).
+    #[arg(long)]
+    pub keep_job: bool,
+    /// Continue the job kept in OUT/_export/state.json (after a crash or a kill).
+    #[arg(long)]
+    pub resume: bool,
+    /// The longest wait between two status requests, in seconds, whatever the server asks.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub max_poll: u64,
+    /// Add to OUT instead of replacing each type's data.
+    #[arg(long)]
+    pub append: bool,
+    /// Worker threads (default: one per core).
+    #[arg(short = 'j', long)]
+    pub threads: Option<usize>,
+    /// No progress and no summary table.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(clap::Args, Debug)]

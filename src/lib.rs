@@ -12,6 +12,7 @@ pub mod convert;
 pub mod dataset;
 pub mod decode;
 pub mod encode;
+pub mod export;
 pub mod fuzz;
 pub mod input;
 pub mod json;

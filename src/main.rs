@@ -47,6 +47,111 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The summary table and the problems of a run; its exit code.
+fn report(record: &convert::RunRecord, quiet: bool) -> anyhow::Result<i32> {
+    if !quiet {
+        record.print_table(&mut std::io::stderr())?;
+    }
+    let problems = record.problems();
+    for p in &problems {
+        eprintln!("warning: {p}");
+    }
+    Ok(if problems.is_empty() {
+        exit::OK
+    } else {
+        exit::WITH_REJECTS
+    })
+}
+
+fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Result<i32> {
+    use fhir2parquet::export::{self, auth, ExportOptions, Level};
+    let out = Location::parse(&a.out, stores)?;
+    let base = match (&a.base, a.resume) {
+        (Some(b), _) => b.clone(),
+        (None, _) => {
+            // Resuming: the server is in the kept state.
+            let Location::Local(dir) = &out else {
+                anyhow::bail!("--resume needs a local OUT");
+            };
+            let state: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(dir.join("_export/state.json"))
+                    .map_err(|_| anyhow::anyhow!("no export to resume in {}", dir.display()))?,
+            )?;
+            state["base"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    let http = reqwest::Client::new();
+    let credentials = match (&a.key, &a.client_secret_env) {
+        (Some(k), _) => Some(auth::Credentials::from_key_file(k, a.kid.clone())?),
+        (None, Some(var)) => Some(auth::Credentials::Secret(std::env::var(var).map_err(
+            |_| anyhow::anyhow!("--client-secret-env {var}: the variable is not set"),
+        )?)),
+        (None, None) => None,
+    };
+    let auth = match (a.client_id.clone(), credentials) {
+        (Some(id), Some(c)) => Some(fhir2parquet::store::block_on(auth::Auth::discover(
+            &http,
+            &base,
+            id,
+            c,
+            a.scope.clone(),
+        ))?),
+        (Some(_), None) => anyhow::bail!("--client-id needs --key or --client-secret-env"),
+        _ => None,
+    };
+    let params = a
+        .params
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--param {p}: give NAME=VALUE"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let progress = !a.quiet && std::io::stderr().is_terminal();
+    let opts = ExportOptions {
+        base,
+        level: match (&a.group, a.patients) {
+            (Some(g), _) => Level::Group(g.clone()),
+            (None, true) => Level::Patient,
+            (None, false) => Level::System,
+        },
+        types: a.types.clone(),
+        since: a.since.clone(),
+        until: a.until.clone(),
+        type_filters: a.type_filters.clone(),
+        elements: a.elements.clone(),
+        params,
+        post: a.post,
+        type_repeat: a.type_repeat,
+        auth,
+        keep_job: a.keep_job,
+        resume: a.resume,
+        max_poll: std::time::Duration::from_secs(a.max_poll.max(1)),
+        progress,
+    };
+    let convert = ConvertOptions {
+        out,
+        append: a.append,
+        wait: false,
+        export: None,
+        partition_by: Vec::new(),
+        write: WriteOptions {
+            codec: convert::Codec::Zstd,
+            zstd_level: 1,
+            target_file_bytes: 512 << 20,
+            row_group_rows: 122_880,
+        },
+        threads: a
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        batch_rows: 8192,
+        progress,
+    };
+    let record = export::run(opts, &convert)?;
+    report(&record, a.quiet)
+}
+
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let stores = StoreOptions {
         endpoint: cli.endpoint.clone(),
@@ -58,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 out: Location::parse(&a.out, &stores)?,
                 append: a.append,
                 wait: a.wait,
+                export: None,
                 partition_by: a
                     .partition_by
                     .iter()
@@ -81,19 +187,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 .map(|i| Location::parse(i, &stores))
                 .collect::<Result<Vec<_>, _>>()?;
             let record = convert::run(&inputs, &opts)?;
-            if !a.quiet {
-                record.print_table(&mut std::io::stderr())?;
-            }
-            let problems = record.problems();
-            for p in &problems {
-                eprintln!("warning: {p}");
-            }
-            Ok(if problems.is_empty() {
-                exit::OK
-            } else {
-                exit::WITH_REJECTS
-            })
+            report(&record, a.quiet)
         }
+        Command::Export(a) => export(*a, &stores),
         Command::ToNdjson(a) => {
             let dataset = Location::parse(&a.dataset, &stores)?;
             let counts = fhir2parquet::encode::to_ndjson(dataset, &a.out)?;

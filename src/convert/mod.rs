@@ -40,6 +40,9 @@ pub struct ConvertOptions {
     pub append: bool,
     /// Wait for another run writing OUT instead of failing at once.
     pub wait: bool,
+    /// What an `export` fetched the input from (server, request, transactionTime), for the
+    /// run record.
+    pub export: Option<serde_json::Value>,
     pub partition_by: Vec<PartitionSpec>,
     pub write: WriteOptions,
     pub threads: usize,
@@ -307,9 +310,14 @@ impl Worker<'_> {
 
 /// Runs a conversion. Returns the run record; the caller decides the exit code from it.
 pub fn run<L: Clone + Into<Location>>(inputs: &[L], opts: &ConvertOptions) -> Result<RunRecord> {
-    let started = Instant::now();
     let inputs: Vec<Location> = inputs.iter().cloned().map(Into::into).collect();
     let sources = input::resolve(&inputs)?;
+    run_sources(&sources, opts)
+}
+
+/// Runs a conversion of sources already resolved (`export` makes them from a server's files).
+pub fn run_sources(sources: &[Source], opts: &ConvertOptions) -> Result<RunRecord> {
+    let started = Instant::now();
     let fhir_version = crate::schema::r4().fhir_version.clone();
     let run_id = format!(
         "{}{:04x}",
@@ -345,15 +353,7 @@ pub fn run<L: Clone + Into<Location>>(inputs: &[L], opts: &ConvertOptions) -> Re
         }
     };
     std::fs::create_dir_all(&tmp)?;
-    let result = convert(
-        &sources,
-        opts,
-        &fhir_version,
-        &run_id,
-        &tmp,
-        target,
-        started,
-    );
+    let result = convert(sources, opts, &fhir_version, &run_id, &tmp, target, started);
     let committed = match &opts.out {
         Location::Local(out) => crate::dataset::commit::is_pending(out, &run_id),
         Location::Remote(_) => false,

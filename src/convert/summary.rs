@@ -67,6 +67,9 @@ pub struct RunRecord {
     pub inputs: Vec<InputRecord>,
     pub types: BTreeMap<String, TypeRecord>,
     pub rejects: RejectRecord,
+    /// The export the inputs came from (`fhir2parquet export`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<serde_json::Value>,
     /// Earlier runs of an `--append`ed dataset, as they were recorded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub previous_runs: Vec<serde_json::Value>,
@@ -97,6 +100,7 @@ impl RunRecord {
             inputs: Vec::new(),
             types: BTreeMap::new(),
             rejects: RejectRecord::default(),
+            export: opts.export.clone(),
             previous_runs: Vec::new(),
         }
     }

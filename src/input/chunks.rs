@@ -51,7 +51,9 @@ pub fn read_chunks(
     recycled: &crossbeam_channel::Receiver<Vec<u8>>,
     mut send: impl FnMut(Chunk) -> bool,
 ) -> io::Result<ReadOutcome> {
-    let raw: Box<dyn Read> = if let Some((remote, path)) = &source.object {
+    let raw: Box<dyn Read> = if let Some(open) = &source.opener {
+        (open.0)()?
+    } else if let Some((remote, path)) = &source.object {
         Box::new(crate::store::ObjectReader::open(remote, path)?)
     } else if source.is_stdin() {
         Box::new(io::stdin().lock())

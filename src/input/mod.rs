@@ -17,6 +17,18 @@ use crate::store::{block_on, Location, Remote};
 
 pub use chunks::{read_chunks, Chunk, ReadOutcome};
 
+/// Opens a stream of NDJSON (plain, or gzip if the source says so).
+#[derive(Clone)]
+pub struct Opener(
+    pub std::sync::Arc<dyn Fn() -> std::io::Result<Box<dyn std::io::Read>> + Send + Sync>,
+);
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Opener")
+    }
+}
+
 /// One input stream.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -24,6 +36,8 @@ pub struct Source {
     pub path: PathBuf,
     /// An object of a store (then `path` is unused).
     pub object: Option<(Remote, ObjPath)>,
+    /// Any other stream (a download), opened when it is read; `path` is then its name.
+    pub opener: Option<Opener>,
     pub gzip: bool,
     /// The number of resources a bulk manifest says the file holds.
     pub expected_count: Option<u64>,
@@ -36,6 +50,18 @@ impl Source {
         match &self.object {
             Some((remote, path)) => remote.object_url(path),
             None => self.path.display().to_string(),
+        }
+    }
+
+    /// A stream from elsewhere (a download), named `name`, opened by `open` when it is read.
+    pub fn stream(name: &str, gzip: bool, expected_count: Option<u64>, open: Opener) -> Source {
+        Source {
+            path: PathBuf::from(name),
+            object: None,
+            opener: Some(open),
+            gzip,
+            expected_count,
+            size: 0,
         }
     }
 
@@ -58,6 +84,7 @@ fn file_source(path: PathBuf, expected_count: Option<u64>) -> Result<Source> {
     Ok(Source {
         path,
         object: None,
+        opener: None,
         gzip,
         expected_count,
         size: meta.len(),
@@ -69,6 +96,7 @@ fn object_source(remote: &Remote, path: ObjPath, size: u64, expected_count: Opti
         path: PathBuf::new(),
         gzip: path.as_ref().ends_with(".gz"),
         object: Some((remote.clone(), path)),
+        opener: None,
         expected_count,
         size,
     }
@@ -120,6 +148,7 @@ pub fn resolve(inputs: &[Location]) -> Result<Vec<Source>> {
             out.push(Source {
                 path: input.clone(),
                 object: None,
+                opener: None,
                 gzip: false,
                 expected_count: None,
                 size: 0,

@@ -3,6 +3,7 @@
 mod bad_input;
 mod cloud;
 mod convert;
+mod export;
 mod fuzz;
 mod interop;
 mod queries;
@@ -50,6 +51,7 @@ pub fn convert_opts(out: &Path) -> fhir2parquet::convert::ConvertOptions {
         out: out.into(),
         append: false,
         wait: false,
+        export: None,
         partition_by: Vec::new(),
         write: fhir2parquet::convert::WriteOptions {
             codec: fhir2parquet::convert::Codec::Zstd,

@@ -1,0 +1,590 @@
+//! `export`: a FHIR Bulk Data `$export` client (Bulk Data Access IG 2.0) that streams the
+//! server's files straight into the convert pipeline: kick-off, status polling, the manifest,
+//! downloads as [`Source`]s, then the job deleted. The job URL is kept in
+//! `OUT/_export/state.json`, so `--resume` continues a job after a crash.
+
+pub mod auth;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::StreamExt;
+use reqwest::{header, Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::convert::{ConvertOptions, RunRecord};
+use crate::input::{Opener, Source};
+use crate::store::{block_on, Location};
+use auth::Auth;
+
+/// Which `$export` operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Level {
+    /// `[base]/$export`
+    System,
+    /// `[base]/Patient/$export`
+    Patient,
+    /// `[base]/Group/[id]/$export`
+    Group(String),
+}
+
+/// What to export and how to reach the server.
+pub struct ExportOptions {
+    pub base: String,
+    pub level: Level,
+    /// `_type`
+    pub types: Vec<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub type_filters: Vec<String>,
+    pub elements: Vec<String>,
+    /// More parameters, `name=value`.
+    pub params: Vec<(String, String)>,
+    /// Kick off with POST and a Parameters body instead of GET.
+    pub post: bool,
+    /// `_type` repeated per type instead of one comma-joined value.
+    pub type_repeat: bool,
+    pub auth: Option<Auth>,
+    pub keep_job: bool,
+    pub resume: bool,
+    /// The longest wait between two status requests, whatever the server asks.
+    pub max_poll: Duration,
+    pub progress: bool,
+}
+
+/// The job, kept in `OUT/_export/state.json` while it runs.
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    base: String,
+    job: String,
+    kicked_off: String,
+}
+
+/// Where the export's own files go: OUT/_export/ (local OUT only).
+fn export_dir(out: &Location) -> Option<PathBuf> {
+    match out {
+        Location::Local(p) => Some(p.join("_export")),
+        Location::Remote(_) => None,
+    }
+}
+
+/// A status request is answered within these bounds, whatever Retry-After says (servers send
+/// milliseconds, epoch times, hours).
+const MIN_POLL: Duration = Duration::from_millis(500);
+/// Attempts of one request that fails with 429, 5xx or a dropped connection.
+const ATTEMPTS: u32 = 8;
+
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110 10.2.3), clamped to
+/// [`MIN_POLL`]..=`max`.
+pub fn retry_after(value: Option<&str>, max: Duration) -> Option<Duration> {
+    let v = value?.trim();
+    let d = if let Ok(secs) = v.parse::<f64>() {
+        Duration::from_secs_f64(secs.max(0.0).min(max.as_secs_f64()))
+    } else {
+        let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+        let secs = (when.timestamp() - chrono::Utc::now().timestamp()).max(0) as u64;
+        Duration::from_secs(secs)
+    };
+    Some(d.clamp(MIN_POLL, max.max(MIN_POLL)))
+}
+
+/// The diagnostics of an OperationOutcome (never resource data: codes and the server's text).
+fn outcome_text(body: &Value) -> String {
+    let issues = body["issue"].as_array().cloned().unwrap_or_default();
+    let parts: Vec<String> = issues
+        .iter()
+        .map(|i| {
+            let text = i["diagnostics"]
+                .as_str()
+                .or(i["details"]["text"].as_str())
+                .unwrap_or("");
+            format!(
+                "{} {}: {text}",
+                i["severity"].as_str().unwrap_or("error"),
+                i["code"].as_str().unwrap_or("unknown")
+            )
+        })
+        .collect();
+    match parts.is_empty() {
+        true => "no OperationOutcome".into(),
+        false => parts.join("; "),
+    }
+}
+
+fn is_transient(body: &Value) -> bool {
+    body["issue"]
+        .as_array()
+        .is_some_and(|is| !is.is_empty() && is.iter().all(|i| i["code"] == "transient"))
+}
+
+/// The HTTP side: one client, the token when there is one.
+struct Client {
+    http: reqwest::Client,
+    auth: Option<Auth>,
+    max_poll: Duration,
+}
+
+impl Client {
+    /// Sends a request, with the access token when `with_token`, again on 429, 5xx and dropped
+    /// connections (backoff, or Retry-After), and once with a new token on a 401.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        with_token: bool,
+        build: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
+    ) -> Result<reqwest::Response> {
+        let mut backoff = Duration::from_millis(500);
+        let mut renewed = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = build(self.http.request(method.clone(), url));
+            if with_token {
+                if let Some(a) = &self.auth {
+                    req = req.bearer_auth(a.token(&self.http).await?);
+                }
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) if attempt < ATTEMPTS => {
+                    let _ = e;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.max_poll);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e.without_url()))
+                        .with_context(|| format!("{}: the server did not answer", strip(url)))
+                }
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && with_token && !renewed {
+                if let Some(a) = &self.auth {
+                    a.forget();
+                    renewed = true;
+                    continue;
+                }
+            }
+            let retry = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+            if retry && attempt < ATTEMPTS {
+                let wait = retry_after(
+                    resp.headers()
+                        .get(header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()),
+                    self.max_poll,
+                );
+                // A 5xx with an OperationOutcome that is not transient is the job's failure.
+                if status.is_server_error() {
+                    let body: Value =
+                        serde_json::from_slice(&resp.bytes().await.unwrap_or_default())
+                            .unwrap_or_default();
+                    if body["resourceType"] == "OperationOutcome" && !is_transient(&body) {
+                        bail!("{}: {status}: {}", strip(url), outcome_text(&body));
+                    }
+                }
+                tokio::time::sleep(wait.unwrap_or(backoff)).await;
+                backoff = (backoff * 2).min(self.max_poll);
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+}
+
+/// A URL without its query (signed file URLs carry credentials there).
+fn strip(url: &str) -> String {
+    crate::store::redact(url)
+}
+
+fn kickoff_url(o: &ExportOptions) -> String {
+    let base = o.base.trim_end_matches('/');
+    match &o.level {
+        Level::System => format!("{base}/$export"),
+        Level::Patient => format!("{base}/Patient/$export"),
+        Level::Group(id) => format!("{base}/Group/{id}/$export"),
+    }
+}
+
+/// The kick-off parameters, in order.
+fn parameters(o: &ExportOptions) -> Vec<(String, String)> {
+    let mut p = vec![(
+        "_outputFormat".to_string(),
+        "application/fhir+ndjson".to_string(),
+    )];
+    if !o.types.is_empty() {
+        match o.type_repeat {
+            true => p.extend(o.types.iter().map(|t| ("_type".to_string(), t.clone()))),
+            false => p.push(("_type".into(), o.types.join(","))),
+        }
+    }
+    for (k, v) in [("_since", &o.since), ("_until", &o.until)] {
+        if let Some(v) = v {
+            p.push((k.into(), v.clone()));
+        }
+    }
+    p.extend(
+        o.type_filters
+            .iter()
+            .map(|f| ("_typeFilter".to_string(), f.clone())),
+    );
+    if !o.elements.is_empty() {
+        p.push(("_elements".into(), o.elements.join(",")));
+    }
+    p.extend(o.params.iter().cloned());
+    p
+}
+
+/// The kick-off request as a FHIR Parameters resource (for POST).
+fn parameters_resource(params: &[(String, String)]) -> Value {
+    let parameter: Vec<Value> = params
+        .iter()
+        .map(|(k, v)| {
+            let value = match k.as_str() {
+                "_since" | "_until" => "valueInstant",
+                "patient" => {
+                    return serde_json::json!({"name": k, "valueReference": {"reference": v}})
+                }
+                _ => "valueString",
+            };
+            serde_json::json!({"name": k, value: v})
+        })
+        .collect();
+    serde_json::json!({"resourceType": "Parameters", "parameter": parameter})
+}
+
+async fn kick_off(c: &Client, o: &ExportOptions) -> Result<String> {
+    let url = kickoff_url(o);
+    let params = parameters(o);
+    let resp = if o.post {
+        let body = serde_json::to_vec(&parameters_resource(&params))?;
+        c.send(Method::POST, &url, true, &|r| {
+            r.header(header::ACCEPT, "application/fhir+json")
+                .header("Prefer", "respond-async")
+                .header(header::CONTENT_TYPE, "application/fhir+json")
+                .body(body.clone())
+        })
+        .await?
+    } else {
+        c.send(Method::GET, &url, true, &|r| {
+            r.header(header::ACCEPT, "application/fhir+json")
+                .header("Prefer", "respond-async")
+                .query(&params)
+        })
+        .await?
+    };
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get(header::CONTENT_LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if status != StatusCode::ACCEPTED {
+        let body: Value = serde_json::from_slice(&resp.bytes().await?).unwrap_or_default();
+        bail!(
+            "{url}: the kick-off was refused ({status}): {}",
+            outcome_text(&body)
+        );
+    }
+    location.ok_or_else(|| anyhow!("{url}: 202 without a Content-Location (the status URL)"))
+}
+
+/// Polls the status URL until the manifest is ready.
+async fn poll(c: &Client, job: &str, bar: &indicatif::ProgressBar) -> Result<Value> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let resp = c
+            .send(Method::GET, job, true, &|r| {
+                r.header(header::ACCEPT, "application/json")
+            })
+            .await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await?;
+        match status {
+            StatusCode::OK => {
+                return serde_json::from_slice(&body)
+                    .with_context(|| format!("{}: the manifest is not JSON", strip(job)))
+            }
+            StatusCode::ACCEPTED => {
+                if let Some(p) = headers.get("X-Progress").and_then(|v| v.to_str().ok()) {
+                    bar.set_message(format!("export: {p}"));
+                }
+                let wait = retry_after(
+                    headers
+                        .get(header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok()),
+                    c.max_poll,
+                );
+                tokio::time::sleep(wait.unwrap_or(backoff)).await;
+                backoff = (backoff * 2).min(c.max_poll);
+            }
+            s => {
+                let outcome: Value = serde_json::from_slice(&body).unwrap_or_default();
+                if is_transient(&outcome) {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(c.max_poll);
+                    continue;
+                }
+                bail!(
+                    "{}: the export failed ({s}): {}",
+                    strip(job),
+                    outcome_text(&outcome)
+                );
+            }
+        }
+    }
+}
+
+/// The manifest's entries of one kind over every page (`link` with relation `next`).
+async fn all_pages(c: &Client, first: Value) -> Result<Vec<Value>> {
+    let mut pages = vec![first];
+    loop {
+        let next = pages.last().and_then(|p| {
+            p["link"].as_array().and_then(|ls| {
+                ls.iter()
+                    .find(|l| l["relation"] == "next")
+                    .and_then(|l| l["url"].as_str().map(str::to_string))
+            })
+        });
+        let Some(url) = next else {
+            return Ok(pages);
+        };
+        let resp = c
+            .send(Method::GET, &url, true, &|r| {
+                r.header(header::ACCEPT, "application/json")
+            })
+            .await?;
+        if !resp.status().is_success() {
+            bail!("{}: a manifest page: {}", strip(&url), resp.status());
+        }
+        pages.push(serde_json::from_slice(&resp.bytes().await?)?);
+    }
+}
+
+/// A download, read synchronously by the convert reader.
+struct Download {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(std::io::Error::other(e.without_url())),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+fn opener(c: Arc<Client>, url: String, with_token: bool) -> Opener {
+    Opener(Arc::new(move || {
+        let resp = block_on(c.send(Method::GET, &url, with_token, &|r| {
+            r.header(header::ACCEPT, "application/fhir+ndjson")
+                .header(header::ACCEPT_ENCODING, "gzip")
+        }))
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        if !resp.status().is_success() {
+            return Err(std::io::Error::other(format!(
+                "{}: {}",
+                strip(&url),
+                resp.status()
+            )));
+        }
+        let gzip = resp
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let download = Download {
+            stream: resp.bytes_stream().boxed(),
+            current: bytes::Bytes::new(),
+        };
+        Ok(match gzip {
+            true => Box::new(flate2::read::MultiGzDecoder::new(download)) as Box<dyn std::io::Read>,
+            false => Box::new(download),
+        })
+    }))
+}
+
+/// Saves the manifest's error (`outcome`) and `deleted` files into OUT/_export/.
+async fn save_extra(
+    c: &Client,
+    entries: &[(String, &Value, bool)],
+    dir: &Option<PathBuf>,
+) -> Result<u64> {
+    let mut lines = 0;
+    for (i, (kind, e, with_token)) in entries.iter().enumerate() {
+        let Some(url) = e["url"].as_str() else {
+            continue;
+        };
+        let resp = c
+            .send(Method::GET, url, *with_token, &|r| {
+                r.header(header::ACCEPT, "application/fhir+ndjson")
+            })
+            .await?;
+        if !resp.status().is_success() {
+            bail!("{}: {}", strip(url), resp.status());
+        }
+        let body = resp.bytes().await?;
+        lines += body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64;
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(dir.join(format!("{kind}-{i}.ndjson")), &body)?;
+        }
+    }
+    Ok(lines)
+}
+
+/// Runs an export into `convert.out`; returns the run record.
+pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
+    let dir = export_dir(&convert.out);
+    let state_path = dir.as_ref().map(|d| d.join("state.json"));
+    let client = Arc::new(Client {
+        http: reqwest::Client::builder()
+            .user_agent(concat!("fhir2parquet/", env!("CARGO_PKG_VERSION")))
+            .build()?,
+        auth: o.auth,
+        max_poll: o.max_poll,
+    });
+    let bar = match o.progress {
+        true => indicatif::ProgressBar::new_spinner(),
+        false => indicatif::ProgressBar::hidden(),
+    };
+    let o = ExportOptions { auth: None, ..o };
+    let job = match (o.resume, &state_path) {
+        (true, Some(p)) => {
+            let s: State =
+                serde_json::from_slice(&std::fs::read(p).with_context(|| {
+                    format!("no export to resume: {} is missing", p.display())
+                })?)?;
+            s.job
+        }
+        (true, None) => bail!("--resume needs a local OUT (where the job is kept)"),
+        (false, _) => {
+            let job = block_on(kick_off(&client, &o))?;
+            if let Some(p) = &state_path {
+                std::fs::create_dir_all(p.parent().expect("a folder"))?;
+                let s = State {
+                    base: o.base.clone(),
+                    job: job.clone(),
+                    kicked_off: chrono::Utc::now().to_rfc3339(),
+                };
+                std::fs::write(p, serde_json::to_vec_pretty(&s)?)?;
+            }
+            job
+        }
+    };
+    let manifest = block_on(poll(&client, &job, &bar))?;
+    bar.finish_and_clear();
+    let pages = block_on(all_pages(&client, manifest.clone()))?;
+    let token_for_files = manifest["requiresAccessToken"].as_bool().unwrap_or(false);
+
+    let mut sources = Vec::new();
+    let mut extra = Vec::new();
+    for page in &pages {
+        for e in page["output"].as_array().into_iter().flatten() {
+            let url = e["url"]
+                .as_str()
+                .ok_or_else(|| anyhow!("a manifest output entry has no url"))?;
+            let name = strip(url);
+            let count = e["count"].as_u64();
+            let open = opener(client.clone(), url.to_string(), token_for_files);
+            sources.push(Source::stream(&name, false, count, open));
+        }
+        // 2.0 names it `error`; the 4.0 ballot `outcome`.
+        for key in ["error", "outcome"] {
+            for e in page[key].as_array().into_iter().flatten() {
+                extra.push(("outcome".to_string(), e, token_for_files));
+            }
+        }
+        for e in page["deleted"].as_array().into_iter().flatten() {
+            extra.push(("deleted".to_string(), e, token_for_files));
+        }
+    }
+    let extra_lines = block_on(save_extra(&client, &extra, &dir))?;
+
+    let mut convert = convert.clone();
+    convert.export = Some(serde_json::json!({
+        "server": o.base,
+        "request": manifest["request"],
+        "transactionTime": manifest["transactionTime"],
+        "files": sources.len(),
+        "outcome_and_deleted_lines": extra_lines,
+    }));
+    let record = crate::convert::run_sources(&sources, &convert)?;
+    if !o.keep_job {
+        let _ = block_on(client.send(Method::DELETE, &job, true, &|r| r));
+    }
+    if let Some(p) = &state_path {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms_are_clamped() {
+        let max = Duration::from_secs(60);
+        assert_eq!(retry_after(Some("5"), max), Some(Duration::from_secs(5)));
+        assert_eq!(retry_after(Some("0"), max), Some(MIN_POLL));
+        // A millisecond epoch, as a server has sent.
+        assert_eq!(retry_after(Some("1700000000000"), max), Some(max));
+        assert_eq!(retry_after(Some("7200"), max), Some(max));
+        let soon = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc2822();
+        let d = retry_after(Some(&soon), max).unwrap();
+        assert!(
+            d >= Duration::from_secs(1) && d <= Duration::from_secs(3),
+            "{d:?}"
+        );
+        assert_eq!(retry_after(Some("soon"), max), None);
+    }
+
+    #[test]
+    fn parameters_joined_or_repeated() {
+        let mut o = ExportOptions {
+            base: "http://x/fhir".into(),
+            level: Level::Group("g1".into()),
+            types: vec!["Patient".into(), "Observation".into()],
+            since: Some("2020-01-01T00:00:00Z".into()),
+            until: None,
+            type_filters: vec![],
+            elements: vec![],
+            params: vec![],
+            post: false,
+            type_repeat: false,
+            auth: None,
+            keep_job: false,
+            resume: false,
+            max_poll: Duration::from_secs(60),
+            progress: false,
+        };
+        assert_eq!(kickoff_url(&o), "http://x/fhir/Group/g1/$export");
+        let p = parameters(&o);
+        assert!(p.contains(&("_type".into(), "Patient,Observation".into())));
+        o.type_repeat = true;
+        let p = parameters(&o);
+        assert_eq!(p.iter().filter(|(k, _)| k == "_type").count(), 2);
+        let r = parameters_resource(&p);
+        assert_eq!(r["resourceType"], "Parameters");
+        assert!(r["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["valueInstant"] == "2020-01-01T00:00:00Z"));
+    }
+}

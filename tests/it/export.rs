@@ -1,0 +1,755 @@
+//! `export` against a FHIR Bulk Data server of the test suite's own (no server with `$export`
+//! installs from a package registry here). The server follows the Bulk Data Access IG 2.0.0
+//! (https://hl7.org/fhir/uv/bulkdata/STU2/export.html) and SMART App Launch 2.x Backend Services
+//! (https://hl7.org/fhir/smart-app-launch/backend-services.html); each behaviour cites its
+//! section. It serves the NDJSON of the small Synthea export on 127.0.0.1.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::{assert_same_resources, run_record, shared};
+
+/// What the server does, per test.
+#[derive(Clone)]
+struct Config {
+    /// Status requests answered 202 before the manifest (with X-Progress, Retry-After).
+    polls: usize,
+    /// Retry-After values, one per 202, cycling: seconds, an HTTP date, a millisecond epoch.
+    retry_after: Vec<String>,
+    /// The first status request gets a 429 (rate limited).
+    first_poll_429: bool,
+    /// This status request (1-based) gets a 500 with a transient OperationOutcome.
+    transient_at: Option<usize>,
+    /// The job fails: a 500 with a fatal OperationOutcome.
+    fatal: bool,
+    /// SMART Backend Services: client id and public key (PEM), RS384 or ES384.
+    client: Option<(String, PathBuf, jsonwebtoken::Algorithm)>,
+    /// Seconds an access token lasts.
+    token_seconds: u64,
+    /// The manifest's `requiresAccessToken`.
+    requires_token: bool,
+    /// Files sent gzip-encoded when asked for.
+    gzip: bool,
+    /// Files answered with a 307 to a second origin that needs no token.
+    redirect: bool,
+    /// The manifest in two pages (`link` next).
+    paged: bool,
+    /// The first request for each file gets a 503.
+    file_503: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            polls: 1,
+            retry_after: vec!["1".into()],
+            first_poll_429: false,
+            transient_at: None,
+            fatal: false,
+            client: None,
+            token_seconds: 300,
+            requires_token: false,
+            gzip: false,
+            redirect: false,
+            paged: false,
+            file_503: false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    kickoffs: usize,
+    polls: usize,
+    deleted: bool,
+    tokens: HashMap<String, Instant>,
+    tokens_issued: usize,
+    served: HashMap<String, usize>,
+    /// Requests that carried an Authorization header to the second origin.
+    leaked: usize,
+    kickoff_query: String,
+}
+
+struct Server {
+    port: u16,
+    files_port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+impl Server {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}/fhir", self.port)
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+fn read_request(s: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    s.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        s.read_line(&mut h).ok()?;
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let len = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).ok()?;
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    Some(Request {
+        method,
+        path: path.to_string(),
+        query: query.to_string(),
+        headers,
+        body,
+    })
+}
+
+fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
+}
+
+fn outcome(code: &str, text: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": text}]
+    }))
+    .unwrap()
+}
+
+fn form(body: &[u8]) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// The NDJSON files the server exports.
+fn files() -> Vec<(String, PathBuf)> {
+    let mut out: Vec<_> = std::fs::read_dir(shared("fhir-data/synthea-r4-small"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".ndjson"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), p))
+        .collect();
+    out.sort();
+    out
+}
+
+fn start(cfg: Config) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let files_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let files_port = files_listener.local_addr().unwrap().port();
+    let state = Arc::new(Mutex::new(State::default()));
+    let base = format!("http://127.0.0.1:{port}/fhir");
+    let files_base = format!("http://127.0.0.1:{files_port}");
+    {
+        // The second origin: files behind signed, tokenless URLs.
+        let state = state.clone();
+        std::thread::spawn(move || {
+            for conn in files_listener.incoming().flatten() {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                let Some(req) = read_request(&mut r) else {
+                    continue;
+                };
+                if req.headers.contains_key("authorization") {
+                    state.lock().unwrap().leaked += 1;
+                }
+                let name = req.path.trim_start_matches("/signed/").to_string();
+                match files().into_iter().find(|(n, _)| *n == name) {
+                    Some((_, p)) => respond(
+                        &mut conn,
+                        "200 OK",
+                        &[("Content-Type", "application/fhir+ndjson".into())],
+                        &std::fs::read(p).unwrap(),
+                    ),
+                    None => respond(&mut conn, "404 Not Found", &[], b""),
+                }
+            }
+        });
+    }
+    let st = state.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            let mut conn = conn;
+            let Some(req) = read_request(&mut r) else {
+                continue;
+            };
+            handle(&cfg, &st, &base, &files_base, req, &mut conn);
+        }
+    });
+    Server {
+        port,
+        files_port,
+        state,
+    }
+}
+
+fn handle(
+    cfg: &Config,
+    st: &Mutex<State>,
+    base: &str,
+    files_base: &str,
+    req: Request,
+    conn: &mut TcpStream,
+) {
+    let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
+    let path = req.path.trim_start_matches("/fhir");
+    // SMART configuration (SMART App Launch 2.x, "Conformance": .well-known/smart-configuration).
+    if path == "/.well-known/smart-configuration" {
+        let conf = serde_json::json!({
+            "token_endpoint": format!("{base}/token"),
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+            "scopes_supported": ["system/*.rs", "system/*.read"],
+            "capabilities": ["client-confidential-asymmetric"]
+        });
+        return respond(
+            conn,
+            "200 OK",
+            &[("Content-Type", "application/json".into())],
+            &json(conf),
+        );
+    }
+    // Token endpoint (Backend Services, "Obtaining an access token"): client_credentials with a
+    // signed client assertion; 400 invalid_client when it does not verify.
+    if path == "/token" && req.method == "POST" {
+        let f = form(&req.body);
+        let Some((client_id, key, alg)) = &cfg.client else {
+            return respond(
+                conn,
+                "400 Bad Request",
+                &[],
+                &json(serde_json::json!({"error": "unsupported_grant_type"})),
+            );
+        };
+        let ok = f.get("grant_type").map(String::as_str) == Some("client_credentials")
+            && f.get("client_assertion_type").map(String::as_str)
+                == Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+            && f.get("scope").is_some_and(|s| s == "system/*.rs")
+            && f.get("client_assertion").is_some_and(|jwt| {
+                let pem = std::fs::read(key).unwrap();
+                let key = match alg {
+                    jsonwebtoken::Algorithm::ES384 => jsonwebtoken::DecodingKey::from_ec_pem(&pem),
+                    _ => jsonwebtoken::DecodingKey::from_rsa_pem(&pem),
+                }
+                .unwrap();
+                let mut v = jsonwebtoken::Validation::new(*alg);
+                v.set_audience(&[format!("{base}/token")]);
+                v.set_issuer(&[client_id]);
+                v.set_required_spec_claims(&["exp", "iss", "sub", "aud", "jti"]);
+                jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &v)
+                    .is_ok_and(|d| d.claims["sub"] == client_id.as_str())
+            });
+        if !ok {
+            return respond(
+                conn,
+                "400 Bad Request",
+                &[("Content-Type", "application/json".into())],
+                &json(serde_json::json!({"error": "invalid_client"})),
+            );
+        }
+        let mut s = st.lock().unwrap();
+        s.tokens_issued += 1;
+        let token = format!("token-{}", s.tokens_issued);
+        s.tokens.insert(
+            token.clone(),
+            Instant::now() + Duration::from_secs(cfg.token_seconds),
+        );
+        let body = serde_json::json!({"access_token": token, "token_type": "bearer", "expires_in": cfg.token_seconds, "scope": "system/*.rs"});
+        return respond(
+            conn,
+            "200 OK",
+            &[("Content-Type", "application/json".into())],
+            &json(body),
+        );
+    }
+    // Every other request needs a valid token when the server is protected (401 otherwise).
+    if cfg.client.is_some() {
+        let valid = req
+            .headers
+            .get("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| {
+                st.lock()
+                    .unwrap()
+                    .tokens
+                    .get(t)
+                    .is_some_and(|until| Instant::now() < *until)
+            });
+        let needs = !path.starts_with("/files/") || cfg.requires_token;
+        if needs && !valid {
+            return respond(
+                conn,
+                "401 Unauthorized",
+                &[],
+                &outcome("login", "a valid access token is needed"),
+            );
+        }
+    }
+    // Kick-off (export.html "Bulk Data Kick-off Request"): Accept application/fhir+json and
+    // Prefer respond-async are required; 202 with Content-Location.
+    if path.ends_with("/$export") {
+        if req.headers.get("accept").map(String::as_str) != Some("application/fhir+json")
+            || req.headers.get("prefer").map(String::as_str) != Some("respond-async")
+        {
+            return respond(
+                conn,
+                "400 Bad Request",
+                &[],
+                &outcome("invalid", "Accept and Prefer headers are required"),
+            );
+        }
+        let mut s = st.lock().unwrap();
+        s.kickoffs += 1;
+        s.kickoff_query = req.query.clone();
+        return respond(
+            conn,
+            "202 Accepted",
+            &[("Content-Location", format!("{base}/jobs/1"))],
+            b"",
+        );
+    }
+    // Status (export.html "Bulk Data Status Request"): 202 in progress with X-Progress and
+    // Retry-After; 429 when polled too often; 5xx with an OperationOutcome on error (transient
+    // when the client should retry); 200 with the manifest when done. DELETE cancels: 202.
+    if path == "/jobs/1" {
+        if req.method == "DELETE" {
+            st.lock().unwrap().deleted = true;
+            return respond(conn, "202 Accepted", &[], b"");
+        }
+        let n = {
+            let mut s = st.lock().unwrap();
+            s.polls += 1;
+            s.polls
+        };
+        if cfg.first_poll_429 && n == 1 {
+            return respond(
+                conn,
+                "429 Too Many Requests",
+                &[("Retry-After", "1".into())],
+                b"",
+            );
+        }
+        if cfg.transient_at == Some(n) {
+            return respond(
+                conn,
+                "500 Internal Server Error",
+                &[("Content-Type", "application/fhir+json".into())],
+                &outcome("transient", "the database is busy"),
+            );
+        }
+        if cfg.fatal {
+            return respond(
+                conn,
+                "500 Internal Server Error",
+                &[("Content-Type", "application/fhir+json".into())],
+                &outcome(
+                    "too-costly",
+                    "the export would exceed the limit for this client",
+                ),
+            );
+        }
+        let ready_at = cfg.polls
+            + 1
+            + usize::from(cfg.first_poll_429)
+            + usize::from(cfg.transient_at.is_some());
+        if n < ready_at {
+            let ra = cfg.retry_after[(n - 1) % cfg.retry_after.len()].clone();
+            let ra = if ra == "date" {
+                (chrono::Utc::now() + chrono::Duration::seconds(1))
+                    .to_rfc2822()
+                    .replace("+0000", "GMT")
+            } else {
+                ra
+            };
+            return respond(
+                conn,
+                "202 Accepted",
+                &[
+                    ("X-Progress", format!("{n} of {ready_at} steps")),
+                    ("Retry-After", ra),
+                ],
+                b"",
+            );
+        }
+        let file_url = |name: &str| match cfg.redirect {
+            true => format!("{base}/files/redirect/{name}"),
+            false => format!("{base}/files/{name}"),
+        };
+        let all: Vec<serde_json::Value> = files()
+            .iter()
+            .map(|(name, p)| {
+                let t = name.trim_end_matches(".ndjson");
+                let count = crate::read_lines(p).len();
+                serde_json::json!({"type": t, "url": file_url(name), "count": count})
+            })
+            .collect();
+        let (first, second) = match cfg.paged {
+            true => all.split_at(all.len() / 2),
+            false => (&all[..], &all[..0]),
+        };
+        let mut manifest = serde_json::json!({
+            "transactionTime": "2024-05-01T12:00:00Z",
+            "request": format!("{base}/$export?{}", st.lock().unwrap().kickoff_query),
+            "requiresAccessToken": cfg.requires_token,
+            "output": first,
+            "error": [{"type": "OperationOutcome", "url": format!("{base}/files/errors.ndjson")}],
+            "deleted": [{"type": "Bundle", "url": format!("{base}/files/deleted.ndjson")}]
+        });
+        if cfg.paged {
+            manifest["link"] =
+                serde_json::json!([{"relation": "next", "url": format!("{base}/jobs/1/page/2")}]);
+        }
+        let _ = second;
+        return respond(
+            conn,
+            "200 OK",
+            &[("Content-Type", "application/json".into())],
+            &json(manifest),
+        );
+    }
+    if path == "/jobs/1/page/2" {
+        let all: Vec<serde_json::Value> = files()
+            .iter()
+            .map(|(name, p)| {
+                serde_json::json!({"type": name.trim_end_matches(".ndjson"), "url": format!("{base}/files/{name}"), "count": crate::read_lines(p).len()})
+            })
+            .collect();
+        let page = serde_json::json!({
+            "transactionTime": "2024-05-01T12:00:00Z",
+            "requiresAccessToken": cfg.requires_token,
+            "output": &all[all.len() / 2..],
+            "error": []
+        });
+        return respond(
+            conn,
+            "200 OK",
+            &[("Content-Type", "application/json".into())],
+            &json(page),
+        );
+    }
+    // Files (export.html "File Request"): application/fhir+ndjson, gzip when accepted; a 307
+    // to a location that needs no token.
+    if let Some(name) = path.strip_prefix("/files/") {
+        if name == "errors.ndjson" {
+            return respond(
+                conn,
+                "200 OK",
+                &[],
+                &[
+                    outcome("processing", "3 resources could not be exported"),
+                    b"\n".to_vec(),
+                ]
+                .concat(),
+            );
+        }
+        if name == "deleted.ndjson" {
+            let b = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "DELETE", "url": "Patient/gone"}}]});
+            return respond(conn, "200 OK", &[], &[json(b), b"\n".to_vec()].concat());
+        }
+        let served = {
+            let mut s = st.lock().unwrap();
+            let c = s.served.entry(name.to_string()).or_default();
+            *c += 1;
+            *c
+        };
+        if cfg.file_503 && served == 1 {
+            return respond(
+                conn,
+                "503 Service Unavailable",
+                &[("Retry-After", "1".into())],
+                b"",
+            );
+        }
+        if let Some(name) = name.strip_prefix("redirect/") {
+            return respond(
+                conn,
+                "307 Temporary Redirect",
+                &[("Location", format!("{files_base}/signed/{name}"))],
+                b"",
+            );
+        }
+        let Some((_, p)) = files().into_iter().find(|(n, _)| n == name) else {
+            return respond(
+                conn,
+                "404 Not Found",
+                &[],
+                &outcome("not-found", "no such file"),
+            );
+        };
+        let data = std::fs::read(p).unwrap();
+        let gzip = cfg.gzip
+            && req
+                .headers
+                .get("accept-encoding")
+                .is_some_and(|a| a.contains("gzip"));
+        if gzip {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&data).unwrap();
+            return respond(
+                conn,
+                "200 OK",
+                &[
+                    ("Content-Type", "application/fhir+ndjson".into()),
+                    ("Content-Encoding", "gzip".into()),
+                ],
+                &e.finish().unwrap(),
+            );
+        }
+        return respond(
+            conn,
+            "200 OK",
+            &[("Content-Type", "application/fhir+ndjson".into())],
+            &data,
+        );
+    }
+    respond(
+        conn,
+        "404 Not Found",
+        &[],
+        &outcome("not-found", "unknown path"),
+    )
+}
+
+fn export(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .arg("export")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn key(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/export")
+        .join(name)
+}
+
+fn assert_ok(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "exit {:?}: {err}", o.status.code());
+    err
+}
+
+/// The exported dataset holds every resource of the files, equal as JSON.
+fn assert_exported(out: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    fhir2parquet::encode::to_ndjson(out, tmp.path()).unwrap();
+    assert_eq!(
+        assert_same_resources(&shared("fhir-data/synthea-r4-small"), tmp.path()),
+        2789
+    );
+}
+
+#[test]
+fn smart_protected_export_equals_convert_of_the_files() {
+    let server = start(Config {
+        polls: 2,
+        retry_after: vec!["1".into(), "date".into()],
+        client: Some((
+            "fhir2parquet-test".into(),
+            key("rsa.pub.pem"),
+            jsonwebtoken::Algorithm::RS384,
+        )),
+        requires_token: true,
+        gzip: true,
+        paged: true,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "Patient,Observation",
+        "--type",
+        "Condition",
+        "--since",
+        "2020-01-01T00:00:00Z",
+        "--client-id",
+        "fhir2parquet-test",
+        "--key",
+        key("rsa.pem").to_str().unwrap(),
+        "-q",
+    ]);
+    let err = assert_ok(&o);
+    assert_exported(&out);
+    let s = server.state.lock().unwrap();
+    assert_eq!(s.kickoffs, 1);
+    assert!(s.deleted, "the job was not deleted");
+    assert!(
+        s.kickoff_query
+            .contains("_type=Patient%2CObservation%2CCondition"),
+        "{}",
+        s.kickoff_query
+    );
+    assert!(s.kickoff_query.contains("_since=2020-01-01T00%3A00%3A00Z"));
+    // Nothing secret in the output or the record.
+    let record = run_record(&out);
+    let text = serde_json::to_string(&record).unwrap();
+    for secret in ["token-1", "BEGIN PRIVATE KEY"] {
+        assert!(!err.contains(secret) && !text.contains(secret));
+    }
+    assert_eq!(record["export"]["transactionTime"], "2024-05-01T12:00:00Z");
+    assert_eq!(record["export"]["server"], server.base());
+    assert!(out.join("_export/outcome-0.ndjson").exists());
+    assert!(out.join("_export/deleted-1.ndjson").exists());
+    assert!(!out.join("_export/state.json").exists());
+    // Every manifest count matched.
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn faults_tokens_that_expire_and_redirects() {
+    let server = start(Config {
+        polls: 1,
+        retry_after: vec!["1700000000000".into()],
+        first_poll_429: true,
+        transient_at: Some(2),
+        client: Some((
+            "es-client".into(),
+            key("ec.pub.pem"),
+            jsonwebtoken::Algorithm::ES384,
+        )),
+        // Shorter than the renewal margin: every request takes a new token.
+        token_seconds: 5,
+        requires_token: true,
+        redirect: true,
+        file_503: true,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let started = Instant::now();
+    let o = export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "--client-id",
+        "es-client",
+        "--key",
+        key("ec.pem").to_str().unwrap(),
+        "--max-poll",
+        "2",
+        "-q",
+    ]);
+    assert_ok(&o);
+    assert_exported(&out);
+    // A millisecond-epoch Retry-After was clamped to --max-poll.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let s = server.state.lock().unwrap();
+    assert!(
+        s.tokens_issued > 3,
+        "tokens were not renewed: {}",
+        s.tokens_issued
+    );
+    assert_eq!(
+        s.leaked, 0,
+        "the token went along a redirect to another origin"
+    );
+    let _ = server.files_port;
+}
+
+#[test]
+fn a_fatal_outcome_ends_the_job_with_its_diagnostics() {
+    let server = start(Config {
+        fatal: true,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = export(&[&server.base(), "-o", out.to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("too-costly"), "{err}");
+    assert!(err.contains("exceed the limit"), "{err}");
+    assert!(!out.join("Patient").exists());
+}
+
+#[test]
+fn a_wrong_key_is_refused_by_the_token_endpoint() {
+    let server = start(Config {
+        client: Some((
+            "c".into(),
+            key("rsa.pub.pem"),
+            jsonwebtoken::Algorithm::RS384,
+        )),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let o = export(&[
+        &server.base(),
+        "-o",
+        tmp.path().join("out").to_str().unwrap(),
+        "--client-id",
+        "c",
+        "--key",
+        key("ec.pem").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("invalid_client"), "{err}");
+    assert!(err.contains("/token"), "{err}");
+}
+
+#[test]
+fn a_killed_export_resumes_its_job() {
+    let server = start(Config {
+        polls: 4,
+        retry_after: vec!["1".into()],
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .args(["export", &server.base(), "-o", out.to_str().unwrap(), "-q"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.state.lock().unwrap().polls < 2 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(out.join("_export/state.json").exists());
+    let o = export(&["--resume", "-o", out.to_str().unwrap(), "-q"]);
+    assert_ok(&o);
+    assert_exported(&out);
+    let s = server.state.lock().unwrap();
+    assert_eq!(s.kickoffs, 1, "the job was kicked off again");
+    assert!(s.deleted);
+}
