@@ -120,6 +120,36 @@ fn is_transient(body: &Value) -> bool {
         .is_some_and(|is| !is.is_empty() && is.iter().all(|i| i["code"] == "transient"))
 }
 
+/// `OUT/_export/log.ndjson`: one event per line, in the form bulk-data-client writes
+/// (`exportId`, `timestamp` in ms, `eventId`, `eventDetail`), so existing tooling reads it.
+#[derive(Clone, Default)]
+struct EventLog {
+    path: Option<PathBuf>,
+    export_id: Arc<std::sync::Mutex<String>>,
+}
+
+impl EventLog {
+    fn log(&self, event: &str, detail: Value) {
+        let Some(path) = &self.path else { return };
+        let line = serde_json::json!({
+            "exportId": self.export_id.lock().expect("no panic").clone(),
+            "timestamp": chrono::Utc::now().timestamp_millis(),
+            "eventId": event,
+            "eventDetail": detail,
+        });
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(path.parent().expect("a folder"))?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            use std::io::Write;
+            writeln!(f, "{line}")
+        };
+        let _ = write();
+    }
+}
+
 /// The HTTP side: one client, the token when there is one.
 struct Client {
     http: reqwest::Client,
@@ -293,7 +323,12 @@ async fn kick_off(c: &Client, o: &ExportOptions) -> Result<String> {
 }
 
 /// Polls the status URL until the manifest is ready.
-async fn poll(c: &Client, job: &str, bar: &indicatif::ProgressBar) -> Result<Value> {
+async fn poll(
+    c: &Client,
+    job: &str,
+    bar: &indicatif::ProgressBar,
+    log: &EventLog,
+) -> Result<Value> {
     let mut backoff = Duration::from_secs(1);
     loop {
         let resp = c
@@ -310,9 +345,17 @@ async fn poll(c: &Client, job: &str, bar: &indicatif::ProgressBar) -> Result<Val
                     .with_context(|| format!("{}: the manifest is not JSON", strip(job)))
             }
             StatusCode::ACCEPTED => {
-                if let Some(p) = headers.get("X-Progress").and_then(|v| v.to_str().ok()) {
+                let progress = headers.get("X-Progress").and_then(|v| v.to_str().ok());
+                if let Some(p) = progress {
                     bar.set_message(format!("export: {p}"));
                 }
+                log.log(
+                    "status_progress",
+                    serde_json::json!({
+                        "xProgress": progress,
+                        "retryAfter": headers.get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()),
+                    }),
+                );
                 let wait = retry_after(
                     headers
                         .get(header::RETRY_AFTER)
@@ -386,8 +429,12 @@ impl std::io::Read for Download {
     }
 }
 
-fn opener(c: Arc<Client>, url: String, with_token: bool) -> Opener {
+fn opener(c: Arc<Client>, url: String, with_token: bool, log: EventLog, item: String) -> Opener {
     Opener(Arc::new(move || {
+        log.log(
+            "download_request",
+            serde_json::json!({"fileUrl": strip(&url), "itemType": item}),
+        );
         let resp = block_on(c.send(Method::GET, &url, with_token, &|r| {
             r.header(header::ACCEPT, "application/fhir+ndjson")
                 .header(header::ACCEPT_ENCODING, "gzip")
@@ -420,8 +467,9 @@ async fn save_extra(
     c: &Client,
     entries: &[(String, &Value, bool)],
     dir: &Option<PathBuf>,
-) -> Result<u64> {
+) -> Result<(u64, Vec<(String, String)>)> {
     let mut lines = 0;
+    let mut deleted = Vec::new();
     for (i, (kind, e, with_token)) in entries.iter().enumerate() {
         let Some(url) = e["url"].as_str() else {
             continue;
@@ -439,12 +487,75 @@ async fn save_extra(
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .count() as u64;
+        if kind == "deleted" {
+            deleted.extend(deleted_entries(&body));
+        }
         if let Some(dir) = dir {
             std::fs::create_dir_all(dir)?;
             std::fs::write(dir.join(format!("{kind}-{i}.ndjson")), &body)?;
         }
     }
-    Ok(lines)
+    Ok((lines, deleted))
+}
+
+/// The (type, id) of each DELETE in the transaction Bundles of a `deleted` file.
+fn deleted_entries(ndjson: &[u8]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in ndjson.split(|b| *b == b'\n') {
+        let Ok(bundle) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        for e in bundle["entry"].as_array().into_iter().flatten() {
+            if e["request"]["method"] != "DELETE" {
+                continue;
+            }
+            let url = e["request"]["url"].as_str().unwrap_or_default();
+            let mut parts = url.trim_start_matches('/').rsplitn(2, '/');
+            if let (Some(id), Some(t)) = (parts.next(), parts.next()) {
+                let t = t.rsplit('/').next().unwrap_or(t);
+                out.push((t.to_string(), id.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// `OUT/_deleted/deleted-<transactionTime>.parquet`: type, id, transactionTime of each resource
+/// the server reports deleted, so an incremental load can apply them.
+fn write_deleted(dir: &std::path::Path, rows: &[(String, String)], when: &str) -> Result<()> {
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        (
+            "type",
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.0.as_str()),
+            )),
+        ),
+        (
+            "id",
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.1.as_str()),
+            )),
+        ),
+        (
+            "transactionTime",
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| when))),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(cols)?;
+    std::fs::create_dir_all(dir)?;
+    let name: String = when
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let file = std::fs::File::create(dir.join(format!("deleted-{name}.parquet")))?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+    w.write(&batch)?;
+    w.close()?;
+    Ok(())
 }
 
 /// Runs an export into `convert.out`; returns the run record.
@@ -463,6 +574,10 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
         false => indicatif::ProgressBar::hidden(),
     };
     let o = ExportOptions { auth: None, ..o };
+    let log = EventLog {
+        path: dir.as_ref().map(|d| d.join("log.ndjson")),
+        ..Default::default()
+    };
     let job = match (o.resume, &state_path) {
         (true, Some(p)) => {
             let s: State =
@@ -473,7 +588,17 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
         }
         (true, None) => bail!("--resume needs a local OUT (where the job is kept)"),
         (false, _) => {
-            let job = block_on(kick_off(&client, &o))?;
+            let job = block_on(kick_off(&client, &o));
+            log.log(
+                "kickoff",
+                serde_json::json!({
+                    "exportUrl": kickoff_url(&o),
+                    "errorCode": null,
+                    "errorBody": job.as_ref().err().map(|e| format!("{e:#}")),
+                    "requestParameters": parameters(&o).into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                }),
+            );
+            let job = job?;
             if let Some(p) = &state_path {
                 std::fs::create_dir_all(p.parent().expect("a folder"))?;
                 let s = State {
@@ -486,9 +611,30 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
             job
         }
     };
-    let manifest = block_on(poll(&client, &job, &bar))?;
+    *log.export_id.lock().expect("no panic") = strip(&job);
+    let manifest = block_on(poll(&client, &job, &bar, &log))?;
     bar.finish_and_clear();
+    let count = |m: &Value, k: &str| m[k].as_array().map_or(0, Vec::len);
+    log.log(
+        "status_complete",
+        serde_json::json!({
+            "transactionTime": manifest["transactionTime"],
+            "outputFileCount": count(&manifest, "output"),
+            "deletedFileCount": count(&manifest, "deleted"),
+            "errorFileCount": count(&manifest, "error") + count(&manifest, "outcome"),
+        }),
+    );
     let pages = block_on(all_pages(&client, manifest.clone()))?;
+    log.log(
+        "manifest_complete",
+        serde_json::json!({
+            "transactionTime": manifest["transactionTime"],
+            "totalOutputFileCount": pages.iter().map(|p| count(p, "output")).sum::<usize>(),
+            "totalDeletedFileCount": pages.iter().map(|p| count(p, "deleted")).sum::<usize>(),
+            "totalErrorFileCount": pages.iter().map(|p| count(p, "error") + count(p, "outcome")).sum::<usize>(),
+            "totalManifests": pages.len(),
+        }),
+    );
     let token_for_files = manifest["requiresAccessToken"].as_bool().unwrap_or(false);
 
     let mut sources = Vec::new();
@@ -500,7 +646,14 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
                 .ok_or_else(|| anyhow!("a manifest output entry has no url"))?;
             let name = strip(url);
             let count = e["count"].as_u64();
-            let open = opener(client.clone(), url.to_string(), token_for_files);
+            let item = e["type"].as_str().unwrap_or_default().to_string();
+            let open = opener(
+                client.clone(),
+                url.to_string(),
+                token_for_files,
+                log.clone(),
+                item,
+            );
             sources.push(Source::stream(&name, false, count, open));
         }
         // 2.0 names it `error`; the 4.0 ballot `outcome`.
@@ -513,7 +666,14 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
             extra.push(("deleted".to_string(), e, token_for_files));
         }
     }
-    let extra_lines = block_on(save_extra(&client, &extra, &dir))?;
+    let (extra_lines, deleted) = block_on(save_extra(&client, &extra, &dir))?;
+    if let Some(dir) = &dir {
+        write_deleted(
+            &dir.parent().expect("OUT").join("_deleted"),
+            &deleted,
+            manifest["transactionTime"].as_str().unwrap_or_default(),
+        )?;
+    }
 
     let mut convert = convert.clone();
     convert.export = Some(serde_json::json!({
@@ -522,8 +682,19 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
         "transactionTime": manifest["transactionTime"],
         "files": sources.len(),
         "outcome_and_deleted_lines": extra_lines,
+        "deleted_resources": deleted.len(),
     }));
     let record = crate::convert::run_sources(&sources, &convert)?;
+    let rows: u64 = record.types.values().map(|t| t.rows).sum();
+    log.log(
+        "export_complete",
+        serde_json::json!({
+            "files": sources.len(),
+            "resources": rows,
+            "bytes": record.inputs.iter().map(|i| i.size).sum::<u64>(),
+            "duration": (record.seconds * 1000.0) as u64,
+        }),
+    );
     if !o.keep_job {
         let _ = block_on(client.send(Method::DELETE, &job, true, &|r| r));
     }

@@ -628,6 +628,56 @@ fn smart_protected_export_equals_convert_of_the_files() {
     assert!(out.join("_export/outcome-0.ndjson").exists());
     assert!(out.join("_export/deleted-1.ndjson").exists());
     assert!(!out.join("_export/state.json").exists());
+    // The event log, in bulk-data-client's form.
+    let log = std::fs::read_to_string(out.join("_export/log.ndjson")).unwrap();
+    let events: Vec<String> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["eventId"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for e in [
+        "kickoff",
+        "status_progress",
+        "status_complete",
+        "manifest_complete",
+        "download_request",
+        "export_complete",
+    ] {
+        assert!(events.iter().any(|x| x == e), "{e} not in {events:?}");
+    }
+    assert!(!log.contains("token-"));
+    // The deleted resources, as a table.
+    let deleted = std::fs::read_dir(out.join("_deleted"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(deleted).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let batch = reader.into_iter().next().unwrap().unwrap();
+    let col = |n: &str| {
+        use arrow::array::AsArray;
+        batch
+            .column_by_name(n)
+            .unwrap()
+            .as_string::<i32>()
+            .value(0)
+            .to_string()
+    };
+    assert_eq!(
+        (col("type"), col("id")),
+        ("Patient".to_string(), "gone".to_string())
+    );
+    assert_eq!(col("transactionTime"), "2024-05-01T12:00:00Z");
     // Every manifest count matched.
     assert_eq!(o.status.code(), Some(0));
 }
