@@ -47,8 +47,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<LocalFile>) -> Result<()> {
     for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        // Temporary folders and files of runs in progress or killed are not part of a dataset.
-        if name.starts_with('.') {
+        // Temporary folders and files of runs in progress or killed, the lock and the journal
+        // of a publish are not part of a dataset.
+        if name.starts_with('.')
+            || name == crate::dataset::lock::LOCK
+            || name.starts_with(crate::dataset::commit::JOURNAL_PREFIX)
+        {
             continue;
         }
         let path = e.path();
@@ -166,6 +170,25 @@ pub fn run(dataset: &Path, dest: &Remote, progress: bool) -> Result<UploadSummar
             dataset.display()
         );
     }
+    // The dataset as published: finish a publish a killed run left; refuse while one writes.
+    if let Some(owner) = crate::dataset::lock::holder(dataset) {
+        let _reader = crate::dataset::lock::try_acquire(dataset, "upload").ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} is being written by run {} (pid {}): upload it when that run is done",
+                dataset.display(),
+                owner.run_id,
+                owner.pid
+            )
+        })?;
+    }
+    crate::dataset::finish_abandoned_publish(dataset);
+    // One writer per destination, as for convert.
+    let run_id = format!("upload-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
+    let _lock = crate::dataset::lock::acquire(
+        &crate::store::Location::Remote(dest.clone()),
+        &run_id,
+        false,
+    )?;
     let mut files = Vec::new();
     walk(dataset, dataset, &mut files)?;
     files.sort_by(|a, b| a.rel.cmp(&b.rel));

@@ -53,7 +53,7 @@ pub fn tables(dataset: &Location) -> Result<Vec<Table>> {
 
 /// Finishes a publish that a killed run left, if no live writer holds the dataset: readers
 /// never see a half-published dataset for longer than a writer is publishing it.
-fn finish_abandoned_publish(dataset: &Path) {
+pub fn finish_abandoned_publish(dataset: &Path) {
     let pending = std::fs::read_dir(dataset).ok().is_some_and(|mut it| {
         it.any(|e| {
             e.is_ok_and(|e| {
