@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}; shift || true
 targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(json resource fhirpath view)
-export RUSTC_BOOTSTRAP=1
 python3 seed.py
+export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do
   echo "== $t: ${secs}s"
   cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=4096 -max_len=1048576 \

@@ -11,9 +11,15 @@ def put(target, data):
         f.write(data)
 
 # The resource target picks its type by the first byte, in the order `schema --list` prints.
+# (A built binary if there is one; else cargo run, without RUSTC_BOOTSTRAP so that the
+# project's own build keeps its fingerprints.)
 import subprocess
-types = subprocess.run(["cargo", "run", "-q", "--manifest-path", os.path.join(here, "..", "Cargo.toml"),
-                        "--", "schema", "--list"], capture_output=True, text=True, check=True).stdout.split()
+built = [os.path.join(here, "..", "target", p, "fhir2parquet") for p in ("release", "debug")]
+built = [b for b in built if os.path.exists(b)]
+cmd = built[:1] or ["cargo", "run", "-q", "--manifest-path", os.path.join(here, "..", "Cargo.toml"), "--"]
+env = {k: v for k, v in os.environ.items() if k != "RUSTC_BOOTSTRAP"}
+types = subprocess.run(cmd + ["schema", "--list"], capture_output=True, text=True, check=True,
+                       env=env).stdout.split()
 for path in sorted(glob.glob(os.path.join(shared, "fhir-data", "r4-spec-examples", "*.ndjson.gz"))):
     with gzip.open(path, "rt", encoding="utf-8") as f:
         for i, line in enumerate(f):

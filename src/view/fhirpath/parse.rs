@@ -145,22 +145,26 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, SyntaxError> {
                         break;
                     }
                     Some(b'\\') => {
-                        let e = *b.get(i + 1).ok_or_else(|| err(i, "bad escape"))?;
+                        // The escaped character whole: it may be more than one byte.
+                        let e = src[i + 1..]
+                            .chars()
+                            .next()
+                            .ok_or_else(|| err(i, "bad escape"))?;
                         s.push(match e {
-                            b'n' => '\n',
-                            b't' => '\t',
-                            b'r' => '\r',
-                            b'f' => '\u{c}',
-                            b'u' => {
+                            'n' => '\n',
+                            't' => '\t',
+                            'r' => '\r',
+                            'f' => '\u{c}',
+                            'u' => {
                                 let hex = src.get(i + 2..i + 6).ok_or_else(|| err(i, "bad \\u"))?;
                                 let cp =
                                     u32::from_str_radix(hex, 16).map_err(|_| err(i, "bad \\u"))?;
                                 i += 4;
                                 char::from_u32(cp).ok_or_else(|| err(i, "bad \\u"))?
                             }
-                            other => other as char,
+                            other => other,
                         });
-                        i += 2;
+                        i += 1 + e.len_utf8();
                     }
                     Some(_) => {
                         let ch = src[i..].chars().next().expect("in bounds");
@@ -488,6 +492,13 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escaped_character_of_several_bytes_is_kept_whole() {
+        // Found by the fuzzer: `\` before a two-byte character split it.
+        assert!(matches!(parse("'\\é'"), Ok(Ast::Str(s)) if s == "é"));
+        assert!(parse("'\\\u{655}aeee\\w'").is_ok());
+    }
 
     #[test]
     fn precedence_and_paths() {
