@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::convert::{ConvertOptions, RunRecord};
 use crate::input::{Opener, Source};
-use crate::store::{block_on, Location};
+use crate::store::{block_on, Location, StreamReader};
 use auth::Auth;
 
 /// Which `$export` operation.
@@ -408,27 +408,6 @@ async fn all_pages(c: &Client, first: Value) -> Result<Vec<Value>> {
     }
 }
 
-/// A download, read synchronously by the convert reader.
-struct Download {
-    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    current: bytes::Bytes,
-}
-
-impl std::io::Read for Download {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match block_on(self.stream.next()) {
-                None => return Ok(0),
-                Some(Ok(b)) => self.current = b,
-                Some(Err(e)) => return Err(std::io::Error::other(e.without_url())),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
 fn opener(c: Arc<Client>, url: String, with_token: bool, log: EventLog, item: String) -> Opener {
     Opener(Arc::new(move || {
         log.log(
@@ -451,10 +430,10 @@ fn opener(c: Arc<Client>, url: String, with_token: bool, log: EventLog, item: St
             .headers()
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        let download = Download {
-            stream: resp.bytes_stream().boxed(),
-            current: bytes::Bytes::new(),
-        };
+        let stream = resp
+            .bytes_stream()
+            .map(|r| r.map_err(|e| std::io::Error::other(e.without_url())));
+        let download = StreamReader::new(stream.boxed());
         Ok(match gzip {
             true => Box::new(flate2::read::MultiGzDecoder::new(download)) as Box<dyn std::io::Read>,
             false => Box::new(download),

@@ -54,7 +54,7 @@ pub fn read_chunks(
     let raw: Box<dyn Read> = if let Some(open) = &source.opener {
         (open.0)()?
     } else if let Some((remote, path)) = &source.object {
-        Box::new(crate::store::ObjectReader::open(remote, path)?)
+        Box::new(crate::store::StreamReader::object(remote, path)?)
     } else if source.is_stdin() {
         Box::new(io::stdin().lock())
     } else {

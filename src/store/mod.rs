@@ -263,31 +263,38 @@ fn looks_like_credentials(e: &object_store::Error) -> bool {
     .any(|k| s.contains(k))
 }
 
-/// An object read as a stream of bytes, for synchronous readers (the NDJSON inputs).
-pub struct ObjectReader {
-    stream: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+/// A stream of bytes (an object, a download) read by synchronous readers (the NDJSON inputs):
+/// each chunk is awaited on the store runtime.
+pub struct StreamReader {
+    stream: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>,
     current: bytes::Bytes,
 }
 
-impl ObjectReader {
-    pub fn open(remote: &Remote, path: &ObjPath) -> std::io::Result<Self> {
-        let stream = block_on(remote.store.get(path))
-            .map_err(|e| std::io::Error::other(format!("{:#}", remote.explain(e, path))))?
-            .into_stream();
-        Ok(ObjectReader {
+impl StreamReader {
+    pub fn new(stream: futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>) -> Self {
+        StreamReader {
             stream,
             current: bytes::Bytes::new(),
-        })
+        }
+    }
+
+    /// An object of a store.
+    pub fn object(remote: &Remote, path: &ObjPath) -> std::io::Result<Self> {
+        let stream = block_on(remote.store.get(path))
+            .map_err(|e| std::io::Error::other(format!("{:#}", remote.explain(e, path))))?
+            .into_stream()
+            .map(|r| r.map_err(std::io::Error::other));
+        Ok(StreamReader::new(stream.boxed()))
     }
 }
 
-impl std::io::Read for ObjectReader {
+impl std::io::Read for StreamReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
             match block_on(self.stream.next()) {
                 None => return Ok(0),
                 Some(Ok(b)) => self.current = b,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                Some(Err(e)) => return Err(e),
             }
         }
         let n = buf.len().min(self.current.len());

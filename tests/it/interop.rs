@@ -7,16 +7,7 @@ use crate::{convert_opts, shared};
 
 #[test]
 fn duckdb_and_pyarrow_read_the_output() {
-    let has_modules = Command::new("python3")
-        .args(["-c", "import duckdb, pyarrow, pytz"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_modules {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install duckdb and pyarrow (see .ci/run)"
-        );
-        eprintln!("skipped: `pip install duckdb pyarrow pytz` to run the interop test");
+    if !crate::python_has("duckdb, pyarrow, pytz", "duckdb pyarrow pytz") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -159,3 +159,25 @@ pub fn assert_same_resources(src: &Path, back: &Path) -> usize {
     }
     total
 }
+
+/// Whether something a test needs is installed. A missing one skips the test, with a word,
+/// outside CI, and fails it in CI, where `.ci/run` installs everything.
+pub fn present(found: bool, what: &str) -> bool {
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install {what} (see .ci/run)"
+        );
+        eprintln!("skipped: install {what} to run this test");
+    }
+    found
+}
+
+/// Whether python3 imports these modules (see [`present`]).
+pub fn python_has(modules: &str, install: &str) -> bool {
+    let found = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    present(found, &format!("`pip install {install}`"))
+}

@@ -8,29 +8,14 @@ use std::process::Command;
 use fhir2parquet::dataset::Table;
 use fhir2parquet::warehouse::{generate, types, Engine, Options};
 
-use crate::bin;
 use crate::cloud::{installed, ok, Store};
+use crate::{bin, python_has};
 
 const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/warehouse/check.py");
 const INPUT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/warehouse/observations.ndjson"
 );
-
-fn python_has(modules: &str, install: &str) -> bool {
-    let found = Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install {install} (see .ci/run)"
-        );
-        eprintln!("skipped: `pip install {install}` to run this warehouse test");
-    }
-    found
-}
 
 /// The test observations converted into `out`, partitioned by year or not.
 fn convert(out: &Path, partitioned: bool) {
