@@ -54,6 +54,9 @@ echo "output size (NDJSON, gzipped, DuckDB zstd, ours):"
 python3 bench/sizes.py target/release/fhir2parquet ../shared/fhir-data/synthea-r4-small \
   ../shared/fhir-data/synthea-r4-10-patients "$work/input"
 echo
+echo "fixed cost per file of one minimal resource per type:"
+python3 bench/fixed_cost.py target/release/fhir2parquet
+echo
 echo "queries (best of 3; ours includes process start and table registration):"
 python3 bench/queries.py "$work/out" "$work/input" "$cores"
 echo

@@ -33,6 +33,10 @@ use crate::store::{MultipartSink, PendingUpload, Remote};
 /// Values per column written in one go (see [`WriteOptions::properties`]).
 const WRITE_BATCH: usize = 8192;
 
+/// The largest dictionary page of a column chunk before the writer falls back to plain pages.
+/// Columns of nearly distinct values get no dictionary at all (see [`tune_columns`]).
+const DICTIONARY_PAGE_BYTES: usize = 8 << 20;
+
 /// Output compression (`--compression`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,6 +113,9 @@ impl WriteOptions {
             .set_write_batch_size(WRITE_BATCH)
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_dictionary_enabled(true)
+            // A dictionary of long values that repeat (a note attached to many documents)
+            // outgrows the default 1 MiB and falls back to plain pages of every copy.
+            .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
             .set_created_by(format!("fhir2parquet {}", env!("CARGO_PKG_VERSION")))
             .set_key_value_metadata(Some(vec![
                 kv("fhir.version", fhir_version),
@@ -134,44 +141,82 @@ fn sparse(
     }
 }
 
-/// `props` with the cheap codec for the leaf columns that hold no value in `batch`, the first a
-/// worker encodes for a type. Most of a resource table's thousand columns are empty in most rows,
-/// and parquet-rs sets up a codec per column per row group: zstd's costs ~100 KB and its time,
-/// Snappy's nothing. A column still empty after a first batch of 100 rows or more is rare, and
-/// its pages are mostly levels, which Snappy compresses well enough.
-fn sparse_where_empty(props: &WriterProperties, batch: &RecordBatch) -> WriterProperties {
-    fn leaves(a: &dyn Array, out: &mut Vec<bool>) {
+/// `props` tuned per leaf column from `batch`, the first a worker encodes for a type.
+///
+/// - A column that holds no value gets the cheap codec (where the file is compressed at all).
+///   Most of a resource table's thousand columns are empty in most rows, and parquet-rs sets up
+///   a codec per column per row group: zstd's costs ~100 KB and its time, Snappy's nothing. A
+///   column still empty after a first batch of 100 rows or more is rare, and its pages are
+///   mostly levels, which Snappy compresses well enough.
+/// - A column whose values are nearly all distinct (identifiers, references to one-off
+///   resources, instants) gets no dictionary: one would hold every value once more and add an
+///   index per value, and the writer would hash every value before giving up on it.
+fn tune_columns(props: &WriterProperties, batch: &RecordBatch) -> WriterProperties {
+    fn leaves<'a>(a: &'a dyn Array, out: &mut Vec<&'a dyn Array>) {
         match a.data_type() {
             DataType::Struct(_) => {
-                let s = a.as_struct();
-                for c in s.columns() {
+                for c in a.as_struct().columns() {
                     leaves(c.as_ref(), out);
                 }
             }
             DataType::List(_) => leaves(a.as_list::<i32>().values().as_ref(), out),
-            _ => out.push(a.len() == a.null_count()),
+            _ => out.push(a),
         }
     }
     if batch.num_rows() < 100 {
         return props.clone();
     }
-    let mut empty = Vec::new();
+    let mut arrays = Vec::new();
     for c in batch.columns() {
-        leaves(c.as_ref(), &mut empty);
+        leaves(c.as_ref(), &mut arrays);
     }
     let Ok(descr) = ArrowSchemaConverter::new().convert(batch.schema_ref()) else {
         return props.clone();
     };
-    if descr.num_columns() != empty.len() {
+    if descr.num_columns() != arrays.len() {
         return props.clone();
     }
     let mut builder = props.clone().into_builder();
-    for (col, empty) in descr.columns().iter().zip(empty) {
-        if empty {
+    for (col, a) in descr.columns().iter().zip(arrays) {
+        if a.len() == a.null_count() {
             builder = sparse(builder, col.path(), props.compression(col.path()));
+        } else if props.dictionary_enabled(col.path()) && mostly_distinct(a) {
+            builder = builder.set_column_dictionary_enabled(col.path().clone(), false);
         }
     }
     builder.build()
+}
+
+/// Whether at least half of the (at least 64) values of `a` are distinct: the point below which
+/// a dictionary pays.
+fn mostly_distinct(a: &dyn Array) -> bool {
+    let values = a.len() - a.null_count();
+    if values < 64 {
+        return false;
+    }
+    fn distinct<'a>(values: impl Iterator<Item = &'a [u8]>) -> usize {
+        values.collect::<rustc_hash::FxHashSet<_>>().len()
+    }
+    let valid = (0..a.len()).filter(|&i| a.is_valid(i));
+    let distinct = match a.data_type() {
+        DataType::Utf8 => {
+            let s = a.as_string::<i32>();
+            distinct(valid.map(|i| s.value(i).as_bytes()))
+        }
+        DataType::Binary => {
+            let b = a.as_binary::<i32>();
+            distinct(valid.map(|i| b.value(i)))
+        }
+        t => {
+            let Some(width) = t.primitive_width() else {
+                return false;
+            };
+            let data = a.to_data();
+            let buf = &data.buffers()[0].as_slice()[data.offset() * width..];
+            distinct(valid.map(|i| &buf[i * width..(i + 1) * width]))
+        }
+    };
+    distinct * 2 >= values
 }
 
 /// Drops the statistics of a column chunk that holds no value: the null count, level histograms
@@ -280,6 +325,9 @@ struct SharedFile {
     done: Vec<String>,
     bytes: u64,
     pending: Vec<PendingUpload>,
+    /// Whether the file being written has a page index, decided by its first row group (see
+    /// [`SharedFile::append_row_group`]).
+    page_index: Option<bool>,
     /// Rows of workers that wrote no row group here, written as one row group at the end.
     leftover: Option<(RowGroupEncoder, Vec<RecordBatch>)>,
 }
@@ -296,8 +344,15 @@ impl SharedFile {
         })
     }
 
-    fn append_row_group(&mut self, set: &FileSet, chunks: Vec<ArrowColumnChunk>) -> Result<()> {
+    /// Appends a row group, opening a file first if none is open.
+    ///
+    /// A file whose first row group has one page per column gets no page index: each column's
+    /// one page is already described by its chunk's metadata and statistics, and the index would
+    /// add ~25 bytes per column (a wide table's thousands of columns). Later row groups of the
+    /// file follow the first, as readers use a file's page index only when every chunk has one.
+    fn append_row_group(&mut self, set: &FileSet, mut chunks: Vec<ArrowColumnChunk>) -> Result<()> {
         if self.current.is_none() {
+            self.page_index = None;
             let name = format!("part-{}-{:05}.parquet", set.prefix, self.seq);
             self.seq += 1;
             let sink = set.target.create(&self.dir, &name)?;
@@ -307,6 +362,22 @@ impl SharedFile {
                 self.props.clone(),
             )?);
             self.done.push(name);
+        }
+        let one_page = |c: &ArrowColumnChunk| {
+            c.close()
+                .offset_index
+                .as_ref()
+                .is_none_or(|o| o.page_locations().len() <= 1)
+        };
+        let page_index = *self
+            .page_index
+            .get_or_insert_with(|| !chunks.iter().all(one_page));
+        if !page_index {
+            for c in &mut chunks {
+                let close = c.close_mut();
+                close.column_index = None;
+                close.offset_index = None;
+            }
         }
         let w = self.current.as_mut().expect("opened above");
         let mut rg = w.next_row_group()?;
@@ -394,6 +465,7 @@ impl FileSet {
             done: Vec::new(),
             bytes: 0,
             pending: Vec::new(),
+            page_index: None,
             leftover: None,
         }));
         files.insert(e.dir.clone(), f.clone());
@@ -496,7 +568,7 @@ pub struct RowGroupEncoder {
     dir: PathBuf,
     schema: SchemaRef,
     /// The file's properties; the codecs of this worker's row groups are chosen from its first
-    /// batch (see [`sparse_where_empty`]).
+    /// batch (see [`tune_columns`]).
     props: WriterProperties,
     factory: Option<ArrowRowGroupWriterFactory>,
     file: Option<Arc<Mutex<SharedFile>>>,
@@ -545,7 +617,7 @@ impl RowGroupEncoder {
             self.file = Some(files.folder(self)?);
         }
         if self.factory.is_none() {
-            let props = sparse_where_empty(&self.props, batch);
+            let props = tune_columns(&self.props, batch);
             let file = self.file.as_ref().expect("set above");
             let root = file.lock().expect("no writer panicked").root.clone();
             // The factory takes its schema and properties from a file writer; this one is

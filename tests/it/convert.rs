@@ -341,10 +341,11 @@ fn parquet_bytes(dir: &Path) -> u64 {
 /// silently grow back; and one file and one row group per type whatever the thread count.
 #[test]
 fn output_size_stays_bounded() {
-    // (set, bound in bytes): 4,332,651 and 2,486,978 bytes measured 2026-11-26, plus ~5%.
+    // (set, bound in bytes): 3,862,743 and 2,227,612 bytes measured 2026-11-26 (session 6:
+    // no page index for one-page files, no dictionary for mostly distinct columns), plus ~4%.
     for (set, bound) in [
-        ("synthea-r4-small", 4_550_000),
-        ("synthea-r4-10-patients", 2_610_000),
+        ("synthea-r4-small", 4_020_000),
+        ("synthea-r4-10-patients", 2_320_000),
     ] {
         let input = shared(&format!("fhir-data/{set}"));
         let tmp = tempfile::tempdir().unwrap();
@@ -368,4 +369,60 @@ fn output_size_stays_bounded() {
             );
         }
     }
+}
+
+/// Encodings chosen per column: a file whose columns are one page each has no page index, one
+/// with pages to skip has one; a column whose values are mostly distinct has no dictionary, one
+/// whose values repeat has.
+#[test]
+fn page_index_and_dictionaries_where_they_pay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.ndjson");
+    // 25,000 rows: more than a page holds (20,000 rows), in one row group.
+    let lines: String = (0..25_000)
+        .map(|i| {
+            format!(
+                "{{\"resourceType\":\"Observation\",\"id\":\"o{i}\",\"status\":\"final\",\
+                 \"code\":{{\"text\":\"glucose\"}},\"subject\":{{\"reference\":\"Patient/p{i}\"}}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let small = shared("fhir-data/synthea-r4-small/Patient.ndjson");
+    let out = tmp.path().join("out");
+    let mut opts = convert_opts(&out);
+    opts.threads = 1;
+    opts.batch_rows = 30_000;
+    fhir2parquet::convert::run(&[input, small], &opts).unwrap();
+    let meta = |t: &str| crate::parquet_metadata(&crate::first_file(&out.join(t)));
+    let big = meta("Observation");
+    assert_eq!(big.num_row_groups(), 1);
+    let chunk = |m: &parquet::file::metadata::ParquetMetaData, path: &str| {
+        m.row_group(0)
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == path)
+            .unwrap()
+            .clone()
+    };
+    assert!(chunk(&big, "id").offset_index_offset().is_some());
+    assert!(chunk(&big, "status").dictionary_page_offset().is_some());
+    assert!(chunk(&big, "code.text").dictionary_page_offset().is_some());
+    assert!(chunk(&big, "subject.reference")
+        .dictionary_page_offset()
+        .is_none());
+    let patient = meta("Patient");
+    assert!(patient
+        .row_group(0)
+        .columns()
+        .iter()
+        .all(|c| c.offset_index_offset().is_none() && c.column_index_offset().is_none()));
+    assert!(chunk(&patient, "gender").dictionary_page_offset().is_some());
+    // Readers that use the page index read both files, and DuckDB/pyarrow tests cover the rest.
+    let back = tmp.path().join("back");
+    fhir2parquet::encode::to_ndjson(out.as_path(), &back).unwrap();
+    assert_eq!(
+        crate::read_lines(&back.join("Observation.ndjson")).len(),
+        25_000
+    );
 }
