@@ -135,6 +135,13 @@ pub struct ExportArgs {
     /// Worker threads (default: one per core).
     #[arg(short = 'j', long)]
     pub threads: Option<usize>,
+    /// Files downloaded at once, each streamed into the conversion as it arrives.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub parallel: usize,
+    /// Keep the downloaded NDJSON (gzipped, one file per manifest entry) in DIR. Without it
+    /// the downloads are kept in OUT/_export/files only until the export is published.
+    #[arg(long, value_name = "DIR")]
+    pub keep_ndjson: Option<PathBuf>,
     /// No progress and no summary table.
     #[arg(short, long)]
     pub quiet: bool,
@@ -210,6 +217,10 @@ pub struct ConvertArgs {
     /// Worker threads (default: one per core).
     #[arg(short = 'j', long)]
     pub threads: Option<usize>,
+    /// Input files read at once, each by a thread of its own (default: one per four worker
+    /// threads). Gzip and object-store inputs are read faster with more.
+    #[arg(long, value_name = "N")]
+    pub readers: Option<usize>,
     /// No progress bar and no summary table.
     #[arg(short, long)]
     pub quiet: bool,

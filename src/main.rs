@@ -68,17 +68,8 @@ fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Re
     let out = Location::parse(&a.out, stores)?;
     let base = match (&a.base, a.resume) {
         (Some(b), _) => b.clone(),
-        (None, _) => {
-            // Resuming: the server is in the kept state.
-            let Location::Local(dir) = &out else {
-                anyhow::bail!("--resume needs a local OUT");
-            };
-            let state: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(dir.join("_export/state.json"))
-                    .map_err(|_| anyhow::anyhow!("no export to resume in {}", dir.display()))?,
-            )?;
-            state["base"].as_str().unwrap_or_default().to_string()
-        }
+        // Resuming: the server is in the kept state.
+        (None, _) => export::resumable_base(&out)?,
     };
     let http = reqwest::Client::new();
     let credentials = match (&a.key, &a.client_secret_env) {
@@ -129,6 +120,7 @@ fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Re
         resume: a.resume,
         max_poll: std::time::Duration::from_secs(a.max_poll.max(1)),
         progress,
+        keep_ndjson: a.keep_ndjson.clone(),
     };
     let convert = ConvertOptions {
         out,
@@ -145,6 +137,8 @@ fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Re
         threads: a
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        readers: a.parallel.max(1),
+        strict_inputs: true,
         batch_rows: 8192,
         progress,
     };
@@ -159,6 +153,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     match cli.command {
         Command::Convert(a) => {
+            let threads = a
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
             let opts = ConvertOptions {
                 out: Location::parse(&a.out, &stores)?,
                 append: a.append,
@@ -175,9 +172,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     target_file_bytes: a.target_file_mb.max(1) << 20,
                     row_group_rows: a.row_group_rows.max(1),
                 },
-                threads: a
-                    .threads
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+                threads,
+                readers: a.readers.unwrap_or(threads / 4).max(1),
+                strict_inputs: false,
                 batch_rows: a.batch_rows.max(1),
                 progress: !a.quiet && std::io::stderr().is_terminal(),
             };

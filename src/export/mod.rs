@@ -1,9 +1,11 @@
 //! `export`: a FHIR Bulk Data `$export` client (Bulk Data Access IG 2.0) that streams the
 //! server's files straight into the convert pipeline: kick-off, status polling, the manifest,
-//! downloads as [`Source`]s, then the job deleted. The job URL is kept in
-//! `OUT/_export/state.json`, so `--resume` continues a job after a crash.
+//! downloads as [`Source`]s (several at once), then the job deleted. The job URL and the
+//! finished downloads are kept in `OUT/_export/` (see [`spool`]), so `--resume` continues a job
+//! after a crash and fetches only the files it does not have.
 
 pub mod auth;
+mod spool;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +21,8 @@ use crate::convert::{ConvertOptions, RunRecord};
 use crate::input::{Opener, Source};
 use crate::store::{block_on, Location, StreamReader};
 use auth::Auth;
+pub use spool::ExportDir;
+use spool::{Spool, Tee};
 
 /// Which `$export` operation.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +57,8 @@ pub struct ExportOptions {
     /// The longest wait between two status requests, whatever the server asks.
     pub max_poll: Duration,
     pub progress: bool,
+    /// Keep the downloads (gzipped NDJSON) here instead of only until the export is published.
+    pub keep_ndjson: Option<PathBuf>,
 }
 
 /// The job, kept in `OUT/_export/state.json` while it runs.
@@ -61,14 +67,39 @@ struct State {
     base: String,
     job: String,
     kicked_off: String,
+    /// Finished downloads: the manifest's output entry (its position over all pages) and the
+    /// name of its copy.
+    #[serde(default)]
+    done: std::collections::BTreeMap<usize, String>,
 }
 
-/// Where the export's own files go: OUT/_export/ (local OUT only).
-fn export_dir(out: &Location) -> Option<PathBuf> {
-    match out {
-        Location::Local(p) => Some(p.join("_export")),
-        Location::Remote(_) => None,
+const STATE: &str = "state.json";
+
+/// The state of the export being run or resumed, kept in OUT/_export/ at every change.
+struct Progress {
+    dir: ExportDir,
+    state: std::sync::Mutex<State>,
+}
+
+impl Progress {
+    fn save(&self, s: &State) -> Result<()> {
+        self.dir.write(STATE, &serde_json::to_vec_pretty(s)?)
     }
+
+    fn done(&self, entry: usize, name: String) {
+        let mut s = self.state.lock().expect("no panic");
+        s.done.insert(entry, name);
+        let _ = self.save(&s);
+    }
+}
+
+/// The base URL of the export kept in OUT, to resume it.
+pub fn resumable_base(out: &Location) -> Result<String> {
+    let dir = ExportDir::under(out, "_export");
+    let state = dir
+        .read(STATE)?
+        .ok_or_else(|| anyhow!("no export to resume: {} is missing", dir.display(STATE)))?;
+    Ok(serde_json::from_slice::<State>(&state)?.base)
 }
 
 /// A status request is answered within these bounds, whatever Retry-After says (servers send
@@ -122,31 +153,58 @@ fn is_transient(body: &Value) -> bool {
 
 /// `OUT/_export/log.ndjson`: one event per line, in the form bulk-data-client writes
 /// (`exportId`, `timestamp` in ms, `eventId`, `eventDetail`), so existing tooling reads it.
-#[derive(Clone, Default)]
+/// On a store the log is written whole at milestones (an object cannot be appended to).
+#[derive(Clone)]
 struct EventLog {
-    path: Option<PathBuf>,
+    dir: ExportDir,
     export_id: Arc<std::sync::Mutex<String>>,
+    lines: Arc<std::sync::Mutex<String>>,
 }
 
+const LOG: &str = "log.ndjson";
+
 impl EventLog {
+    fn new(dir: ExportDir) -> Self {
+        // A resumed export goes on with the log it has.
+        let before = dir.read(LOG).ok().flatten().unwrap_or_default();
+        EventLog {
+            dir,
+            export_id: Default::default(),
+            lines: Arc::new(std::sync::Mutex::new(
+                String::from_utf8_lossy(&before).into_owned(),
+            )),
+        }
+    }
+
     fn log(&self, event: &str, detail: Value) {
-        let Some(path) = &self.path else { return };
         let line = serde_json::json!({
             "exportId": self.export_id.lock().expect("no panic").clone(),
             "timestamp": chrono::Utc::now().timestamp_millis(),
             "eventId": event,
             "eventDetail": detail,
         });
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(path.parent().expect("a folder"))?;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            use std::io::Write;
-            writeln!(f, "{line}")
-        };
-        let _ = write();
+        let mut lines = self.lines.lock().expect("no panic");
+        lines.push_str(&format!("{line}\n"));
+        if let ExportDir::Local(d) = &self.dir {
+            let append = || -> std::io::Result<()> {
+                std::fs::create_dir_all(d)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(d.join(LOG))?;
+                use std::io::Write;
+                writeln!(f, "{line}")
+            };
+            let _ = append();
+        }
+    }
+
+    /// Writes the log whole (stores only; a local log is appended line by line).
+    fn flush(&self) {
+        if let ExportDir::Remote(..) = &self.dir {
+            let lines = self.lines.lock().expect("no panic").clone();
+            let _ = self.dir.write(LOG, lines.as_bytes());
+        }
     }
 }
 
@@ -408,17 +466,96 @@ async fn all_pages(c: &Client, first: Value) -> Result<Vec<Value>> {
     }
 }
 
-fn opener(c: Arc<Client>, url: String, with_token: bool, log: EventLog, item: String) -> Opener {
-    Opener(Arc::new(move || {
-        log.log(
-            "download_request",
-            serde_json::json!({"fileUrl": strip(&url), "itemType": item}),
+/// One manifest output entry to download.
+struct Download {
+    client: Arc<Client>,
+    /// The status URL, asked again for fresh links when a file link has expired.
+    job: String,
+    /// The entry's position in `output` over all manifest pages.
+    entry: usize,
+    with_token: bool,
+    item: String,
+    log: EventLog,
+    /// Where the copy goes.
+    copies: ExportDir,
+    progress: Arc<Progress>,
+}
+
+impl Download {
+    /// The copy's name: `<type>-<entry>.ndjson.gz`.
+    fn name(&self) -> String {
+        let t: String = self
+            .item
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        format!("{t}-{}.ndjson.gz", self.entry)
+    }
+
+    async fn get(&self, url: &str) -> Result<reqwest::Response> {
+        self.client
+            .send(Method::GET, url, self.with_token, &|r| {
+                r.header(header::ACCEPT, "application/fhir+ndjson")
+                    .header(header::ACCEPT_ENCODING, "gzip")
+            })
+            .await
+    }
+
+    /// The file, asking the status URL for a new link once if this one has expired.
+    async fn fetch(&self, url: &str) -> Result<reqwest::Response> {
+        let resp = self.get(url).await?;
+        let expired = [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+            StatusCode::GONE,
+        ]
+        .contains(&resp.status());
+        if !expired {
+            return Ok(resp);
+        }
+        // Signed file links expire (a 403 from S3-style storage, 404 or 410 elsewhere); the
+        // status URL answers with the manifest, and fresh links, until the job is deleted
+        // (export.html, "Bulk Data Status Request": complete status).
+        self.log.log(
+            "download_error",
+            serde_json::json!({"fileUrl": strip(url), "status": resp.status().as_u16(), "action": "refetching the manifest"}),
         );
-        let resp = block_on(c.send(Method::GET, &url, with_token, &|r| {
-            r.header(header::ACCEPT, "application/fhir+ndjson")
-                .header(header::ACCEPT_ENCODING, "gzip")
-        }))
-        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        match self.fresh_link().await {
+            Some(fresh) if fresh != url => self.get(&fresh).await,
+            _ => Ok(resp),
+        }
+    }
+
+    async fn fresh_link(&self) -> Option<String> {
+        let c = &self.client;
+        let resp = c
+            .send(Method::GET, &self.job, true, &|r| {
+                r.header(header::ACCEPT, "application/json")
+            })
+            .await
+            .ok()?;
+        if resp.status() != StatusCode::OK {
+            return None;
+        }
+        let first: Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
+        let pages = all_pages(c, first).await.ok()?;
+        let outputs: Vec<&Value> = pages
+            .iter()
+            .flat_map(|p| p["output"].as_array().into_iter().flatten())
+            .collect();
+        outputs.get(self.entry)?["url"].as_str().map(str::to_string)
+    }
+}
+
+/// Opens a download as it streams, copying it into OUT/_export/files (or `--keep-ndjson`).
+fn opener(d: Arc<Download>, url: String) -> Opener {
+    Opener(Arc::new(move || {
+        d.log.log(
+            "download_request",
+            serde_json::json!({"fileUrl": strip(&url), "itemType": d.item}),
+        );
+        let resp = block_on(d.fetch(&url)).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
         if !resp.status().is_success() {
             return Err(std::io::Error::other(format!(
                 "{}: {}",
@@ -434,10 +571,31 @@ fn opener(c: Arc<Client>, url: String, with_token: bool, log: EventLog, item: St
             .bytes_stream()
             .map(|r| r.map_err(|e| std::io::Error::other(e.without_url())));
         let download = StreamReader::new(stream.boxed());
+        let name = d.name();
+        let copy: Spool = d
+            .copies
+            .spool(&name)
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        let (progress, entry) = (d.progress.clone(), d.entry);
+        let tee = Tee::new(
+            download,
+            copy,
+            gzip,
+            Box::new(move || progress.done(entry, name)),
+        );
         Ok(match gzip {
-            true => Box::new(flate2::read::MultiGzDecoder::new(download)) as Box<dyn std::io::Read>,
-            false => Box::new(download),
+            true => Box::new(flate2::read::MultiGzDecoder::new(tee)) as Box<dyn std::io::Read>,
+            false => Box::new(tee),
         })
+    }))
+}
+
+/// Opens a download finished by an earlier attempt of the export.
+fn kept(copies: ExportDir, name: String) -> Opener {
+    Opener(Arc::new(move || {
+        copies
+            .open(&name)
+            .map(|r| Box::new(r) as Box<dyn std::io::Read>)
     }))
 }
 
@@ -445,7 +603,7 @@ fn opener(c: Arc<Client>, url: String, with_token: bool, log: EventLog, item: St
 async fn save_extra(
     c: &Client,
     entries: &[(String, &Value, bool)],
-    dir: &Option<PathBuf>,
+    dir: &ExportDir,
 ) -> Result<(u64, Vec<(String, String)>)> {
     let mut lines = 0;
     let mut deleted = Vec::new();
@@ -469,10 +627,7 @@ async fn save_extra(
         if kind == "deleted" {
             deleted.extend(deleted_entries(&body));
         }
-        if let Some(dir) = dir {
-            std::fs::create_dir_all(dir)?;
-            std::fs::write(dir.join(format!("{kind}-{i}.ndjson")), &body)?;
-        }
+        dir.write(&format!("{kind}-{i}.ndjson"), &body)?;
     }
     Ok((lines, deleted))
 }
@@ -501,7 +656,7 @@ fn deleted_entries(ndjson: &[u8]) -> Vec<(String, String)> {
 
 /// `OUT/_deleted/deleted-<transactionTime>.parquet`: type, id, transactionTime of each resource
 /// the server reports deleted, so an incremental load can apply them.
-fn write_deleted(dir: &std::path::Path, rows: &[(String, String)], when: &str) -> Result<()> {
+fn write_deleted(dir: &ExportDir, rows: &[(String, String)], when: &str) -> Result<()> {
     use arrow::array::{ArrayRef, RecordBatch, StringArray};
     if rows.is_empty() {
         return Ok(());
@@ -525,22 +680,19 @@ fn write_deleted(dir: &std::path::Path, rows: &[(String, String)], when: &str) -
         ),
     ];
     let batch = RecordBatch::try_from_iter(cols)?;
-    std::fs::create_dir_all(dir)?;
     let name: String = when
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    let file = std::fs::File::create(dir.join(format!("deleted-{name}.parquet")))?;
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None)?;
     w.write(&batch)?;
-    w.close()?;
-    Ok(())
+    let bytes = w.into_inner()?;
+    dir.write(&format!("deleted-{name}.parquet"), &bytes)
 }
 
 /// Runs an export into `convert.out`; returns the run record.
 pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
-    let dir = export_dir(&convert.out);
-    let state_path = dir.as_ref().map(|d| d.join("state.json"));
+    let dir = ExportDir::under(&convert.out, "_export");
     let client = Arc::new(Client {
         http: reqwest::Client::builder()
             .user_agent(concat!("fhir2parquet/", env!("CARGO_PKG_VERSION")))
@@ -553,20 +705,16 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
         false => indicatif::ProgressBar::hidden(),
     };
     let o = ExportOptions { auth: None, ..o };
-    let log = EventLog {
-        path: dir.as_ref().map(|d| d.join("log.ndjson")),
-        ..Default::default()
-    };
-    let job = match (o.resume, &state_path) {
-        (true, Some(p)) => {
-            let s: State =
-                serde_json::from_slice(&std::fs::read(p).with_context(|| {
-                    format!("no export to resume: {} is missing", p.display())
-                })?)?;
-            s.job
+    let log = EventLog::new(dir.clone());
+    let state = match o.resume {
+        true => {
+            let kept = dir
+                .read(STATE)?
+                .ok_or_else(|| anyhow!("no export to resume: {} is missing", dir.display(STATE)))?;
+            serde_json::from_slice::<State>(&kept)
+                .with_context(|| format!("{} is damaged", dir.display(STATE)))?
         }
-        (true, None) => bail!("--resume needs a local OUT (where the job is kept)"),
-        (false, _) => {
+        false => {
             let job = block_on(kick_off(&client, &o));
             log.log(
                 "kickoff",
@@ -577,19 +725,21 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
                     "requestParameters": parameters(&o).into_iter().collect::<std::collections::BTreeMap<_, _>>(),
                 }),
             );
-            let job = job?;
-            if let Some(p) = &state_path {
-                std::fs::create_dir_all(p.parent().expect("a folder"))?;
-                let s = State {
-                    base: o.base.clone(),
-                    job: job.clone(),
-                    kicked_off: chrono::Utc::now().to_rfc3339(),
-                };
-                std::fs::write(p, serde_json::to_vec_pretty(&s)?)?;
+            log.flush();
+            State {
+                base: o.base.clone(),
+                job: job?,
+                kicked_off: chrono::Utc::now().to_rfc3339(),
+                done: Default::default(),
             }
-            job
         }
     };
+    let job = state.job.clone();
+    let progress = Arc::new(Progress {
+        dir: dir.clone(),
+        state: std::sync::Mutex::new(state),
+    });
+    progress.save(&progress.state.lock().expect("no panic"))?;
     *log.export_id.lock().expect("no panic") = strip(&job);
     let manifest = block_on(poll(&client, &job, &bar, &log))?;
     bar.finish_and_clear();
@@ -614,25 +764,44 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
             "totalManifests": pages.len(),
         }),
     );
+    log.flush();
     let token_for_files = manifest["requiresAccessToken"].as_bool().unwrap_or(false);
 
+    // Downloads are copied here while they stream, so a resumed export need not fetch them
+    // again; without --keep-ndjson the copies go once the export is published.
+    let copies = match &o.keep_ndjson {
+        Some(d) => ExportDir::Local(d.clone()),
+        None => ExportDir::under(&convert.out, "_export/files"),
+    };
+    let done = progress.state.lock().expect("no panic").done.clone();
     let mut sources = Vec::new();
     let mut extra = Vec::new();
+    let mut reused = 0;
     for page in &pages {
         for e in page["output"].as_array().into_iter().flatten() {
             let url = e["url"]
                 .as_str()
                 .ok_or_else(|| anyhow!("a manifest output entry has no url"))?;
+            let entry = sources.len();
             let name = strip(url);
             let count = e["count"].as_u64();
-            let item = e["type"].as_str().unwrap_or_default().to_string();
-            let open = opener(
-                client.clone(),
-                url.to_string(),
-                token_for_files,
-                log.clone(),
-                item,
-            );
+            let download = Arc::new(Download {
+                client: client.clone(),
+                job: job.clone(),
+                entry,
+                with_token: token_for_files,
+                item: e["type"].as_str().unwrap_or_default().to_string(),
+                log: log.clone(),
+                copies: copies.clone(),
+                progress: progress.clone(),
+            });
+            let open = match done.get(&entry) {
+                Some(copy) if *copy == download.name() && copies.exists(copy) => {
+                    reused += 1;
+                    kept(copies.clone(), copy.clone())
+                }
+                _ => opener(download, url.to_string()),
+            };
             sources.push(Source::stream(&name, false, count, open));
         }
         // 2.0 names it `error`; the 4.0 ballot `outcome`.
@@ -645,16 +814,23 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
             extra.push(("deleted".to_string(), e, token_for_files));
         }
     }
-    let (extra_lines, deleted) = block_on(save_extra(&client, &extra, &dir))?;
-    if let Some(dir) = &dir {
-        write_deleted(
-            &dir.parent().expect("OUT").join("_deleted"),
-            &deleted,
-            manifest["transactionTime"].as_str().unwrap_or_default(),
-        )?;
+    if reused > 0 {
+        log.log(
+            "resume",
+            serde_json::json!({"filesKept": reused, "filesToDownload": sources.len() - reused}),
+        );
     }
+    let (extra_lines, deleted) = block_on(save_extra(&client, &extra, &dir))?;
+    write_deleted(
+        &ExportDir::under(&convert.out, "_deleted"),
+        &deleted,
+        manifest["transactionTime"].as_str().unwrap_or_default(),
+    )?;
 
     let mut convert = convert.clone();
+    // A download that fails stops the run before anything is published: what was fetched is
+    // kept for --resume.
+    convert.strict_inputs = true;
     convert.export = Some(serde_json::json!({
         "server": o.base,
         "request": manifest["request"],
@@ -663,7 +839,16 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
         "outcome_and_deleted_lines": extra_lines,
         "deleted_resources": deleted.len(),
     }));
-    let record = crate::convert::run_sources(&sources, &convert)?;
+    let record = crate::convert::run_sources(&sources, &convert).map_err(|e| {
+        log.log("export_error", serde_json::json!({"message": format!("{e:#}")}));
+        log.flush();
+        let kept = progress.state.lock().expect("no panic").done.len();
+        e.context(format!(
+            "the export stopped; {kept} of {} files are kept: run `fhir2parquet export --resume -o {}` to go on",
+            sources.len(),
+            convert.out.display()
+        ))
+    })?;
     let rows: u64 = record.types.values().map(|t| t.rows).sum();
     log.log(
         "export_complete",
@@ -674,11 +859,13 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
             "duration": (record.seconds * 1000.0) as u64,
         }),
     );
+    log.flush();
     if !o.keep_job {
         let _ = block_on(client.send(Method::DELETE, &job, true, &|r| r));
     }
-    if let Some(p) = &state_path {
-        let _ = std::fs::remove_file(p);
+    dir.remove(STATE);
+    if o.keep_ndjson.is_none() {
+        copies.remove_all();
     }
     Ok(record)
 }
@@ -722,6 +909,7 @@ mod tests {
             resume: false,
             max_poll: Duration::from_secs(60),
             progress: false,
+            keep_ndjson: None,
         };
         assert_eq!(kickoff_url(&o), "http://x/fhir/Group/g1/$export");
         let p = parameters(&o);

@@ -179,7 +179,7 @@ impl Store {
     }
 
     /// The objects under `rel`, as paths relative to the bucket.
-    fn list(&self, rel: &str) -> Vec<String> {
+    pub fn list(&self, rel: &str) -> Vec<String> {
         let mut out: Vec<String> = self
             .remote(rel)
             .list("")

@@ -41,6 +41,12 @@ struct Config {
     paged: bool,
     /// The first request for each file gets a 503.
     file_503: bool,
+    /// File links are signed to expire this long after the manifest that gave them: a later
+    /// request gets a 403, as from signed storage URLs.
+    link_ttl: Option<Duration>,
+    /// Each file's body is sent after this delay (a slow server, so downloads overlap and a
+    /// run can be killed between two files).
+    file_delay: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +64,8 @@ impl Default for Config {
             redirect: false,
             paged: false,
             file_503: false,
+            link_ttl: None,
+            file_delay: Duration::ZERO,
         }
     }
 }
@@ -73,6 +81,13 @@ struct State {
     /// Requests that carried an Authorization header to the second origin.
     leaked: usize,
     kickoff_query: String,
+    /// Complete status responses (manifests) sent.
+    manifests: usize,
+    /// File requests refused because their link had expired.
+    expired: usize,
+    /// File bodies being sent now, and the most at once.
+    sending: usize,
+    most_at_once: usize,
 }
 
 struct Server {
@@ -197,14 +212,19 @@ fn start(cfg: Config) -> Server {
         });
     }
     let st = state.clone();
+    let cfg = Arc::new(cfg);
     std::thread::spawn(move || {
+        // A thread per connection: downloads run at once, as on a real server.
         for conn in listener.incoming().flatten() {
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut conn = conn;
-            let Some(req) = read_request(&mut r) else {
-                continue;
-            };
-            handle(&cfg, &st, &base, &files_base, req, &mut conn);
+            let (cfg, st, base, files_base) =
+                (cfg.clone(), st.clone(), base.clone(), files_base.clone());
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut conn = conn;
+                if let Some(req) = read_request(&mut r) {
+                    handle(&cfg, &st, &base, &files_base, req, &mut conn);
+                }
+            });
         }
     });
     Server {
@@ -403,10 +423,15 @@ fn handle(
                 b"",
             );
         }
+        let expires = cfg
+            .link_ttl
+            .map(|ttl| format!("?expires={}", (chrono::Utc::now() + ttl).timestamp_millis()))
+            .unwrap_or_default();
         let file_url = |name: &str| match cfg.redirect {
-            true => format!("{base}/files/redirect/{name}"),
-            false => format!("{base}/files/{name}"),
+            true => format!("{base}/files/redirect/{name}{expires}"),
+            false => format!("{base}/files/{name}{expires}"),
         };
+        st.lock().unwrap().manifests += 1;
         let all: Vec<serde_json::Value> = files()
             .iter()
             .map(|(name, p)| {
@@ -484,6 +509,25 @@ fn handle(
             *c += 1;
             *c
         };
+        // A signed link past its time (as S3 answers one: 403 "Request has expired").
+        let expired = req
+            .query
+            .strip_prefix("expires=")
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some_and(|t| chrono::Utc::now().timestamp_millis() > t);
+        if expired {
+            st.lock().unwrap().expired += 1;
+            return respond(conn, "403 Forbidden", &[], b"Request has expired");
+        }
+        if !cfg.file_delay.is_zero() {
+            {
+                let mut s = st.lock().unwrap();
+                s.sending += 1;
+                s.most_at_once = s.most_at_once.max(s.sending);
+            }
+            std::thread::sleep(cfg.file_delay);
+            st.lock().unwrap().sending -= 1;
+        }
         if cfg.file_503 && served == 1 {
             return respond(
                 conn,
@@ -802,4 +846,133 @@ fn a_killed_export_resumes_its_job() {
     let s = server.state.lock().unwrap();
     assert_eq!(s.kickoffs, 1, "the job was kicked off again");
     assert!(s.deleted);
+}
+
+#[test]
+fn expired_links_are_fetched_again_while_downloads_run_at_once() {
+    let server = start(Config {
+        // Links outlive the first downloads, not the last: 18 files, 3 at a time, 250 ms each.
+        link_ttl: Some(Duration::from_millis(700)),
+        file_delay: Duration::from_millis(250),
+        gzip: true,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let keep = tmp.path().join("ndjson");
+    let o = export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "--parallel",
+        "3",
+        "--keep-ndjson",
+        keep.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_ok(&o);
+    assert_exported(&out);
+    let s = server.state.lock().unwrap();
+    assert!(s.expired > 0, "no link expired: the test shows nothing");
+    assert!(s.manifests >= 2, "the manifest was not asked for again");
+    assert!(
+        s.most_at_once >= 2,
+        "downloads did not overlap: {}",
+        s.most_at_once
+    );
+    assert_eq!(s.most_at_once.max(3), 3, "more than --parallel at once");
+    // The kept NDJSON: one gzipped file per manifest entry, every line the server sent.
+    let kept: Vec<PathBuf> = std::fs::read_dir(&keep)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), files().len(), "{kept:?}");
+    assert!(kept
+        .iter()
+        .all(|p| p.to_string_lossy().ends_with(".ndjson.gz")));
+    let lines: usize = kept.iter().map(|p| crate::read_lines(p).len()).sum();
+    assert_eq!(lines, 2789);
+    // Without --keep-ndjson nothing stays: the copies were made elsewhere.
+    assert!(!out.join("_export/files").exists());
+    let log = std::fs::read_to_string(out.join("_export/log.ndjson")).unwrap();
+    assert!(log.contains("\"download_error\""), "{log}");
+    assert!(
+        !log.contains("expires="),
+        "a signed link's query in the log"
+    );
+}
+
+#[test]
+fn a_killed_download_resumes_with_only_the_missing_files() {
+    let server = start(Config {
+        file_delay: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .args(["export", &server.base(), "-o", out.to_str().unwrap()])
+        .args(["--parallel", "1", "-q"])
+        .spawn()
+        .unwrap();
+    let served = |s: &State| s.served.values().sum::<usize>();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // One at a time: when the fifth file is asked for, four have ended.
+    while served(&server.state.lock().unwrap()) < 5 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_export/state.json")).unwrap()).unwrap();
+    let done = state["done"].as_object().unwrap().len();
+    assert!(done >= 4, "{state}");
+    assert!(!out.join("Patient").exists(), "a killed export published");
+    let o = export(&["--resume", "-o", out.to_str().unwrap(), "-q"]);
+    assert_ok(&o);
+    assert_exported(&out);
+    let s = server.state.lock().unwrap();
+    assert_eq!(s.kickoffs, 1, "the job was kicked off again");
+    // Only the file in flight at the kill was fetched twice.
+    assert!(
+        served(&s) <= files().len() + 1,
+        "{} requests for {} files: {:?}",
+        served(&s),
+        files().len(),
+        s.served
+    );
+    assert!(s.deleted);
+    assert!(!out.join("_export/files").exists());
+    assert!(!out.join("_export/state.json").exists());
+    let log = std::fs::read_to_string(out.join("_export/log.ndjson")).unwrap();
+    assert!(log.contains("\"resume\""), "{log}");
+}
+
+#[test]
+fn an_export_into_a_store_keeps_its_own_files_there() {
+    let Some(store) = crate::cloud::Store::moto() else {
+        return;
+    };
+    let server = start(Config {
+        gzip: true,
+        ..Default::default()
+    });
+    let url = store.url("exported");
+    let o = store.bin(&["export", &server.base(), "-o", &url, "-q"]);
+    assert_ok(&o);
+    let tmp = tempfile::tempdir().unwrap();
+    let back = tmp.path().join("back");
+    crate::cloud::ok(&store.bin(&["to-ndjson", &url, "-o", back.to_str().unwrap()]));
+    assert_eq!(
+        assert_same_resources(&shared("fhir-data/synthea-r4-small"), &back),
+        2789
+    );
+    let objects = store.list("exported");
+    let has = |part: &str| objects.iter().any(|o| o.contains(part));
+    assert!(has("exported/_export/log.ndjson"), "{objects:?}");
+    assert!(has("exported/_export/outcome-0.ndjson"), "{objects:?}");
+    assert!(has("exported/_deleted/deleted-"), "{objects:?}");
+    assert!(!has("_export/files/"), "copies left behind: {objects:?}");
+    assert!(!has("state.json"), "{objects:?}");
 }

@@ -60,6 +60,8 @@ pub fn convert_opts(out: &Path) -> fhir2parquet::convert::ConvertOptions {
             row_group_rows: 122_880,
         },
         threads: 2,
+        readers: 1,
+        strict_inputs: false,
         batch_rows: 1000,
         progress: false,
     }
