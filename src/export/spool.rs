@@ -129,7 +129,9 @@ impl ExportDir {
                 SpoolSink::Store(MultipartSink::create(r, r.path(&Self::rel(p, name)))?)
             }
         };
-        Ok(Spool { sink })
+        Ok(Spool {
+            sink: Box::new(sink),
+        })
     }
 }
 
@@ -141,19 +143,19 @@ enum SpoolSink {
 
 /// A download's copy being written.
 pub struct Spool {
-    sink: SpoolSink,
+    sink: Box<SpoolSink>,
 }
 
 impl Write for Spool {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.sink {
+        match self.sink.as_mut() {
             SpoolSink::File(f, _, _) => f.write(buf),
             SpoolSink::Store(s) => s.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.sink {
+        match self.sink.as_mut() {
             SpoolSink::File(f, _, _) => f.flush(),
             SpoolSink::Store(s) => s.flush(),
         }
@@ -163,7 +165,7 @@ impl Write for Spool {
 impl Spool {
     /// Makes the copy visible under its name.
     pub fn finish(self) -> Result<()> {
-        match self.sink {
+        match *self.sink {
             SpoolSink::File(f, part, name) => {
                 let f = f.into_inner().map_err(|e| e.into_error())?;
                 f.sync_all()?;
