@@ -25,11 +25,15 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    /// Reads a PEM private key; RSA keys sign with RS384, EC keys with ES384.
+    /// Reads a private key: PEM, or a JWK set (JSON, as SMART clients keep them); RSA keys sign
+    /// with RS384, EC keys with ES384.
     pub fn from_key_file(path: &Path, kid: Option<String>) -> Result<Credentials> {
         let pem = std::fs::read(path)
             .with_context(|| format!("cannot read the private key {}", path.display()))?;
         let text = String::from_utf8_lossy(&pem);
+        if text.trim_start().starts_with('{') {
+            return from_jwks(&pem, kid).with_context(|| format!("{}: a JWK set", path.display()));
+        }
         let (key, alg) = if text.contains("BEGIN EC PRIVATE KEY")
             || (text.contains("BEGIN PRIVATE KEY") && EncodingKey::from_ec_pem(&pem).is_ok())
         {
@@ -44,6 +48,119 @@ impl Credentials {
             (key, Algorithm::RS384)
         };
         Ok(Credentials::Key { key, alg, kid })
+    }
+}
+
+/// The private key of a JWK set (RFC 7517): the one named `kid`, else the first with a private
+/// part (`d`) of type RSA or EC P-384. Its `kid` goes into the assertion's header.
+fn from_jwks(json: &[u8], kid: Option<String>) -> Result<Credentials> {
+    use base64::Engine;
+    let set: serde_json::Value = serde_json::from_slice(json).context("not JSON")?;
+    let keys = match set["keys"].as_array() {
+        Some(k) => k.clone(),
+        None => vec![set.clone()],
+    };
+    let usable = |k: &&serde_json::Value| {
+        k["d"].is_string()
+            && (k["kty"] == "RSA" || (k["kty"] == "EC" && k["crv"] == "P-384"))
+            && kid.as_deref().is_none_or(|id| k["kid"] == id)
+    };
+    let Some(k) = keys.iter().find(usable) else {
+        bail!(
+            "no private RSA or EC P-384 key{} in it",
+            kid.as_deref()
+                .map(|id| format!(" with kid {id}"))
+                .unwrap_or_default()
+        );
+    };
+    let member = |name: &str| -> Result<Vec<u8>> {
+        let v = k[name]
+            .as_str()
+            .ok_or_else(|| anyhow!("the key has no `{name}`"))?;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(v.trim_end_matches('='))
+            .map_err(|_| anyhow!("the key's `{name}` is not base64url"))
+    };
+    let kid = kid.or_else(|| k["kid"].as_str().map(str::to_string));
+    if k["kty"] == "RSA" {
+        // PKCS #1 RSAPrivateKey (RFC 8017 A.1.2).
+        let mut body = der::integer(&[0]);
+        for name in ["n", "e", "d", "p", "q", "dp", "dq", "qi"] {
+            body.extend(der::integer(&member(name)?));
+        }
+        let key = EncodingKey::from_rsa_der(&der::tlv(0x30, &body));
+        return Ok(Credentials::Key {
+            key,
+            alg: Algorithm::RS384,
+            kid,
+        });
+    }
+    // PKCS #8 (RFC 5208) around an ECPrivateKey (RFC 5915) with its public key, as ring takes.
+    let (d, x, y) = (member("d")?, member("x")?, member("y")?);
+    let point = [&[0u8, 4][..], &x, &y].concat();
+    let ec = der::tlv(
+        0x30,
+        &[
+            der::integer(&[1]),
+            der::tlv(0x04, &d),
+            der::tlv(0xa1, &der::tlv(0x03, &point)),
+        ]
+        .concat(),
+    );
+    // id-ecPublicKey, secp384r1
+    let alg_id = der::tlv(
+        0x30,
+        &[
+            der::tlv(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]),
+            der::tlv(0x06, &[0x2b, 0x81, 0x04, 0x00, 0x22]),
+        ]
+        .concat(),
+    );
+    let pkcs8 = der::tlv(
+        0x30,
+        &[der::integer(&[0]), alg_id, der::tlv(0x04, &ec)].concat(),
+    );
+    let key = EncodingKey::from_ec_der(&pkcs8);
+    Ok(Credentials::Key {
+        key,
+        alg: Algorithm::ES384,
+        kid,
+    })
+}
+
+/// The few DER encodings (X.690) a private key needs.
+mod der {
+    /// Tag, definite length, value.
+    pub fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = value.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|b| *b == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+        out.extend_from_slice(value);
+        out
+    }
+
+    /// A non-negative INTEGER from its big-endian magnitude.
+    pub fn integer(magnitude: &[u8]) -> Vec<u8> {
+        let trimmed: Vec<u8> = magnitude.iter().copied().skip_while(|b| *b == 0).collect();
+        let mut v = match trimmed.first() {
+            None => vec![0],
+            Some(b) if b & 0x80 != 0 => [&[0u8][..], &trimmed].concat(),
+            Some(_) => trimmed,
+        };
+        if v.is_empty() {
+            v.push(0);
+        }
+        tlv(0x02, &v)
     }
 }
 
@@ -202,4 +319,48 @@ fn rand_u128() -> u128 {
     let mut h2 = std::collections::hash_map::RandomState::new().build_hasher();
     h2.write_u64(a);
     (u128::from(a) << 64) | u128::from(h2.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JWK set's key signs what its PEM's public key verifies.
+    #[test]
+    fn jwk_sets_sign_like_their_pem() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/export");
+        for (jwks, public, alg, kid) in [
+            ("rsa.jwks.json", "rsa.pub.pem", Algorithm::RS384, "rsa-test"),
+            ("ec.jwks.json", "ec.pub.pem", Algorithm::ES384, "ec-test"),
+        ] {
+            let Credentials::Key {
+                key,
+                alg: a,
+                kid: k,
+            } = Credentials::from_key_file(&dir.join(jwks), None).unwrap()
+            else {
+                panic!("a key");
+            };
+            assert_eq!((a, k.as_deref()), (alg, Some(kid)));
+            let claims =
+                serde_json::json!({"sub": "c", "exp": chrono::Utc::now().timestamp() + 60});
+            let jwt = jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap();
+            let pem = std::fs::read(dir.join(public)).unwrap();
+            let decoding = match alg {
+                Algorithm::RS384 => jsonwebtoken::DecodingKey::from_rsa_pem(&pem),
+                _ => jsonwebtoken::DecodingKey::from_ec_pem(&pem),
+            }
+            .unwrap();
+            let mut v = jsonwebtoken::Validation::new(alg);
+            v.required_spec_claims.clear();
+            jsonwebtoken::decode::<serde_json::Value>(&jwt, &decoding, &v).unwrap();
+        }
+        // A kid that is not in the set is named in the error.
+        let e = Credentials::from_key_file(&dir.join("ec.jwks.json"), Some("nope".into()));
+        let msg = format!("{:#}", e.err().unwrap());
+        assert!(msg.contains("kid nope"), "{msg}");
+        // The public-only key is never taken for signing.
+        let e = Credentials::from_key_file(&dir.join("ec.jwks.json"), Some("ec-public".into()));
+        assert!(e.is_err());
+    }
 }

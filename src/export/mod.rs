@@ -690,8 +690,41 @@ fn write_deleted(dir: &ExportDir, rows: &[(String, String)], when: &str) -> Resu
     dir.write(&format!("deleted-{name}.parquet"), &bytes)
 }
 
+/// What Ctrl-C prints: how to go on (set once, before the handler is installed).
+static INTERRUPTED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// On Ctrl-C (SIGINT), tells the user how to resume before exiting with 130: the job and the
+/// finished downloads are in OUT/_export/, nothing of the run is published.
+fn note_how_to_resume_on_interrupt(out: &Location) {
+    extern "C" fn on_interrupt(_: libc::c_int) {
+        if let Some(msg) = INTERRUPTED.get() {
+            // SAFETY: write(2) and _exit(2) are async-signal-safe; the message was set before
+            // the handler was installed and is never changed.
+            unsafe {
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+            }
+        }
+        unsafe { libc::_exit(130) }
+    }
+    let msg = format!(
+        "\ninterrupted: the job and the finished downloads are kept; run `fhir2parquet export \
+         --resume -o {}` to go on\n",
+        out.display()
+    );
+    if INTERRUPTED.set(msg.into_bytes()).is_ok() {
+        // SAFETY: installs a handler that only calls async-signal-safe functions.
+        unsafe {
+            libc::signal(
+                libc::SIGINT,
+                on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
 /// Runs an export into `convert.out`; returns the run record.
 pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
+    note_how_to_resume_on_interrupt(&convert.out);
     let dir = ExportDir::under(&convert.out, "_export");
     let client = Arc::new(Client {
         http: reqwest::Client::builder()

@@ -35,6 +35,8 @@ struct Config {
     requires_token: bool,
     /// Files sent gzip-encoded when asked for.
     gzip: bool,
+    /// File bodies sent with `Transfer-Encoding: chunked` (no Content-Length).
+    chunked: bool,
     /// Files answered with a 307 to a second origin that needs no token.
     redirect: bool,
     /// The manifest in two pages (`link` next).
@@ -61,6 +63,7 @@ impl Default for Config {
             token_seconds: 300,
             requires_token: false,
             gzip: false,
+            chunked: false,
             redirect: false,
             paged: false,
             file_503: false,
@@ -151,6 +154,24 @@ fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[
     head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     let _ = s.write_all(head.as_bytes());
     let _ = s.write_all(body);
+}
+
+/// A response whose body is sent in chunks of 16 KiB (RFC 9112 7.1), as servers stream files
+/// whose length they do not know ahead.
+fn respond_chunked(s: &mut TcpStream, headers: &[(&str, String)], body: &[u8]) {
+    let mut head =
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n".to_string();
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = s.write_all(head.as_bytes());
+    for chunk in body.chunks(16 << 10) {
+        let _ = s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes());
+        let _ = s.write_all(chunk);
+        let _ = s.write_all(b"\r\n");
+    }
+    let _ = s.write_all(b"0\r\n\r\n");
 }
 
 fn outcome(code: &str, text: &str) -> Vec<u8> {
@@ -558,25 +579,20 @@ fn handle(
                 .headers
                 .get("accept-encoding")
                 .is_some_and(|a| a.contains("gzip"));
-        if gzip {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(&data).unwrap();
-            return respond(
-                conn,
-                "200 OK",
-                &[
-                    ("Content-Type", "application/fhir+ndjson".into()),
-                    ("Content-Encoding", "gzip".into()),
-                ],
-                &e.finish().unwrap(),
-            );
-        }
-        return respond(
-            conn,
-            "200 OK",
-            &[("Content-Type", "application/fhir+ndjson".into())],
-            &data,
-        );
+        let mut headers = vec![("Content-Type", "application/fhir+ndjson".to_string())];
+        let body = match gzip {
+            true => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(&data).unwrap();
+                headers.push(("Content-Encoding", "gzip".into()));
+                e.finish().unwrap()
+            }
+            false => data,
+        };
+        return match cfg.chunked {
+            true => respond_chunked(conn, &headers, &body),
+            false => respond(conn, "200 OK", &headers, &body),
+        };
     }
     respond(
         conn,
@@ -628,6 +644,7 @@ fn smart_protected_export_equals_convert_of_the_files() {
         )),
         requires_token: true,
         gzip: true,
+        chunked: true,
         paged: true,
         ..Default::default()
     });
@@ -754,8 +771,9 @@ fn faults_tokens_that_expire_and_redirects() {
         out.to_str().unwrap(),
         "--client-id",
         "es-client",
+        // The key as a JWK set (its private key chosen over a public-only one).
         "--key",
-        key("ec.pem").to_str().unwrap(),
+        key("ec.jwks.json").to_str().unwrap(),
         "--max-poll",
         "2",
         "-q",
@@ -910,9 +928,10 @@ fn a_killed_download_resumes_with_only_the_missing_files() {
     });
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+    let child = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
         .args(["export", &server.base(), "-o", out.to_str().unwrap()])
         .args(["--parallel", "1", "-q"])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let served = |s: &State| s.served.values().sum::<usize>();
@@ -922,8 +941,12 @@ fn a_killed_download_resumes_with_only_the_missing_files() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(20));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Ctrl-C: the user is told how to go on.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let stopped = child.wait_with_output().unwrap();
+    assert_eq!(stopped.status.code(), Some(130));
+    let said = String::from_utf8_lossy(&stopped.stderr);
+    assert!(said.contains("export --resume -o"), "{said}");
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("_export/state.json")).unwrap()).unwrap();
     let done = state["done"].as_object().unwrap().len();
