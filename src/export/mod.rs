@@ -333,6 +333,7 @@ fn parameters_resource(params: &[(String, String)]) -> Value {
         .map(|(k, v)| {
             let value = match k.as_str() {
                 "_since" | "_until" => "valueInstant",
+                "includeAssociatedData" => "valueCode",
                 "patient" => {
                     return serde_json::json!({"name": k, "valueReference": {"reference": v}})
                 }

@@ -71,9 +71,11 @@ impl ExportDir {
     pub fn exists(&self, name: &str) -> bool {
         match self {
             ExportDir::Local(d) => d.join(name).is_file(),
-            ExportDir::Remote(r, p) => r
-                .list(&Self::rel(p, name))
-                .is_ok_and(|l| l.iter().any(|o| o.location == r.path(&Self::rel(p, name)))),
+            ExportDir::Remote(r, p) => {
+                use object_store::ObjectStoreExt;
+                let path = r.path(&Self::rel(p, name));
+                block_on(r.store.head(&path)).is_ok()
+            }
         }
     }
 

@@ -84,6 +84,11 @@ struct State {
     /// Requests that carried an Authorization header to the second origin.
     leaked: usize,
     kickoff_query: String,
+    /// The kick-off's method and, for a POST, its Parameters resource.
+    kickoff_method: String,
+    kickoff_body: Option<serde_json::Value>,
+    /// File requests that carried a token though the manifest said none is needed.
+    token_to_files: usize,
     /// Complete status responses (manifests) sent.
     manifests: usize,
     /// File requests refused because their link had expired.
@@ -349,6 +354,12 @@ fn handle(
                     .is_some_and(|until| Instant::now() < *until)
             });
         let needs = !path.starts_with("/files/") || cfg.requires_token;
+        if path.starts_with("/files/")
+            && !cfg.requires_token
+            && req.headers.contains_key("authorization")
+        {
+            st.lock().unwrap().token_to_files += 1;
+        }
         if needs && !valid {
             return respond(
                 conn,
@@ -371,9 +382,39 @@ fn handle(
                 &outcome("invalid", "Accept and Prefer headers are required"),
             );
         }
+        // POST carries a Parameters resource (export.html, "Kick-off Request": POST with
+        // `Content-Type: application/fhir+json`).
+        let body = match req.method.as_str() {
+            "POST" => {
+                if req.headers.get("content-type").map(String::as_str)
+                    != Some("application/fhir+json")
+                {
+                    return respond(
+                        conn,
+                        "400 Bad Request",
+                        &[],
+                        &outcome("invalid", "a POST kick-off takes application/fhir+json"),
+                    );
+                }
+                match serde_json::from_slice::<serde_json::Value>(&req.body) {
+                    Ok(v) if v["resourceType"] == "Parameters" => Some(v),
+                    _ => {
+                        return respond(
+                            conn,
+                            "400 Bad Request",
+                            &[],
+                            &outcome("invalid", "the body is not a Parameters resource"),
+                        )
+                    }
+                }
+            }
+            _ => None,
+        };
         let mut s = st.lock().unwrap();
         s.kickoffs += 1;
         s.kickoff_query = req.query.clone();
+        s.kickoff_method = req.method.clone();
+        s.kickoff_body = body;
         return respond(
             conn,
             "202 Accepted",
@@ -979,11 +1020,48 @@ fn an_export_into_a_store_keeps_its_own_files_there() {
     };
     let server = start(Config {
         gzip: true,
+        file_delay: Duration::from_millis(200),
         ..Default::default()
     });
     let url = store.url("exported");
-    let o = store.bin(&["export", &server.base(), "-o", &url, "-q"]);
+    // Interrupted after four files, then resumed: the state and the copies are on the store.
+    let child = store
+        .command(&[
+            "export",
+            &server.base(),
+            "-o",
+            &url,
+            "--parallel",
+            "1",
+            "-q",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let served = |s: &State| s.served.values().sum::<usize>();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while served(&server.state.lock().unwrap()) < 5 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    let kept = store.list("exported");
+    assert!(
+        kept.iter().any(|o| o.contains("_export/state.json")),
+        "{kept:?}"
+    );
+    assert!(
+        kept.iter().filter(|o| o.contains("_export/files/")).count() >= 4,
+        "{kept:?}"
+    );
+    let o = store.bin(&["export", "--resume", "-o", &url, "-q"]);
     assert_ok(&o);
+    {
+        let s = server.state.lock().unwrap();
+        assert_eq!(s.kickoffs, 1);
+        assert!(served(&s) <= files().len() + 1, "{:?}", s.served);
+    }
     let tmp = tempfile::tempdir().unwrap();
     let back = tmp.path().join("back");
     crate::cloud::ok(&store.bin(&["to-ndjson", &url, "-o", back.to_str().unwrap()]));
@@ -998,4 +1076,68 @@ fn an_export_into_a_store_keeps_its_own_files_there() {
     assert!(has("exported/_deleted/deleted-"), "{objects:?}");
     assert!(!has("_export/files/"), "copies left behind: {objects:?}");
     assert!(!has("state.json"), "{objects:?}");
+}
+
+#[test]
+fn a_post_kickoff_and_files_that_need_no_token() {
+    let server = start(Config {
+        client: Some((
+            "fhir2parquet-test".into(),
+            key("rsa.pub.pem"),
+            jsonwebtoken::Algorithm::RS384,
+        )),
+        // The manifest says files need no token: none is sent with them.
+        requires_token: false,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "--post",
+        "--type",
+        "Patient,Condition",
+        "--type-filter",
+        "Condition?clinical-status=active",
+        "--param",
+        "includeAssociatedData=LatestProvenanceResources",
+        "--client-id",
+        "fhir2parquet-test",
+        "--key",
+        key("rsa.jwks.json").to_str().unwrap(),
+        "-q",
+    ]);
+    assert_ok(&o);
+    assert_exported(&out);
+    let s = server.state.lock().unwrap();
+    assert_eq!(s.kickoff_method, "POST");
+    let body = s.kickoff_body.clone().unwrap();
+    let value = |name: &str| -> Vec<String> {
+        body["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == name)
+            .map(|p| {
+                p.as_object()
+                    .unwrap()
+                    .iter()
+                    .find(|(k, _)| k.starts_with("value"))
+                    .unwrap()
+                    .1
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(value("_type"), ["Patient,Condition"], "{body}");
+    assert_eq!(value("_typeFilter"), ["Condition?clinical-status=active"]);
+    assert_eq!(
+        value("includeAssociatedData"),
+        ["LatestProvenanceResources"]
+    );
+    assert_eq!(s.token_to_files, 0, "a token went with tokenless files");
 }
