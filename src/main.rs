@@ -47,6 +47,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// `-j`, or one worker per core.
+fn threads_or_cores(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
 /// The summary table and the problems of a run; its exit code.
 fn report(record: &convert::RunRecord, quiet: bool) -> anyhow::Result<i32> {
     if !quiet {
@@ -134,9 +139,7 @@ fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Re
             target_file_bytes: 512 << 20,
             row_group_rows: 122_880,
         },
-        threads: a
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        threads: threads_or_cores(a.threads),
         readers: a.parallel.max(1),
         strict_inputs: true,
         batch_rows: 8192,
@@ -153,9 +156,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     match cli.command {
         Command::Convert(a) => {
-            let threads = a
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let threads = threads_or_cores(a.threads);
             let opts = ConvertOptions {
                 out: Location::parse(&a.out, &stores)?,
                 append: a.append,

@@ -165,8 +165,12 @@ const LOG: &str = "log.ndjson";
 
 impl EventLog {
     fn new(dir: ExportDir) -> Self {
-        // A resumed export goes on with the log it has.
-        let before = dir.read(LOG).ok().flatten().unwrap_or_default();
+        // On a store the whole log is rewritten, so a resumed export starts from the one it
+        // has; a local log is appended to and never held in memory.
+        let before = match &dir {
+            ExportDir::Remote(..) => dir.read(LOG).ok().flatten().unwrap_or_default(),
+            ExportDir::Local(_) => Vec::new(),
+        };
         EventLog {
             dir,
             export_id: Default::default(),
@@ -183,19 +187,23 @@ impl EventLog {
             "eventId": event,
             "eventDetail": detail,
         });
-        let mut lines = self.lines.lock().expect("no panic");
-        lines.push_str(&format!("{line}\n"));
-        if let ExportDir::Local(d) = &self.dir {
-            let append = || -> std::io::Result<()> {
-                std::fs::create_dir_all(d)?;
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(d.join(LOG))?;
-                use std::io::Write;
-                writeln!(f, "{line}")
-            };
-            let _ = append();
+        match &self.dir {
+            ExportDir::Remote(..) => {
+                let mut lines = self.lines.lock().expect("no panic");
+                lines.push_str(&format!("{line}\n"));
+            }
+            ExportDir::Local(d) => {
+                let append = || -> std::io::Result<()> {
+                    std::fs::create_dir_all(d)?;
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(d.join(LOG))?;
+                    use std::io::Write;
+                    writeln!(f, "{line}")
+                };
+                let _ = append();
+            }
         }
     }
 

@@ -643,6 +643,25 @@ fn handle(
     )
 }
 
+impl State {
+    /// File requests answered so far, over every file.
+    fn served_total(&self) -> usize {
+        self.served.values().sum()
+    }
+}
+
+/// Waits until the server has been asked for `files` files, then sends the export Ctrl-C
+/// (SIGINT): with `--parallel 1`, all but the last of them have been read to their end.
+fn interrupt_when_served(server: &Server, child: std::process::Child, files: usize) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.state.lock().unwrap().served_total() < files {
+        assert!(Instant::now() < deadline, "the export did not get that far");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    child.wait_with_output().unwrap()
+}
+
 fn export(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
         .arg("export")
@@ -975,16 +994,9 @@ fn a_killed_download_resumes_with_only_the_missing_files() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let served = |s: &State| s.served.values().sum::<usize>();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // One at a time: when the fifth file is asked for, four have ended.
-    while served(&server.state.lock().unwrap()) < 5 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Ctrl-C: the user is told how to go on.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let stopped = child.wait_with_output().unwrap();
+    // One at a time: when the fifth file is asked for, four have ended. Ctrl-C then: the user
+    // is told how to go on.
+    let stopped = interrupt_when_served(&server, child, 5);
     assert_eq!(stopped.status.code(), Some(130));
     let said = String::from_utf8_lossy(&stopped.stderr);
     assert!(said.contains("export --resume -o"), "{said}");
@@ -1000,9 +1012,9 @@ fn a_killed_download_resumes_with_only_the_missing_files() {
     assert_eq!(s.kickoffs, 1, "the job was kicked off again");
     // Only the file in flight at the kill was fetched twice.
     assert!(
-        served(&s) <= files().len() + 1,
+        s.served_total() <= files().len() + 1,
         "{} requests for {} files: {:?}",
-        served(&s),
+        s.served_total(),
         files().len(),
         s.served
     );
@@ -1038,14 +1050,8 @@ fn an_export_into_a_store_keeps_its_own_files_there() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let served = |s: &State| s.served.values().sum::<usize>();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while served(&server.state.lock().unwrap()) < 5 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    let stopped = interrupt_when_served(&server, child, 5);
+    assert_eq!(stopped.status.code(), Some(130));
     let kept = store.list("exported");
     assert!(
         kept.iter().any(|o| o.contains("_export/state.json")),
@@ -1060,7 +1066,7 @@ fn an_export_into_a_store_keeps_its_own_files_there() {
     {
         let s = server.state.lock().unwrap();
         assert_eq!(s.kickoffs, 1);
-        assert!(served(&s) <= files().len() + 1, "{:?}", s.served);
+        assert!(s.served_total() <= files().len() + 1, "{:?}", s.served);
     }
     let tmp = tempfile::tempdir().unwrap();
     let back = tmp.path().join("back");
