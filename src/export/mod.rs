@@ -187,11 +187,11 @@ impl EventLog {
             "eventId": event,
             "eventDetail": detail,
         });
+        // One event at a time: downloads log from several threads, and a local line must not
+        // be interleaved with another.
+        let mut lines = self.lines.lock().expect("no panic");
         match &self.dir {
-            ExportDir::Remote(..) => {
-                let mut lines = self.lines.lock().expect("no panic");
-                lines.push_str(&format!("{line}\n"));
-            }
+            ExportDir::Remote(..) => lines.push_str(&format!("{line}\n")),
             ExportDir::Local(d) => {
                 let append = || -> std::io::Result<()> {
                     std::fs::create_dir_all(d)?;
