@@ -65,7 +65,7 @@ pub enum Prim {
 }
 
 impl Prim {
-    fn of(fhir_type: &str) -> Prim {
+    pub fn of(fhir_type: &str) -> Prim {
         match fhir_type {
             "boolean" => Prim::Boolean,
             "integer" | "positiveInt" | "unsignedInt" => Prim::Integer,

@@ -63,6 +63,16 @@ pub fn table_name(view: &ViewDefinition, path: &Path) -> String {
 impl Shell {
     /// The view as a DataFrame over this dataset. A resource type with no data gives no rows.
     pub fn view_frame(&self, view: &ViewDefinition) -> Result<DataFrame> {
+        self.view_frame_with(view, false)
+    }
+
+    /// The view with every path evaluated over the resources' JSON instead of the typed
+    /// columns (see [`plan::plan_with`]): the same rows, for checks and measurements.
+    pub fn view_frame_over_json(&self, view: &ViewDefinition) -> Result<DataFrame> {
+        self.view_frame_with(view, true)
+    }
+
+    fn view_frame_with(&self, view: &ViewDefinition, all_json: bool) -> Result<DataFrame> {
         let table = if self.tables.contains(&view.resource) {
             self.block_on(self.ctx.table(datafusion::common::TableReference::bare(
                 view.resource.as_str(),
@@ -73,7 +83,7 @@ impl Shell {
             self.ctx
                 .read_batch(RecordBatch::new_empty(Arc::new(schema)))?
         };
-        plan::plan(view, table)
+        plan::plan_with(view, table, all_json)
     }
 
     /// Runs a view and collects its rows.

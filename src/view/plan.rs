@@ -18,7 +18,7 @@ use datafusion::prelude::{cast, col, Expr};
 use super::definition::{Expr as PathExpr, Select, ViewDefinition};
 use super::fhirpath::compile::{Scope, Ty};
 use super::fhirpath::eval::Node;
-use super::udf::{Output, ViewFunction};
+use super::udf::{Args, Output, ViewFunction};
 use crate::schema::node::resource_members;
 
 /// The items an expression is relative to: the resource, or the `forEach` item in a column.
@@ -45,10 +45,19 @@ struct Compiler<'v> {
     view: &'v ViewDefinition,
     root: Ty,
     next: Cell<usize>,
+    /// Every path over the resource's JSON, none over typed columns.
+    all_json: bool,
 }
 
 /// Plans `view` over `table`, the resource type's table.
 pub fn plan(view: &ViewDefinition, table: DataFrame) -> Result<DataFrame> {
+    plan_with(view, table, false)
+}
+
+/// Plans `view` over `table`; with `all_json`, every path is evaluated over the resources' JSON
+/// (typed columns and `_overflow` put together), none over the typed columns: the same rows,
+/// slower. For checks and measurements.
+pub fn plan_with(view: &ViewDefinition, table: DataFrame, all_json: bool) -> Result<DataFrame> {
     let members = resource_members(&view.resource)
         .ok_or_else(|| anyhow!("resource: {} is not an R4 resource type", view.resource))?;
     let c = Compiler {
@@ -59,6 +68,7 @@ pub fn plan(view: &ViewDefinition, table: DataFrame) -> Result<DataFrame> {
             root: true,
         },
         next: Cell::new(0),
+        all_json,
     };
     let root = Context {
         column: None,
@@ -66,7 +76,12 @@ pub fn plan(view: &ViewDefinition, table: DataFrame) -> Result<DataFrame> {
     };
     let mut df = table;
     for f in &view.filters {
-        let (node, ty, fields) = c.compile(f, &root.ty)?;
+        let Compiled {
+            node,
+            ty,
+            fields,
+            root_json,
+        } = c.compile(f, &root, false)?;
         if !matches!(
             ty,
             Ty::Prim {
@@ -85,7 +100,7 @@ pub fn plan(view: &ViewDefinition, table: DataFrame) -> Result<DataFrame> {
             node,
             Output::Filter,
             None,
-            fields,
+            c.args(fields, root_json),
         ))?;
     }
     let mut branches = vec![Branch::default()];
@@ -163,39 +178,123 @@ impl Compiler<'_> {
         format!("__view_{n}")
     }
 
-    fn compile(&self, e: &PathExpr, focus: &Ty) -> Result<(Node, Ty, Vec<String>)> {
-        let scope = Scope {
-            constants: &self.view.constants,
-            root: self.root.clone(),
-            root_fields: Default::default(),
-        };
-        let (node, ty) = scope
-            .compile(&e.ast, focus)
-            .map_err(|m| anyhow!("{}: {m}", e.at))?;
-        let fields: BTreeSet<String> = scope.root_fields.into_inner();
-        Ok((node, ty, fields.into_iter().collect()))
+    /// The type of the resource's JSON.
+    fn json_root(&self) -> Ty {
+        Ty::Json {
+            fhir: self.view.resource.clone(),
+            def: self.view.resource.clone(),
+            prefix: String::new(),
+            root: true,
+        }
     }
 
+    fn scope(&self, root: Ty) -> Scope<'_> {
+        Scope {
+            constants: &self.view.constants,
+            root,
+            root_fields: Default::default(),
+            beyond: Default::default(),
+            reads_root: Default::default(),
+        }
+    }
+
+    /// The arguments of a function: the columns it reads, or with `root_json` every column of
+    /// the resource (to put its JSON together).
+    fn args(&self, fields: Vec<String>, root_json: bool) -> Args {
+        if !root_json {
+            return Args::Columns(fields);
+        }
+        let schema = crate::schema::node::arrow_schema(&self.view.resource)
+            .expect("a resource type, checked by plan");
+        Args::Resource {
+            resource_type: self.view.resource.clone(),
+            columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+        }
+    }
+
+    /// Compiles `e` for the items of `cx`: against the typed columns where the path stays
+    /// within them, else (or with `json`) against the resource's JSON. Items of a typed
+    /// `forEach` have no JSON: there a path beyond the typed columns is a [`Beyond`] error, and
+    /// the `forEach` is compiled again over JSON.
+    fn compile(&self, e: &PathExpr, cx: &Context, json: bool) -> Result<Compiled> {
+        let json = json || self.all_json;
+        // Items that are not typed structs (JSON objects, primitives, nothing) compile the same
+        // either way.
+        let json_items = !matches!(cx.ty, Ty::Object { .. });
+        if !json && !json_items {
+            let scope = self.scope(self.root.clone());
+            match scope.compile(&e.ast, &cx.ty) {
+                Ok((node, ty)) => {
+                    return Ok(Compiled {
+                        node,
+                        ty,
+                        fields: scope.root_fields.into_inner().into_iter().collect(),
+                        root_json: false,
+                    })
+                }
+                Err(m) if !scope.beyond.get() => bail!("{}: {m}", e.at),
+                Err(m) if cx.column.is_some() => {
+                    return Err(anyhow::Error::new(Beyond(format!("{}: {m}", e.at))))
+                }
+                Err(_) => {}
+            }
+        } else if cx.column.is_some() && !json_items {
+            return Err(anyhow::Error::new(Beyond(format!(
+                "{}: the items it is relative to are typed",
+                e.at
+            ))));
+        }
+        let scope = self.scope(self.json_root());
+        let focus = match cx.column {
+            None => self.json_root(),
+            Some(_) => cx.ty.clone(),
+        };
+        let (node, ty) = scope
+            .compile(&e.ast, &focus)
+            .map_err(|m| anyhow!("{}: {m}", e.at))?;
+        Ok(Compiled {
+            node,
+            ty,
+            fields: Vec::new(),
+            root_json: cx.column.is_none() || scope.reads_root.get(),
+        })
+    }
+
+    /// A select's branches; a `forEach` or `repeat` whose select reaches past the typed
+    /// columns is taken over the JSON of its items.
     fn select(&self, s: &Select, parent: &Context) -> Result<Vec<Branch>> {
+        let items = s.for_each.is_some() || !s.repeat.is_empty();
+        match self.select_in(s, parent, false) {
+            Err(e) if items && e.is::<Beyond>() => self.select_in(s, parent, true),
+            other => other,
+        }
+    }
+
+    fn select_in(&self, s: &Select, parent: &Context, json: bool) -> Result<Vec<Branch>> {
         let mut start = Branch::default();
         let cx = if let Some((e, or_null)) = &s.for_each {
-            let (node, ty, fields) = self.compile(e, &parent.ty)?;
-            self.items(&mut start, e, node, ty, fields, *or_null, parent)?
+            let c = self.compile(e, parent, json)?;
+            self.items(&mut start, e, c, *or_null, parent)?
         } else if !s.repeat.is_empty() {
-            let (node, ty, fields) = self.repeat(&s.repeat, &parent.ty)?;
-            self.items(&mut start, &s.repeat[0], node, ty, fields, false, parent)?
+            let c = self.repeat(&s.repeat, parent, json)?;
+            self.items(&mut start, &s.repeat[0], c, false, parent)?
         } else {
             parent.clone()
         };
         for c in &s.columns {
-            let (node, ty, fields) = self.compile(&c.path, &cx.ty)?;
+            let Compiled {
+                node,
+                ty,
+                fields,
+                root_json,
+            } = self.compile(&c.path, &cx, false)?;
             if let Ty::Choice { .. } = ty {
                 bail!(
                     "{}: is a choice element: pick a type with ofType()",
                     c.path.at
                 );
             }
-            if let Ty::Object { root: true, .. } = ty {
+            if let Ty::Object { root: true, .. } | Ty::Json { root: true, .. } = ty {
                 bail!("{}: a column cannot hold the whole resource", c.path.at);
             }
             let dt = ty.data_type();
@@ -205,7 +304,13 @@ impl Compiler<'_> {
             };
             let internal = self.internal();
             let out_dt = output.data_type();
-            let expr = ViewFunction::call(&c.path.at, node, output, cx.column.clone(), fields);
+            let expr = ViewFunction::call(
+                &c.path.at,
+                node,
+                output,
+                cx.column.clone(),
+                self.args(fields, root_json),
+            );
             start.steps.push(Step::Column {
                 internal: internal.clone(),
                 expr,
@@ -229,31 +334,30 @@ impl Compiler<'_> {
         Ok(branches)
     }
 
-    /// Adds the unnest of `node`'s items to `b`; the new context is the item column.
-    #[allow(clippy::too_many_arguments)]
+    /// Adds the unnest of the compiled items to `b`; the new context is the item column.
     fn items(
         &self,
         b: &mut Branch,
         e: &PathExpr,
-        node: Node,
-        ty: Ty,
-        fields: Vec<String>,
+        c: Compiled,
         or_null: bool,
         parent: &Context,
     ) -> Result<Context> {
-        match &ty {
+        match &c.ty {
             Ty::Choice { .. } => bail!("{}: is a choice element: pick a type with ofType()", e.at),
-            Ty::Object { root: true, .. } => bail!("{}: forEach over the resource itself", e.at),
+            Ty::Object { root: true, .. } | Ty::Json { root: true, .. } => {
+                bail!("{}: forEach over the resource itself", e.at)
+            }
             _ => {}
         }
-        let dt = ty.data_type();
+        let dt = c.ty.data_type();
         let internal = self.internal();
         let expr = ViewFunction::call(
             &e.at,
-            node,
+            c.node,
             Output::Items { or_null, dt },
             parent.column.clone(),
-            fields,
+            self.args(c.fields, c.root_json),
         );
         b.steps.push(Step::Unnest {
             internal: internal.clone(),
@@ -261,30 +365,57 @@ impl Compiler<'_> {
         });
         Ok(Context {
             column: Some(internal),
-            ty,
+            ty: c.ty,
         })
     }
 
-    /// `repeat`: the paths compiled for each depth the schema has, and one item type for all.
-    /// A path that does not apply at a depth (the element is not there, or beyond the schema's
-    /// bounds) gives nothing there.
-    fn repeat(&self, paths: &[PathExpr], focus: &Ty) -> Result<(Node, Ty, Vec<String>)> {
+    /// `repeat`: the paths compiled for each depth. Over typed columns, for each depth the
+    /// schema has, with one item type for all; a path that reaches past the typed columns makes
+    /// it a [`Beyond`] error (the data may go deeper), and it is compiled over JSON, where a
+    /// recursive element's last level applies again at every depth below. A path that does
+    /// not apply at a depth (the element is not there) gives nothing there.
+    fn repeat(&self, paths: &[PathExpr], parent: &Context, json: bool) -> Result<Compiled> {
+        let json = json || self.all_json;
+        let json_items = !matches!(parent.ty, Ty::Object { .. });
+        let over_json = json || json_items;
+        if over_json && parent.column.is_some() && !json_items {
+            return Err(anyhow::Error::new(Beyond(format!(
+                "{}: the items it is relative to are typed",
+                paths[0].at
+            ))));
+        }
+        let (root, start) = match (over_json, &parent.column) {
+            (false, _) => (self.root.clone(), parent.ty.clone()),
+            (true, None) => (self.json_root(), self.json_root()),
+            (true, Some(_)) => (self.json_root(), parent.ty.clone()),
+        };
         let mut levels: Vec<Vec<Node>> = Vec::new();
         let mut types: Vec<Ty> = Vec::new();
         let mut fields = BTreeSet::new();
-        let mut current = vec![focus.clone()];
+        let mut reads_root = false;
+        let mut cyclic = false;
+        let mut current = vec![start];
         while let Some(level_ty) = merge_all(&current) {
-            if levels.len() >= 16 {
-                break;
+            if levels.len() >= MAX_REPEAT_LEVELS {
+                bail!(
+                    "{}: the paths of repeat reach {MAX_REPEAT_LEVELS} types deep without coming back \
+                     to one",
+                    paths[0].at
+                );
             }
             let mut nodes = Vec::new();
             let mut next = Vec::new();
             for p in paths {
-                let Ok((node, ty, f)) = self.compile(p, &level_ty) else {
-                    continue;
+                let scope = self.scope(root.clone());
+                let (node, ty) = match scope.compile(&p.ast, &level_ty) {
+                    Ok(x) => x,
+                    Err(m) if scope.beyond.get() => {
+                        return Err(anyhow::Error::new(Beyond(format!("{}: {m}", p.at))))
+                    }
+                    Err(_) => continue,
                 };
                 match ty {
-                    Ty::Object { .. } => {}
+                    Ty::Object { .. } | Ty::Json { .. } => {}
                     Ty::Nothing => continue,
                     other => bail!(
                         "{}: repeat needs paths to elements with children, not {}",
@@ -292,7 +423,8 @@ impl Compiler<'_> {
                         other.describe()
                     ),
                 }
-                fields.extend(f);
+                fields.extend(scope.root_fields.into_inner());
+                reads_root |= scope.reads_root.get();
                 nodes.push(node);
                 next.push(ty);
             }
@@ -301,19 +433,75 @@ impl Compiler<'_> {
             }
             types.extend(next.iter().cloned());
             levels.push(nodes);
+            if over_json {
+                let Some(t) = merge_all(&next) else {
+                    bail!(
+                        "{}: the paths of repeat reach elements of different types",
+                        paths[0].at
+                    );
+                };
+                if same_json(&t, &level_ty) {
+                    cyclic = true;
+                    break;
+                }
+            }
             current = next;
         }
         let Some(item) = merge_all(&types) else {
-            return Ok((
-                Node::Lit(datafusion::common::ScalarValue::Null),
-                Ty::Nothing,
-                Vec::new(),
-            ));
+            return Ok(Compiled {
+                node: Node::Lit(datafusion::common::ScalarValue::Null),
+                ty: Ty::Nothing,
+                fields: Vec::new(),
+                root_json: false,
+            });
         };
         let dt = item.data_type();
-        let node = Node::Repeat(Box::new(Node::Focus), levels, dt);
-        Ok((node, item, fields.into_iter().collect()))
+        let node = Node::Repeat {
+            src: Box::new(Node::Focus),
+            levels,
+            dt,
+            cyclic,
+        };
+        Ok(Compiled {
+            node,
+            ty: item,
+            fields: fields.into_iter().collect(),
+            root_json: over_json && (parent.column.is_none() || reads_root),
+        })
     }
+}
+
+/// `repeat` over typed columns follows the schema's depths; over JSON, types that lead from one
+/// to another without coming back are an error past this many.
+const MAX_REPEAT_LEVELS: usize = 16;
+
+/// Whether two JSON object types are the same element.
+fn same_json(a: &Ty, b: &Ty) -> bool {
+    matches!((a, b), (
+        Ty::Json { def: d1, prefix: p1, .. },
+        Ty::Json { def: d2, prefix: p2, .. },
+    ) if d1 == d2 && p1 == p2)
+}
+
+/// A path reaches past the typed columns, from items that have no JSON (a typed `forEach`).
+#[derive(Debug)]
+struct Beyond(String);
+
+impl std::fmt::Display for Beyond {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is beyond the typed schema", self.0)
+    }
+}
+
+impl std::error::Error for Beyond {}
+
+/// A compiled expression: its node and type, the resource columns it reads, and whether it
+/// reads the resource's JSON (then every column is an argument).
+struct Compiled {
+    node: Node,
+    ty: Ty,
+    fields: Vec<String>,
+    root_json: bool,
 }
 
 /// The members all the object types have, recursively: one type for items of several depths of
@@ -349,6 +537,7 @@ fn merge(a: &Ty, b: &Ty) -> Option<Ty> {
             .collect()
     }
     match (a, b) {
+        (Ty::Json { .. }, Ty::Json { .. }) if same_json(a, b) => Some(a.clone()),
         (
             Ty::Object {
                 fhir, members: x, ..

@@ -6,8 +6,11 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int32Array, StringArray, StructArray};
-use arrow::datatypes::{DataType, Field, Fields};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int32Array, RecordBatch, RecordBatchOptions, StringArray,
+    StringBuilder, StructArray,
+};
+use arrow::datatypes::{DataType, Field, Fields, Schema};
 use base64::Engine as _;
 use datafusion::common::{exec_err, Result};
 use datafusion::logical_expr::{
@@ -16,6 +19,8 @@ use datafusion::logical_expr::{
 use datafusion::prelude::{col, Expr};
 
 use super::fhirpath::eval::{indexed_items, item_fields, truthy, Coll, Env, Node};
+use crate::encode::encode_row;
+use crate::schema::node::resource_members;
 
 /// What a compiled expression gives back.
 #[derive(Debug, Clone)]
@@ -57,6 +62,19 @@ fn output_type(dt: &DataType) -> DataType {
     }
 }
 
+/// The resource columns a compiled expression reads.
+#[derive(Debug, Clone)]
+pub enum Args {
+    /// These typed columns.
+    Columns(Vec<String>),
+    /// Every column of the table (`_overflow` included): the function reads the resource's
+    /// JSON, put together from them as `to-ndjson` does.
+    Resource {
+        resource_type: String,
+        columns: Vec<String>,
+    },
+}
+
 /// A compiled expression, where in the view it comes from, and what it reads.
 #[derive(Debug)]
 pub struct ViewFunction {
@@ -69,6 +87,8 @@ pub struct ViewFunction {
     item: Option<String>,
     /// The resource columns read: the other arguments.
     root_fields: Vec<String>,
+    /// Set when the expression reads the resource's JSON (of this type).
+    root_json: Option<String>,
     signature: Signature,
 }
 
@@ -88,13 +108,14 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 
 impl ViewFunction {
     /// The call of a compiled expression, as a DataFusion expression.
-    pub fn call(
-        at: &str,
-        node: Node,
-        output: Output,
-        item: Option<String>,
-        mut root_fields: Vec<String>,
-    ) -> Expr {
+    pub fn call(at: &str, node: Node, output: Output, item: Option<String>, args: Args) -> Expr {
+        let (mut root_fields, root_json) = match args {
+            Args::Columns(c) => (c, None),
+            Args::Resource {
+                resource_type,
+                columns,
+            } => (columns, Some(resource_type)),
+        };
         if item.is_none() && root_fields.is_empty() {
             // A function needs an argument to know how many rows it has.
             root_fields.push("id".into());
@@ -112,6 +133,7 @@ impl ViewFunction {
             output,
             item,
             root_fields,
+            root_json,
             signature: Signature::variadic_any(Volatility::Immutable),
         };
         ScalarUDF::new_from_impl(f).call(args)
@@ -128,10 +150,13 @@ impl ViewFunction {
             .zip(roots)
             .map(|(name, a)| Field::new(name, a.data_type().clone(), true))
             .collect();
-        let root: ArrayRef = Arc::new(
-            StructArray::try_new_with_length(fields, roots.to_vec(), None, n)
-                .map_err(|e| e.to_string())?,
-        );
+        let root: ArrayRef = match &self.root_json {
+            None => Arc::new(
+                StructArray::try_new_with_length(fields, roots.to_vec(), None, n)
+                    .map_err(|e| e.to_string())?,
+            ),
+            Some(resource_type) => resource_json(resource_type, fields, roots, n)?,
+        };
         let (focus, row_index) = match item {
             None => (
                 Coll::singletons(root.clone()),
@@ -167,6 +192,32 @@ impl ViewFunction {
             Output::Items { or_null, .. } => Arc::new(indexed_items(&c, *or_null)?),
         })
     }
+}
+
+/// The JSON text of each row's resource, from every column of its table.
+fn resource_json(
+    resource_type: &str,
+    fields: Fields,
+    columns: &[ArrayRef],
+    n: usize,
+) -> std::result::Result<ArrayRef, String> {
+    let members = resource_members(resource_type).ok_or("not a resource type")?;
+    let batch = RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(fields)),
+        columns.to_vec(),
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = StringBuilder::with_capacity(n, n * 1024);
+    let mut text = String::new();
+    for row in 0..n {
+        text.clear();
+        encode_row(resource_type, &members, &batch, row)
+            .map_err(|e| format!("{e:#}"))?
+            .write_to(&mut text);
+        out.append_value(&text);
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 fn to_output(a: &ArrayRef) -> ArrayRef {

@@ -2,16 +2,17 @@
 //! path is checked against the FHIR model before any data is read, so a misspelt element or a
 //! `where` that is not boolean is an error up front.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 
-use crate::schema::node::{struct_fields, Member, Shape, DECIMAL_PRECISION, DECIMAL_SCALE};
+use crate::schema::model::Kind;
+use crate::schema::node::{struct_fields, Member, Prim, Shape, DECIMAL_PRECISION, DECIMAL_SCALE};
 
-use super::eval::{Boundary, Node};
+use super::eval::{Boundary, JsonKind, Node};
 use super::parse::{Ast, Op};
 
 /// The static type of a FHIRPath collection's items.
@@ -25,11 +26,19 @@ pub enum Ty {
     },
     /// A primitive, by its FHIR type name, and its Arrow type.
     Prim { fhir: String, dt: DataType },
-    /// A choice element (`value[x]`) before `ofType()`: the node of its object and, per
-    /// alternative, the FHIR type, the column and the type.
+    /// An object read from JSON text (the resource's JSON, or an item past the typed schema's
+    /// bounds): checked against the FHIR definitions (`def`, the elements under `prefix`), with no
+    /// bound on depth.
+    Json {
+        fhir: String,
+        def: String,
+        prefix: String,
+        root: bool,
+    },
+    /// A choice element (`value[x]`) before `ofType()`: per alternative, the FHIR type, the node
+    /// that reads it (None: beyond the typed schema) and its type.
     Choice {
-        src: Box<Node>,
-        alts: Vec<(String, String, Ty)>,
+        alts: Vec<(String, Option<Node>, Ty)>,
     },
     /// `{}`, or `ofType()` of a type the element cannot have.
     Nothing,
@@ -40,6 +49,7 @@ impl Ty {
         match self {
             Ty::Object { members, .. } => DataType::Struct(struct_fields(members)),
             Ty::Prim { dt, .. } => dt.clone(),
+            Ty::Json { .. } => DataType::Utf8,
             Ty::Choice { .. } | Ty::Nothing => DataType::Null,
         }
     }
@@ -65,7 +75,7 @@ impl Ty {
     /// The type's name, for messages.
     pub fn describe(&self) -> String {
         match self {
-            Ty::Object { fhir, .. } | Ty::Prim { fhir, .. } => fhir.clone(),
+            Ty::Object { fhir, .. } | Ty::Prim { fhir, .. } | Ty::Json { fhir, .. } => fhir.clone(),
             Ty::Choice { alts, .. } => format!(
                 "a choice of {}",
                 alts.iter()
@@ -79,11 +89,20 @@ impl Ty {
 }
 
 /// Names a compiled expression can use: the view's constants, and the resource columns read.
+///
+/// A scope compiles either against the typed columns (`root` is a [`Ty::Object`]) or against
+/// the resource's JSON (`root` is a [`Ty::Json`]: typed columns and `_overflow` put back
+/// together). A typed compile that reaches past the typed schema's bounds fails and sets
+/// `beyond`: the caller compiles again against the JSON.
 pub struct Scope<'a> {
     pub constants: &'a HashMap<String, (ScalarValue, Ty)>,
     pub root: Ty,
     /// Top-level columns of the resource that the compiled expressions read.
     pub root_fields: RefCell<BTreeSet<String>>,
+    /// Set when a typed compile failed because a path leaves the typed schema.
+    pub beyond: Cell<bool>,
+    /// Set when a JSON compile reads the resource (`%resource`, or a path from the root).
+    pub reads_root: Cell<bool>,
 }
 
 pub type CompileResult<T> = Result<T, String>;
@@ -138,7 +157,10 @@ impl Scope<'_> {
             )),
             Ast::Var(name) => match name.as_str() {
                 "rowIndex" => Ok((Node::RowIndex, Ty::prim("integer", DataType::Int32))),
-                "resource" | "rootResource" => Ok((Node::Root, self.root.clone())),
+                "resource" | "rootResource" => {
+                    self.reads_root.set(true);
+                    Ok((Node::Root, self.root.clone()))
+                }
                 _ => match self.constants.get(name) {
                     Some((v, ty)) => Ok((Node::Lit(v.clone()), ty.clone())),
                     None => Err(format!("%{name} is not a constant of this view")),
@@ -151,6 +173,9 @@ impl Scope<'_> {
                     None => {
                         // `Patient.name`: a path may start with the resource type.
                         if let Ty::Object {
+                            fhir, root: true, ..
+                        }
+                        | Ty::Json {
                             fhir, root: true, ..
                         } = focus
                         {
@@ -182,7 +207,12 @@ impl Scope<'_> {
                 Ok((Node::Index(Box::new(node), Box::new(i)), ty))
             }
             Ast::Call(src, name, args) => {
-                let (node, ty) = match src {
+                let (node, ty) = match src.as_deref() {
+                    // A decimal literal's boundaries come from its text.
+                    Some(Ast::Dec(text)) if name.ends_with("Boundary") => (
+                        Node::Lit(ScalarValue::Utf8(Some(text.clone()))),
+                        Ty::prim("decimal", decimal_type()),
+                    ),
                     Some(s) => self.compile(s, focus)?,
                     None => (Node::Focus, focus.clone()),
                 };
@@ -217,6 +247,13 @@ impl Scope<'_> {
         Ok(())
     }
 
+    /// Fails a typed compile that reaches past the typed schema: the caller compiles again
+    /// against the resource's JSON.
+    fn beyond<T>(&self, what: String) -> CompileResult<T> {
+        self.beyond.set(true);
+        Err(format!("{what} is beyond the typed schema"))
+    }
+
     fn member(&self, node: Node, ty: &Ty, name: &str) -> CompileResult<(Node, Ty)> {
         let (fhir, members, root) = match ty {
             Ty::Object {
@@ -224,10 +261,33 @@ impl Scope<'_> {
                 members,
                 root,
             } => (fhir, members, *root),
+            Ty::Json { def, prefix, .. } => return json_member(node, def, prefix, name, ty),
             Ty::Nothing => return Ok((Node::Lit(ScalarValue::Null), Ty::Nothing)),
             Ty::Choice { .. } => {
                 self.no_choice(ty, &format!("'.{name}'"))?;
                 unreachable!()
+            }
+            Ty::Prim { fhir, .. } if name == "extension" || name == "id" => {
+                // A primitive's id and extensions are in `_name` beside it: in JSON.
+                return match node {
+                    Node::JsonField(src, field, JsonKind::Prim(_) | JsonKind::Text) => {
+                        let element = Ty::Json {
+                            fhir: "Element".into(),
+                            def: "Element".into(),
+                            prefix: String::new(),
+                            root: false,
+                        };
+                        let under = Node::JsonField(src, format!("_{field}"), JsonKind::Object);
+                        self.member(under, &element, name)
+                    }
+                    _ if matches!(self.root, Ty::Object { .. }) => {
+                        self.beyond(format!("the {name} of a {fhir}"))
+                    }
+                    _ => Err(format!(
+                        "'{name}' of a {fhir} is reached from the element that holds it \
+                         (name.given.extension), not after a function"
+                    )),
+                };
             }
             Ty::Prim { fhir, .. } => {
                 return Err(format!(
@@ -237,39 +297,36 @@ impl Scope<'_> {
         };
         if let Some(m) = members.iter().find(|m| m.name == name) {
             if m.cut {
-                return Err(format!(
-                    "{fhir}.{name} is beyond the typed schema (its values are kept in _overflow, \
-                     which views do not read)"
-                ));
+                return self.beyond(format!("{fhir}.{name}"));
             }
             if root {
                 self.root_fields.borrow_mut().insert(name.to_string());
             }
             return Ok((Node::Field(Box::new(node), name.to_string()), member_ty(m)));
         }
-        // A type beyond the schema's bounds keeps its place with no column: ofType() says so.
-        let alts: Vec<(String, String, Ty)> = members
+        // A type beyond the schema's bounds keeps its place with no column.
+        let alts: Vec<(String, Option<Node>, Ty)> = members
             .iter()
             .filter(|m| is_choice_of(&m.name, name, &m.fhir_type))
             .map(|m| match m.cut {
-                false => (m.fhir_type.clone(), m.name.clone(), member_ty(m)),
-                true => (m.fhir_type.clone(), String::new(), Ty::Nothing),
+                false => (
+                    m.fhir_type.clone(),
+                    Some(Node::Field(Box::new(node.clone()), m.name.clone())),
+                    member_ty(m),
+                ),
+                true => (m.fhir_type.clone(), None, Ty::Nothing),
             })
             .collect();
         if !alts.is_empty() {
             if root {
                 let mut rf = self.root_fields.borrow_mut();
-                for a in alts.iter().filter(|a| !a.1.is_empty()) {
-                    rf.insert(a.1.clone());
+                for m in members.iter().filter(|m| !m.cut) {
+                    if is_choice_of(&m.name, name, &m.fhir_type) {
+                        rf.insert(m.name.clone());
+                    }
                 }
             }
-            return Ok((
-                Node::Lit(ScalarValue::Null),
-                Ty::Choice {
-                    src: Box::new(node),
-                    alts,
-                },
-            ));
+            return Ok((Node::Lit(ScalarValue::Null), Ty::Choice { alts }));
         }
         Err(format!("{fhir} has no element '{name}'"))
     }
@@ -308,12 +365,12 @@ impl Scope<'_> {
                     (node, ty)
                 };
                 let exists = match &ty {
-                    Ty::Choice { src, alts } => Node::AnyExists(
-                        alts.iter()
-                            .filter(|a| !a.1.is_empty())
-                            .map(|a| Node::Field(src.clone(), a.1.clone()))
-                            .collect(),
-                    ),
+                    Ty::Choice { alts } if alts.iter().any(|a| a.1.is_none()) => {
+                        return self.beyond("a value of a type".into())
+                    }
+                    Ty::Choice { alts } => {
+                        Node::AnyExists(alts.iter().filter_map(|a| a.1.clone()).collect())
+                    }
                     _ => Node::Exists(Box::new(node)),
                 };
                 Ok((
@@ -362,19 +419,14 @@ impl Scope<'_> {
                 arity(1..=1)?;
                 let want = type_name(&args[0])?;
                 match &ty {
-                    Ty::Choice { src, alts } => {
-                        match alts.iter().find(|a| same_type(&a.0, &want)) {
-                            Some((t, col, _)) if col.is_empty() => Err(format!(
-                                "ofType({t}): values of this type are beyond the typed schema \
-                                 (kept in _overflow, which views do not read)"
-                            )),
-                            Some((_, col, t)) => {
-                                Ok((Node::Field(src.clone(), col.clone()), t.clone()))
-                            }
-                            None => Ok((Node::Lit(ScalarValue::Null), Ty::Nothing)),
-                        }
-                    }
-                    Ty::Object { fhir, .. } | Ty::Prim { fhir, .. } if same_type(fhir, &want) => {
+                    Ty::Choice { alts } => match alts.iter().find(|a| same_type(&a.0, &want)) {
+                        Some((t, None, _)) => self.beyond(format!("ofType({t})")),
+                        Some((_, Some(n), t)) => Ok((n.clone(), t.clone())),
+                        None => Ok((Node::Lit(ScalarValue::Null), Ty::Nothing)),
+                    },
+                    Ty::Object { fhir, .. } | Ty::Prim { fhir, .. } | Ty::Json { fhir, .. }
+                        if same_type(fhir, &want) =>
+                    {
                         Ok((node, ty))
                     }
                     _ => Ok((Node::Lit(ScalarValue::Null), Ty::Nothing)),
@@ -384,9 +436,10 @@ impl Scope<'_> {
                 arity(1..=1)?;
                 let url = self.string_arg(&args[0])?;
                 let (ext, ext_ty) = self.member(node, &ty, "extension")?;
+                let (url_node, _) = self.member(Node::Focus, &ext_ty, "url")?;
                 let cond = Node::Compare(
                     Op::Eq,
-                    Box::new(Node::Field(Box::new(Node::Focus), "url".into())),
+                    Box::new(url_node),
                     Box::new(Node::Lit(ScalarValue::Utf8(Some(url)))),
                 );
                 Ok((Node::Where(Box::new(ext), Box::new(cond)), ext_ty))
@@ -398,7 +451,7 @@ impl Scope<'_> {
             "getReferenceKey" => {
                 arity(0..=1)?;
                 match &ty {
-                    Ty::Object { fhir, .. } if fhir == "Reference" => {}
+                    Ty::Object { fhir, .. } | Ty::Json { fhir, .. } if fhir == "Reference" => {}
                     Ty::Nothing => {}
                     other => {
                         return Err(format!(
@@ -415,22 +468,47 @@ impl Scope<'_> {
             }
             "lowBoundary" | "highBoundary" => {
                 arity(0..=1)?;
+                let precision = match args.first() {
+                    None => None,
+                    Some(Ast::Int(p)) if (0..=28).contains(p) => Some(*p as u8),
+                    Some(_) => return Err(format!("{name}(): the precision must be 0 to 28")),
+                };
+                let high = name == "highBoundary";
                 let kind = match &ty {
                     Ty::Prim { fhir, .. } => match fhir.as_str() {
                         "date" => Boundary::Date,
                         "dateTime" => Boundary::DateTime,
                         "time" => Boundary::Time,
-                        other => {
-                            return Err(format!(
-                                "{name}() of {other} is not supported (decimals do not keep the \
-                                 precision they were written with)"
-                            ))
+                        "decimal" => {
+                            // The precision a decimal was written with is in its JSON text.
+                            let text = match node {
+                                Node::JsonField(src, f, JsonKind::Prim(_) | JsonKind::Text) => {
+                                    Node::JsonField(src, f, JsonKind::Text)
+                                }
+                                Node::Lit(ScalarValue::Utf8(Some(t))) => {
+                                    Node::Lit(ScalarValue::Utf8(Some(t)))
+                                }
+                                _ if matches!(self.root, Ty::Object { .. }) => {
+                                    return self.beyond("the written precision of a decimal".into())
+                                }
+                                _ => {
+                                    return Err(format!(
+                                        "{name}() of a decimal is taken on an element's value \
+                                         (value.lowBoundary()), not after a function"
+                                    ))
+                                }
+                            };
+                            return Ok((
+                                Node::Boundary(Box::new(text), Boundary::Decimal(precision), high),
+                                ty,
+                            ));
                         }
+                        other => return Err(format!("{name}() of {other} is not supported")),
                     },
                     Ty::Nothing => return Ok((node, ty)),
                     other => return Err(format!("{name}() of {}", other.describe())),
                 };
-                Ok((Node::Boundary(b, kind, name == "highBoundary"), ty))
+                Ok((Node::Boundary(b, kind, high), ty))
             }
             _ => Err(format!("the function {name}() is not supported")),
         }
@@ -603,4 +681,83 @@ pub fn decimal_lit(text: &str) -> CompileResult<Node> {
         DECIMAL_PRECISION,
         DECIMAL_SCALE,
     )))
+}
+
+/// The JSON property `name` of an object of type `def` (elements under `prefix`), checked
+/// against the FHIR definitions: one element, or the alternatives of a choice.
+fn json_member(
+    node: Node,
+    def: &str,
+    prefix: &str,
+    name: &str,
+    ty: &Ty,
+) -> CompileResult<(Node, Ty)> {
+    let model = crate::schema::r4();
+    let td = model
+        .get(def)
+        .ok_or_else(|| format!("{def} is not a FHIR type"))?;
+    let under = |e: &&crate::schema::model::ElementDef| e.parent() == prefix;
+    let element_ty = |e: &crate::schema::model::ElementDef, t: &str| -> Ty {
+        if let Some(target) = &e.content_ref {
+            return Ty::Json {
+                fhir: "BackboneElement".into(),
+                def: def.to_string(),
+                prefix: target.clone(),
+                root: false,
+            };
+        }
+        match model.get(t) {
+            _ if t == "BackboneElement" || t == "Element" => Ty::Json {
+                fhir: t.to_string(),
+                def: def.to_string(),
+                prefix: e.path.clone(),
+                root: false,
+            },
+            Some(d) if d.kind == Kind::Primitive => Ty::prim(t, Prim::of(t).data_type()),
+            Some(d) if d.kind == Kind::Complex => Ty::Json {
+                fhir: t.to_string(),
+                def: t.to_string(),
+                prefix: String::new(),
+                root: false,
+            },
+            // Resources (contained, Bundle.entry.resource) are JSON text, as in the columns.
+            _ => Ty::prim("Resource", DataType::Utf8),
+        }
+    };
+    let read = |src: Node, json_name: String, t: &Ty| {
+        let kind = match t {
+            Ty::Prim { fhir, .. } if fhir == "Resource" => JsonKind::Object,
+            Ty::Prim { fhir, .. } => JsonKind::Prim(Prim::of(fhir)),
+            _ => JsonKind::Object,
+        };
+        Node::JsonField(Box::new(src), json_name, kind)
+    };
+    if let Some(e) = td.elements.iter().filter(under).find(|e| e.name() == name) {
+        let t = e
+            .types
+            .first()
+            .map(String::as_str)
+            .unwrap_or("BackboneElement");
+        let out = element_ty(e, t);
+        return Ok((read(node, name.to_string(), &out), out));
+    }
+    let choice = format!("{name}[x]");
+    if let Some(e) = td
+        .elements
+        .iter()
+        .filter(under)
+        .find(|e| e.name() == choice)
+    {
+        let alts = e
+            .types
+            .iter()
+            .map(|t| {
+                let out = element_ty(e, t);
+                let json_name = format!("{name}{}{}", t[..1].to_ascii_uppercase(), &t[1..]);
+                (t.clone(), Some(read(node.clone(), json_name, &out)), out)
+            })
+            .collect();
+        return Ok((Node::Lit(ScalarValue::Null), Ty::Choice { alts }));
+    }
+    Err(format!("{} has no element '{name}'", ty.describe()))
 }

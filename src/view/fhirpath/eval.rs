@@ -19,7 +19,8 @@ use arrow::datatypes::{
 };
 use datafusion::common::ScalarValue;
 
-use crate::schema::node::{DECIMAL_PRECISION, DECIMAL_SCALE};
+use crate::json::Json;
+use crate::schema::node::{Prim, DECIMAL_PRECISION, DECIMAL_SCALE};
 
 use super::parse::Op;
 
@@ -176,7 +177,28 @@ pub enum Node {
     Boundary(Box<Node>, Boundary, bool),
     /// Items reached by applying the paths again and again, depth first: per level, the path
     /// nodes (applied to that level's items) and the struct type every item is projected to.
-    Repeat(Box<Node>, Vec<Vec<Node>>, DataType),
+    /// With `cyclic`, the last level's paths apply again at every depth below it (items read
+    /// from JSON, where a recursive element has no bound).
+    Repeat {
+        src: Box<Node>,
+        levels: Vec<Vec<Node>>,
+        dt: DataType,
+        cyclic: bool,
+    },
+    /// The property of JSON objects (items as JSON text): objects stay text, primitives become
+    /// their typed values; arrays are flattened.
+    JsonField(Box<Node>, String, JsonKind),
+}
+
+/// What a [`Node::JsonField`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonKind {
+    /// Objects, kept as JSON text.
+    Object,
+    /// A primitive, as its typed Arrow value.
+    Prim(Prim),
+    /// A primitive as the text it was written with (a decimal's digits).
+    Text,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +206,8 @@ pub enum Boundary {
     Date,
     DateTime,
     Time,
+    /// A decimal from its text, optionally to a number of digits after the point.
+    Decimal(Option<u8>),
 }
 
 /// What the rows being evaluated are: the resource of each (`root`), and where they come from.
@@ -297,6 +321,11 @@ impl Node {
                 let v = v.as_string::<i32>();
                 let mut b = StringBuilder::new();
                 for r in 0..n {
+                    // join() of an empty collection is empty (FHIRPath 3.0, SQL on FHIR 2.0).
+                    if s.len(r) == 0 {
+                        b.append_null();
+                        continue;
+                    }
                     let mut out = String::new();
                     for (k, i) in (s.offsets[r]..s.offsets[r + 1]).enumerate() {
                         if k > 0 {
@@ -306,7 +335,7 @@ impl Node {
                     }
                     b.append_value(out);
                 }
-                Ok(Coll::singletons(Arc::new(b.finish())))
+                Coll::from_nullable(Arc::new(b.finish()))
             }
             Node::Compare(op, l, r) => {
                 let l = l.eval(focus, env)?.singleton()?;
@@ -378,7 +407,10 @@ impl Node {
             }
             Node::ReferenceKey(src, want) => {
                 let s = src.eval(focus, env)?;
-                let refs = field(&s, "reference")?;
+                let refs = match s.values.data_type() {
+                    DataType::Utf8 => json_field(&s, "reference", JsonKind::Prim(Prim::String))?,
+                    _ => field(&s, "reference")?,
+                };
                 let text = refs.values.as_string::<i32>();
                 let keys: StringArray = (0..text.len())
                     .map(|i| {
@@ -391,6 +423,16 @@ impl Node {
                     .collect();
                 compact(refs.offsets, Arc::new(keys))
             }
+            Node::Boundary(src, Boundary::Decimal(precision), high) => {
+                let s = src.eval(focus, env)?;
+                let text = s.values.as_string::<i32>();
+                let out: PrimitiveArray<Decimal128Type> = (0..text.len())
+                    .map(|i| decimal_boundary(text.value(i), *precision, *high))
+                    .collect();
+                let out =
+                    out.with_data_type(DataType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE));
+                compact(s.offsets, Arc::new(out))
+            }
             Node::Boundary(src, kind, high) => {
                 let s = src.eval(focus, env)?;
                 let text = s.values.as_string::<i32>();
@@ -399,7 +441,13 @@ impl Node {
                     .collect();
                 compact(s.offsets, Arc::new(out))
             }
-            Node::Repeat(src, levels, dt) => repeat(&src.eval(focus, env)?, levels, dt, env),
+            Node::Repeat {
+                src,
+                levels,
+                dt,
+                cyclic,
+            } => repeat(&src.eval(focus, env)?, levels, dt, *cyclic, env),
+            Node::JsonField(src, name, kind) => json_field(&src.eval(focus, env)?, name, *kind),
         }
     }
 }
@@ -528,6 +576,7 @@ fn to_decimal(a: &ArrayRef) -> EvalResult<ArrayRef> {
 /// The earliest or latest moment a FHIR date, dateTime or time text can stand for.
 pub fn boundary(text: &str, kind: Boundary, high: bool) -> Option<String> {
     match kind {
+        Boundary::Decimal(_) => None,
         Boundary::Time => {
             let (hms, frac) = text.split_once('.').unwrap_or((text, ""));
             let parts: Vec<&str> = hms.split(':').collect();
@@ -610,12 +659,21 @@ pub fn boundary(text: &str, kind: Boundary, high: bool) -> Option<String> {
     }
 }
 
+/// Data nests far less deep than this; a `repeat` whose paths lead back to the same items does not.
+const MAX_REPEAT_DEPTH: usize = 1000;
+
 /// Depth-first: every item reached from the focus by the paths, at any depth.
 ///
 /// Items are kept in *segments*: the focus, then one segment per path applied to a segment.
 /// Items of different segments may have different struct types (the depths of a recursive
 /// element); they are projected to `dt` only when the result is assembled.
-fn repeat(start: &Coll, levels: &[Vec<Node>], dt: &DataType, env: &Env) -> EvalResult<Coll> {
+fn repeat(
+    start: &Coll,
+    levels: &[Vec<Node>],
+    dt: &DataType,
+    cyclic: bool,
+    env: &Env,
+) -> EvalResult<Coll> {
     struct Segment {
         values: ArrayRef,
         level: usize,
@@ -636,12 +694,17 @@ fn repeat(start: &Coll, levels: &[Vec<Node>], dt: &DataType, env: &Env) -> EvalR
         let s = next;
         next += 1;
         let level = segs[s].level;
-        if level >= levels.len() || segs[s].values.is_empty() {
+        if segs[s].values.is_empty() || (level >= levels.len() && !cyclic) {
             continue;
+        }
+        if level > MAX_REPEAT_DEPTH {
+            return Err(format!(
+                "repeat went {MAX_REPEAT_DEPTH} levels deep: do its paths lead back to the items?"
+            ));
         }
         let items = Coll::singletons(segs[s].values.clone());
         let inner = env.for_items(&segs[s].rows);
-        for p in &levels[level] {
+        for p in &levels[level.min(levels.len() - 1)] {
             let c = p.eval(&items, &inner)?;
             if c.values.is_empty() {
                 continue;
@@ -807,4 +870,162 @@ pub fn truthy(c: &Coll) -> EvalResult<BooleanArray> {
         out.append(c.len(r) == 1 && b.value(c.offsets[r] as usize));
     }
     Ok(BooleanArray::new(out.finish(), None))
+}
+
+/// The property `name` of every JSON object item (JSON text) of `s`, arrays flattened, nulls
+/// and values of another JSON type skipped.
+pub fn json_field(s: &Coll, name: &str, kind: JsonKind) -> EvalResult<Coll> {
+    let text = s
+        .values
+        .as_string_opt::<i32>()
+        .ok_or_else(|| format!("'{name}' of a value that is not an object"))?;
+    let mut out = JsonValues::new(kind);
+    let mut lens = Vec::with_capacity(s.rows());
+    for r in 0..s.rows() {
+        let before = out.len();
+        for i in s.offsets[r] as usize..s.offsets[r + 1] as usize {
+            if text.is_null(i) {
+                continue;
+            }
+            let Ok(doc) = crate::json::parse(text.value(i)) else {
+                continue;
+            };
+            match doc.get(name) {
+                Some(Json::Arr(items)) => items.iter().for_each(|v| out.push(v)),
+                Some(v) => out.push(v),
+                None => {}
+            }
+        }
+        lens.push(out.len() - before);
+    }
+    Ok(Coll {
+        offsets: OffsetBuffer::from_lengths(lens),
+        values: out.finish(),
+    })
+}
+
+/// Values read from JSON, built as the Arrow array of their kind.
+enum JsonValues {
+    Text(StringBuilder, bool),
+    Bool(Vec<bool>),
+    Int(Vec<i32>),
+    Dec(Vec<i128>),
+    Instant(Vec<i64>),
+    Binary(Vec<Vec<u8>>),
+}
+
+impl JsonValues {
+    fn new(kind: JsonKind) -> JsonValues {
+        match kind {
+            JsonKind::Object => JsonValues::Text(StringBuilder::new(), true),
+            JsonKind::Text => JsonValues::Text(StringBuilder::new(), false),
+            JsonKind::Prim(p) => match p {
+                Prim::Boolean => JsonValues::Bool(Vec::new()),
+                Prim::Integer => JsonValues::Int(Vec::new()),
+                Prim::Decimal => JsonValues::Dec(Vec::new()),
+                Prim::Instant => JsonValues::Instant(Vec::new()),
+                Prim::Base64 => JsonValues::Binary(Vec::new()),
+                Prim::String | Prim::Date | Prim::DateTime | Prim::Time => {
+                    JsonValues::Text(StringBuilder::new(), false)
+                }
+            },
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            JsonValues::Text(b, _) => arrow::array::ArrayBuilder::len(b),
+            JsonValues::Bool(v) => v.len(),
+            JsonValues::Int(v) => v.len(),
+            JsonValues::Dec(v) => v.len(),
+            JsonValues::Instant(v) => v.len(),
+            JsonValues::Binary(v) => v.len(),
+        }
+    }
+
+    /// Adds `v` when it is a value of this kind.
+    fn push(&mut self, v: &Json) {
+        use base64::Engine as _;
+        match (self, v) {
+            (JsonValues::Text(b, true), Json::Obj(_)) => {
+                let mut text = String::new();
+                v.write_to(&mut text);
+                b.append_value(text);
+            }
+            (JsonValues::Text(b, false), Json::Str(t) | Json::Num(t)) => b.append_value(t),
+            (JsonValues::Bool(out), Json::Bool(x)) => out.push(*x),
+            (JsonValues::Int(out), Json::Num(t)) => {
+                if let Ok(x) = t.parse() {
+                    out.push(x)
+                }
+            }
+            (JsonValues::Dec(out), Json::Num(t)) => {
+                if let Some((x, _)) = crate::decode::decimal::parse_decimal(t) {
+                    out.push(x)
+                }
+            }
+            (JsonValues::Instant(out), Json::Str(t)) => {
+                if let Some(x) = crate::decode::datetime::parse_instant(t) {
+                    out.push(x)
+                }
+            }
+            (JsonValues::Binary(out), Json::Str(t)) => {
+                if let Ok(x) = base64::engine::general_purpose::STANDARD.decode(t.as_bytes()) {
+                    out.push(x)
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            JsonValues::Text(mut b, _) => Arc::new(b.finish()),
+            JsonValues::Bool(v) => Arc::new(BooleanArray::from(v)),
+            JsonValues::Int(v) => Arc::new(Int32Array::from(v)),
+            JsonValues::Dec(v) => Arc::new(
+                PrimitiveArray::<Decimal128Type>::from(v)
+                    .with_data_type(DataType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)),
+            ),
+            JsonValues::Instant(v) => {
+                Arc::new(arrow::array::TimestampMicrosecondArray::from(v).with_timezone("UTC"))
+            }
+            JsonValues::Binary(v) => Arc::new(arrow::array::BinaryArray::from_iter_values(v)),
+        }
+    }
+}
+
+/// `lowBoundary()` / `highBoundary()` of a decimal written as `text`: half a unit of its last
+/// digit below or above (`1.0` → 0.95 / 1.05), optionally rounded outwards to `precision`
+/// digits after the point.
+pub fn decimal_boundary(text: &str, precision: Option<u8>, high: bool) -> Option<i128> {
+    let digits = text.trim_start_matches('-');
+    if digits.contains(['e', 'E']) {
+        return None;
+    }
+    let scale = digits.split_once('.').map_or(0, |(_, f)| f.len()) as u32;
+    let (v, _) = crate::decode::decimal::parse_decimal(text)?;
+    if scale + 1 > SCALE {
+        return Some(v);
+    }
+    // Half a unit of the last written digit, at the column's scale.
+    let half = 5 * 10i128.pow(SCALE - scale - 1);
+    let b = if high {
+        v.checked_add(half)?
+    } else {
+        v.checked_sub(half)?
+    };
+    let b = match precision {
+        Some(p) if (p as u32) < scale + 1 => {
+            let unit = 10i128.pow(SCALE - p as u32);
+            let floor = b.div_euclid(unit) * unit;
+            if high && floor != b {
+                floor + unit
+            } else {
+                floor
+            }
+        }
+        _ => b,
+    };
+    Some(b)
 }
