@@ -521,9 +521,17 @@ fn merge(a: &Ty, b: &Ty) -> Option<Ty> {
     fn members(a: &[Member], b: &[Member]) -> Vec<Member> {
         let by_name: HashMap<&str, &Member> = b.iter().map(|m| (m.name.as_str(), m)).collect();
         a.iter()
-            .filter(|m| !m.cut)
             .filter_map(|m| {
-                let o = by_name.get(m.name.as_str()).filter(|o| !o.cut)?;
+                let o = by_name.get(m.name.as_str())?;
+                if m.cut || o.cut {
+                    // Past the typed columns at one of the depths: a path to it is compiled
+                    // over JSON.
+                    return Some(Member {
+                        cut: true,
+                        shape: Shape::Json,
+                        ..m.clone()
+                    });
+                }
                 let shape = match (&m.shape, &o.shape) {
                     (Shape::Struct(x), Shape::Struct(y)) => Shape::Struct(Arc::new(members(x, y))),
                     (x, _) => x.clone(),

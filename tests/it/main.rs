@@ -6,6 +6,7 @@ mod convert;
 mod export;
 mod fuzz;
 mod interop;
+mod overflow;
 mod queries;
 mod reliability;
 mod schema;

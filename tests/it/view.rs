@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use crate::{bin, convert_opts, shared};
 
-/// Experimental cases this implementation does not pass, with why (also in the README).
 /// Cases of the shared (older) suite whose expectation the current specification changed, and
 /// how: they are run with the current expectation.
 const SUPERSEDED: &[(&str, &str)] = &[
