@@ -6,7 +6,7 @@
 //! | `reference_type(ref)` | the resource type it points to (the `type` element when the text has none) |
 //! | `has_code(cc, system, code)` | whether a CodeableConcept, Coding or list of them holds the code |
 //! | `code_of(cc, system)` | the first code of that system (any system for NULL) |
-//! | `extension_value(ext, url, ...)` | the value of the extension with that url, as text; more urls go into nested extensions |
+//! | `extension_value(ext, url, ...)` | the value of the extension with that url, as text (a complex value as its FHIR JSON); more urls go into nested extensions |
 //! | `fhir_date_start(text)`, `fhir_date_end(text)` | the start and the (exclusive) end of a FHIR date or dateTime |
 
 use std::borrow::Cow;
@@ -321,7 +321,7 @@ fn extension_value(a: &ArrayRef, row: usize, urls: &[Option<String>]) -> Option<
                         && !f.name().ends_with("_ts")
                         && col.is_valid(i)
                     {
-                        return array_value_to_string(col, i).ok();
+                        return value_text(col, i);
                     }
                 }
                 return None;
@@ -329,6 +329,71 @@ fn extension_value(a: &ArrayRef, row: usize, urls: &[Option<String>]) -> Option<
             None
         }
         _ => None,
+    }
+}
+
+/// A value as text: a primitive as it reads, a complex value (CodeableConcept, Quantity, ...)
+/// as its FHIR JSON.
+fn value_text(col: &ArrayRef, i: usize) -> Option<String> {
+    match col.data_type() {
+        DataType::Struct(_) | DataType::List(_) => {
+            let mut out = String::new();
+            fhir_json(col, i).write_to(&mut out);
+            Some(out)
+        }
+        DataType::Decimal128(_, _) => Some(crate::decode::decimal::decimal_text(
+            col.as_primitive::<arrow::datatypes::Decimal128Type>()
+                .value(i),
+        )),
+        DataType::Timestamp(_, _) => Some(crate::decode::datetime::instant_text(
+            col.as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                .value(i),
+        )),
+        _ => array_value_to_string(col, i).ok(),
+    }
+}
+
+/// A typed value as FHIR JSON: nulls left out, the `_ts` companions of dates left out, numbers
+/// as numbers.
+fn fhir_json(col: &ArrayRef, i: usize) -> crate::json::Json<'static> {
+    use crate::json::Json;
+    match col.data_type() {
+        DataType::Struct(fields) => {
+            let s = col.as_struct();
+            let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+            let mut obj = Vec::new();
+            for (f, c) in fields.iter().zip(s.columns()) {
+                let companion = f
+                    .name()
+                    .strip_suffix("_ts")
+                    .is_some_and(|base| names.contains(&base));
+                if companion || c.is_null(i) {
+                    continue;
+                }
+                obj.push((Cow::Owned(f.name().clone()), fhir_json(c, i)));
+            }
+            Json::Obj(Cow::Owned(obj))
+        }
+        DataType::List(_) => {
+            let items = col.as_list::<i32>().value(i);
+            Json::Arr(
+                (0..items.len())
+                    .filter(|&k| items.is_valid(k))
+                    .map(|k| fhir_json(&items, k))
+                    .collect(),
+            )
+        }
+        DataType::Boolean => Json::Bool(col.as_boolean().value(i)),
+        DataType::Int32 | DataType::Int64 | DataType::Decimal128(_, _) => {
+            Json::Num(Cow::Owned(value_text(col, i).unwrap_or_default()))
+        }
+        DataType::Binary => {
+            use base64::Engine as _;
+            Json::Str(Cow::Owned(
+                base64::engine::general_purpose::STANDARD.encode(col.as_binary::<i32>().value(i)),
+            ))
+        }
+        _ => Json::Str(Cow::Owned(value_text(col, i).unwrap_or_default())),
     }
 }
 

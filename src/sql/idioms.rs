@@ -191,7 +191,7 @@ fn bigquery_function(f: &Function) -> Result<Option<Expr>, String> {
     }
 }
 
-fn parse_expr(sql: &str) -> Result<Expr, String> {
+pub(crate) fn parse_expr(sql: &str) -> Result<Expr, String> {
     Parser::new(&GenericDialect {})
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())

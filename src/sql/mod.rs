@@ -4,6 +4,7 @@
 //! [`crate::schema::node::arrow_schema`] and its Hive partition columns. Identifiers are not
 //! lower-cased, so FHIR's camelCase names work unquoted: `SELECT valueQuantity.value FROM Observation`.
 
+mod fhirpath;
 pub mod functions;
 mod idioms;
 mod print;
@@ -130,12 +131,15 @@ impl Shell {
     pub fn run_sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         self.runtime
             .block_on(async {
-                let state = self.ctx.state();
                 let statements = DFParserBuilder::new(sql).build()?.parse_statements()?;
                 let mut last = Vec::new();
                 for mut stmt in statements {
+                    fhirpath::rewrite_statement(&mut stmt, &self.ctx, &self.tables)
+                        .map_err(datafusion::error::DataFusionError::Plan)?;
                     idioms::rewrite_statement(&mut stmt)
                         .map_err(datafusion::error::DataFusionError::Plan)?;
+                    // After the rewrite: it registers the compiled fhirpath() functions.
+                    let state = self.ctx.state();
                     let plan = state.statement_to_plan(stmt).await?;
                     let df = self.ctx.execute_logical_plan(plan).await?;
                     last = df.collect().await?;

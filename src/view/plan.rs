@@ -157,6 +157,52 @@ pub fn plan_with(view: &ViewDefinition, table: DataFrame, all_json: bool) -> Res
     out.ok_or_else(|| anyhow!("the view has no columns"))
 }
 
+/// A FHIRPath expression over the rows of a resource table, as a scalar function giving the
+/// collection (a list) per row: the function, and the table's columns to call it with. Paths
+/// past the typed columns read the resource's JSON, as in views.
+pub fn path_function(
+    resource_type: &str,
+    path: &str,
+) -> Result<(datafusion::logical_expr::ScalarUDF, Vec<String>)> {
+    let view = ViewDefinition::from_json(&serde_json::json!({
+        "resource": resource_type,
+        "select": [{"column": [{"name": "v", "path": path, "collection": true}]}]
+    }))
+    .map_err(|e| anyhow!("{e:#}"))?;
+    let members = resource_members(resource_type)
+        .ok_or_else(|| anyhow!("{resource_type} is not an R4 resource type"))?;
+    let c = Compiler {
+        view: &view,
+        root: Ty::Object {
+            fhir: resource_type.to_string(),
+            members,
+            root: true,
+        },
+        next: Cell::new(0),
+        all_json: false,
+    };
+    let mut e = view.select[0].columns[0].path.clone();
+    e.at = format!("fhirpath('{path}')");
+    let root = Context {
+        column: None,
+        ty: c.root.clone(),
+    };
+    let compiled = c.compile(&e, &root, false)?;
+    match compiled.ty {
+        Ty::Choice { .. } => bail!("{}: is a choice element: pick a type with ofType()", e.at),
+        Ty::Object { root: true, .. } | Ty::Json { root: true, .. } => {
+            bail!("{}: gives the whole resource", e.at)
+        }
+        _ => {}
+    }
+    let output = Output::Value {
+        collection: true,
+        dt: compiled.ty.data_type(),
+    };
+    let args = c.args(compiled.fields, compiled.root_json);
+    Ok(ViewFunction::udf(&e.at, compiled.node, output, None, args))
+}
+
 /// Every combination of one branch of `a` followed by one of `b`.
 fn product(a: Vec<Branch>, b: Vec<Branch>) -> Vec<Branch> {
     let mut out = Vec::with_capacity(a.len() * b.len());

@@ -109,6 +109,22 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 impl ViewFunction {
     /// The call of a compiled expression, as a DataFusion expression.
     pub fn call(at: &str, node: Node, output: Output, item: Option<String>, args: Args) -> Expr {
+        let (udf, columns) = Self::udf(at, node, output, item, args);
+        let args: Vec<Expr> = columns
+            .iter()
+            .map(|c| col(datafusion::common::Column::from_name(c)))
+            .collect();
+        udf.call(args)
+    }
+
+    /// The function, and the columns to call it with (in order).
+    pub fn udf(
+        at: &str,
+        node: Node,
+        output: Output,
+        item: Option<String>,
+        args: Args,
+    ) -> (ScalarUDF, Vec<String>) {
         let (mut root_fields, root_json) = match args {
             Args::Columns(c) => (c, None),
             Args::Resource {
@@ -121,11 +137,7 @@ impl ViewFunction {
             root_fields.push("id".into());
         }
         let name = format!("fhirpath_{}", NEXT.fetch_add(1, Ordering::Relaxed));
-        let args: Vec<Expr> = item
-            .iter()
-            .chain(root_fields.iter())
-            .map(|c| col(datafusion::common::Column::from_name(c)))
-            .collect();
+        let columns: Vec<String> = item.iter().chain(root_fields.iter()).cloned().collect();
         let f = ViewFunction {
             name,
             at: at.to_string(),
@@ -136,7 +148,7 @@ impl ViewFunction {
             root_json,
             signature: Signature::variadic_any(Volatility::Immutable),
         };
-        ScalarUDF::new_from_impl(f).call(args)
+        (ScalarUDF::new_from_impl(f), columns)
     }
 
     fn run(&self, args: &[ArrayRef], n: usize) -> std::result::Result<ArrayRef, String> {
