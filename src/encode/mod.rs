@@ -70,6 +70,18 @@ pub fn encode_row(
     batch: &RecordBatch,
     row: usize,
 ) -> Result<Json<'static>> {
+    encode_row_with(resource_type, members, batch, row, &|_| true)
+}
+
+/// One row as FHIR JSON, of `members` only (the batch holds their columns, in order, and
+/// `_overflow`), with the `_overflow` entries whose JSON Pointer `keep` accepts.
+pub fn encode_row_with(
+    resource_type: &str,
+    members: &[Member],
+    batch: &RecordBatch,
+    row: usize,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Json<'static>> {
     let mut obj = vec![(
         Cow::Borrowed("resourceType"),
         Json::Str(Cow::Owned(resource_type.to_string())),
@@ -84,7 +96,9 @@ pub fn encode_row(
                 bail!("an _overflow value is not a JSON object")
             };
             for (pointer, value) in entries.into_owned() {
-                set_pointer(&mut doc, &pointer, value.into_owned());
+                if keep(&pointer) {
+                    set_pointer(&mut doc, &pointer, value.into_owned());
+                }
             }
         }
     }

@@ -19,7 +19,7 @@ use super::definition::{Expr as PathExpr, Select, ViewDefinition};
 use super::fhirpath::compile::{Scope, Ty};
 use super::fhirpath::eval::Node;
 use super::udf::{Args, Output, ViewFunction};
-use crate::schema::node::resource_members;
+use crate::schema::node::{member_fields, resource_members, OVERFLOW_COLUMN};
 
 /// The items an expression is relative to: the resource, or the `forEach` item in a column.
 #[derive(Clone)]
@@ -241,20 +241,29 @@ impl Compiler<'_> {
             root_fields: Default::default(),
             beyond: Default::default(),
             reads_root: Default::default(),
+            json_fields: Default::default(),
         }
     }
 
-    /// The arguments of a function: the columns it reads, or with `root_json` every column of
-    /// the resource (to put its JSON together).
-    fn args(&self, fields: Vec<String>, root_json: bool) -> Args {
-        if !root_json {
+    /// The arguments of a function: the typed columns it reads, or with `root_json` the columns
+    /// of the resource's elements it reads from JSON (and `_overflow`), to put that part of the
+    /// resource's JSON together.
+    fn args(&self, fields: Vec<String>, root_json: Option<Vec<String>>) -> Args {
+        let Some(elements) = root_json else {
             return Args::Columns(fields);
+        };
+        let members = resource_members(&self.view.resource).expect("a resource type");
+        let mut columns = Vec::new();
+        let mut kept = Vec::new();
+        for m in members.iter().filter(|m| elements.contains(&m.name)) {
+            kept.push(m.name.clone());
+            columns.extend(member_fields(m).iter().map(|f| f.name().clone()));
         }
-        let schema = crate::schema::node::arrow_schema(&self.view.resource)
-            .expect("a resource type, checked by plan");
+        columns.push(OVERFLOW_COLUMN.to_string());
         Args::Resource {
             resource_type: self.view.resource.clone(),
-            columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            elements: kept,
+            columns,
         }
     }
 
@@ -275,7 +284,7 @@ impl Compiler<'_> {
                         node,
                         ty,
                         fields: scope.root_fields.into_inner().into_iter().collect(),
-                        root_json: false,
+                        root_json: None,
                     })
                 }
                 Err(m) if !scope.beyond.get() => bail!("{}: {m}", e.at),
@@ -298,11 +307,13 @@ impl Compiler<'_> {
         let (node, ty) = scope
             .compile(&e.ast, &focus)
             .map_err(|m| anyhow!("{}: {m}", e.at))?;
+        let root_json = (cx.column.is_none() || scope.reads_root.get())
+            .then(|| scope.json_fields.into_inner().into_iter().collect());
         Ok(Compiled {
             node,
             ty,
             fields: Vec::new(),
-            root_json: cx.column.is_none() || scope.reads_root.get(),
+            root_json,
         })
     }
 
@@ -439,6 +450,7 @@ impl Compiler<'_> {
         let mut types: Vec<Ty> = Vec::new();
         let mut fields = BTreeSet::new();
         let mut reads_root = false;
+        let mut json_fields = BTreeSet::new();
         let mut cyclic = false;
         let mut current = vec![start];
         while let Some(level_ty) = merge_all(&current) {
@@ -471,6 +483,7 @@ impl Compiler<'_> {
                 }
                 fields.extend(scope.root_fields.into_inner());
                 reads_root |= scope.reads_root.get();
+                json_fields.extend(scope.json_fields.into_inner());
                 nodes.push(node);
                 next.push(ty);
             }
@@ -498,7 +511,7 @@ impl Compiler<'_> {
                 node: Node::Lit(datafusion::common::ScalarValue::Null),
                 ty: Ty::Nothing,
                 fields: Vec::new(),
-                root_json: false,
+                root_json: None,
             });
         };
         let dt = item.data_type();
@@ -512,7 +525,8 @@ impl Compiler<'_> {
             node,
             ty: item,
             fields: fields.into_iter().collect(),
-            root_json: over_json && (parent.column.is_none() || reads_root),
+            root_json: (over_json && (parent.column.is_none() || reads_root))
+                .then(|| json_fields.into_iter().collect()),
         })
     }
 }
@@ -541,13 +555,13 @@ impl std::fmt::Display for Beyond {
 
 impl std::error::Error for Beyond {}
 
-/// A compiled expression: its node and type, the resource columns it reads, and whether it
-/// reads the resource's JSON (then every column is an argument).
+/// A compiled expression: its node and type, the typed resource columns it reads, or the
+/// resource's elements it reads from JSON.
 struct Compiled {
     node: Node,
     ty: Ty,
     fields: Vec<String>,
-    root_json: bool,
+    root_json: Option<Vec<String>>,
 }
 
 /// The members all the object types have, recursively: one type for items of several depths of

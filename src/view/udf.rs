@@ -19,8 +19,8 @@ use datafusion::logical_expr::{
 use datafusion::prelude::{col, Expr};
 
 use super::fhirpath::eval::{indexed_items, item_fields, truthy, Coll, Env, Node};
-use crate::encode::encode_row;
-use crate::schema::node::resource_members;
+use crate::encode::encode_row_with;
+use crate::schema::node::{resource_members, Member};
 
 /// What a compiled expression gives back.
 #[derive(Debug, Clone)]
@@ -67,10 +67,11 @@ fn output_type(dt: &DataType) -> DataType {
 pub enum Args {
     /// These typed columns.
     Columns(Vec<String>),
-    /// Every column of the table (`_overflow` included): the function reads the resource's
-    /// JSON, put together from them as `to-ndjson` does.
+    /// The columns of some of the resource's elements, and `_overflow`: the function reads
+    /// the resource's JSON (those elements of it), put together as `to-ndjson` does.
     Resource {
         resource_type: String,
+        elements: Vec<String>,
         columns: Vec<String>,
     },
 }
@@ -87,8 +88,8 @@ pub struct ViewFunction {
     item: Option<String>,
     /// The resource columns read: the other arguments.
     root_fields: Vec<String>,
-    /// Set when the expression reads the resource's JSON (of this type).
-    root_json: Option<String>,
+    /// Set when the expression reads the resource's JSON: its type, and the elements read.
+    root_json: Option<(String, Vec<String>)>,
     signature: Signature,
 }
 
@@ -129,8 +130,9 @@ impl ViewFunction {
             Args::Columns(c) => (c, None),
             Args::Resource {
                 resource_type,
+                elements,
                 columns,
-            } => (columns, Some(resource_type)),
+            } => (columns, Some((resource_type, elements))),
         };
         if item.is_none() && root_fields.is_empty() {
             // A function needs an argument to know how many rows it has.
@@ -167,7 +169,9 @@ impl ViewFunction {
                 StructArray::try_new_with_length(fields, roots.to_vec(), None, n)
                     .map_err(|e| e.to_string())?,
             ),
-            Some(resource_type) => resource_json(resource_type, fields, roots, n)?,
+            Some((resource_type, elements)) => {
+                resource_json(resource_type, elements, fields, roots, n)?
+            }
         };
         let (focus, row_index) = match item {
             None => (
@@ -206,14 +210,26 @@ impl ViewFunction {
     }
 }
 
-/// The JSON text of each row's resource, from every column of its table.
+/// The JSON text of each row's resource (of the `elements` read), from their columns and
+/// `_overflow`.
 fn resource_json(
     resource_type: &str,
+    elements: &[String],
     fields: Fields,
     columns: &[ArrayRef],
     n: usize,
 ) -> std::result::Result<ArrayRef, String> {
-    let members = resource_members(resource_type).ok_or("not a resource type")?;
+    let members: Vec<Member> = resource_members(resource_type)
+        .ok_or("not a resource type")?
+        .iter()
+        .filter(|m| elements.contains(&m.name))
+        .cloned()
+        .collect();
+    let keep = |pointer: &str| {
+        let top = pointer.split('/').nth(1).unwrap_or("");
+        let top = top.strip_prefix('_').unwrap_or(top);
+        elements.iter().any(|e| e == top)
+    };
     let batch = RecordBatch::try_new_with_options(
         Arc::new(Schema::new(fields)),
         columns.to_vec(),
@@ -224,7 +240,7 @@ fn resource_json(
     let mut text = String::new();
     for row in 0..n {
         text.clear();
-        encode_row(resource_type, &members, &batch, row)
+        encode_row_with(resource_type, &members, &batch, row, &keep)
             .map_err(|e| format!("{e:#}"))?
             .write_to(&mut text);
         out.append_value(&text);

@@ -360,12 +360,20 @@ fn view_command_prints_and_writes_every_format() {
         [
             "condition_codes.parquet",
             "observations.parquet",
-            "patient_demographics.parquet"
+            "patient_demographics.parquet",
+            "patient_geolocation.parquet"
         ]
     );
-    let patients = resources(&shared("fhir-data/synthea-r4-small"), "Patient").len();
+    let patients = resources(&shared("fhir-data/synthea-r4-small"), "Patient");
     let metadata = crate::parquet_metadata(&dir.join("patient_demographics.parquet"));
-    assert_eq!(metadata.file_metadata().num_rows() as usize, patients);
+    assert_eq!(metadata.file_metadata().num_rows() as usize, patients.len());
+    // One row per address, its geolocation read past the typed columns.
+    let addresses: usize = patients
+        .iter()
+        .map(|p| p["address"].as_array().map_or(0, Vec::len))
+        .sum();
+    let metadata = crate::parquet_metadata(&dir.join("patient_geolocation.parquet"));
+    assert_eq!(metadata.file_metadata().num_rows() as usize, addresses);
 }
 
 #[test]

@@ -103,6 +103,8 @@ pub struct Scope<'a> {
     pub beyond: Cell<bool>,
     /// Set when a JSON compile reads the resource (`%resource`, or a path from the root).
     pub reads_root: Cell<bool>,
+    /// The resource's elements (JSON names) a JSON compile reads: only they are put together.
+    pub json_fields: RefCell<BTreeSet<String>>,
 }
 
 pub type CompileResult<T> = Result<T, String>;
@@ -261,7 +263,27 @@ impl Scope<'_> {
                 members,
                 root,
             } => (fhir, members, *root),
-            Ty::Json { def, prefix, .. } => return json_member(node, def, prefix, name, ty),
+            Ty::Json {
+                def, prefix, root, ..
+            } => {
+                let (node, t) = json_member(node, def, prefix, name, ty)?;
+                if *root {
+                    let mut f = self.json_fields.borrow_mut();
+                    match &t {
+                        Ty::Choice { alts } => {
+                            for (_, n, _) in alts {
+                                if let Some(Node::JsonField(_, json_name, _)) = n {
+                                    f.insert(json_name.clone());
+                                }
+                            }
+                        }
+                        _ => {
+                            f.insert(name.to_string());
+                        }
+                    }
+                }
+                return Ok((node, t));
+            }
             Ty::Nothing => return Ok((Node::Lit(ScalarValue::Null), Ty::Nothing)),
             Ty::Choice { .. } => {
                 self.no_choice(ty, &format!("'.{name}'"))?;
