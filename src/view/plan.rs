@@ -28,17 +28,55 @@ struct Context {
     ty: Ty,
 }
 
-#[derive(Clone)]
-enum Step {
-    Column { internal: String, expr: Expr },
-    Unnest { internal: String, expr: Expr },
+/// One compiled FHIRPath expression of a view, engine-neutral: the node, what it gives, the
+/// `forEach` item column it is relative to and the resource columns it reads.
+#[derive(Clone, Debug)]
+pub struct Func {
+    /// Where in the view (`select[0].column[1].path`).
+    pub at: String,
+    pub node: Node,
+    pub output: Output,
+    pub item: Option<String>,
+    pub args: Args,
 }
 
-#[derive(Clone, Default)]
-struct Branch {
-    steps: Vec<Step>,
+impl Func {
+    /// As a DataFusion expression.
+    fn expr(&self) -> Expr {
+        ViewFunction::call(
+            &self.at,
+            self.node.clone(),
+            self.output.clone(),
+            self.item.clone(),
+            self.args.clone(),
+        )
+    }
+}
+
+/// A step of a branch: compute a column, or unnest the items of a `forEach` / `repeat` into a
+/// column (`{i, v}`: the item's index and the item).
+#[derive(Clone, Debug)]
+pub enum Step {
+    Column { internal: String, func: Func },
+    Unnest { internal: String, func: Func },
+}
+
+/// One combination of `unionAll` choices: a straight line of steps.
+#[derive(Clone, Default, Debug)]
+pub struct Branch {
+    pub steps: Vec<Step>,
     /// (view column name, internal column, type, whether the path is always empty: `{}`).
-    columns: Vec<(String, String, DataType, bool)>,
+    pub columns: Vec<(String, String, DataType, bool)>,
+}
+
+/// A view compiled, before any engine: the `where` filters, the branches (the view is their
+/// `UNION ALL`), and the view's columns with one type each.
+#[derive(Debug)]
+pub struct Compiled {
+    pub filters: Vec<Func>,
+    pub branches: Vec<Branch>,
+    pub names: Vec<String>,
+    pub types: Vec<DataType>,
 }
 
 struct Compiler<'v> {
@@ -58,6 +96,44 @@ pub fn plan(view: &ViewDefinition, table: DataFrame) -> Result<DataFrame> {
 /// (typed columns and `_overflow` put together), none over the typed columns: the same rows,
 /// slower. For checks and measurements.
 pub fn plan_with(view: &ViewDefinition, table: DataFrame, all_json: bool) -> Result<DataFrame> {
+    let compiled = compile_view(view, all_json)?;
+    let mut df = table;
+    for f in &compiled.filters {
+        df = df.filter(f.expr())?;
+    }
+    let mut out: Option<DataFrame> = None;
+    for b in &compiled.branches {
+        let mut d = df.clone();
+        for step in &b.steps {
+            d = match step {
+                Step::Column { internal, func } => d.with_column(internal, func.expr())?,
+                Step::Unnest { internal, func } => d
+                    .with_column(internal, func.expr())?
+                    .unnest_columns_with_options(&[internal], UnnestOptions::new())?,
+            };
+        }
+        let select: Vec<Expr> = b
+            .columns
+            .iter()
+            .zip(&compiled.types)
+            .map(|((name, internal, dt, _), want)| {
+                let e = col(datafusion::common::Column::from_name(internal));
+                let e = if dt == want { e } else { cast(e, want.clone()) };
+                e.alias(name)
+            })
+            .collect();
+        let d = d.select(select)?;
+        out = Some(match out {
+            None => d,
+            Some(prev) => prev.union(d)?,
+        });
+    }
+    out.ok_or_else(|| anyhow!("the view has no columns"))
+}
+
+/// Compiles a view: its paths checked and compiled against the schema, its selects spread into
+/// branches. `all_json` as for [`plan_with`].
+pub fn compile_view(view: &ViewDefinition, all_json: bool) -> Result<Compiled> {
     let members = resource_members(&view.resource)
         .ok_or_else(|| anyhow!("resource: {} is not an R4 resource type", view.resource))?;
     let c = Compiler {
@@ -74,9 +150,9 @@ pub fn plan_with(view: &ViewDefinition, table: DataFrame, all_json: bool) -> Res
         column: None,
         ty: c.root.clone(),
     };
-    let mut df = table;
+    let mut filters = Vec::new();
     for f in &view.filters {
-        let Compiled {
+        let Expression {
             node,
             ty,
             fields,
@@ -95,13 +171,13 @@ pub fn plan_with(view: &ViewDefinition, table: DataFrame, all_json: bool) -> Res
                 ty.describe()
             );
         }
-        df = df.filter(ViewFunction::call(
-            &f.at,
+        filters.push(Func {
+            at: f.at.clone(),
             node,
-            Output::Filter,
-            None,
-            c.args(fields, root_json),
-        ))?;
+            output: Output::Filter,
+            item: None,
+            args: c.args(fields, root_json),
+        });
     }
     let mut branches = vec![Branch::default()];
     for s in &view.select {
@@ -127,34 +203,12 @@ pub fn plan_with(view: &ViewDefinition, table: DataFrame, all_json: bool) -> Res
         .zip(&branches[0].columns)
         .map(|(t, c)| t.unwrap_or_else(|| c.2.clone()))
         .collect();
-    let mut out: Option<DataFrame> = None;
-    for b in branches {
-        let mut d = df.clone();
-        for step in &b.steps {
-            d = match step {
-                Step::Column { internal, expr } => d.with_column(internal, expr.clone())?,
-                Step::Unnest { internal, expr } => d
-                    .with_column(internal, expr.clone())?
-                    .unnest_columns_with_options(&[internal], UnnestOptions::new())?,
-            };
-        }
-        let select: Vec<Expr> = b
-            .columns
-            .iter()
-            .zip(&types)
-            .map(|((name, internal, dt, _), want)| {
-                let e = col(datafusion::common::Column::from_name(internal));
-                let e = if dt == want { e } else { cast(e, want.clone()) };
-                e.alias(name)
-            })
-            .collect();
-        let d = d.select(select)?;
-        out = Some(match out {
-            None => d,
-            Some(prev) => prev.union(d)?,
-        });
-    }
-    out.ok_or_else(|| anyhow!("the view has no columns"))
+    Ok(Compiled {
+        filters,
+        branches,
+        names,
+        types,
+    })
 }
 
 /// A FHIRPath expression over the rows of a resource table, as a scalar function giving the
@@ -271,7 +325,7 @@ impl Compiler<'_> {
     /// within them, else (or with `json`) against the resource's JSON. Items of a typed
     /// `forEach` have no JSON: there a path beyond the typed columns is a [`Beyond`] error, and
     /// the `forEach` is compiled again over JSON.
-    fn compile(&self, e: &PathExpr, cx: &Context, json: bool) -> Result<Compiled> {
+    fn compile(&self, e: &PathExpr, cx: &Context, json: bool) -> Result<Expression> {
         let json = json || self.all_json;
         // Items that are not typed structs (JSON objects, primitives, nothing) compile the same
         // either way.
@@ -280,7 +334,7 @@ impl Compiler<'_> {
             let scope = self.scope(self.root.clone());
             match scope.compile(&e.ast, &cx.ty) {
                 Ok((node, ty)) => {
-                    return Ok(Compiled {
+                    return Ok(Expression {
                         node,
                         ty,
                         fields: scope.root_fields.into_inner().into_iter().collect(),
@@ -309,7 +363,7 @@ impl Compiler<'_> {
             .map_err(|m| anyhow!("{}: {m}", e.at))?;
         let root_json = (cx.column.is_none() || scope.reads_root.get())
             .then(|| scope.json_fields.into_inner().into_iter().collect());
-        Ok(Compiled {
+        Ok(Expression {
             node,
             ty,
             fields: Vec::new(),
@@ -339,7 +393,7 @@ impl Compiler<'_> {
             parent.clone()
         };
         for c in &s.columns {
-            let Compiled {
+            let Expression {
                 node,
                 ty,
                 fields,
@@ -361,16 +415,16 @@ impl Compiler<'_> {
             };
             let internal = self.internal();
             let out_dt = output.data_type();
-            let expr = ViewFunction::call(
-                &c.path.at,
+            let func = Func {
+                at: c.path.at.clone(),
                 node,
                 output,
-                cx.column.clone(),
-                self.args(fields, root_json),
-            );
+                item: cx.column.clone(),
+                args: self.args(fields, root_json),
+            };
             start.steps.push(Step::Column {
                 internal: internal.clone(),
-                expr,
+                func,
             });
             let empty = matches!(ty, Ty::Nothing);
             start
@@ -396,7 +450,7 @@ impl Compiler<'_> {
         &self,
         b: &mut Branch,
         e: &PathExpr,
-        c: Compiled,
+        c: Expression,
         or_null: bool,
         parent: &Context,
     ) -> Result<Context> {
@@ -409,16 +463,16 @@ impl Compiler<'_> {
         }
         let dt = c.ty.data_type();
         let internal = self.internal();
-        let expr = ViewFunction::call(
-            &e.at,
-            c.node,
-            Output::Items { or_null, dt },
-            parent.column.clone(),
-            self.args(c.fields, c.root_json),
-        );
+        let func = Func {
+            at: e.at.clone(),
+            node: c.node,
+            output: Output::Items { or_null, dt },
+            item: parent.column.clone(),
+            args: self.args(c.fields, c.root_json),
+        };
         b.steps.push(Step::Unnest {
             internal: internal.clone(),
-            expr,
+            func,
         });
         Ok(Context {
             column: Some(internal),
@@ -431,7 +485,7 @@ impl Compiler<'_> {
     /// it a [`Beyond`] error (the data may go deeper), and it is compiled over JSON, where a
     /// recursive element's last level applies again at every depth below. A path that does
     /// not apply at a depth (the element is not there) gives nothing there.
-    fn repeat(&self, paths: &[PathExpr], parent: &Context, json: bool) -> Result<Compiled> {
+    fn repeat(&self, paths: &[PathExpr], parent: &Context, json: bool) -> Result<Expression> {
         let json = json || self.all_json;
         let json_items = !matches!(parent.ty, Ty::Object { .. });
         let over_json = json || json_items;
@@ -507,7 +561,7 @@ impl Compiler<'_> {
             current = next;
         }
         let Some(item) = merge_all(&types) else {
-            return Ok(Compiled {
+            return Ok(Expression {
                 node: Node::Lit(datafusion::common::ScalarValue::Null),
                 ty: Ty::Nothing,
                 fields: Vec::new(),
@@ -521,7 +575,7 @@ impl Compiler<'_> {
             dt,
             cyclic,
         };
-        Ok(Compiled {
+        Ok(Expression {
             node,
             ty: item,
             fields: fields.into_iter().collect(),
@@ -557,7 +611,7 @@ impl std::error::Error for Beyond {}
 
 /// A compiled expression: its node and type, the typed resource columns it reads, or the
 /// resource's elements it reads from JSON.
-struct Compiled {
+struct Expression {
     node: Node,
     ty: Ty,
     fields: Vec<String>,
