@@ -286,8 +286,19 @@ pub struct ViewArgs {
     #[arg(required = true)]
     pub views: Vec<PathBuf>,
     /// The dataset to run them on: a folder written by convert, or its s3://, gs://, az:// URL.
-    #[arg(short, long)]
-    pub data: String,
+    #[arg(short, long, required_unless_present = "sql")]
+    pub data: Option<String>,
+    /// Print each view as one SQL statement of this engine instead of running it: it runs
+    /// inside the engine over the resource tables (named after their types, as `warehouse`
+    /// makes them).
+    #[arg(long, value_name = "DIALECT", value_enum)]
+    pub sql: Option<crate::view::lower::Dialect>,
+    /// With --sql: a CREATE OR REPLACE VIEW statement, named NAME (alone: each view's `name`).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "", requires = "sql")]
+    pub create_view: Option<String>,
+    /// With --sql: the table of a resource type, TYPE=NAME (`Patient=fhir.patient`); repeatable.
+    #[arg(long, value_name = "TYPE=NAME", requires = "sql")]
+    pub table: Vec<String>,
     /// Write the rows to this file instead of printing them: .parquet, .csv, .ndjson or .json.
     /// With several views, a folder: one DIR/<name>.parquet per view.
     #[arg(short, long)]

@@ -25,6 +25,7 @@
 
 pub mod definition;
 pub mod fhirpath;
+pub mod lower;
 pub mod plan;
 pub mod udf;
 
@@ -113,6 +114,42 @@ impl Shell {
     }
 }
 
+/// `view --sql`: one statement per view, for the engine to run.
+fn print_sql(args: &ViewArgs, files: &[PathBuf], dialect: lower::Dialect) -> Result<i32> {
+    let mut opts = lower::SqlOptions::new(dialect);
+    for t in &args.table {
+        let Some((ty, name)) = t.split_once('=') else {
+            bail!("--table {t}: give TYPE=NAME, e.g. --table Patient=fhir.patient")
+        };
+        if crate::schema::node::resource_members(ty).is_none() {
+            bail!("--table {t}: {ty} is not an R4 resource type");
+        }
+        opts.tables.insert(ty.to_string(), name.to_string());
+    }
+    let mut statements = Vec::new();
+    for f in files {
+        let v = load(f)?;
+        let name = table_name(&v, f);
+        opts.create_view = match args.create_view.as_deref() {
+            None => None,
+            Some("") => Some(name.clone()),
+            Some(_) if files.len() > 1 => bail!(
+                "--create-view NAME names one view; with {} views give --create-view alone (each \
+                 view is named after its `name` or file)",
+                files.len()
+            ),
+            Some(n) => Some(n.to_string()),
+        };
+        let sql = lower::to_sql(&v, &opts).with_context(|| format!("{}", f.display()))?;
+        statements.push(format!("-- {name}\n{sql};\n"));
+    }
+    let mut out = std::io::stdout().lock();
+    for s in statements {
+        std::io::Write::write_all(&mut out, format!("{s}\n").as_bytes())?;
+    }
+    Ok(0)
+}
+
 /// The ViewDefinition files named: files as they are, folders' `*.json`.
 pub fn view_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
@@ -157,8 +194,14 @@ fn file_format(path: &Path) -> Option<FileFormat> {
 /// The `view` command.
 pub fn run(args: ViewArgs, stores: &crate::store::StoreOptions) -> Result<i32> {
     let files = view_files(&args.views)?;
+    if let Some(dialect) = args.sql {
+        return print_sql(&args, &files, dialect);
+    }
     // Every view is checked and planned before anything is written.
-    let data = crate::store::Location::parse(&args.data, stores)?;
+    let Some(data) = &args.data else {
+        bail!("--data OUT: the dataset to run the views on (or --sql DIALECT to print SQL)")
+    };
+    let data = crate::store::Location::parse(data, stores)?;
     let mut shell = Shell::open_at(&data, args.memory_limit.as_deref())?;
     shell.format = args.format;
     let mut views = Vec::new();

@@ -85,6 +85,9 @@ struct Compiler<'v> {
     next: Cell<usize>,
     /// Every path over the resource's JSON, none over typed columns.
     all_json: bool,
+    /// `repeat` over the typed columns only, to the schema's depth, noting the elements past
+    /// it (for engines that read the typed columns only: see [`Node::Repeat`]).
+    bounded_repeat: bool,
 }
 
 /// Plans `view` over `table`, the resource type's table.
@@ -134,6 +137,16 @@ pub fn plan_with(view: &ViewDefinition, table: DataFrame, all_json: bool) -> Res
 /// Compiles a view: its paths checked and compiled against the schema, its selects spread into
 /// branches. `all_json` as for [`plan_with`].
 pub fn compile_view(view: &ViewDefinition, all_json: bool) -> Result<Compiled> {
+    compile_view_with(view, all_json, false)
+}
+
+/// [`compile_view`]; with `bounded_repeat`, a `repeat` over typed columns goes to the schema's
+/// depth and names the elements past it instead of being read from JSON.
+pub fn compile_view_with(
+    view: &ViewDefinition,
+    all_json: bool,
+    bounded_repeat: bool,
+) -> Result<Compiled> {
     let members = resource_members(&view.resource)
         .ok_or_else(|| anyhow!("resource: {} is not an R4 resource type", view.resource))?;
     let c = Compiler {
@@ -145,6 +158,7 @@ pub fn compile_view(view: &ViewDefinition, all_json: bool) -> Result<Compiled> {
         },
         next: Cell::new(0),
         all_json,
+        bounded_repeat,
     };
     let root = Context {
         column: None,
@@ -234,6 +248,7 @@ pub fn path_function(
         },
         next: Cell::new(0),
         all_json: false,
+        bounded_repeat: false,
     };
     let mut e = view.select[0].columns[0].path.clone();
     e.at = format!("fhirpath('{path}')");
@@ -506,6 +521,7 @@ impl Compiler<'_> {
         let mut reads_root = false;
         let mut json_fields = BTreeSet::new();
         let mut cyclic = false;
+        let mut beyond: Vec<String> = Vec::new();
         let mut current = vec![start];
         while let Some(level_ty) = merge_all(&current) {
             if levels.len() >= MAX_REPEAT_LEVELS {
@@ -519,13 +535,31 @@ impl Compiler<'_> {
             let mut next = Vec::new();
             for p in paths {
                 let scope = self.scope(root.clone());
-                let (node, ty) = match scope.compile(&p.ast, &level_ty) {
-                    Ok(x) => x,
-                    Err(m) if scope.beyond.get() => {
-                        return Err(anyhow::Error::new(Beyond(format!("{}: {m}", p.at))))
-                    }
-                    Err(_) => continue,
-                };
+                let (node, ty) =
+                    match scope.compile(&p.ast, &level_ty) {
+                        Ok(x) => x,
+                        Err(_) if scope.beyond.get() && self.bounded_repeat && !over_json => {
+                            let element = p.text.rsplit('.').next().unwrap_or_default();
+                            if !p.text.split('.').all(|s| {
+                                !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric())
+                            }) {
+                                bail!(
+                                "{}: repeat over typed columns takes element paths (answer.item), \
+                                 not {:?}",
+                                p.at,
+                                p.text
+                            );
+                            }
+                            if !beyond.iter().any(|b| b == element) {
+                                beyond.push(element.to_string());
+                            }
+                            continue;
+                        }
+                        Err(m) if scope.beyond.get() => {
+                            return Err(anyhow::Error::new(Beyond(format!("{}: {m}", p.at))))
+                        }
+                        Err(_) => continue,
+                    };
                 match ty {
                     Ty::Object { .. } | Ty::Json { .. } => {}
                     Ty::Nothing => continue,
@@ -574,6 +608,7 @@ impl Compiler<'_> {
             levels,
             dt,
             cyclic,
+            beyond,
         };
         Ok(Expression {
             node,

@@ -12,6 +12,7 @@ mod reliability;
 mod schema;
 mod sql;
 mod view;
+mod view_sql;
 mod warehouse;
 
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@ use crate::{bin, convert_opts, shared};
 
 /// Cases of the shared (older) suite whose expectation the current specification changed, and
 /// how: they are run with the current expectation.
-const SUPERSEDED: &[(&str, &str)] = &[
+pub(crate) const SUPERSEDED: &[(&str, &str)] = &[
     (
         "fhirpath.json/string join",
         "join() of an empty collection is empty (FHIRPath 3.0), not ''",
@@ -24,7 +24,7 @@ const SUPERSEDED: &[(&str, &str)] = &[
 ];
 
 /// The current expectation of a superseded case: `''` (an empty join) becomes null.
-fn current_expectation(case: &Value) -> Value {
+pub(crate) fn current_expectation(case: &Value) -> Value {
     let mut case = case.clone();
     for row in case["expect"].as_array_mut().unwrap() {
         for v in row.as_object_mut().unwrap().values_mut() {
@@ -37,7 +37,7 @@ fn current_expectation(case: &Value) -> Value {
 }
 
 /// A result value as the reference runner compares it: numbers by value.
-fn normalize(v: &Value) -> Value {
+pub(crate) fn normalize(v: &Value) -> Value {
     match v {
         Value::Number(n) => json!(n.as_f64().unwrap()),
         Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
@@ -49,7 +49,7 @@ fn normalize(v: &Value) -> Value {
 }
 
 /// Rows as sorted canonical JSON texts.
-fn canonical(rows: &[Value]) -> Vec<String> {
+pub(crate) fn canonical(rows: &[Value]) -> Vec<String> {
     let mut out: Vec<String> = rows
         .iter()
         .map(|r| {

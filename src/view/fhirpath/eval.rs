@@ -178,12 +178,15 @@ pub enum Node {
     /// Items reached by applying the paths again and again, depth first: per level, the path
     /// nodes (applied to that level's items) and the struct type every item is projected to.
     /// With `cyclic`, the last level's paths apply again at every depth below it (items read
-    /// from JSON, where a recursive element has no bound).
+    /// from JSON, where a recursive element has no bound). `beyond`: the elements past the
+    /// last level, which the typed columns do not hold (a repeat compiled for engines that
+    /// read the typed columns only; empty otherwise).
     Repeat {
         src: Box<Node>,
         levels: Vec<Vec<Node>>,
         dt: DataType,
         cyclic: bool,
+        beyond: Vec<String>,
     },
     /// The property of JSON objects (items as JSON text): objects stay text, primitives become
     /// their typed values; arrays are flattened.
@@ -446,6 +449,7 @@ impl Node {
                 levels,
                 dt,
                 cyclic,
+                ..
             } => repeat(&src.eval(focus, env)?, levels, dt, *cyclic, env),
             Node::JsonField(src, name, kind) => json_field(&src.eval(focus, env)?, name, *kind),
         }

@@ -1,0 +1,957 @@
+//! ViewDefinitions compiled to the SQL of other engines: one statement per view that runs inside
+//! the engine, over the resource tables as `convert` writes them (and `warehouse` names them).
+//!
+//! The view is compiled once ([`crate::view::plan::compile_view`]): its FHIRPath checked against
+//! the schema and lowered to [`Node`]s, its selects spread into branches. This module is one
+//! lowering of that compiled view (DataFusion's is [`crate::view::plan`]): every FHIRPath value is
+//! a SQL list, every path step a `transform` / `filter` / `flatten` with a lambda, every `forEach`
+//! a lateral unnest of `{i, v}` items, `unionAll` a `UNION ALL`. What a dialect cannot express is
+//! an error naming the place in the view and the dialect, never SQL that computes something else.
+//!
+//! ```
+//! use fhir2parquet::view::lower::{to_sql, Dialect, SqlOptions};
+//! use fhir2parquet::view::ViewDefinition;
+//!
+//! let view = ViewDefinition::from_json(&serde_json::json!({
+//!     "resource": "Patient",
+//!     "select": [{"column": [{"name": "id", "path": "getResourceKey()"},
+//!                            {"name": "family", "path": "name.family.first()"}]}]
+//! })).unwrap();
+//! let sql = to_sql(&view, &SqlOptions::new(Dialect::Duckdb)).unwrap();
+//! assert!(sql.contains("FROM \"Patient\" AS r"));
+//! ```
+
+pub mod dialect;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+
+use anyhow::{anyhow, bail, Result};
+use arrow::datatypes::{DataType, Fields};
+use datafusion::common::ScalarValue;
+
+pub use dialect::Dialect;
+
+use super::fhirpath::eval::{Boundary, Node};
+use super::fhirpath::parse::Op;
+use super::plan::{compile_view_with, Step};
+use super::udf::Output;
+use super::ViewDefinition;
+
+/// What to compile a view to.
+#[derive(Clone, Debug)]
+pub struct SqlOptions {
+    pub dialect: Dialect,
+    /// Table names by resource type (`Patient` → `fhir.patient`); the type itself otherwise.
+    pub tables: HashMap<String, String>,
+    /// `CREATE OR REPLACE VIEW` this name `AS` the query.
+    pub create_view: Option<String>,
+}
+
+impl SqlOptions {
+    pub fn new(dialect: Dialect) -> SqlOptions {
+        SqlOptions {
+            dialect,
+            tables: HashMap::new(),
+            create_view: None,
+        }
+    }
+}
+
+/// The alias of the resource table in every statement.
+const ROOT: &str = "r";
+
+/// One SQL statement computing `view`.
+pub fn to_sql(view: &ViewDefinition, opts: &SqlOptions) -> Result<String> {
+    let compiled = compile_view_with(view, false, true)?;
+    let d = opts.dialect;
+    let schema = crate::schema::node::arrow_schema(&view.resource)
+        .ok_or_else(|| anyhow!("{} is not an R4 resource type", view.resource))?;
+    let table = opts
+        .tables
+        .get(&view.resource)
+        .cloned()
+        .unwrap_or_else(|| view.resource.clone());
+    let l = Lower {
+        d,
+        root_fields: schema.fields().clone(),
+        next: Cell::new(0),
+    };
+    let root = Cx {
+        focus: Val::Row,
+        index: "0".into(),
+    };
+    let mut filters = Vec::new();
+    for f in &compiled.filters {
+        let v = l.lower(&f.node, &root, &f.at)?;
+        filters.push(format!("coalesce({}, FALSE)", l.one(&v, &f.at)?));
+    }
+    let mut selects = Vec::new();
+    for b in &compiled.branches {
+        let mut joins = Vec::new();
+        let mut items: HashMap<&str, Cx> = HashMap::new();
+        let mut columns: HashMap<&str, String> = HashMap::new();
+        for step in &b.steps {
+            let (internal, func) = match step {
+                Step::Column { internal, func } | Step::Unnest { internal, func } => {
+                    (internal, func)
+                }
+            };
+            let cx = match &func.item {
+                None => &root,
+                Some(c) => items.get(c.as_str()).expect("an earlier unnest"),
+            };
+            let v = l.lower(&func.node, cx, &func.at)?;
+            match (&func.output, step) {
+                (Output::Value { collection, dt }, Step::Column { .. }) => {
+                    columns.insert(internal, l.output(&v, *collection, dt, &func.at)?);
+                }
+                (Output::Items { or_null, dt }, Step::Unnest { .. }) => {
+                    let list = l.many(&v, &func.at)?;
+                    let k = joins.len();
+                    let (join, item, index) = l.unnest(&list, *or_null, k);
+                    joins.push(join);
+                    items.insert(
+                        internal,
+                        Cx {
+                            focus: Val::One(item, dt.clone()),
+                            index,
+                        },
+                    );
+                }
+                _ => bail!("{}: internal error: a step of an unexpected kind", func.at),
+            }
+        }
+        let cols: Vec<String> = b
+            .columns
+            .iter()
+            .zip(&compiled.types)
+            .map(|((name, internal, dt, _), want)| {
+                let e = columns[internal.as_str()].clone();
+                let e = if dt == want {
+                    e
+                } else {
+                    match d.type_name(want) {
+                        Some(t) => format!("CAST({e} AS {t})"),
+                        None => e,
+                    }
+                };
+                format!("{e} AS {}", d.ident(name))
+            })
+            .collect();
+        let mut sql = format!(
+            "SELECT {}\nFROM {} AS {ROOT}",
+            cols.join(",\n       "),
+            d.table(&table)
+        );
+        for j in &joins {
+            sql.push('\n');
+            sql.push_str(j);
+        }
+        if !filters.is_empty() {
+            sql.push_str("\nWHERE ");
+            sql.push_str(&filters.join("\n  AND "));
+        }
+        selects.push(sql);
+    }
+    let query = selects.join("\nUNION ALL\n");
+    Ok(match &opts.create_view {
+        Some(name) => format!("CREATE OR REPLACE VIEW {} AS\n{query}", d.table(name)),
+        None => query,
+    })
+}
+
+/// A FHIRPath value in SQL.
+#[derive(Clone, Debug)]
+enum Val {
+    /// The resource's row (its columns are `r.name`).
+    Row,
+    /// None or one value: the expression, NULL for none.
+    One(String, DataType),
+    /// A list of values (never NULL, no NULL items).
+    Many(String, DataType),
+}
+
+/// What an expression is evaluated on: the focus and the `%rowIndex`.
+struct Cx {
+    focus: Val,
+    index: String,
+}
+
+struct Lower {
+    d: Dialect,
+    root_fields: Fields,
+    next: Cell<usize>,
+}
+
+impl Lower {
+    fn var(&self) -> String {
+        let n = self.next.get();
+        self.next.set(n + 1);
+        format!("x_{n}")
+    }
+
+    fn unsupported<T>(&self, at: &str, what: &str) -> Result<T> {
+        bail!(
+            "{at}: {what} cannot be compiled to {} SQL (it runs with `fhir2parquet view`)",
+            self.d.name()
+        )
+    }
+
+    /// The values as a list.
+    fn many(&self, v: &Val, at: &str) -> Result<String> {
+        match v {
+            Val::Many(l, _) => Ok(l.clone()),
+            Val::One(x, _) => {
+                let w = self.var();
+                Ok(self
+                    .d
+                    .filter(&self.d.list_of(x), &w, &format!("{w} IS NOT NULL")))
+            }
+            Val::Row => self.unsupported(at, "the whole resource as a value"),
+        }
+    }
+
+    /// The one value (NULL for none; the first of several).
+    fn one(&self, v: &Val, at: &str) -> Result<String> {
+        match v {
+            Val::One(x, _) => Ok(x.clone()),
+            Val::Many(l, _) => Ok(self.d.at(l, "1")),
+            Val::Row => self.unsupported(at, "the whole resource as a value"),
+        }
+    }
+
+    fn dt(v: &Val) -> DataType {
+        match v {
+            Val::One(_, dt) | Val::Many(_, dt) => dt.clone(),
+            Val::Row => DataType::Null,
+        }
+    }
+
+    /// A column or struct field of type `dt`, as a value.
+    fn wrap(&self, e: String, dt: &DataType) -> Val {
+        match dt {
+            DataType::List(f) => {
+                let w = self.var();
+                let list = format!("coalesce({e}, {})", self.d.empty_list());
+                Val::Many(
+                    self.d.filter(&list, &w, &format!("{w} IS NOT NULL")),
+                    f.data_type().clone(),
+                )
+            }
+            other => Val::One(e, other.clone()),
+        }
+    }
+
+    fn field(&self, v: &Val, name: &str, at: &str) -> Result<Val> {
+        // A path past the typed columns (an element kept in _overflow) has no field.
+        let past = || {
+            anyhow!(
+                "{at}: '{name}' is past the typed columns (kept in _overflow): it cannot be \
+                 compiled to {} SQL (it runs with `fhir2parquet view`)",
+                self.d.name()
+            )
+        };
+        let find = |fields: &Fields| {
+            fields
+                .iter()
+                .find(|f| f.name() == name)
+                .map(|f| f.data_type().clone())
+                .ok_or_else(past)
+        };
+        let q = self.d.ident(name);
+        match v {
+            Val::Row => {
+                let dt = find(&self.root_fields)?;
+                Ok(self.wrap(format!("{ROOT}.{q}"), &dt))
+            }
+            Val::One(x, DataType::Struct(fields)) => {
+                let dt = find(fields)?;
+                Ok(self.wrap(format!("({x}).{q}"), &dt))
+            }
+            Val::Many(l, DataType::Struct(fields)) => {
+                let dt = find(fields)?;
+                let v = self.var();
+                let w = self.var();
+                Ok(match &dt {
+                    DataType::List(f) => {
+                        let lists = self.d.transform(
+                            l,
+                            &v,
+                            &format!("coalesce({v}.{q}, {})", self.d.empty_list()),
+                        );
+                        Val::Many(
+                            self.d
+                                .filter(&self.d.flatten(&lists), &w, &format!("{w} IS NOT NULL")),
+                            f.data_type().clone(),
+                        )
+                    }
+                    other => Val::Many(
+                        self.d.filter(
+                            &self.d.transform(l, &v, &format!("{v}.{q}")),
+                            &w,
+                            &format!("{w} IS NOT NULL"),
+                        ),
+                        other.clone(),
+                    ),
+                })
+            }
+            _ => Err(past()),
+        }
+    }
+
+    fn literal(&self, s: &ScalarValue, at: &str) -> Result<Val> {
+        let d = self.d;
+        Ok(match s {
+            ScalarValue::Null => Val::One("NULL".into(), DataType::Null),
+            ScalarValue::Utf8(None) | ScalarValue::Int32(None) | ScalarValue::Boolean(None) => {
+                Val::One("NULL".into(), s.data_type())
+            }
+            ScalarValue::Utf8(Some(t)) => Val::One(d.string(t), DataType::Utf8),
+            ScalarValue::Int32(Some(i)) => {
+                Val::One(format!("CAST({i} AS INTEGER)"), DataType::Int32)
+            }
+            ScalarValue::Boolean(Some(b)) => {
+                Val::One(if *b { "TRUE" } else { "FALSE" }.into(), DataType::Boolean)
+            }
+            ScalarValue::Decimal128(Some(v), p, sc) => Val::One(
+                format!(
+                    "CAST({} AS DECIMAL(38,18))",
+                    d.string(&crate::decode::decimal::decimal_text(*v))
+                ),
+                DataType::Decimal128(*p, *sc),
+            ),
+            ScalarValue::Decimal128(None, p, sc) => {
+                Val::One("NULL".into(), DataType::Decimal128(*p, *sc))
+            }
+            ScalarValue::Binary(Some(b)) => {
+                use base64::Engine as _;
+                let text = d.string(&base64::engine::general_purpose::STANDARD.encode(b));
+                let e = match d {
+                    Dialect::Duckdb => format!("from_base64({text})"),
+                    Dialect::Spark => format!("unbase64({text})"),
+                };
+                Val::One(e, DataType::Binary)
+            }
+            ScalarValue::TimestampMicrosecond(Some(us), tz) => {
+                let text = crate::decode::datetime::instant_text(*us);
+                let t = d.type_name(&s.data_type()).expect("a timestamp type");
+                Val::One(
+                    format!("CAST({} AS {t})", d.string(&text)),
+                    DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, tz.clone()),
+                )
+            }
+            other => {
+                return self.unsupported(at, &format!("a constant of type {}", other.data_type()))
+            }
+        })
+    }
+
+    fn cast(&self, e: &str, dt: &DataType, at: &str) -> Result<String> {
+        match self.d.type_name(dt) {
+            Some(t) => Ok(format!("CAST({e} AS {t})")),
+            None => self.unsupported(at, &format!("a conversion to {dt}")),
+        }
+    }
+
+    fn lower(&self, node: &Node, cx: &Cx, at: &str) -> Result<Val> {
+        let d = self.d;
+        let boolean = |e: String| Val::One(e, DataType::Boolean);
+        Ok(match node {
+            Node::Focus => cx.focus.clone(),
+            Node::Root => Val::Row,
+            Node::RowIndex => Val::One(cx.index.clone(), DataType::Int32),
+            Node::Lit(s) => self.literal(s, at)?,
+            Node::Field(src, name) => self.field(&self.lower(src, cx, at)?, name, at)?,
+            Node::Where(src, cond) if matches!(self.lower(src, cx, at)?, Val::Row) => {
+                // The resource, or nothing: a list of one marker when the condition holds.
+                let c = self.one(&self.lower(cond, cx, at)?, at)?;
+                Val::Many(
+                    format!(
+                        "CASE WHEN coalesce({c}, FALSE) THEN {} ELSE {} END",
+                        d.list_of("TRUE"),
+                        d.empty_list()
+                    ),
+                    DataType::Null,
+                )
+            }
+            Node::Where(src, cond) => {
+                let s = self.lower(src, cx, at)?;
+                let dt = Self::dt(&s);
+                let list = self.many(&s, at)?;
+                let v = self.var();
+                let inner = Cx {
+                    focus: Val::One(v.clone(), dt.clone()),
+                    index: cx.index.clone(),
+                };
+                let c = self.one(&self.lower(cond, &inner, at)?, at)?;
+                Val::Many(d.filter(&list, &v, &format!("coalesce({c}, FALSE)")), dt)
+            }
+            Node::Exists(src) => {
+                let list = self.many(&self.lower(src, cx, at)?, at)?;
+                boolean(format!("({} > 0)", d.len(&list)))
+            }
+            Node::AnyExists(alts) => {
+                let mut parts = Vec::new();
+                for a in alts {
+                    let list = self.many(&self.lower(a, cx, at)?, at)?;
+                    parts.push(format!("{} > 0", d.len(&list)));
+                }
+                if parts.is_empty() {
+                    boolean("FALSE".into())
+                } else {
+                    boolean(format!("({})", parts.join(" OR ")))
+                }
+            }
+            Node::Empty(src) => {
+                let list = self.many(&self.lower(src, cx, at)?, at)?;
+                boolean(format!("({} = 0)", d.len(&list)))
+            }
+            Node::Count(src) => {
+                let list = self.many(&self.lower(src, cx, at)?, at)?;
+                Val::One(
+                    format!("CAST({} AS INTEGER)", d.len(&list)),
+                    DataType::Int32,
+                )
+            }
+            Node::First(src) | Node::Last(src) => {
+                let s = self.lower(src, cx, at)?;
+                match s {
+                    Val::One(..) => s,
+                    Val::Many(l, dt) => {
+                        let pos = if matches!(node, Node::First(_)) {
+                            "1"
+                        } else {
+                            "-1"
+                        };
+                        Val::One(d.at(&l, pos), dt)
+                    }
+                    Val::Row => return self.unsupported(at, "first() of the resource"),
+                }
+            }
+            Node::Index(src, i) => {
+                let s = self.lower(src, cx, at)?;
+                let dt = Self::dt(&s);
+                let list = self.many(&s, at)?;
+                let i = self.one(&self.lower(i, cx, at)?, at)?;
+                Val::One(
+                    format!(
+                        "CASE WHEN {i} >= 0 THEN {} END",
+                        d.at(&list, &format!("{i} + 1"))
+                    ),
+                    dt,
+                )
+            }
+            Node::Not(src) => boolean(format!(
+                "(NOT {})",
+                self.one(&self.lower(src, cx, at)?, at)?
+            )),
+            Node::Join(src, sep) => {
+                let list = self.many(&self.lower(src, cx, at)?, at)?;
+                let v = self.var();
+                let text = d.transform(&list, &v, &self.cast(&v, &DataType::Utf8, at)?);
+                Val::One(
+                    format!(
+                        "CASE WHEN {} = 0 THEN NULL ELSE {} END",
+                        d.len(&list),
+                        d.join_strings(&text, &d.string(sep))
+                    ),
+                    DataType::Utf8,
+                )
+            }
+            Node::Compare(op, l, r) => {
+                let a = self.one(&self.lower(l, cx, at)?, at)?;
+                let b = self.one(&self.lower(r, cx, at)?, at)?;
+                let sym = match op {
+                    Op::Eq | Op::Equiv => "=",
+                    Op::Ne | Op::NotEquiv => "<>",
+                    Op::Lt => "<",
+                    Op::Le => "<=",
+                    Op::Gt => ">",
+                    Op::Ge => ">=",
+                    _ => bail!("{at}: internal error: {op:?} is not a comparison"),
+                };
+                boolean(format!("({a} {sym} {b})"))
+            }
+            Node::Logic(op, l, r) => {
+                let a = self.one(&self.lower(l, cx, at)?, at)?;
+                let b = self.one(&self.lower(r, cx, at)?, at)?;
+                boolean(match op {
+                    Op::And => format!("({a} AND {b})"),
+                    Op::Or => format!("({a} OR {b})"),
+                    Op::Xor => format!("({a} <> {b})"),
+                    Op::Implies => format!("((NOT {a}) OR {b})"),
+                    _ => bail!("{at}: internal error: {op:?} is not a boolean operator"),
+                })
+            }
+            Node::Arith(op, l, r) => {
+                let lv = self.lower(l, cx, at)?;
+                let rv = self.lower(r, cx, at)?;
+                let ints = Self::dt(&lv) == DataType::Int32 && Self::dt(&rv) == DataType::Int32;
+                let (a, b) = (self.one(&lv, at)?, self.one(&rv, at)?);
+                if ints && *op != Op::Div {
+                    Val::One(
+                        match op {
+                            Op::Add => format!("({a} + {b})"),
+                            Op::Sub => format!("({a} - {b})"),
+                            Op::Mul => format!("({a} * {b})"),
+                            Op::IntDiv => d.int_div(&a, &b),
+                            Op::Mod => format!("({a} % nullif({b}, 0))"),
+                            _ => bail!("{at}: internal error: {op:?}"),
+                        },
+                        DataType::Int32,
+                    )
+                } else {
+                    let dec = DataType::Decimal128(38, 18);
+                    let e = match op {
+                        Op::Add => format!("({a} + {b})"),
+                        Op::Sub => format!("({a} - {b})"),
+                        Op::Mul => format!("(CAST({a} AS DOUBLE) * CAST({b} AS DOUBLE))"),
+                        Op::Div => {
+                            format!("(CAST({a} AS DOUBLE) / nullif(CAST({b} AS DOUBLE), 0))")
+                        }
+                        Op::IntDiv => {
+                            format!("floor(CAST({a} AS DOUBLE) / nullif(CAST({b} AS DOUBLE), 0))")
+                        }
+                        Op::Mod => format!("({a} % nullif({b}, 0))"),
+                        _ => bail!("{at}: internal error: {op:?}"),
+                    };
+                    Val::One(self.cast(&e, &dec, at)?, dec)
+                }
+            }
+            Node::Concat(l, r) => {
+                let a = self.one(&self.lower(l, cx, at)?, at)?;
+                let b = self.one(&self.lower(r, cx, at)?, at)?;
+                Val::One(
+                    d.concat_strings(&format!("coalesce({a}, '')"), &format!("coalesce({b}, '')")),
+                    DataType::Utf8,
+                )
+            }
+            Node::Union(l, r) => {
+                let lv = self.lower(l, cx, at)?;
+                let rv = self.lower(r, cx, at)?;
+                let dt = match Self::dt(&lv) {
+                    DataType::Null => Self::dt(&rv),
+                    t => t,
+                };
+                Val::Many(
+                    d.concat_lists(&self.many(&lv, at)?, &self.many(&rv, at)?),
+                    dt,
+                )
+            }
+            Node::Cast(src, dt) => match self.lower(src, cx, at)? {
+                Val::One(x, _) => Val::One(self.cast(&x, dt, at)?, dt.clone()),
+                Val::Many(l, _) => {
+                    let v = self.var();
+                    Val::Many(d.transform(&l, &v, &self.cast(&v, dt, at)?), dt.clone())
+                }
+                Val::Row => return self.unsupported(at, "a conversion of the resource"),
+            },
+            Node::ReferenceKey(src, want) => {
+                let refs = self.field(&self.lower(src, cx, at)?, "reference", at)?;
+                let v = self.var();
+                let key = self.reference_key(&v, want.as_deref());
+                let w = self.var();
+                match refs {
+                    Val::One(x, _) => {
+                        Val::One(self.reference_key(&x, want.as_deref()), DataType::Utf8)
+                    }
+                    Val::Many(l, _) => Val::Many(
+                        d.filter(&d.transform(&l, &v, &key), &w, &format!("{w} IS NOT NULL")),
+                        DataType::Utf8,
+                    ),
+                    Val::Row => unreachable!("a field is never the row"),
+                }
+            }
+            Node::Boundary(src, kind, high) => {
+                let b = |x: &str| self.boundary(x, *kind, *high);
+                if let Boundary::Decimal(precision) = kind {
+                    return self.decimal_boundary(src, *precision, *high, cx, at);
+                }
+                match (self.lower(src, cx, at)?, kind) {
+                    (Val::One(x, dt), _) => Val::One(b(&x), dt),
+                    (Val::Many(l, dt), _) => {
+                        let v = self.var();
+                        Val::Many(d.transform(&l, &v, &b(&v)), dt)
+                    }
+                    (Val::Row, _) => return self.unsupported(at, "a boundary of the resource"),
+                }
+            }
+            Node::Repeat {
+                src,
+                levels,
+                dt,
+                cyclic,
+                beyond,
+            } => {
+                if *cyclic {
+                    return self.unsupported(at, "repeat over JSON");
+                }
+                let focus = self.lower(src, cx, at)?;
+                let start = Cx {
+                    focus,
+                    index: cx.index.clone(),
+                };
+                let mut items: Option<String> = None;
+                for p in levels.first().into_iter().flatten() {
+                    let children = self.lower(p, &start, at)?;
+                    let sub = self.expand_all(&children, 1, levels, dt, at)?;
+                    items = Some(match items {
+                        None => sub,
+                        Some(prev) => d.concat_lists(&prev, &sub),
+                    });
+                }
+                let Some(items) = items else {
+                    return self.unsupported(at, "a repeat that reaches nothing");
+                };
+                let items = if beyond.is_empty() {
+                    items
+                } else {
+                    // The typed columns hold the schema's depths; a row with deeper data (in
+                    // _overflow) stops the query rather than giving part of the items.
+                    let deeper = format!("/({})\":", beyond.join("|"));
+                    let overflow = format!("{ROOT}.{}", d.ident("_overflow"));
+                    let test = match d {
+                        Dialect::Duckdb => {
+                            format!("regexp_matches({overflow}, {})", d.string(&deeper))
+                        }
+                        Dialect::Spark => format!("{overflow} rlike {}", d.string(&deeper)),
+                    };
+                    format!(
+                        "CASE WHEN coalesce({test}, FALSE) THEN {} ELSE {items} END",
+                        d.error(&format!(
+                            "{at}: a resource nests {} deeper than the typed columns (kept in \
+                             _overflow): run this view with `fhir2parquet view`",
+                            beyond.join(", ")
+                        ))
+                    )
+                };
+                Val::Many(items, dt.clone())
+            }
+            // A path compiled over JSON reads typed columns where they hold it.
+            Node::JsonField(src, name, _) => self.field(&self.lower(src, cx, at)?, name, at)?,
+        })
+    }
+
+    /// `lowBoundary()` / `highBoundary()` of a decimal element, from the text it was written
+    /// with: the `_overflow` entry where the text differs from the value, else the value's
+    /// shortest text. Takes an element reached from the resource through single elements
+    /// (`value.ofType(Quantity).value`), whose JSON Pointer is known.
+    fn decimal_boundary(
+        &self,
+        src: &Node,
+        precision: Option<u8>,
+        high: bool,
+        cx: &Cx,
+        at: &str,
+    ) -> Result<Val> {
+        let d = self.d;
+        fn pointer(n: &Node) -> Option<String> {
+            match n {
+                Node::Focus => Some(String::new()),
+                Node::JsonField(inner, name, _) | Node::Field(inner, name) => {
+                    Some(format!("{}/{name}", pointer(inner)?))
+                }
+                _ => None,
+            }
+        }
+        let (Node::JsonField(inner, name, _), Val::Row, None) = (src, &cx.focus, precision) else {
+            return self.unsupported(
+                at,
+                "lowBoundary() / highBoundary() of a decimal other than an element of the resource \
+                 (without a precision)",
+            );
+        };
+        let Some(ptr) = pointer(src) else {
+            return self.unsupported(at, "lowBoundary() / highBoundary() of this decimal");
+        };
+        let Val::One(value, _) = self.field(&self.lower(inner, cx, at)?, name, at)? else {
+            return self.unsupported(at, "lowBoundary() / highBoundary() of a repeating decimal");
+        };
+        let overflow = format!("{ROOT}.{}", d.ident("_overflow"));
+        let (written, shortest, dot) = match d {
+            Dialect::Duckdb => (
+                format!(
+                    "json_extract_string({overflow}, {})",
+                    d.string(&format!("$.\"{ptr}\""))
+                ),
+                format!(
+                    "regexp_replace(regexp_replace(CAST({value} AS VARCHAR), '0+$', ''), '[.]$', '')"
+                ),
+                "strpos",
+            ),
+            Dialect::Spark => (
+                format!(
+                    "get_json_object({overflow}, {})",
+                    d.string(&format!("$['{ptr}']"))
+                ),
+                format!(
+                    "regexp_replace(regexp_replace(format_string('%.18f', {value}), '0+$', ''), '[.]$', '')"
+                ),
+                "instr",
+            ),
+        };
+        let t = format!("coalesce({written}, {shortest})");
+        let scale =
+            format!("CASE WHEN {t} LIKE '%.%' THEN length({t}) - {dot}({t}, '.') ELSE 0 END");
+        let half = format!(
+            "CAST({} AS DECIMAL(38,18))",
+            d.concat_strings(
+                &d.concat_strings("'0.'", &format!("repeat('0', {scale})")),
+                "'5'"
+            )
+        );
+        let v = format!("CAST({t} AS DECIMAL(38,18))");
+        let sign = if high { "+" } else { "-" };
+        Ok(Val::One(
+            format!(
+                "CASE WHEN {value} IS NULL OR lower({t}) LIKE '%e%' THEN NULL \
+                 WHEN {scale} >= 18 THEN {v} ELSE CAST({v} {sign} {half} AS DECIMAL(38,18)) END"
+            ),
+            DataType::Decimal128(38, 18),
+        ))
+    }
+
+    /// Depth first, the items of `children` (reached at depth `k`) each followed by what the
+    /// paths of the levels below reach from it, projected to `dt`.
+    fn expand_all(
+        &self,
+        children: &Val,
+        k: usize,
+        levels: &[Vec<Node>],
+        dt: &DataType,
+        at: &str,
+    ) -> Result<String> {
+        let d = self.d;
+        let cdt = Self::dt(children);
+        let list = self.many(children, at)?;
+        let y = self.var();
+        let mut each = d.list_of(&self.project(&y, &cdt, dt, at)?);
+        if k < levels.len() {
+            let item = Cx {
+                focus: Val::One(y.clone(), cdt.clone()),
+                index: "0".into(),
+            };
+            for p in &levels[k] {
+                let below = self.lower(p, &item, at)?;
+                each = d.concat_lists(&each, &self.expand_all(&below, k + 1, levels, dt, at)?);
+            }
+        }
+        Ok(d.flatten(&d.transform(&list, &y, &each)))
+    }
+
+    /// `x` (of type `from`) as a value of type `to`: the fields `to` has, recursively (the items
+    /// of a recursive element at several depths, made one type).
+    fn project(&self, x: &str, from: &DataType, to: &DataType, at: &str) -> Result<String> {
+        let d = self.d;
+        if from == to {
+            return Ok(x.to_string());
+        }
+        match (from, to) {
+            (DataType::Struct(ff), DataType::Struct(tf)) => {
+                let mut parts = Vec::new();
+                for f in tf {
+                    let src = ff
+                        .iter()
+                        .find(|g| g.name() == f.name())
+                        .ok_or_else(|| anyhow!("{at}: internal error: no field {}", f.name()))?;
+                    let e = self.project(
+                        &format!("({x}).{}", d.ident(f.name())),
+                        src.data_type(),
+                        f.data_type(),
+                        at,
+                    )?;
+                    parts.push(match d {
+                        Dialect::Duckdb => format!("{}: {e}", d.string(f.name())),
+                        Dialect::Spark => format!("{}, {e}", d.string(f.name())),
+                    });
+                }
+                let st = match d {
+                    Dialect::Duckdb => format!("{{{}}}", parts.join(", ")),
+                    Dialect::Spark => format!("named_struct({})", parts.join(", ")),
+                };
+                Ok(format!("CASE WHEN {x} IS NULL THEN NULL ELSE {st} END"))
+            }
+            (DataType::List(a), DataType::List(b)) => {
+                let v = self.var();
+                let inner = self.project(&v, a.data_type(), b.data_type(), at)?;
+                Ok(d.transform(x, &v, &inner))
+            }
+            (_, other) => self.cast(x, other, at),
+        }
+    }
+
+    /// `lowBoundary()` / `highBoundary()` of date, dateTime or time text, as the view runner
+    /// computes them ([`crate::view::fhirpath::eval::boundary`]).
+    fn boundary(&self, t: &str, kind: Boundary, high: bool) -> String {
+        let d = self.d;
+        let s = |x: &str| d.string(x);
+        let cat = |parts: &[String]| -> String {
+            parts
+                .iter()
+                .skip(1)
+                .fold(parts[0].clone(), |acc, p| d.concat_strings(&acc, p))
+        };
+        let pick = |lo: &str, hi: &str| s(if high { hi } else { lo });
+        let date = |x: &str| -> String {
+            let last_day = match d {
+                Dialect::Duckdb => format!(
+                    "strftime(last_day(CAST({} AS DATE)), '%Y-%m-%d')",
+                    cat(&[x.to_string(), s("-01")])
+                ),
+                Dialect::Spark => format!(
+                    "date_format(last_day(to_date({})), 'yyyy-MM-dd')",
+                    cat(&[x.to_string(), s("-01")])
+                ),
+            };
+            format!(
+                "CASE length({x}) WHEN 4 THEN {} WHEN 7 THEN {} ELSE {x} END",
+                cat(&[x.to_string(), pick("-01-01", "-12-31")]),
+                if high {
+                    last_day
+                } else {
+                    cat(&[x.to_string(), s("-01")])
+                }
+            )
+        };
+        let time = |c: &str| -> String {
+            let part = |pos: usize, lo: &str, hi: &str| {
+                format!(
+                    "CASE WHEN length({c}) >= {} THEN substr({c}, {pos}, 2) ELSE {} END",
+                    pos + 1,
+                    pick(lo, hi)
+                )
+            };
+            let f = d.regex_group(c, "[.]([0-9]+)", 1);
+            let frac = format!(
+                "CASE WHEN {f} IS NULL THEN {} WHEN length({f}) >= 3 THEN {f} ELSE rpad({f}, 3, {}) END",
+                pick("000", "999"),
+                pick("0", "9")
+            );
+            cat(&[
+                format!("substr({c}, 1, 2)"),
+                s(":"),
+                part(4, "00", "59"),
+                s(":"),
+                part(7, "00", "59"),
+                s("."),
+                frac,
+            ])
+        };
+        match kind {
+            Boundary::Date => date(t),
+            Boundary::Time => time(t),
+            Boundary::DateTime | Boundary::Decimal(_) => {
+                let day = date(&format!("regexp_extract({t}, {}, 1)", s("^([0-9-]+)")));
+                let clock = d.regex_group(t, "T([0-9:.]+)", 1);
+                let offset = d.regex_group(t, "T[0-9:.]+(Z|[+-][0-9:]+)$", 1);
+                format!(
+                    "CASE WHEN {clock} IS NULL THEN {} ELSE {} END",
+                    cat(&[
+                        day.clone(),
+                        pick("T00:00:00.000+14:00", "T23:59:59.999-12:00")
+                    ]),
+                    cat(&[
+                        day,
+                        s("T"),
+                        time(&clock),
+                        format!("coalesce({offset}, {})", pick("+14:00", "-12:00")),
+                    ])
+                )
+            }
+        }
+    }
+
+    /// The id a reference text points to (as `getReferenceKey()` reads it), when its type is
+    /// `want` (or any).
+    fn reference_key(&self, s: &str, want: Option<&str>) -> String {
+        let d = self.d;
+        const TYPED: &str = "^(?:.*/)?([A-Z][A-Za-z0-9]*)/([^/?]+)(?:/_history/[^/]+)?$";
+        let typed = format!(
+            "CASE WHEN {s} NOT LIKE '%?%' THEN {} END",
+            d.regex_group(s, TYPED, 2)
+        );
+        match want {
+            Some(t) => format!(
+                "CASE WHEN {} = {} THEN {typed} END",
+                d.regex_group(s, TYPED, 1),
+                d.string(t)
+            ),
+            None => format!(
+                "coalesce({}, {}, {typed})",
+                d.regex_group(s, "^#(.+)$", 1),
+                d.regex_group(s, "^urn:(?:uuid|oid):(.+)$", 1)
+            ),
+        }
+    }
+
+    /// A column of the view: one value (an error when there are more), or the list.
+    fn output(&self, v: &Val, collection: bool, dt: &DataType, at: &str) -> Result<String> {
+        let d = self.d;
+        let text = |e: String| -> Result<String> {
+            Ok(match dt {
+                DataType::Binary => d.base64(&e),
+                DataType::Null => self.cast("NULL", &DataType::Utf8, at)?,
+                _ => e,
+            })
+        };
+        if collection {
+            let list = self.many(v, at)?;
+            return Ok(match dt {
+                DataType::Binary => {
+                    let w = self.var();
+                    d.transform(&list, &w, &d.base64(&w))
+                }
+                DataType::Null => format!(
+                    "CAST({} AS {})",
+                    d.empty_list(),
+                    match d {
+                        Dialect::Duckdb => "VARCHAR[]",
+                        Dialect::Spark => "ARRAY<STRING>",
+                    }
+                ),
+                _ => list,
+            });
+        }
+        match v {
+            Val::One(x, _) => text(x.clone()),
+            Val::Many(l, _) => text(format!(
+                "CASE WHEN {} > 1 THEN {} ELSE {} END",
+                d.len(l),
+                d.error(&format!(
+                    "{at}: gave more than one value where one was expected (set \"collection\": true, or use first())"
+                )),
+                d.at(l, "1")
+            )),
+            Val::Row => self.unsupported(at, "the whole resource as a column"),
+        }
+    }
+
+    /// The join that unnests `list` as the `k`th item column: the join, the item, its index.
+    fn unnest(&self, list: &str, or_null: bool, k: usize) -> (String, String, String) {
+        match self.d {
+            Dialect::Duckdb => {
+                let t = format!("u{k}");
+                let items = format!(
+                    "list_transform({list}, (x, i) -> {{'i': CAST(i - 1 AS INTEGER), 'v': x}})"
+                );
+                (
+                    format!(
+                        "{} JOIN LATERAL (SELECT unnest({items}) AS e) AS {t} ON TRUE",
+                        if or_null { "LEFT" } else { "INNER" }
+                    ),
+                    format!("{t}.e.v"),
+                    format!("coalesce({t}.e.i, 0)"),
+                )
+            }
+            Dialect::Spark => (
+                format!(
+                    "LATERAL VIEW {}posexplode({list}) u{k} AS i{k}, v{k}",
+                    if or_null { "OUTER " } else { "" }
+                ),
+                format!("v{k}"),
+                format!("CAST(coalesce(i{k}, 0) AS INT)"),
+            ),
+        }
+    }
+}

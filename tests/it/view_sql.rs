@@ -1,0 +1,208 @@
+//! ViewDefinitions compiled to the SQL of other engines (`view --sql`), run the way a user would:
+//! the official suite's resources → `convert` → tables in the engine over the Parquet → the
+//! compiled statement run by the engine (DuckDB and Spark SQL, both real, from PyPI) → rows
+//! compared as the reference runner compares them. A report per dialect is written to
+//! `target/sql-on-fhir/test_report_<dialect>.json`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fhir2parquet::view::lower::{to_sql, Dialect, SqlOptions};
+use fhir2parquet::view::ViewDefinition;
+use serde_json::{json, Value};
+
+use crate::view::{canonical, current_expectation, SUPERSEDED};
+use crate::{convert_opts, python_has, shared};
+
+/// Cases a dialect does not pass yet, with why (also in the README's dialect matrix).
+const NOT_YET: &[(Dialect, &str, &str)] = &[];
+
+/// One case of the suite: its id, the case (with the current expectation where superseded) and
+/// the dataset its resources were converted to.
+struct Case {
+    id: String,
+    case: Value,
+    dataset: PathBuf,
+}
+
+fn suite(tmp: &Path) -> Vec<Case> {
+    let dir = shared("sql-on-fhir-v2/tests");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in &files {
+        let name = file.file_name().unwrap().to_str().unwrap().to_string();
+        let suite: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        let input = tmp.join(format!("{name}.ndjson"));
+        let lines: Vec<String> = suite["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        std::fs::write(&input, lines.join("\n")).unwrap();
+        let dataset = tmp.join(format!("{name}.out"));
+        fhir2parquet::convert::run(&[input], &convert_opts(&dataset)).unwrap();
+        for case in suite["tests"].as_array().unwrap() {
+            let id = format!("{name}/{}", case["title"].as_str().unwrap());
+            let case = if SUPERSEDED.iter().any(|s| s.0 == id) {
+                current_expectation(case)
+            } else {
+                case.clone()
+            };
+            out.push(Case {
+                id,
+                case,
+                dataset: dataset.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Whether the engine's outcome is what the case expects.
+fn judge(case: &Value, outcome: &Value) -> Result<(), String> {
+    let expect_error = case.get("expectError").and_then(Value::as_bool) == Some(true);
+    let rows = match (outcome.get("rows"), outcome.get("error")) {
+        (_, Some(_)) if expect_error => return Ok(()),
+        (_, Some(e)) => return Err(format!("engine: {}", e.as_str().unwrap_or_default())),
+        (Some(_), _) if expect_error => return Err("expected an error, the view ran".into()),
+        (Some(r), _) => r.as_array().unwrap().clone(),
+        _ => return Err("no outcome".into()),
+    };
+    if let Some(n) = case.get("expectCount").and_then(Value::as_u64) {
+        return if rows.len() as u64 == n {
+            Ok(())
+        } else {
+            Err(format!("expected {n} rows, got {}", rows.len()))
+        };
+    }
+    let expect = case["expect"].as_array().ok_or("no expect")?;
+    if let (Some(first), Some(got)) = (expect.first(), rows.first()) {
+        let mut want: Vec<&String> = first.as_object().unwrap().keys().collect();
+        let mut have: Vec<&String> = got.as_object().unwrap().keys().collect();
+        want.sort();
+        have.sort();
+        if want != have {
+            return Err(format!("expected columns {want:?}, got {have:?}"));
+        }
+    }
+    let (want, got) = (canonical(expect), canonical(&rows));
+    if want == got {
+        Ok(())
+    } else {
+        Err(format!("expected rows {want:?}, got {got:?}"))
+    }
+}
+
+/// Compiles every case for `dialect`, runs them in `engine`, and checks the outcomes against
+/// [`NOT_YET`].
+fn run(dialect: Dialect, cases: &[Case], tmp: &Path) -> Vec<String> {
+    let mut outcomes: BTreeMap<String, Result<(), String>> = BTreeMap::new();
+    let mut jobs = Vec::new();
+    for c in cases {
+        let expect_error = c.case.get("expectError").and_then(Value::as_bool) == Some(true);
+        let sql = ViewDefinition::from_json(&c.case["view"])
+            .and_then(|v| to_sql(&v, &SqlOptions::new(dialect)));
+        match sql {
+            Ok(sql) => jobs.push(json!({"id": c.id, "dataset": c.dataset, "sql": sql})),
+            Err(_) if expect_error => {
+                outcomes.insert(c.id.clone(), Ok(()));
+            }
+            Err(e) => {
+                outcomes.insert(c.id.clone(), Err(format!("compile: {e:#}")));
+            }
+        }
+    }
+    let jobs_path = tmp.join(format!("{}-jobs.json", dialect.name()));
+    let results_path = tmp.join(format!("{}-results.json", dialect.name()));
+    std::fs::write(&jobs_path, serde_json::to_vec(&jobs).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/view_sql/run.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .arg(dialect.name())
+        .arg(&jobs_path)
+        .arg(&results_path)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}: {}",
+        dialect.name(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let results: BTreeMap<String, Value> =
+        serde_json::from_slice(&std::fs::read(&results_path).unwrap()).unwrap();
+    for c in cases {
+        if let Some(r) = results.get(&c.id) {
+            outcomes.insert(c.id.clone(), judge(&c.case, r));
+        }
+    }
+    // The report, in the official format, one per dialect.
+    let mut report: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for c in cases {
+        let (file, title) = c.id.split_once('/').unwrap();
+        let result = match &outcomes[&c.id] {
+            Ok(()) => json!({"passed": true}),
+            Err(e) => json!({"passed": false, "reason": e}),
+        };
+        report
+            .entry(file.to_string())
+            .or_default()
+            .push(json!({"name": title, "result": result}));
+    }
+    let report: serde_json::Map<String, Value> = report
+        .into_iter()
+        .map(|(f, tests)| (f, json!({ "tests": tests })))
+        .collect();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+        "target/sql-on-fhir/test_report_{}.json",
+        dialect.name()
+    ));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+
+    let known = |id: &str| NOT_YET.iter().any(|(d, k, _)| *d == dialect && *k == id);
+    let mut problems: Vec<String> = outcomes
+        .iter()
+        .filter(|(id, r)| r.is_err() && !known(id))
+        .map(|(id, r)| format!("- {} {id}: {}", dialect.name(), r.as_ref().unwrap_err()))
+        .collect();
+    for (_, id, _) in NOT_YET.iter().filter(|k| k.0 == dialect) {
+        if outcomes[*id].is_ok() {
+            problems.push(format!(
+                "- {} {id} passes now: take it off NOT_YET and the README",
+                dialect.name()
+            ));
+        }
+    }
+    let passed = outcomes.values().filter(|r| r.is_ok()).count();
+    eprintln!("{}: {passed} of {} cases pass", dialect.name(), cases.len());
+    problems
+}
+
+#[test]
+fn the_official_suite_compiled_to_duckdb_and_spark_sql() {
+    let duckdb = python_has("duckdb", "duckdb");
+    let spark = python_has("pyspark", "pyspark")
+        && crate::cloud::installed("java", "a Java runtime (apt install default-jre-headless)");
+    if !duckdb && !spark {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = suite(tmp.path());
+    assert_eq!(cases.len(), 134);
+    let mut problems = Vec::new();
+    if duckdb {
+        problems.extend(run(Dialect::Duckdb, &cases, tmp.path()));
+    }
+    if spark {
+        problems.extend(run(Dialect::Spark, &cases, tmp.path()));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -1,0 +1,92 @@
+"""Runs compiled ViewDefinitions (SQL of one dialect) in a real engine, the way a user would: the
+dataset `convert` wrote is made tables (DuckDB: views over read_parquet; Spark: temporary views
+over the Parquet folders), then each statement runs and its rows are written back as JSON.
+
+    python3 run.py duckdb|spark JOBS.json RESULTS.json
+
+JOBS.json: [{"id": ..., "dataset": DIR, "sql": SQL}]; RESULTS.json: {id: {"rows": [...]} or
+{"error": text}}.
+"""
+
+import datetime
+import decimal
+import json
+import os
+import sys
+
+engine, jobs_path, results_path = sys.argv[1], sys.argv[2], sys.argv[3]
+jobs = json.load(open(jobs_path))
+
+
+def plain(v):
+    """A value as JSON: decimals as numbers, timestamps as text, rows as objects."""
+    if isinstance(v, decimal.Decimal):
+        return float(v)
+    if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
+        return v.isoformat()
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, (bytes, bytearray)):
+        return v.decode("latin-1")
+    return v
+
+
+def types_of(dataset):
+    return sorted(
+        t for t in os.listdir(dataset)
+        if os.path.isdir(os.path.join(dataset, t)) and not t.startswith("_"))
+
+
+results = {}
+if engine == "duckdb":
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    current = None
+    for job in jobs:
+        if job["dataset"] != current:
+            current = job["dataset"]
+            for t in types_of(current):
+                con.execute(
+                    f"CREATE OR REPLACE VIEW \"{t}\" AS SELECT * FROM "
+                    f"read_parquet('{os.path.join(current, t)}/**/*.parquet')")
+        try:
+            cur = con.execute(job["sql"])
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, (plain(v) for v in r))) for r in cur.fetchall()]
+            results[job["id"]] = {"rows": rows}
+        except Exception as e:  # the engine's error is the case's result
+            results[job["id"]] = {"error": f"{type(e).__name__}: {e}"}
+
+elif engine == "spark":
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("fhir2parquet-view-sql")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", "2")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    current = None
+    for job in jobs:
+        if job["dataset"] != current:
+            current = job["dataset"]
+            for t in types_of(current):
+                spark.read.parquet(os.path.join(current, t)).createOrReplaceTempView(t)
+        try:
+            rows = [plain(r.asDict(recursive=True)) for r in spark.sql(job["sql"]).collect()]
+            results[job["id"]] = {"rows": rows}
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            results[job["id"]] = {"error": f"{type(e).__name__}: {first}"}
+    spark.stop()
+else:
+    sys.exit(f"unknown engine {engine}")
+
+json.dump(results, open(results_path, "w"))
