@@ -81,3 +81,7 @@ python3 bench/views.py "$work/patients-out" examples/views/patient_demographics.
     examples/views/patient_geolocation.json
 view_input observations 520 Patient Observation
 python3 bench/views.py "$work/observations-out" examples/views/observations.json
+echo
+echo "views compiled to DuckDB SQL (view --sql duckdb) in DuckDB, beside fhir2parquet view:"
+python3 bench/view_sql.py "$work/patients-out" examples/views/patient_demographics.json
+python3 bench/view_sql.py "$work/observations-out" examples/views/observations.json

@@ -955,3 +955,105 @@ impl Lower {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sql(view: serde_json::Value, opts: &SqlOptions) -> Result<String> {
+        to_sql(&ViewDefinition::from_json(&view).unwrap(), opts)
+    }
+
+    fn names_view() -> serde_json::Value {
+        json!({"resource": "Patient", "select": [
+            {"column": [{"name": "id", "path": "getResourceKey()"}]},
+            {"forEachOrNull": "name", "column": [
+                {"name": "family", "path": "family"},
+                {"name": "given", "path": "given.join(' ')"},
+                {"name": "i", "path": "%rowIndex"}]}]})
+    }
+
+    #[test]
+    fn each_dialect_spells_lists_lambdas_and_unnesting_its_way() {
+        let duck = sql(names_view(), &SqlOptions::new(Dialect::Duckdb)).unwrap();
+        assert!(duck.contains("FROM \"Patient\" AS r"), "{duck}");
+        assert!(
+            duck.contains("list_filter(coalesce(r.\"name\", [])"),
+            "{duck}"
+        );
+        assert!(duck.contains("LEFT JOIN LATERAL (SELECT unnest("), "{duck}");
+        assert!(duck.contains("array_to_string("), "{duck}");
+        assert!(duck.contains("coalesce(u0.e.i, 0) AS \"i\""), "{duck}");
+
+        let spark = sql(names_view(), &SqlOptions::new(Dialect::Spark)).unwrap();
+        assert!(spark.contains("FROM `Patient` AS r"), "{spark}");
+        assert!(
+            spark.contains("filter(coalesce(r.`name`, array())"),
+            "{spark}"
+        );
+        assert!(spark.contains("LATERAL VIEW OUTER posexplode("), "{spark}");
+        assert!(spark.contains("array_join("), "{spark}");
+        assert!(!spark.contains("list_"), "{spark}");
+    }
+
+    #[test]
+    fn text_literals_are_escaped_per_dialect() {
+        assert_eq!(Dialect::Duckdb.string("O'Brien \\ x"), "'O''Brien \\ x'");
+        assert_eq!(Dialect::Spark.string("O'Brien \\ x"), "'O\\'Brien \\\\ x'");
+        assert_eq!(Dialect::Duckdb.ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(Dialect::Spark.ident("a`b"), "`a``b`");
+    }
+
+    #[test]
+    fn tables_and_create_view() {
+        let mut opts = SqlOptions::new(Dialect::Spark);
+        opts.tables
+            .insert("Patient".into(), "fhir.patient_table".into());
+        opts.create_view = Some("analytics.names".into());
+        let s = sql(names_view(), &opts).unwrap();
+        assert!(
+            s.starts_with("CREATE OR REPLACE VIEW `analytics`.`names` AS\nSELECT"),
+            "{s}"
+        );
+        assert!(s.contains("FROM `fhir`.`patient_table` AS r"), "{s}");
+    }
+
+    #[test]
+    fn a_single_column_with_several_values_fails_in_the_engine() {
+        let v = json!({"resource": "Patient", "select": [{"column": [
+            {"name": "family", "path": "name.family"}]}]});
+        let duck = sql(v.clone(), &SqlOptions::new(Dialect::Duckdb)).unwrap();
+        assert!(duck.contains("error('select[0].column[0].path: gave more than one value"));
+        let spark = sql(v, &SqlOptions::new(Dialect::Spark)).unwrap();
+        assert!(spark.contains("raise_error('select[0].column[0].path: gave more than one value"));
+    }
+
+    #[test]
+    fn what_a_dialect_cannot_express_names_the_place_and_the_dialect() {
+        let v = json!({"resource": "Patient", "select": [{"forEach": "address", "column": [
+            {"name": "lat", "path": "extension('http://hl7.org/fhir/StructureDefinition/geolocation').extension('latitude').value.ofType(decimal)"}]}]});
+        let e = format!(
+            "{:#}",
+            sql(v, &SqlOptions::new(Dialect::Spark)).unwrap_err()
+        );
+        assert!(e.contains("select[0]"), "{e}");
+        assert!(e.contains("spark SQL"), "{e}");
+        assert!(e.contains("_overflow"), "{e}");
+    }
+
+    #[test]
+    fn repeat_is_bounded_by_the_typed_depth_with_a_guard() {
+        let v = json!({"resource": "Questionnaire", "select": [{"repeat": ["item"], "column": [
+            {"name": "link", "path": "linkId"}]}]});
+        let duck = sql(v, &SqlOptions::new(Dialect::Duckdb)).unwrap();
+        assert!(
+            duck.contains("regexp_matches(r.\"_overflow\", '/(item)\":')"),
+            "{duck}"
+        );
+        assert!(
+            duck.contains("nests item deeper than the typed columns"),
+            "{duck}"
+        );
+    }
+}

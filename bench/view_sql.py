@@ -1,0 +1,58 @@
+"""Views compiled to DuckDB SQL (`view --sql duckdb`) run by DuckDB over a converted dataset's
+Parquet, side by side with `fhir2parquet view` on the same data: rows, seconds, rows/s. Both
+write the rows to Parquet; best of 3; the release binary.
+
+usage: python3 bench/view_sql.py OUT VIEW.json...
+"""
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import duckdb
+
+
+def best(f):
+    runs = []
+    for _ in range(3):
+        t = time.perf_counter()
+        rows = f()
+        runs.append((time.perf_counter() - t, rows))
+    return min(runs)
+
+
+def main():
+    out, views = sys.argv[1], sys.argv[2:]
+    exe = os.path.join(os.path.dirname(__file__), "..", "target", "release", "fhir2parquet")
+    with tempfile.TemporaryDirectory() as tmp:
+        for view in views:
+            name = os.path.basename(view).removesuffix(".json")
+            sql = subprocess.run([exe, "view", view, "--sql", "duckdb"], capture_output=True,
+                                 text=True, check=True).stdout
+            sql = "\n".join(l for l in sql.splitlines() if not l.startswith("--")).rstrip().rstrip(";")
+
+            def ours():
+                p = subprocess.run([exe, "view", view, "--data", out, "-o",
+                                    os.path.join(tmp, name + ".parquet")],
+                                   capture_output=True, text=True, check=True)
+                return int(re.search(r": (\d+) rows", p.stderr).group(1))
+
+            def duck():
+                con = duckdb.connect()
+                for t in os.listdir(out):
+                    if os.path.isdir(os.path.join(out, t)) and not t.startswith("_"):
+                        con.execute(f"CREATE VIEW \"{t}\" AS SELECT * FROM "
+                                    f"read_parquet('{out}/{t}/**/*.parquet')")
+                dest = os.path.join(tmp, name + ".duckdb.parquet")
+                con.execute(f"COPY ({sql}) TO '{dest}' (FORMAT parquet)")
+                return con.execute(f"SELECT count(*) FROM '{dest}'").fetchone()[0]
+
+            for who, f in [("fhir2parquet view", ours), ("DuckDB, compiled SQL", duck)]:
+                secs, rows = best(f)
+                print(f"{name:<22} {who:<22} {rows:>9} rows {secs:6.2f} s {rows / secs:11.0f} rows/s")
+
+
+if __name__ == "__main__":
+    main()
