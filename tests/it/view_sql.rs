@@ -186,6 +186,62 @@ fn run(dialect: Dialect, cases: &[Case], tmp: &Path) -> Vec<String> {
     problems
 }
 
+/// Compiles every case for a dialect with no engine here and parses the statements with
+/// sqlglot in that dialect.
+fn parse(dialect: Dialect, cases: &[Case], tmp: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut jobs = Vec::new();
+    for c in cases {
+        let expect_error = c.case.get("expectError").and_then(Value::as_bool) == Some(true);
+        match ViewDefinition::from_json(&c.case["view"])
+            .and_then(|v| to_sql(&v, &SqlOptions::new(dialect)))
+        {
+            Ok(sql) => jobs.push(json!({"id": c.id, "dialect": dialect.name(), "sql": sql})),
+            Err(_) if expect_error => {}
+            Err(e) => problems.push(format!("- {} {}: compile: {e:#}", dialect.name(), c.id)),
+        }
+    }
+    let jobs_path = tmp.join(format!("{}-parse.json", dialect.name()));
+    let results_path = tmp.join(format!("{}-parsed.json", dialect.name()));
+    std::fs::write(&jobs_path, serde_json::to_vec(&jobs).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/view_sql/parse.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .arg(&jobs_path)
+        .arg(&results_path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let results: BTreeMap<String, Value> =
+        serde_json::from_slice(&std::fs::read(&results_path).unwrap()).unwrap();
+    for (id, r) in &results {
+        if let Some(e) = r.as_str() {
+            problems.push(format!("- {} {id}: sqlglot: {e}", dialect.name()));
+        }
+    }
+    eprintln!(
+        "{}: {} of {} compiled statements parse",
+        dialect.name(),
+        results.values().filter(|r| r.is_null()).count(),
+        results.len()
+    );
+    problems
+}
+
+#[test]
+fn the_official_suite_compiled_to_bigquery_and_trino_sql_parses() {
+    if !python_has("sqlglot", "sqlglot") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = suite(tmp.path());
+    let mut problems = Vec::new();
+    for d in [Dialect::Bigquery, Dialect::Trino] {
+        problems.extend(parse(d, &cases, tmp.path()));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 #[test]
 fn the_official_suite_compiled_to_duckdb_and_spark_sql() {
     let duckdb = python_has("duckdb", "duckdb");

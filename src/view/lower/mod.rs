@@ -275,14 +275,13 @@ impl Lower {
                 let w = self.var();
                 Ok(match &dt {
                     DataType::List(f) => {
-                        let lists = self.d.transform(
+                        let items = self.d.flat_map(
                             l,
                             &v,
                             &format!("coalesce({v}.{q}, {})", self.d.empty_list()),
                         );
                         Val::Many(
-                            self.d
-                                .filter(&self.d.flatten(&lists), &w, &format!("{w} IS NOT NULL")),
+                            self.d.filter(&items, &w, &format!("{w} IS NOT NULL")),
                             f.data_type().clone(),
                         )
                     }
@@ -308,17 +307,19 @@ impl Lower {
                 Val::One("NULL".into(), s.data_type())
             }
             ScalarValue::Utf8(Some(t)) => Val::One(d.string(t), DataType::Utf8),
-            ScalarValue::Int32(Some(i)) => {
-                Val::One(format!("CAST({i} AS INTEGER)"), DataType::Int32)
-            }
+            ScalarValue::Int32(Some(i)) => Val::One(
+                self.cast(&i.to_string(), &DataType::Int32, at)?,
+                DataType::Int32,
+            ),
             ScalarValue::Boolean(Some(b)) => {
                 Val::One(if *b { "TRUE" } else { "FALSE" }.into(), DataType::Boolean)
             }
             ScalarValue::Decimal128(Some(v), p, sc) => Val::One(
-                format!(
-                    "CAST({} AS DECIMAL(38,18))",
-                    d.string(&crate::decode::decimal::decimal_text(*v))
-                ),
+                self.cast(
+                    &d.string(&crate::decode::decimal::decimal_text(*v)),
+                    &DataType::Decimal128(*p, *sc),
+                    at,
+                )?,
                 DataType::Decimal128(*p, *sc),
             ),
             ScalarValue::Decimal128(None, p, sc) => {
@@ -327,11 +328,7 @@ impl Lower {
             ScalarValue::Binary(Some(b)) => {
                 use base64::Engine as _;
                 let text = d.string(&base64::engine::general_purpose::STANDARD.encode(b));
-                let e = match d {
-                    Dialect::Duckdb => format!("from_base64({text})"),
-                    Dialect::Spark => format!("unbase64({text})"),
-                };
-                Val::One(e, DataType::Binary)
+                Val::One(d.unbase64(&text), DataType::Binary)
             }
             ScalarValue::TimestampMicrosecond(Some(us), tz) => {
                 let text = crate::decode::datetime::instant_text(*us);
@@ -503,16 +500,14 @@ impl Lower {
                     )
                 } else {
                     let dec = DataType::Decimal128(38, 18);
+                    let f = |x: &str| self.cast(x, &DataType::Float64, at);
+                    let (fa, fb) = (f(&a)?, f(&b)?);
                     let e = match op {
                         Op::Add => format!("({a} + {b})"),
                         Op::Sub => format!("({a} - {b})"),
-                        Op::Mul => format!("(CAST({a} AS DOUBLE) * CAST({b} AS DOUBLE))"),
-                        Op::Div => {
-                            format!("(CAST({a} AS DOUBLE) / nullif(CAST({b} AS DOUBLE), 0))")
-                        }
-                        Op::IntDiv => {
-                            format!("floor(CAST({a} AS DOUBLE) / nullif(CAST({b} AS DOUBLE), 0))")
-                        }
+                        Op::Mul => format!("({fa} * {fb})"),
+                        Op::Div => format!("({fa} / nullif({fb}, 0))"),
+                        Op::IntDiv => format!("floor({fa} / nullif({fb}, 0))"),
                         Op::Mod => format!("({a} % nullif({b}, 0))"),
                         _ => bail!("{at}: internal error: {op:?}"),
                     };
@@ -611,12 +606,7 @@ impl Lower {
                     // _overflow) stops the query rather than giving part of the items.
                     let deeper = format!("/({})\":", beyond.join("|"));
                     let overflow = format!("{ROOT}.{}", d.ident("_overflow"));
-                    let test = match d {
-                        Dialect::Duckdb => {
-                            format!("regexp_matches({overflow}, {})", d.string(&deeper))
-                        }
-                        Dialect::Spark => format!("{overflow} rlike {}", d.string(&deeper)),
-                    };
+                    let test = d.regex_test(&overflow, &deeper);
                     format!(
                         "CASE WHEN coalesce({test}, FALSE) THEN {} ELSE {items} END",
                         d.error(&format!(
@@ -669,46 +659,38 @@ impl Lower {
             return self.unsupported(at, "lowBoundary() / highBoundary() of a repeating decimal");
         };
         let overflow = format!("{ROOT}.{}", d.ident("_overflow"));
-        let (written, shortest, dot) = match d {
-            Dialect::Duckdb => (
-                format!(
-                    "json_extract_string({overflow}, {})",
-                    d.string(&format!("$.\"{ptr}\""))
-                ),
-                format!(
-                    "regexp_replace(regexp_replace(CAST({value} AS VARCHAR), '0+$', ''), '[.]$', '')"
-                ),
-                "strpos",
-            ),
-            Dialect::Spark => (
-                format!(
-                    "get_json_object({overflow}, {})",
-                    d.string(&format!("$['{ptr}']"))
-                ),
-                format!(
-                    "regexp_replace(regexp_replace(format_string('%.18f', {value}), '0+$', ''), '[.]$', '')"
-                ),
-                "instr",
-            ),
-        };
-        let t = format!("coalesce({written}, {shortest})");
-        let scale =
-            format!("CASE WHEN {t} LIKE '%.%' THEN length({t}) - {dot}({t}, '.') ELSE 0 END");
-        let half = format!(
-            "CAST({} AS DECIMAL(38,18))",
-            d.concat_strings(
-                &d.concat_strings("'0.'", &format!("repeat('0', {scale})")),
-                "'5'"
-            )
+        let written = d.json_member(&overflow, &ptr);
+        let full = d.decimal_text(&value);
+        let shortest = format!(
+            "CASE WHEN {full} LIKE '%.%' THEN \
+             regexp_replace(regexp_replace({full}, '0+$', ''), '[.]$', '') ELSE {full} END"
         );
-        let v = format!("CAST({t} AS DECIMAL(38,18))");
+        let t = format!("coalesce({written}, {shortest})");
+        let scale = format!(
+            "CASE WHEN {t} LIKE '%.%' THEN length({t}) - {} ELSE 0 END",
+            d.position(&t, "'.'")
+        );
+        let dec = DataType::Decimal128(38, 18);
+        let half = self.cast(
+            &d.concat_strings(
+                &format!(
+                    "rpad('0.', {}, '0')",
+                    self.cast(&format!("{scale} + 2"), &DataType::Int32, at)?
+                ),
+                "'5'",
+            ),
+            &dec,
+            at,
+        )?;
+        let v = self.cast(&t, &dec, at)?;
         let sign = if high { "+" } else { "-" };
+        let moved = self.cast(&format!("{v} {sign} {half}"), &dec, at)?;
         Ok(Val::One(
             format!(
                 "CASE WHEN {value} IS NULL OR lower({t}) LIKE '%e%' THEN NULL \
-                 WHEN {scale} >= 18 THEN {v} ELSE CAST({v} {sign} {half} AS DECIMAL(38,18)) END"
+                 WHEN {scale} >= 18 THEN {v} ELSE {moved} END"
             ),
-            DataType::Decimal128(38, 18),
+            dec,
         ))
     }
 
@@ -737,7 +719,7 @@ impl Lower {
                 each = d.concat_lists(&each, &self.expand_all(&below, k + 1, levels, dt, at)?);
             }
         }
-        Ok(d.flatten(&d.transform(&list, &y, &each)))
+        Ok(d.flat_map(&list, &y, &each))
     }
 
     /// `x` (of type `from`) as a value of type `to`: the fields `to` has, recursively (the items
@@ -761,15 +743,9 @@ impl Lower {
                         f.data_type(),
                         at,
                     )?;
-                    parts.push(match d {
-                        Dialect::Duckdb => format!("{}: {e}", d.string(f.name())),
-                        Dialect::Spark => format!("{}, {e}", d.string(f.name())),
-                    });
+                    parts.push((f.name().clone(), e));
                 }
-                let st = match d {
-                    Dialect::Duckdb => format!("{{{}}}", parts.join(", ")),
-                    Dialect::Spark => format!("named_struct({})", parts.join(", ")),
-                };
+                let st = d.struct_of(&parts, to);
                 Ok(format!("CASE WHEN {x} IS NULL THEN NULL ELSE {st} END"))
             }
             (DataType::List(a), DataType::List(b)) => {
@@ -794,16 +770,7 @@ impl Lower {
         };
         let pick = |lo: &str, hi: &str| s(if high { hi } else { lo });
         let date = |x: &str| -> String {
-            let last_day = match d {
-                Dialect::Duckdb => format!(
-                    "strftime(last_day(CAST({} AS DATE)), '%Y-%m-%d')",
-                    cat(&[x.to_string(), s("-01")])
-                ),
-                Dialect::Spark => format!(
-                    "date_format(last_day(to_date({})), 'yyyy-MM-dd')",
-                    cat(&[x.to_string(), s("-01")])
-                ),
-            };
+            let last_day = d.month_end(&cat(&[x.to_string(), s("-01")]));
             format!(
                 "CASE length({x}) WHEN 4 THEN {} WHEN 7 THEN {} ELSE {x} END",
                 cat(&[x.to_string(), pick("-01-01", "-12-31")]),
@@ -842,7 +809,7 @@ impl Lower {
             Boundary::Date => date(t),
             Boundary::Time => time(t),
             Boundary::DateTime | Boundary::Decimal(_) => {
-                let day = date(&format!("regexp_extract({t}, {}, 1)", s("^([0-9-]+)")));
+                let day = date(&d.regex_group(t, "^([0-9-]+)", 1));
                 let clock = d.regex_group(t, "T([0-9:.]+)", 1);
                 let offset = d.regex_group(t, "T[0-9:.]+(Z|[+-][0-9:]+)$", 1);
                 format!(
@@ -905,10 +872,10 @@ impl Lower {
                 DataType::Null => format!(
                     "CAST({} AS {})",
                     d.empty_list(),
-                    match d {
-                        Dialect::Duckdb => "VARCHAR[]",
-                        Dialect::Spark => "ARRAY<STRING>",
-                    }
+                    d.full_type(&DataType::List(std::sync::Arc::new(
+                        arrow::datatypes::Field::new_list_field(DataType::Utf8, true)
+                    )))
+                    .expect("a list of text")
                 ),
                 _ => list,
             });
@@ -929,30 +896,7 @@ impl Lower {
 
     /// The join that unnests `list` as the `k`th item column: the join, the item, its index.
     fn unnest(&self, list: &str, or_null: bool, k: usize) -> (String, String, String) {
-        match self.d {
-            Dialect::Duckdb => {
-                let t = format!("u{k}");
-                let items = format!(
-                    "list_transform({list}, (x, i) -> {{'i': CAST(i - 1 AS INTEGER), 'v': x}})"
-                );
-                (
-                    format!(
-                        "{} JOIN LATERAL (SELECT unnest({items}) AS e) AS {t} ON TRUE",
-                        if or_null { "LEFT" } else { "INNER" }
-                    ),
-                    format!("{t}.e.v"),
-                    format!("coalesce({t}.e.i, 0)"),
-                )
-            }
-            Dialect::Spark => (
-                format!(
-                    "LATERAL VIEW {}posexplode({list}) u{k} AS i{k}, v{k}",
-                    if or_null { "OUTER " } else { "" }
-                ),
-                format!("v{k}"),
-                format!("CAST(coalesce(i{k}, 0) AS INT)"),
-            ),
-        }
+        self.d.unnest(list, or_null, k)
     }
 }
 
@@ -995,6 +939,32 @@ mod tests {
         assert!(spark.contains("LATERAL VIEW OUTER posexplode("), "{spark}");
         assert!(spark.contains("array_join("), "{spark}");
         assert!(!spark.contains("list_"), "{spark}");
+
+        let trino = sql(names_view(), &SqlOptions::new(Dialect::Trino)).unwrap();
+        assert!(
+            trino.contains("filter(coalesce(r.\"name\", ARRAY[])"),
+            "{trino}"
+        );
+        assert!(
+            trino.contains("LEFT JOIN UNNEST(transform(")
+                && trino.contains("WITH ORDINALITY AS u0(v, i) ON TRUE"),
+            "{trino}"
+        );
+        assert!(
+            trino.contains("coalesce(CAST(u0.i AS INTEGER) - 1, 0) AS \"i\""),
+            "{trino}"
+        );
+
+        // BigQuery has no lambdas: array subqueries that keep the order.
+        let bq = sql(names_view(), &SqlOptions::new(Dialect::Bigquery)).unwrap();
+        assert!(bq.contains("FROM `Patient` AS r"), "{bq}");
+        assert!(
+            bq.contains("ARRAY(SELECT x_0 FROM UNNEST(coalesce(r.`name`, [])) AS x_0 WITH OFFSET AS x_0_o WHERE x_0 IS NOT NULL ORDER BY x_0_o)"),
+            "{bq}"
+        );
+        assert!(bq.contains("LEFT JOIN UNNEST("), "{bq}");
+        assert!(bq.contains("ARRAY_TO_STRING("), "{bq}");
+        assert!(!bq.contains("->"), "{bq}");
     }
 
     #[test]
@@ -1025,8 +995,12 @@ mod tests {
             {"name": "family", "path": "name.family"}]}]});
         let duck = sql(v.clone(), &SqlOptions::new(Dialect::Duckdb)).unwrap();
         assert!(duck.contains("error('select[0].column[0].path: gave more than one value"));
-        let spark = sql(v, &SqlOptions::new(Dialect::Spark)).unwrap();
+        let spark = sql(v.clone(), &SqlOptions::new(Dialect::Spark)).unwrap();
         assert!(spark.contains("raise_error('select[0].column[0].path: gave more than one value"));
+        let trino = sql(v.clone(), &SqlOptions::new(Dialect::Trino)).unwrap();
+        assert!(trino.contains("fail('select[0].column[0].path: gave more than one value"));
+        let bq = sql(v, &SqlOptions::new(Dialect::Bigquery)).unwrap();
+        assert!(bq.contains("ERROR('select[0].column[0].path: gave more than one value"));
     }
 
     #[test]
@@ -1046,11 +1020,15 @@ mod tests {
     fn repeat_is_bounded_by_the_typed_depth_with_a_guard() {
         let v = json!({"resource": "Questionnaire", "select": [{"repeat": ["item"], "column": [
             {"name": "link", "path": "linkId"}]}]});
-        let duck = sql(v, &SqlOptions::new(Dialect::Duckdb)).unwrap();
+        let duck = sql(v.clone(), &SqlOptions::new(Dialect::Duckdb)).unwrap();
         assert!(
             duck.contains("regexp_matches(r.\"_overflow\", '/(item)\":')"),
             "{duck}"
         );
+        // Trino projects the items of each depth to one ROW type, spelled out.
+        let trino = sql(v, &SqlOptions::new(Dialect::Trino)).unwrap();
+        assert!(trino.contains("regexp_like(r.\"_overflow\""), "{trino}");
+        assert!(trino.contains("CAST(ROW("), "{trino}");
         assert!(
             duck.contains("nests item deeper than the typed columns"),
             "{duck}"
