@@ -4,7 +4,11 @@
 //! ([`fhirpath`]), and the whole view planned as DataFusion operators over the resource's
 //! Parquet table ([`plan`]): `where` is a filter, `forEach` an unnest, `unionAll` a union, and each
 //! FHIRPath expression one vectorized function ([`udf`]) over the columns it reads. A view is a
-//! `DataFrame`, so it runs, streams and joins like any query.
+//! `DataFrame`, so it runs, streams and joins like any query. Paths past the typed columns read
+//! the resource's JSON (typed columns and `_overflow` put together) instead.
+//!
+//! The compiled view ([`plan::compile_view`]) is engine-neutral: [`lower`] turns it into the SQL
+//! of DuckDB, Spark, Trino or BigQuery (`view --sql`).
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {

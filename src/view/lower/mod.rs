@@ -5,7 +5,8 @@
 //! the schema and lowered to [`Node`]s, its selects spread into branches. This module is one
 //! lowering of that compiled view (DataFusion's is [`crate::view::plan`]): every FHIRPath value is
 //! a SQL list, every path step a `transform` / `filter` / `flatten` with a lambda, every `forEach`
-//! a lateral unnest of `{i, v}` items, `unionAll` a `UNION ALL`. What a dialect cannot express is
+//! a lateral unnest of `{i, v}` items, `unionAll` a `UNION ALL` (BigQuery, without lambdas,
+//! gets ordered array subqueries). What a dialect cannot express is
 //! an error naming the place in the view and the dialect, never SQL that computes something else.
 //!
 //! ```
@@ -109,7 +110,7 @@ pub fn to_sql(view: &ViewDefinition, opts: &SqlOptions) -> Result<String> {
                 (Output::Items { or_null, dt }, Step::Unnest { .. }) => {
                     let list = l.many(&v, &func.at)?;
                     let k = joins.len();
-                    let (join, item, index) = l.unnest(&list, *or_null, k);
+                    let (join, item, index) = d.unnest(&list, *or_null, k);
                     joins.push(join);
                     items.insert(
                         internal,
@@ -892,11 +893,6 @@ impl Lower {
             )),
             Val::Row => self.unsupported(at, "the whole resource as a column"),
         }
-    }
-
-    /// The join that unnests `list` as the `k`th item column: the join, the item, its index.
-    fn unnest(&self, list: &str, or_null: bool, k: usize) -> (String, String, String) {
-        self.d.unnest(list, or_null, k)
     }
 }
 
