@@ -171,6 +171,9 @@ enum Val {
     One(String, DataType),
     /// A list of values (never NULL, no NULL items).
     Many(String, DataType),
+    /// A list of values that may hold NULL items (dropped when the list is used: path steps
+    /// pass them on, so a chain of steps filters once).
+    Nullable(String, DataType),
 }
 
 /// What an expression is evaluated on: the focus and the `%rowIndex`.
@@ -203,6 +206,10 @@ impl Lower {
     fn many(&self, v: &Val, at: &str) -> Result<String> {
         match v {
             Val::Many(l, _) => Ok(l.clone()),
+            Val::Nullable(l, _) => {
+                let w = self.var();
+                Ok(self.d.filter(l, &w, &format!("{w} IS NOT NULL")))
+            }
             Val::One(x, _) => {
                 let w = self.var();
                 Ok(self
@@ -218,13 +225,14 @@ impl Lower {
         match v {
             Val::One(x, _) => Ok(x.clone()),
             Val::Many(l, _) => Ok(self.d.at(l, "1")),
+            Val::Nullable(..) => Ok(self.d.at(&self.many(v, at)?, "1")),
             Val::Row => self.unsupported(at, "the whole resource as a value"),
         }
     }
 
     fn dt(v: &Val) -> DataType {
         match v {
-            Val::One(_, dt) | Val::Many(_, dt) => dt.clone(),
+            Val::One(_, dt) | Val::Many(_, dt) | Val::Nullable(_, dt) => dt.clone(),
             Val::Row => DataType::Null,
         }
     }
@@ -232,14 +240,10 @@ impl Lower {
     /// A column or struct field of type `dt`, as a value.
     fn wrap(&self, e: String, dt: &DataType) -> Val {
         match dt {
-            DataType::List(f) => {
-                let w = self.var();
-                let list = format!("coalesce({e}, {})", self.d.empty_list());
-                Val::Many(
-                    self.d.filter(&list, &w, &format!("{w} IS NOT NULL")),
-                    f.data_type().clone(),
-                )
-            }
+            DataType::List(f) => Val::Nullable(
+                format!("coalesce({e}, {})", self.d.empty_list()),
+                f.data_type().clone(),
+            ),
             other => Val::One(e, other.clone()),
         }
     }
@@ -270,30 +274,22 @@ impl Lower {
                 let dt = find(fields)?;
                 Ok(self.wrap(format!("({x}).{q}"), &dt))
             }
-            Val::Many(l, DataType::Struct(fields)) => {
+            // A NULL item gives NULL children: the NULLs are dropped once, where the list is used.
+            Val::Many(l, DataType::Struct(fields)) | Val::Nullable(l, DataType::Struct(fields)) => {
                 let dt = find(fields)?;
                 let v = self.var();
-                let w = self.var();
                 Ok(match &dt {
-                    DataType::List(f) => {
-                        let items = self.d.flat_map(
+                    DataType::List(f) => Val::Nullable(
+                        self.d.flat_map(
                             l,
                             &v,
                             &format!("coalesce({v}.{q}, {})", self.d.empty_list()),
-                        );
-                        Val::Many(
-                            self.d.filter(&items, &w, &format!("{w} IS NOT NULL")),
-                            f.data_type().clone(),
-                        )
-                    }
-                    other => Val::Many(
-                        self.d.filter(
-                            &self.d.transform(l, &v, &format!("{v}.{q}")),
-                            &w,
-                            &format!("{w} IS NOT NULL"),
                         ),
-                        other.clone(),
+                        f.data_type().clone(),
                     ),
+                    other => {
+                        Val::Nullable(self.d.transform(l, &v, &format!("{v}.{q}")), other.clone())
+                    }
                 })
             }
             _ => Err(past()),
@@ -376,14 +372,21 @@ impl Lower {
             Node::Where(src, cond) => {
                 let s = self.lower(src, cx, at)?;
                 let dt = Self::dt(&s);
-                let list = self.many(&s, at)?;
+                let (list, nulls) = match &s {
+                    Val::Nullable(l, _) => (l.clone(), true),
+                    other => (self.many(other, at)?, false),
+                };
                 let v = self.var();
                 let inner = Cx {
                     focus: Val::One(v.clone(), dt.clone()),
                     index: cx.index.clone(),
                 };
                 let c = self.one(&self.lower(cond, &inner, at)?, at)?;
-                Val::Many(d.filter(&list, &v, &format!("coalesce({c}, FALSE)")), dt)
+                let keep = match nulls {
+                    true => format!("{v} IS NOT NULL AND coalesce({c}, FALSE)"),
+                    false => format!("coalesce({c}, FALSE)"),
+                };
+                Val::Many(d.filter(&list, &v, &keep), dt)
             }
             Node::Exists(src) => {
                 let list = self.many(&self.lower(src, cx, at)?, at)?;
@@ -416,13 +419,13 @@ impl Lower {
                 let s = self.lower(src, cx, at)?;
                 match s {
                     Val::One(..) => s,
-                    Val::Many(l, dt) => {
+                    Val::Many(_, ref dt) | Val::Nullable(_, ref dt) => {
                         let pos = if matches!(node, Node::First(_)) {
                             "1"
                         } else {
                             "-1"
                         };
-                        Val::One(d.at(&l, pos), dt)
+                        Val::One(d.at(&self.many(&s, at)?, pos), dt.clone())
                     }
                     Val::Row => return self.unsupported(at, "first() of the resource"),
                 }
@@ -541,6 +544,10 @@ impl Lower {
                     let v = self.var();
                     Val::Many(d.transform(&l, &v, &self.cast(&v, dt, at)?), dt.clone())
                 }
+                Val::Nullable(l, _) => {
+                    let v = self.var();
+                    Val::Nullable(d.transform(&l, &v, &self.cast(&v, dt, at)?), dt.clone())
+                }
                 Val::Row => return self.unsupported(at, "a conversion of the resource"),
             },
             Node::ReferenceKey(src, want) => {
@@ -552,7 +559,7 @@ impl Lower {
                     Val::One(x, _) => {
                         Val::One(self.reference_key(&x, want.as_deref()), DataType::Utf8)
                     }
-                    Val::Many(l, _) => Val::Many(
+                    Val::Many(l, _) | Val::Nullable(l, _) => Val::Many(
                         d.filter(&d.transform(&l, &v, &key), &w, &format!("{w} IS NOT NULL")),
                         DataType::Utf8,
                     ),
@@ -569,6 +576,10 @@ impl Lower {
                     (Val::Many(l, dt), _) => {
                         let v = self.var();
                         Val::Many(d.transform(&l, &v, &b(&v)), dt)
+                    }
+                    (Val::Nullable(l, dt), _) => {
+                        let v = self.var();
+                        Val::Nullable(d.transform(&l, &v, &b(&v)), dt)
                     }
                     (Val::Row, _) => return self.unsupported(at, "a boundary of the resource"),
                 }
@@ -883,14 +894,17 @@ impl Lower {
         }
         match v {
             Val::One(x, _) => text(x.clone()),
-            Val::Many(l, _) => text(format!(
-                "CASE WHEN {} > 1 THEN {} ELSE {} END",
-                d.len(l),
-                d.error(&format!(
-                    "{at}: gave more than one value where one was expected (set \"collection\": true, or use first())"
-                )),
-                d.at(l, "1")
-            )),
+            Val::Many(..) | Val::Nullable(..) => {
+                let l = self.many(v, at)?;
+                text(format!(
+                    "CASE WHEN {} > 1 THEN {} ELSE {} END",
+                    d.len(&l),
+                    d.error(&format!(
+                        "{at}: gave more than one value where one was expected (set \"collection\": true, or use first())"
+                    )),
+                    d.at(&l, "1")
+                ))
+            }
             Val::Row => self.unsupported(at, "the whole resource as a column"),
         }
     }
