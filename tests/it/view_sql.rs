@@ -262,3 +262,138 @@ fn the_official_suite_compiled_to_duckdb_and_spark_sql() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+fn rounded(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => json!(format!("{:.11e}", n.as_f64().unwrap())),
+        Value::Array(a) => Value::Array(a.iter().map(rounded).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), rounded(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The example views over Synthea, as a user would: `view --sql duckdb` printed by the binary,
+/// run by DuckDB over the converted data, rows equal to `fhir2parquet view`'s.
+#[test]
+fn example_views_compiled_for_duckdb_give_the_rows_of_view() {
+    if !python_has("duckdb", "duckdb") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = crate::convert_quiet(&shared("fhir-data/synthea-r4-small"), &out);
+    assert!(o.status.success());
+    let views = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/views");
+    let mut jobs = Vec::new();
+    let mut want = BTreeMap::new();
+    for name in ["patient_demographics", "observations", "condition_codes"] {
+        let file = views.join(format!("{name}.json"));
+        let file = file.to_str().unwrap();
+        let o = crate::bin(&["view", file, "--sql", "duckdb"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(text.starts_with(&format!("-- {name}\n")), "{text}");
+        let sql = text
+            .lines()
+            .filter(|l| !l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let sql = sql.trim().trim_end_matches(';').to_string();
+        jobs.push(json!({"id": name, "dataset": out, "sql": sql}));
+        let o = crate::bin(&[
+            "view",
+            file,
+            "--data",
+            out.to_str().unwrap(),
+            "--format",
+            "ndjson",
+        ]);
+        assert!(o.status.success());
+        let rows: Vec<Value> = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(!rows.is_empty());
+        want.insert(name.to_string(), rows);
+    }
+    let jobs_path = tmp.path().join("jobs.json");
+    let results_path = tmp.path().join("results.json");
+    std::fs::write(&jobs_path, serde_json::to_vec(&jobs).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/view_sql/run.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .args([
+            "duckdb",
+            jobs_path.to_str().unwrap(),
+            results_path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let results: BTreeMap<String, Value> =
+        serde_json::from_slice(&std::fs::read(&results_path).unwrap()).unwrap();
+    for (name, rows) in &want {
+        let got = results[name]["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: {}", results[name]));
+        assert_eq!(got.len(), rows.len(), "{name}");
+        // Decimals to 12 significant digits: the two sides print them differently (all 18
+        // places, or Python's shortest double), and JSON readers may round a long text to a
+        // neighbouring double.
+        let round = |rows: &[Value]| -> Vec<String> {
+            let r: Vec<Value> = rows.iter().map(rounded).collect();
+            canonical(&r)
+        };
+        assert_eq!(round(got), round(rows), "{name}");
+    }
+
+    // A folder: one CREATE VIEW per view, named after each; a view that reads past the typed
+    // columns stops the run, naming the file, the place and the dialect.
+    let o = crate::bin(&[
+        "view",
+        views.to_str().unwrap(),
+        "--sql",
+        "spark",
+        "--create-view",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("patient_geolocation.json")
+            && err.contains("select[1].column[1].path")
+            && err.contains("spark SQL"),
+        "{err}"
+    );
+    let o = crate::bin(&[
+        "view",
+        views.join("observations.json").to_str().unwrap(),
+        "--sql",
+        "trino",
+        "--create-view",
+        "analytics.obs",
+        "--table",
+        "Observation=fhir.observation",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("CREATE OR REPLACE VIEW \"analytics\".\"obs\" AS"),
+        "{text}"
+    );
+    assert!(
+        text.contains("FROM \"fhir\".\"observation\" AS r"),
+        "{text}"
+    );
+    let o = crate::bin(&["view", "x.json", "--sql", "trino", "--table", "Patient"]);
+    assert!(!o.status.success());
+    let o = crate::bin(&[
+        "view",
+        views.join("observations.json").to_str().unwrap(),
+        "--sql",
+        "trino",
+        "--table",
+        "Patient",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("give TYPE=NAME"));
+}

@@ -107,7 +107,11 @@ pub fn to_sql(view: &ViewDefinition, opts: &SqlOptions) -> Result<String> {
                 (Output::Value { collection, dt }, Step::Column { .. }) => {
                     columns.insert(internal, l.output(&v, *collection, dt, &func.at)?);
                 }
-                (Output::Items { or_null, dt }, Step::Unnest { .. }) => {
+                (Output::Items { or_null, .. }, Step::Unnest { .. }) => {
+                    // The items' type as the engine has them: the typed columns', also where
+                    // the view's compiler read the items from JSON (because a path below leaves
+                    // the typed columns: that path is then the error, by its place).
+                    let dt = Lower::dt(&v);
                     let list = l.many(&v, &func.at)?;
                     let k = joins.len();
                     let (join, item, index) = d.unnest(&list, *or_null, k);
@@ -115,7 +119,7 @@ pub fn to_sql(view: &ViewDefinition, opts: &SqlOptions) -> Result<String> {
                     items.insert(
                         internal,
                         Cx {
-                            focus: Val::One(item, dt.clone()),
+                            focus: Val::One(item, dt),
                             index,
                         },
                     );
