@@ -202,6 +202,67 @@ fn views_read_every_kind_of_overflow_in_the_spec_examples() {
         let by_id = resources(&inputs, t);
         check_path(&shell, &by_id, t, path, steps);
     }
+    // forEach on a recursive path past the cut, and an extension of an item inside a repeat
+    // (the forms other engines' view tests use).
+    let qs = resources(&inputs, "Questionnaire");
+    let view = json!({"resource": "Questionnaire", "select": [
+        {"column": [{"name": "id", "path": "id"}]},
+        {"forEach": "item.item.item.item", "column": [{"name": "link", "path": "linkId"}]}]});
+    let mut got: Vec<String> = rows(&shell, view)
+        .iter()
+        .map(|r| format!("{} {}", r["id"].as_str().unwrap(), r["link"]))
+        .collect();
+    let mut want: Vec<String> = qs
+        .iter()
+        .flat_map(|(id, q)| {
+            // One row per item, its linkId or null.
+            walk(q, &[Key("item"), Key("item"), Key("item"), Key("item")])
+                .into_iter()
+                .map(move |it| format!("{id} {}", it["linkId"]))
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+    let info = "http://example.org/additional-information";
+    let view = json!({"resource": "Questionnaire", "select": [
+        {"column": [{"name": "id", "path": "id"}]},
+        {"repeat": ["item"], "column": [
+            {"name": "link", "path": "linkId"},
+            {"name": "title", "path": format!("extension('{info}').value.ofType(Attachment).title")}]}]});
+    let mut got: Vec<String> = rows(&shell, view)
+        .iter()
+        .filter(|r| !r["title"].is_null())
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["link"].as_str().unwrap(),
+                r["title"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut want = Vec::new();
+    fn items_with_info(items: &Value, info: &'static str, out: &mut Vec<String>) {
+        for it in items.as_array().into_iter().flatten() {
+            for t in walk(it, &[Ext(info), Key("valueAttachment"), Key("title")]) {
+                out.push(format!(
+                    "{} {}",
+                    it["linkId"].as_str().unwrap(),
+                    t.as_str().unwrap()
+                ));
+            }
+            items_with_info(&it["item"], info, out);
+        }
+    }
+    for q in qs.values() {
+        items_with_info(&q["item"], info, &mut want);
+    }
+    got.sort();
+    want.sort();
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+
     // The same paths in where(): the filter reads the overflow as well.
     let view = json!({"resource": "Patient",
         "where": [{"path": "contact.name.family.extension('http://hl7.org/fhir/StructureDefinition/humanname-own-prefix').exists()"}],
