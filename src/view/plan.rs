@@ -1,10 +1,16 @@
-//! A ViewDefinition compiled to a DataFusion plan.
+//! A ViewDefinition compiled ([`compile_view`]), then planned in DataFusion ([`plan`]).
 //!
 //! Selects multiply and `unionAll` adds, so a view is first spread into *branches*: one per
 //! combination of `unionAll` choices, each a straight line of steps (unnest the items of a
 //! `forEach`, compute a column). Every branch is a plan over the resource table: a filter for
 //! `where`, a projection per column and an `unnest` per `forEach`; the view is the `UNION ALL`
 //! of its branches, with the columns in the view's order.
+//!
+//! Each path is compiled against the typed columns; one that leaves them (into what `_overflow`
+//! keeps) is compiled against the resource's JSON instead, and a `forEach` or `repeat` whose
+//! columns leave them takes its items from the JSON (a `Beyond` error tells the items step to
+//! retry).
+//! The compiled view is engine-neutral: [`crate::view::lower`] turns it into other engines' SQL.
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap};
