@@ -41,8 +41,10 @@ pub fn register(ctx: &SessionContext) {
     }
 }
 
-/// The names of the FHIR functions, for completion and help.
+/// The names of the FHIR functions, for completion and help (`fhirpath` is rewritten before
+/// planning: see `sql::fhirpath`).
 pub const NAMES: &[&str] = &[
+    "fhirpath",
     "reference_id",
     "reference_type",
     "has_code",

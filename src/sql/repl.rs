@@ -24,7 +24,8 @@ Statements end with ';' and may span lines. Meta-commands:
   \\?              this help
   \\q              quit
 FHIR functions: reference_id(ref), reference_type(ref), has_code(cc, system, code),
-  code_of(cc, system), extension_value(ext, url, ...), fhir_date_start(text), fhir_date_end(text)
+  code_of(cc, system), extension_value(ext, url, ...), fhir_date_start(text), fhir_date_end(text),
+  fhirpath('expression' [, 'table or alias']): FHIRPath on each row, typed columns and _overflow
 ";
 
 /// What one line of input asks for.
