@@ -133,6 +133,8 @@ impl Calls<'_> {
             .iter()
             .filter(|(t, q)| table.is_none_or(|want| want == t || want == q))
             .collect();
+        // A table named twice under one name (subqueries) is one candidate.
+        candidates.sort();
         candidates.dedup();
         let (resource_type, qualifier) = match candidates.as_slice() {
             [one] => one,

@@ -153,23 +153,8 @@ pub fn compile_view_with(
     all_json: bool,
     bounded_repeat: bool,
 ) -> Result<Compiled> {
-    let members = resource_members(&view.resource)
-        .ok_or_else(|| anyhow!("resource: {} is not an R4 resource type", view.resource))?;
-    let c = Compiler {
-        view,
-        root: Ty::Object {
-            fhir: view.resource.clone(),
-            members,
-            root: true,
-        },
-        next: Cell::new(0),
-        all_json,
-        bounded_repeat,
-    };
-    let root = Context {
-        column: None,
-        ty: c.root.clone(),
-    };
+    let c = Compiler::new(view, all_json, bounded_repeat)?;
+    let root = c.root_context();
     let mut filters = Vec::new();
     for f in &view.filters {
         let Expression {
@@ -243,26 +228,10 @@ pub fn path_function(
         "select": [{"column": [{"name": "v", "path": path, "collection": true}]}]
     }))
     .map_err(|e| anyhow!("{e:#}"))?;
-    let members = resource_members(resource_type)
-        .ok_or_else(|| anyhow!("{resource_type} is not an R4 resource type"))?;
-    let c = Compiler {
-        view: &view,
-        root: Ty::Object {
-            fhir: resource_type.to_string(),
-            members,
-            root: true,
-        },
-        next: Cell::new(0),
-        all_json: false,
-        bounded_repeat: false,
-    };
+    let c = Compiler::new(&view, false, false)?;
     let mut e = view.select[0].columns[0].path.clone();
     e.at = format!("fhirpath('{path}')");
-    let root = Context {
-        column: None,
-        ty: c.root.clone(),
-    };
-    let compiled = c.compile(&e, &root, false)?;
+    let compiled = c.compile(&e, &c.root_context(), false)?;
     match compiled.ty {
         Ty::Choice { .. } => bail!("{}: is a choice element: pick a type with ofType()", e.at),
         Ty::Object { root: true, .. } | Ty::Json { root: true, .. } => {
@@ -292,7 +261,31 @@ fn product(a: Vec<Branch>, b: Vec<Branch>) -> Vec<Branch> {
     out
 }
 
-impl Compiler<'_> {
+impl<'v> Compiler<'v> {
+    fn new(view: &'v ViewDefinition, all_json: bool, bounded_repeat: bool) -> Result<Self> {
+        let members = resource_members(&view.resource)
+            .ok_or_else(|| anyhow!("resource: {} is not an R4 resource type", view.resource))?;
+        Ok(Compiler {
+            view,
+            root: Ty::Object {
+                fhir: view.resource.clone(),
+                members,
+                root: true,
+            },
+            next: Cell::new(0),
+            all_json,
+            bounded_repeat,
+        })
+    }
+
+    /// The resource itself, as the items of the view's top-level selects.
+    fn root_context(&self) -> Context {
+        Context {
+            column: None,
+            ty: self.root.clone(),
+        }
+    }
+
     fn internal(&self) -> String {
         let n = self.next.get();
         self.next.set(n + 1);
@@ -347,49 +340,48 @@ impl Compiler<'_> {
     /// `forEach` have no JSON: there a path beyond the typed columns is a [`Beyond`] error, and
     /// the `forEach` is compiled again over JSON.
     fn compile(&self, e: &PathExpr, cx: &Context, json: bool) -> Result<Expression> {
-        let json = json || self.all_json;
-        // Items that are not typed structs (JSON objects, primitives, nothing) compile the same
-        // either way.
-        let json_items = !matches!(cx.ty, Ty::Object { .. });
-        if !json && !json_items {
-            let scope = self.scope(self.root.clone());
-            match scope.compile(&e.ast, &cx.ty) {
-                Ok((node, ty)) => {
-                    return Ok(Expression {
-                        node,
-                        ty,
-                        fields: scope.root_fields.into_inner().into_iter().collect(),
-                        root_json: None,
-                    })
-                }
-                Err(m) if !scope.beyond.get() => bail!("{}: {m}", e.at),
-                Err(m) if cx.column.is_some() => {
-                    return Err(anyhow::Error::new(Beyond(format!("{}: {m}", e.at))))
-                }
-                Err(_) => {}
+        let (root, focus) = self.start(cx, json || self.all_json, &e.at)?;
+        let typed = matches!(root, Ty::Object { .. });
+        let scope = self.scope(root);
+        match scope.compile(&e.ast, &focus) {
+            Ok((node, ty)) if typed => Ok(Expression {
+                node,
+                ty,
+                fields: scope.root_fields.into_inner().into_iter().collect(),
+                root_json: None,
+            }),
+            Ok((node, ty)) => {
+                let root_json = (cx.column.is_none() || scope.reads_root.get())
+                    .then(|| scope.json_fields.into_inner().into_iter().collect());
+                Ok(Expression {
+                    node,
+                    ty,
+                    fields: Vec::new(),
+                    root_json,
+                })
             }
-        } else if cx.column.is_some() && !json_items {
-            return Err(anyhow::Error::new(Beyond(format!(
-                "{}: the items it is relative to are typed",
-                e.at
-            ))));
+            Err(m) if typed && scope.beyond.get() => match cx.column {
+                Some(_) => Err(anyhow::Error::new(Beyond(format!("{}: {m}", e.at)))),
+                None => self.compile(e, cx, true),
+            },
+            Err(m) => bail!("{}: {m}", e.at),
         }
-        let scope = self.scope(self.json_root());
-        let focus = match cx.column {
-            None => self.json_root(),
-            Some(_) => cx.ty.clone(),
-        };
-        let (node, ty) = scope
-            .compile(&e.ast, &focus)
-            .map_err(|m| anyhow!("{}: {m}", e.at))?;
-        let root_json = (cx.column.is_none() || scope.reads_root.get())
-            .then(|| scope.json_fields.into_inner().into_iter().collect());
-        Ok(Expression {
-            node,
-            ty,
-            fields: Vec::new(),
-            root_json,
-        })
+    }
+
+    /// What a path for the items of `cx` compiles against: the scope's root and the focus. The
+    /// typed columns, or with `json` (and for items that are not typed structs: JSON objects,
+    /// primitives, nothing, which compile the same either way) the resource's JSON. Items of a
+    /// typed `forEach` have no JSON: asking for it is a [`Beyond`] error.
+    fn start(&self, cx: &Context, json: bool, at: &str) -> Result<(Ty, Ty)> {
+        let json_items = !matches!(cx.ty, Ty::Object { .. });
+        match (json || json_items, &cx.column) {
+            (false, _) => Ok((self.root.clone(), cx.ty.clone())),
+            (true, None) => Ok((self.json_root(), self.json_root())),
+            (true, Some(_)) if json_items => Ok((self.json_root(), cx.ty.clone())),
+            (true, Some(_)) => Err(anyhow::Error::new(Beyond(format!(
+                "{at}: the items it is relative to are typed"
+            )))),
+        }
     }
 
     /// A select's branches; a `forEach` or `repeat` whose select reaches past the typed
@@ -507,20 +499,8 @@ impl Compiler<'_> {
     /// recursive element's last level applies again at every depth below. A path that does
     /// not apply at a depth (the element is not there) gives nothing there.
     fn repeat(&self, paths: &[PathExpr], parent: &Context, json: bool) -> Result<Expression> {
-        let json = json || self.all_json;
-        let json_items = !matches!(parent.ty, Ty::Object { .. });
-        let over_json = json || json_items;
-        if over_json && parent.column.is_some() && !json_items {
-            return Err(anyhow::Error::new(Beyond(format!(
-                "{}: the items it is relative to are typed",
-                paths[0].at
-            ))));
-        }
-        let (root, start) = match (over_json, &parent.column) {
-            (false, _) => (self.root.clone(), parent.ty.clone()),
-            (true, None) => (self.json_root(), self.json_root()),
-            (true, Some(_)) => (self.json_root(), parent.ty.clone()),
-        };
+        let (root, start) = self.start(parent, json || self.all_json, &paths[0].at)?;
+        let over_json = !matches!(root, Ty::Object { .. });
         let mut levels: Vec<Vec<Node>> = Vec::new();
         let mut types: Vec<Ty> = Vec::new();
         let mut fields = BTreeSet::new();

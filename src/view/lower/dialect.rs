@@ -383,8 +383,8 @@ impl Dialect {
                     .collect();
                 match self {
                     Trino => format!("ROW({})", parts?.join(", ")),
-                    Bigquery => format!("STRUCT<{}>", parts?.join(", ")),
-                    Spark => format!("STRUCT<{}>", parts?.join(", ").replace("` ", "`: ")),
+                    // Spark's `name: type` takes its colon as optional.
+                    Bigquery | Spark => format!("STRUCT<{}>", parts?.join(", ")),
                     Duckdb => format!("STRUCT({})", parts?.join(", ")),
                 }
             }

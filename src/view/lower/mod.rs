@@ -361,20 +361,20 @@ impl Lower {
             Node::RowIndex => Val::One(cx.index.clone(), DataType::Int32),
             Node::Lit(s) => self.literal(s, at)?,
             Node::Field(src, name) => self.field(&self.lower(src, cx, at)?, name, at)?,
-            Node::Where(src, cond) if matches!(self.lower(src, cx, at)?, Val::Row) => {
-                // The resource, or nothing: a list of one marker when the condition holds.
-                let c = self.one(&self.lower(cond, cx, at)?, at)?;
-                Val::Many(
-                    format!(
-                        "CASE WHEN coalesce({c}, FALSE) THEN {} ELSE {} END",
-                        d.list_of("TRUE"),
-                        d.empty_list()
-                    ),
-                    DataType::Null,
-                )
-            }
             Node::Where(src, cond) => {
                 let s = self.lower(src, cx, at)?;
+                if let Val::Row = s {
+                    // The resource, or nothing: a list of one marker when the condition holds.
+                    let c = self.one(&self.lower(cond, cx, at)?, at)?;
+                    return Ok(Val::Many(
+                        format!(
+                            "CASE WHEN coalesce({c}, FALSE) THEN {} ELSE {} END",
+                            d.list_of("TRUE"),
+                            d.empty_list()
+                        ),
+                        DataType::Null,
+                    ));
+                }
                 let dt = Self::dt(&s);
                 let (list, nulls) = match &s {
                     Val::Nullable(l, _) => (l.clone(), true),
