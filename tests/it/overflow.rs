@@ -11,6 +11,7 @@ use fhir2parquet::sql::Shell;
 use fhir2parquet::view::ViewDefinition;
 use serde_json::{json, Value};
 
+use crate::view::{batches_to_rows, rounded};
 use crate::{convert_opts, read_lines, shared};
 
 /// One step of the reference walker: a JSON property (arrays flattened), or the extensions with
@@ -39,16 +40,6 @@ fn walk(v: &Value, steps: &[Step]) -> Vec<Value> {
             .unwrap_or_default(),
     };
     next.into_iter().flat_map(|x| walk(x, rest)).collect()
-}
-
-/// Numbers by value, as the views give decimals (to 12 significant digits: JSON readers may
-/// round a long decimal text to a neighbouring double).
-fn norm(v: &Value) -> Value {
-    match v {
-        Value::Number(n) => json!(format!("{:.11e}", n.as_f64().unwrap())),
-        Value::Array(a) => Value::Array(a.iter().map(norm).collect()),
-        other => other.clone(),
-    }
 }
 
 /// Converts the named inputs into one dataset.
@@ -80,22 +71,7 @@ fn resources(inputs: &[PathBuf], resource_type: &str) -> BTreeMap<String, Value>
 /// Rows of a view as JSON objects.
 fn rows(shell: &Shell, view: Value) -> Vec<Value> {
     let v = ViewDefinition::from_json(&view).unwrap();
-    let batches = shell.view_batches(&v).unwrap();
-    let mut buf = Vec::new();
-    {
-        let mut w = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
-        for b in &batches {
-            w.write(b).unwrap();
-        }
-        w.finish().unwrap();
-    }
-    String::from_utf8(buf)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    batches_to_rows(&shell.view_batches(&v).unwrap())
 }
 
 /// Checks that the FHIRPath `path` gives, for every resource, the values the walker finds, and
@@ -112,12 +88,12 @@ fn check_path(
         {"name": "v", "path": path, "collection": true}]}]});
     let got: BTreeMap<String, Value> = rows(shell, view)
         .into_iter()
-        .map(|r| (r["id"].as_str().unwrap().to_string(), norm(&r["v"])))
+        .map(|r| (r["id"].as_str().unwrap().to_string(), rounded(&r["v"])))
         .collect();
     assert_eq!(got.len(), by_id.len(), "{path}: one row per resource");
     let mut with_values = 0;
     for (id, r) in by_id {
-        let want = norm(&Value::Array(walk(r, steps)));
+        let want = rounded(&Value::Array(walk(r, steps)));
         with_values += usize::from(want.as_array().is_some_and(|a| !a.is_empty()));
         assert_eq!(got[id], want, "{resource_type}/{id}: {path}");
     }
@@ -533,22 +509,7 @@ fn synthea_geolocation_through_a_view() {
 
 /// Rows of a SQL query as JSON objects.
 fn sql_rows(shell: &Shell, sql: &str) -> Vec<Value> {
-    let batches = shell.run_sql(sql).unwrap();
-    let mut buf = Vec::new();
-    {
-        let mut w = arrow::json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
-        for b in &batches {
-            w.write(b).unwrap();
-        }
-        w.finish().unwrap();
-    }
-    String::from_utf8(buf)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    batches_to_rows(&shell.run_sql(sql).unwrap())
 }
 
 #[test]
@@ -585,7 +546,7 @@ fn fhirpath_in_sql_reads_typed_columns_and_overflow() {
             ],
         );
         assert!(!lat.is_empty());
-        assert_eq!(norm(&r["lat"]), norm(&Value::Array(lat)));
+        assert_eq!(rounded(&r["lat"]), rounded(&Value::Array(lat)));
         assert_eq!(
             r["given"],
             Value::Array(walk(p, &[Key("name"), Key("given")]))

@@ -12,8 +12,8 @@ use fhir2parquet::view::lower::{to_sql, Dialect, SqlOptions};
 use fhir2parquet::view::ViewDefinition;
 use serde_json::{json, Value};
 
-use crate::view::{canonical, current_expectation, SUPERSEDED};
-use crate::{convert_opts, python_has, shared};
+use crate::view::{canonical, check_rows, current_expectation, rounded, suite_files, SUPERSEDED};
+use crate::{python_has, shared};
 
 /// Cases a dialect does not pass yet, with why (also in the README's dialect matrix).
 const NOT_YET: &[(Dialect, &str, &str)] = &[];
@@ -27,29 +27,10 @@ struct Case {
 }
 
 fn suite(tmp: &Path) -> Vec<Case> {
-    let dir = shared("sql-on-fhir-v2/tests");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
     let mut out = Vec::new();
-    for file in &files {
-        let name = file.file_name().unwrap().to_str().unwrap().to_string();
-        let suite: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
-        let input = tmp.join(format!("{name}.ndjson"));
-        let lines: Vec<String> = suite["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.to_string())
-            .collect();
-        std::fs::write(&input, lines.join("\n")).unwrap();
-        let dataset = tmp.join(format!("{name}.out"));
-        fhir2parquet::convert::run(&[input], &convert_opts(&dataset)).unwrap();
-        for case in suite["tests"].as_array().unwrap() {
-            let id = format!("{name}/{}", case["title"].as_str().unwrap());
+    for file in suite_files(tmp) {
+        for case in file.suite["tests"].as_array().unwrap() {
+            let id = format!("{}/{}", file.name, case["title"].as_str().unwrap());
             let case = if SUPERSEDED.iter().any(|s| s.0 == id) {
                 current_expectation(case)
             } else {
@@ -58,11 +39,42 @@ fn suite(tmp: &Path) -> Vec<Case> {
             out.push(Case {
                 id,
                 case,
-                dataset: dataset.clone(),
+                dataset: file.dataset.clone(),
             });
         }
     }
     out
+}
+
+/// Runs a script of `tests/view_sql` on `jobs` (written to `tmp/<tag>-jobs.json`); its results
+/// by job id.
+fn script(
+    name: &str,
+    engine: Option<&str>,
+    jobs: &[Value],
+    tmp: &Path,
+    tag: &str,
+) -> BTreeMap<String, Value> {
+    let jobs_path = tmp.join(format!("{tag}-jobs.json"));
+    let results_path = tmp.join(format!("{tag}-results.json"));
+    std::fs::write(&jobs_path, serde_json::to_vec(jobs).unwrap()).unwrap();
+    let o = Command::new("python3")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/view_sql")
+                .join(name),
+        )
+        .args(engine)
+        .arg(&jobs_path)
+        .arg(&results_path)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{name} {tag}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&results_path).unwrap()).unwrap()
 }
 
 /// Whether the engine's outcome is what the case expects.
@@ -75,29 +87,7 @@ fn judge(case: &Value, outcome: &Value) -> Result<(), String> {
         (Some(r), _) => r.as_array().unwrap().clone(),
         _ => return Err("no outcome".into()),
     };
-    if let Some(n) = case.get("expectCount").and_then(Value::as_u64) {
-        return if rows.len() as u64 == n {
-            Ok(())
-        } else {
-            Err(format!("expected {n} rows, got {}", rows.len()))
-        };
-    }
-    let expect = case["expect"].as_array().ok_or("no expect")?;
-    if let (Some(first), Some(got)) = (expect.first(), rows.first()) {
-        let mut want: Vec<&String> = first.as_object().unwrap().keys().collect();
-        let mut have: Vec<&String> = got.as_object().unwrap().keys().collect();
-        want.sort();
-        have.sort();
-        if want != have {
-            return Err(format!("expected columns {want:?}, got {have:?}"));
-        }
-    }
-    let (want, got) = (canonical(expect), canonical(&rows));
-    if want == got {
-        Ok(())
-    } else {
-        Err(format!("expected rows {want:?}, got {got:?}"))
-    }
+    check_rows(case, &rows)
 }
 
 /// Compiles every case for `dialect`, runs them in `engine`, and checks the outcomes against
@@ -119,25 +109,7 @@ fn run(dialect: Dialect, cases: &[Case], tmp: &Path) -> Vec<String> {
             }
         }
     }
-    let jobs_path = tmp.join(format!("{}-jobs.json", dialect.name()));
-    let results_path = tmp.join(format!("{}-results.json", dialect.name()));
-    std::fs::write(&jobs_path, serde_json::to_vec(&jobs).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/view_sql/run.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .arg(dialect.name())
-        .arg(&jobs_path)
-        .arg(&results_path)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}: {}",
-        dialect.name(),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let results: BTreeMap<String, Value> =
-        serde_json::from_slice(&std::fs::read(&results_path).unwrap()).unwrap();
+    let results = script("run.py", Some(dialect.name()), &jobs, tmp, dialect.name());
     for c in cases {
         if let Some(r) = results.get(&c.id) {
             outcomes.insert(c.id.clone(), judge(&c.case, r));
@@ -201,19 +173,8 @@ fn parse(dialect: Dialect, cases: &[Case], tmp: &Path) -> Vec<String> {
             Err(e) => problems.push(format!("- {} {}: compile: {e:#}", dialect.name(), c.id)),
         }
     }
-    let jobs_path = tmp.join(format!("{}-parse.json", dialect.name()));
-    let results_path = tmp.join(format!("{}-parsed.json", dialect.name()));
-    std::fs::write(&jobs_path, serde_json::to_vec(&jobs).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/view_sql/parse.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .arg(&jobs_path)
-        .arg(&results_path)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let results: BTreeMap<String, Value> =
-        serde_json::from_slice(&std::fs::read(&results_path).unwrap()).unwrap();
+    let tag = format!("{}-parse", dialect.name());
+    let results = script("parse.py", None, &jobs, tmp, &tag);
     for (id, r) in &results {
         if let Some(e) = r.as_str() {
             problems.push(format!("- {} {id}: sqlglot: {e}", dialect.name()));
@@ -263,15 +224,6 @@ fn the_official_suite_compiled_to_duckdb_and_spark_sql() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-fn rounded(v: &Value) -> Value {
-    match v {
-        Value::Number(n) => json!(format!("{:.11e}", n.as_f64().unwrap())),
-        Value::Array(a) => Value::Array(a.iter().map(rounded).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), rounded(v))).collect()),
-        other => other.clone(),
-    }
-}
-
 /// The example views over Synthea, as a user would: `view --sql duckdb` printed by the binary,
 /// run by DuckDB over the converted data, rows equal to `fhir2parquet view`'s.
 #[test]
@@ -317,30 +269,13 @@ fn example_views_compiled_for_duckdb_give_the_rows_of_view() {
         assert!(!rows.is_empty());
         want.insert(name.to_string(), rows);
     }
-    let jobs_path = tmp.path().join("jobs.json");
-    let results_path = tmp.path().join("results.json");
-    std::fs::write(&jobs_path, serde_json::to_vec(&jobs).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/view_sql/run.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .args([
-            "duckdb",
-            jobs_path.to_str().unwrap(),
-            results_path.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let results: BTreeMap<String, Value> =
-        serde_json::from_slice(&std::fs::read(&results_path).unwrap()).unwrap();
+    let results = script("run.py", Some("duckdb"), &jobs, tmp.path(), "examples");
     for (name, rows) in &want {
         let got = results[name]["rows"]
             .as_array()
             .unwrap_or_else(|| panic!("{name}: {}", results[name]));
         assert_eq!(got.len(), rows.len(), "{name}");
-        // Decimals to 12 significant digits: the two sides print them differently (all 18
-        // places, or Python's shortest double), and JSON readers may round a long text to a
-        // neighbouring double.
+        // Decimals by value, to 12 significant digits (see `rounded`).
         let round = |rows: &[Value]| -> Vec<String> {
             let r: Vec<Value> = rows.iter().map(rounded).collect();
             canonical(&r)
