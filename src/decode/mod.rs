@@ -55,6 +55,12 @@ pub trait ArrayDecoder: Send {
     fn flush(&mut self) -> Vec<ArrayRef>;
 }
 
+/// The decoder of one primitive's values (a date's decoder gives its text and its `_ts`
+/// companion). A value of the wrong JSON type becomes NULL and is kept in the context.
+pub fn primitive_decoder(p: crate::schema::node::Prim) -> Box<dyn ArrayDecoder> {
+    primitive::make(p)
+}
+
 /// The decoder of a member, for its value (and companion) columns `fields`.
 pub fn make_decoder(m: &Member, fields: &[FieldRef]) -> Box<dyn ArrayDecoder> {
     // A repeated member's columns are lists; the item decoder fills their items.

@@ -886,7 +886,7 @@ pub fn json_field(s: &Coll, name: &str, kind: JsonKind) -> EvalResult<Coll> {
     let mut out = JsonValues::new(kind);
     let mut lens = Vec::with_capacity(s.rows());
     for r in 0..s.rows() {
-        let before = out.len();
+        let before = out.len;
         for i in s.offsets[r] as usize..s.offsets[r + 1] as usize {
             if text.is_null(i) {
                 continue;
@@ -900,101 +900,59 @@ pub fn json_field(s: &Coll, name: &str, kind: JsonKind) -> EvalResult<Coll> {
                 None => {}
             }
         }
-        lens.push(out.len() - before);
+        lens.push(out.len - before);
     }
-    Ok(Coll {
-        offsets: OffsetBuffer::from_lengths(lens),
-        values: out.finish(),
-    })
+    // Values of another JSON type are NULL here: dropped.
+    compact(OffsetBuffer::from_lengths(lens), out.finish())
 }
 
-/// Values read from JSON, built as the Arrow array of their kind.
-enum JsonValues {
-    Text(StringBuilder, bool),
-    Bool(Vec<bool>),
-    Int(Vec<i32>),
-    Dec(Vec<i128>),
-    Instant(Vec<i64>),
-    Binary(Vec<Vec<u8>>),
+/// Values read from JSON, built as the Arrow array of their kind: objects and number texts by
+/// hand, primitives by the converter's own decoders. A value of another kind is NULL.
+struct JsonValues {
+    kind: JsonKind,
+    text: StringBuilder,
+    prim: Option<(Box<dyn crate::decode::ArrayDecoder>, crate::decode::Context)>,
+    len: usize,
 }
 
 impl JsonValues {
     fn new(kind: JsonKind) -> JsonValues {
-        match kind {
-            JsonKind::Object => JsonValues::Text(StringBuilder::new(), true),
-            JsonKind::Text => JsonValues::Text(StringBuilder::new(), false),
-            JsonKind::Prim(p) => match p {
-                Prim::Boolean => JsonValues::Bool(Vec::new()),
-                Prim::Integer => JsonValues::Int(Vec::new()),
-                Prim::Decimal => JsonValues::Dec(Vec::new()),
-                Prim::Instant => JsonValues::Instant(Vec::new()),
-                Prim::Base64 => JsonValues::Binary(Vec::new()),
-                Prim::String | Prim::Date | Prim::DateTime | Prim::Time => {
-                    JsonValues::Text(StringBuilder::new(), false)
-                }
-            },
+        let prim = match kind {
+            JsonKind::Prim(p) => Some((
+                crate::decode::primitive_decoder(p),
+                crate::decode::Context::default(),
+            )),
+            JsonKind::Object | JsonKind::Text => None,
+        };
+        JsonValues {
+            kind,
+            text: StringBuilder::new(),
+            prim,
+            len: 0,
         }
     }
 
-    fn len(&self) -> usize {
-        match self {
-            JsonValues::Text(b, _) => arrow::array::ArrayBuilder::len(b),
-            JsonValues::Bool(v) => v.len(),
-            JsonValues::Int(v) => v.len(),
-            JsonValues::Dec(v) => v.len(),
-            JsonValues::Instant(v) => v.len(),
-            JsonValues::Binary(v) => v.len(),
-        }
-    }
-
-    /// Adds `v` when it is a value of this kind.
     fn push(&mut self, v: &Json) {
-        use base64::Engine as _;
-        match (self, v) {
-            (JsonValues::Text(b, true), Json::Obj(_)) => {
-                let mut text = String::new();
-                v.write_to(&mut text);
-                b.append_value(text);
+        self.len += 1;
+        if let Some((decoder, cx)) = &mut self.prim {
+            return decoder.decode(Some(v), cx);
+        }
+        match (self.kind, v) {
+            (JsonKind::Object, Json::Obj(_)) => {
+                let mut t = String::new();
+                v.write_to(&mut t);
+                self.text.append_value(t);
             }
-            (JsonValues::Text(b, false), Json::Str(t) | Json::Num(t)) => b.append_value(t),
-            (JsonValues::Bool(out), Json::Bool(x)) => out.push(*x),
-            (JsonValues::Int(out), Json::Num(t)) => {
-                if let Ok(x) = t.parse() {
-                    out.push(x)
-                }
-            }
-            (JsonValues::Dec(out), Json::Num(t)) => {
-                if let Some((x, _)) = crate::decode::decimal::parse_decimal(t) {
-                    out.push(x)
-                }
-            }
-            (JsonValues::Instant(out), Json::Str(t)) => {
-                if let Some(x) = crate::decode::datetime::parse_instant(t) {
-                    out.push(x)
-                }
-            }
-            (JsonValues::Binary(out), Json::Str(t)) => {
-                if let Ok(x) = base64::engine::general_purpose::STANDARD.decode(t.as_bytes()) {
-                    out.push(x)
-                }
-            }
-            _ => {}
+            (JsonKind::Text, Json::Str(t) | Json::Num(t)) => self.text.append_value(t),
+            _ => self.text.append_null(),
         }
     }
 
-    fn finish(self) -> ArrayRef {
-        match self {
-            JsonValues::Text(mut b, _) => Arc::new(b.finish()),
-            JsonValues::Bool(v) => Arc::new(BooleanArray::from(v)),
-            JsonValues::Int(v) => Arc::new(Int32Array::from(v)),
-            JsonValues::Dec(v) => Arc::new(
-                PrimitiveArray::<Decimal128Type>::from(v)
-                    .with_data_type(DataType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE)),
-            ),
-            JsonValues::Instant(v) => {
-                Arc::new(arrow::array::TimestampMicrosecondArray::from(v).with_timezone("UTC"))
-            }
-            JsonValues::Binary(v) => Arc::new(arrow::array::BinaryArray::from_iter_values(v)),
+    fn finish(mut self) -> ArrayRef {
+        match &mut self.prim {
+            // The first array: a date's text, not its `_ts` companion.
+            Some((decoder, _)) => decoder.flush().swap_remove(0),
+            None => Arc::new(self.text.finish()),
         }
     }
 }
