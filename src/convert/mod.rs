@@ -60,29 +60,30 @@ pub const RUN_RECORD: &str = "_fhir2parquet.json";
 /// The folder of rejected lines in OUT.
 pub const REJECTS_DIR: &str = "_rejects";
 const TMP_PREFIX: &str = ".fhir2parquet-tmp-";
-/// What all workers' Parquet row groups in progress may hold together, shared out evenly: past
-/// its share a worker writes out its largest row group, so memory grows neither with the input
-/// nor with the number of threads.
+/// What the Parquet row groups in progress may hold together: past it the largest is written
+/// out, so memory grows neither with the input nor with the number of threads. Each type (or
+/// partition) has one row group in progress, shared by the workers (see [`writer::Folder`]).
 const BUFFER_BYTES: usize = 192 << 20;
-/// The JSON a batch is cut at (besides `--batch-rows`). Smaller cuts save memory but give the
-/// workers more, smaller row groups of a type, each with a footer entry per column: 8 MiB took
-/// peak RSS from 500 to 451 MiB on the benchmark and added 2 MB (13%) of output.
+/// The JSON a batch is cut at (besides `--batch-rows`): 8,192 resources of a megabyte each
+/// would be gigabytes of Arrow arrays.
 const BATCH_JSON_BYTES: usize = 64 << 20;
-/// Each worker's share is at least this (smaller row groups cost footer bytes per column).
-const MIN_WORKER_BUFFER_BYTES: usize = 24 << 20;
-/// Leaf columns of the row groups one worker keeps in progress. The Parquet writer holds a codec
+/// Leaf columns of the row groups in progress, per thread. The Parquet writer holds a codec
 /// per column, about 100 KB with zstd: past this budget the least recently used row group is
 /// finished.
-const WORKER_OPEN_COLUMNS: usize = 1_500;
+const OPEN_COLUMNS: usize = 1_500;
+/// Chunks of input after which a worker hands in the rows of a type it no longer meets.
+const IDLE_CHUNKS: u64 = 2;
 
 #[derive(Default)]
 struct TypeState {
     /// Per partition: the decoder, the row group encoder, and the JSON bytes of the rows
     /// decoded since the last batch.
-    parts: FxHashMap<String, (ResourceDecoder, writer::RowGroupEncoder, usize)>,
+    parts: FxHashMap<String, (ResourceDecoder, Arc<writer::Folder>, usize)>,
     rows: u64,
     bytes_in: u64,
     busy: Duration,
+    /// The worker's chunk count when it last met this type.
+    last_chunk: u64,
 }
 
 struct Worker<'a> {
@@ -97,9 +98,10 @@ struct Worker<'a> {
     /// Where each line's JSON is parsed.
     arena: bumpalo::Bump,
     resources: &'a AtomicU64,
-    tick: u64,
-    /// This worker's share of [`BUFFER_BYTES`].
-    buffer_bytes: usize,
+    /// Which field of a row group this worker encodes first (workers start apart).
+    start: usize,
+    /// Chunks this worker has taken.
+    chunks: u64,
 }
 
 /// What a worker hands back.
@@ -129,6 +131,31 @@ impl Worker<'_> {
         }
         *self.per_source.entry(chunk.source).or_default() += count;
         self.resources.fetch_add(count, Ordering::Relaxed);
+        self.chunks += 1;
+        self.hand_in_idle()
+    }
+
+    /// Hands the rows of types this worker has not met for [`IDLE_CHUNKS`] chunks to their
+    /// row groups: the input has moved on (to another file), and the type's row group may be
+    /// finished before this worker would meet the type again, leaving these rows for a small
+    /// row group of their own at the end.
+    fn hand_in_idle(&mut self) -> Result<()> {
+        let mut handed = false;
+        for state in self.types.values_mut() {
+            if state.last_chunk + IDLE_CHUNKS > self.chunks {
+                continue;
+            }
+            for (decoder, w, pending) in state.parts.values_mut() {
+                if !decoder.is_empty() {
+                    *pending = 0;
+                    w.write(self.files, &decoder.flush()?, self.start)?;
+                    handed = true;
+                }
+            }
+        }
+        if handed {
+            self.bound_memory()?;
+        }
         Ok(())
     }
 
@@ -205,12 +232,12 @@ impl Worker<'_> {
                     .opts
                     .write
                     .properties(rt, self.fhir_version, &decoder.schema());
-                let w = writer::RowGroupEncoder::new(
+                let w = self.files.folder(
                     &dir,
                     decoder.schema(),
                     props,
                     self.opts.write.row_group_rows,
-                );
+                )?;
                 state.parts.entry(part).or_insert((decoder, w, 0))
             }
         };
@@ -222,11 +249,10 @@ impl Worker<'_> {
         if wrote {
             *pending = 0;
             let batch = decoder.flush()?;
-            w.write(self.files, &batch)?;
-            self.tick += 1;
-            w.last_used = self.tick;
+            w.write(self.files, &batch, self.start)?;
         }
         state.rows += 1;
+        state.last_chunk = self.chunks;
         state.bytes_in += raw.len() as u64 + 1;
         state.busy += started.elapsed();
         if wrote {
@@ -235,47 +261,11 @@ impl Worker<'_> {
         Ok(())
     }
 
-    /// Keeps the worker's writers within [`WORKER_OPEN_COLUMNS`] and its share of
+    /// Keeps the row groups in progress within [`OPEN_COLUMNS`] per thread and
     /// [`BUFFER_BYTES`].
     fn bound_memory(&mut self) -> Result<()> {
-        loop {
-            let mut open = 0;
-            let mut oldest: Option<&mut writer::RowGroupEncoder> = None;
-            for state in self.types.values_mut() {
-                for (_, w, _) in state.parts.values_mut() {
-                    if !w.in_progress() {
-                        continue;
-                    }
-                    open += w.leaves;
-                    if w.last_used < self.tick
-                        && oldest.as_ref().is_none_or(|o| w.last_used < o.last_used)
-                    {
-                        oldest = Some(w);
-                    }
-                }
-            }
-            match oldest {
-                Some(w) if open > WORKER_OPEN_COLUMNS => w.flush(self.files)?,
-                _ => break,
-            }
-        }
-        loop {
-            let mut total = 0;
-            let mut largest: Option<(usize, &mut writer::RowGroupEncoder)> = None;
-            for state in self.types.values_mut() {
-                for (_, w, _) in state.parts.values_mut() {
-                    let b = w.buffered();
-                    total += b;
-                    if largest.as_ref().is_none_or(|(lb, _)| b > *lb) {
-                        largest = Some((b, w));
-                    }
-                }
-            }
-            match largest {
-                Some((b, w)) if total > self.buffer_bytes && b > 0 => w.flush(self.files)?,
-                _ => return Ok(()),
-            }
-        }
+        let threads = self.opts.threads.max(1);
+        self.files.bound(OPEN_COLUMNS * threads, BUFFER_BYTES)
     }
 
     fn reject(
@@ -302,11 +292,9 @@ impl Worker<'_> {
             };
             let mut overflow = OverflowStats::default();
             for (_, (mut decoder, w, _)) in state.parts {
-                let rest = match decoder.is_empty() {
-                    true => None,
-                    false => Some(decoder.flush()?),
-                };
-                w.finish(self.files, rest)?;
+                if !decoder.is_empty() {
+                    w.write(self.files, &decoder.flush()?, self.start)?;
+                }
                 overflow.merge(decoder.stats());
             }
             rec.overflow = overflow;
@@ -424,8 +412,8 @@ fn convert(
                         per_source: HashMap::new(),
                         arena: bumpalo::Bump::new(),
                         resources,
-                        tick: 0,
-                        buffer_bytes: (BUFFER_BYTES / threads).max(MIN_WORKER_BUFFER_BYTES),
+                        start: id * 7,
+                        chunks: 0,
                     };
                     let mut failed = None;
                     for chunk in rx.iter() {
@@ -518,7 +506,7 @@ fn convert(
             anyhow::bail!("{}: {}", i.path, i.error.as_deref().unwrap_or_default());
         }
     }
-    let written = files.finish()?;
+    let written = files.finish(threads)?;
     let mut record = RunRecord::new(run_id, fhir_version, opts);
     record.inputs = input_records;
     let mut reject_files = Vec::new();

@@ -1,15 +1,20 @@
 //! Parquet output: one file per resource type (and partition) at a time, shared by the workers.
 //!
-//! Each worker encodes its own row groups ([`RowGroupEncoder`]: batches in, compressed column
-//! chunks out, so the costly part runs on every core); a finished row group is appended to the
-//! type's file in [`FileSet`] under a short lock. A type's data thus lands in one file per run
-//! (a new one past `--target-file-mb`), whatever the number of threads: a wide FHIR schema costs
-//! a footer of a few hundred bytes per column in every file, so fewer files is smaller output.
+//! Each type (or partition) has one [`Folder`] in the [`FileSet`]: one file being written and
+//! one row group in progress, shared by every worker. A worker hands in a decoded batch and
+//! encodes the columns of the fields no other worker is encoding (batches in, compressed column
+//! chunks out, so the costly part runs on every core); a full row group is appended to the file.
+//! A type's data thus lands in one file per run (a new one past `--target-file-mb`) and one row
+//! group per `--row-group-rows`, whatever the number of threads: a wide FHIR schema costs a
+//! footer entry of about a hundred bytes per column in every row group, and the levels of its
+//! empty columns a page each, so fewer row groups is smaller output.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use arrow::array::{Array, AsArray, RecordBatch};
@@ -141,7 +146,7 @@ fn sparse(
     }
 }
 
-/// `props` tuned per leaf column from `batch`, the first a worker encodes for a type.
+/// `props` tuned per leaf column from `batch`, the first rows of a type (see [`TUNE_ROWS`]).
 ///
 /// - A column that holds no value gets the cheap codec (where the file is compressed at all).
 ///   Most of a resource table's thousand columns are empty in most rows, and parquet-rs sets up
@@ -312,7 +317,9 @@ pub struct FileSet {
     target: Target,
     prefix: String,
     max_bytes: u64,
-    files: Mutex<FxHashMap<PathBuf, Arc<Mutex<SharedFile>>>>,
+    files: Mutex<FxHashMap<PathBuf, Arc<Folder>>>,
+    /// Counts batches handed in, to find the least recently used row group.
+    tick: AtomicU64,
 }
 
 /// The files of one folder.
@@ -328,8 +335,6 @@ struct SharedFile {
     /// Whether the file being written has a page index, decided by its first row group (see
     /// [`SharedFile::append_row_group`]).
     page_index: Option<bool>,
-    /// Rows of workers that wrote no row group here, written as one row group at the end.
-    leftover: Option<(RowGroupEncoder, Vec<RecordBatch>)>,
 }
 
 impl SharedFile {
@@ -444,73 +449,113 @@ impl FileSet {
             prefix,
             max_bytes,
             files: Mutex::new(FxHashMap::default()),
+            tick: AtomicU64::new(0),
         }
     }
 
-    /// The shared file of an encoder's folder, made on first use.
-    fn folder(&self, e: &RowGroupEncoder) -> Result<Arc<Mutex<SharedFile>>> {
+    /// The folder `dir` (relative to the target) of resources of `schema`, made on first use.
+    pub fn folder(
+        &self,
+        dir: &Path,
+        schema: SchemaRef,
+        props: WriterProperties,
+        max_rows: usize,
+    ) -> Result<Arc<Folder>> {
         let mut files = self.files.lock().expect("no writer panicked");
-        if let Some(f) = files.get(&e.dir) {
+        if let Some(f) = files.get(dir) {
             return Ok(f.clone());
         }
         let root = ArrowSchemaConverter::new()
-            .convert(&e.schema)?
+            .convert(&schema)?
             .root_schema_ptr();
-        let f = Arc::new(Mutex::new(SharedFile {
-            dir: e.dir.clone(),
-            root,
-            props: Arc::new(e.props.clone()),
-            seq: 0,
-            current: None,
-            done: Vec::new(),
-            bytes: 0,
-            pending: Vec::new(),
-            page_index: None,
-            leftover: None,
-        }));
-        files.insert(e.dir.clone(), f.clone());
+        let field_leaves: Vec<usize> = schema
+            .fields()
+            .iter()
+            .map(|f| leaf_count(f.data_type()))
+            .collect();
+        let f = Arc::new(Folder {
+            leaves: field_leaves.iter().sum(),
+            field_leaves,
+            schema,
+            max_rows: max_rows.max(1),
+            file: Mutex::new(SharedFile {
+                dir: dir.to_path_buf(),
+                root,
+                props: Arc::new(props.clone()),
+                seq: 0,
+                current: None,
+                done: Vec::new(),
+                bytes: 0,
+                pending: Vec::new(),
+                page_index: None,
+            }),
+            props,
+            factory: OnceLock::new(),
+            current: Mutex::new(Slot::default()),
+            last_used: AtomicU64::new(0),
+        });
+        files.insert(dir.to_path_buf(), f.clone());
         Ok(f)
     }
 
-    /// Keeps `batch` for the folder's last row group (see [`RowGroupEncoder::finish`]).
-    fn set_aside(&self, encoder: RowGroupEncoder, batch: RecordBatch) -> Result<()> {
-        let file = self.folder(&encoder)?;
-        let mut f = file.lock().expect("no writer panicked");
-        match &mut f.leftover {
-            Some((_, batches)) => batches.push(batch),
-            None => f.leftover = Some((encoder, vec![batch])),
-        }
-        Ok(())
+    fn all(&self) -> Vec<Arc<Folder>> {
+        let files = self.files.lock().expect("no writer panicked");
+        files.values().cloned().collect()
     }
 
-    /// Finishes every file; per folder (relative to the target), its files and bytes.
-    pub fn finish(self) -> Result<FxHashMap<PathBuf, FolderFiles>> {
-        let all: Vec<_> = self
-            .files
-            .lock()
-            .expect("no writer panicked")
-            .values()
-            .cloned()
-            .collect();
-        let mut failed = None;
-        for file in all {
-            let leftover = file.lock().expect("no writer panicked").leftover.take();
-            if let Some((mut encoder, batches)) = leftover {
-                let written = arrow::compute::concat_batches(&encoder.schema, &batches)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|batch| encoder.write(&self, &batch))
-                    .and_then(|()| encoder.flush(&self));
-                if let Err(e) = written {
-                    failed = Some(e);
-                    break;
-                }
+    /// Keeps the row groups in progress within `open_columns` leaf columns and `bytes`:
+    /// past either, the least recently used (columns) or the largest (bytes) is finished.
+    /// Each column writer holds a codec, about 100 KB with zstd.
+    pub fn bound(&self, open_columns: usize, bytes: usize) -> Result<()> {
+        loop {
+            let all = self.all();
+            let open: Vec<_> = all
+                .iter()
+                .filter_map(|f| f.open().map(|(leaves, b)| (f, leaves, b)))
+                .collect();
+            let columns: usize = open.iter().map(|o| o.1).sum();
+            let held: usize = open.iter().map(|o| o.2).sum();
+            let victim = if open.len() > 1 && columns > open_columns {
+                open.iter()
+                    .min_by_key(|o| o.0.last_used.load(Ordering::Relaxed))
+            } else if held > bytes {
+                open.iter().max_by_key(|o| o.2)
+            } else {
+                None
+            };
+            match victim {
+                Some((f, _, _)) => f.flush(self)?,
+                None => return Ok(()),
             }
         }
+    }
+
+    /// Finishes every row group in progress (on `threads` threads) and every file; per
+    /// folder (relative to the target), its files and bytes.
+    pub fn finish(self, threads: usize) -> Result<FxHashMap<PathBuf, FolderFiles>> {
+        let all = self.all();
+        let next = AtomicUsize::new(0);
+        let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..threads.clamp(1, all.len().max(1)) {
+                scope.spawn(|| {
+                    while let Some(f) = all.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        if let Err(e) = f.flush(&self) {
+                            failed.lock().expect("no writer panicked").get_or_insert(e);
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut failed = failed.into_inner().expect("no writer panicked");
+        drop(all);
         let mut out = FxHashMap::default();
         for (dir, f) in self.files.into_inner().expect("no writer panicked") {
             let mut f = Arc::try_unwrap(f)
                 .ok()
                 .expect("the workers are done")
+                .file
                 .into_inner()
                 .expect("no writer panicked");
             if failed.is_none() {
@@ -542,7 +587,7 @@ impl FileSet {
         let mut pending = Vec::new();
         for (_, f) in self.files.into_inner().expect("no writer panicked") {
             if let Ok(f) = Arc::try_unwrap(f) {
-                let mut f = f.into_inner().expect("no writer panicked");
+                let mut f = f.file.into_inner().expect("no writer panicked");
                 f.abort();
                 pending.append(&mut f.pending);
             }
@@ -562,127 +607,316 @@ pub fn abort_all(pending: impl IntoIterator<Item = PendingUpload>) {
     ));
 }
 
-/// One worker's row group in progress for one folder of the [`FileSet`]: batches are encoded
-/// and compressed here, on the worker's thread; the finished row group goes to the shared file.
-pub struct RowGroupEncoder {
-    dir: PathBuf,
-    schema: SchemaRef,
-    /// The file's properties; the codecs of this worker's row groups are chosen from its first
-    /// batch (see [`tune_columns`]).
-    props: WriterProperties,
-    factory: Option<ArrowRowGroupWriterFactory>,
-    file: Option<Arc<Mutex<SharedFile>>>,
-    writers: Vec<ArrowColumnWriter>,
-    rows: usize,
-    max_rows: usize,
-    /// Leaf columns of the schema: a row group in progress costs memory in proportion.
-    pub leaves: usize,
-    /// When the worker last wrote here, for flushing the least recently used row group.
-    pub last_used: u64,
+/// A folder's row group in progress, shared by every worker.
+///
+/// A worker hands a decoded batch to the row group ([`Folder::write`]) and then encodes
+/// whatever columns no other worker is encoding: each top-level field has its own column
+/// writers behind its own lock, and takes the batches in the order they came. A type's rows
+/// thus go to one row group at a time however many workers decode them, and encoding a wide
+/// table spreads over every core.
+struct RowGroup {
+    queue: Mutex<Queue>,
+    fields: Vec<Mutex<FieldWriters>>,
+    /// What the column writers hold, as last measured by each field.
+    bytes: AtomicUsize,
 }
 
-impl RowGroupEncoder {
-    pub fn new(dir: &Path, schema: SchemaRef, props: WriterProperties, max_rows: usize) -> Self {
-        RowGroupEncoder {
-            dir: dir.to_path_buf(),
-            leaves: crate::schema::node::width_and_depth(&schema).0,
-            schema,
-            props,
-            factory: None,
-            file: None,
-            writers: Vec::new(),
-            rows: 0,
-            max_rows: max_rows.max(1),
-            last_used: 0,
+/// Batches of a row group not yet taken by every field.
+struct Queue {
+    /// Each batch with the number of fields yet to write it.
+    batches: VecDeque<(RecordBatch, usize)>,
+    /// The sequence number of `batches[0]`.
+    first: u64,
+    rows: usize,
+}
+
+/// The column writers of one top-level field.
+struct FieldWriters {
+    writers: Vec<ArrowColumnWriter>,
+    /// The sequence number of the next batch to write.
+    next: u64,
+    bytes: usize,
+}
+
+/// Batches a row group may hold not yet encoded before the worker handing in one more waits
+/// for every field to take them (bounds memory when one field is slow).
+const MAX_QUEUED: usize = 4;
+
+/// A row group is also cut at this many bytes held by its column writers.
+const ROW_GROUP_BYTES: usize = 48 << 20;
+
+impl RowGroup {
+    fn new(folder: &Folder, factory: &ArrowRowGroupWriterFactory) -> Result<Self> {
+        let mut all = factory.create_column_writers(0)?.into_iter();
+        let fields = folder
+            .field_leaves
+            .iter()
+            .map(|&n| {
+                Mutex::new(FieldWriters {
+                    writers: all.by_ref().take(n).collect(),
+                    next: 0,
+                    bytes: 0,
+                })
+            })
+            .collect();
+        Ok(RowGroup {
+            queue: Mutex::new(Queue {
+                batches: VecDeque::new(),
+                first: 0,
+                rows: 0,
+            }),
+            fields,
+            bytes: AtomicUsize::new(0),
+        })
+    }
+
+    /// Writes to field `i` the batches it has not taken yet.
+    fn drain(&self, schema: &SchemaRef, i: usize, fw: &mut FieldWriters) -> Result<()> {
+        let field = &schema.fields()[i];
+        loop {
+            let todo: Vec<RecordBatch> = {
+                let q = self.queue.lock().expect("no writer panicked");
+                let from = (fw.next - q.first) as usize;
+                q.batches
+                    .iter()
+                    .skip(from)
+                    .map(|(b, _)| b.clone())
+                    .collect()
+            };
+            if todo.is_empty() {
+                return Ok(());
+            }
+            for batch in &todo {
+                let mut writers = fw.writers.iter_mut();
+                for leaf in compute_leaves(field, batch.column(i))? {
+                    writers.next().expect("a writer per leaf").write(&leaf)?;
+                }
+            }
+            let bytes = fw
+                .writers
+                .iter()
+                .map(|w| w.get_estimated_total_bytes())
+                .sum();
+            if bytes >= fw.bytes {
+                self.bytes.fetch_add(bytes - fw.bytes, Ordering::Relaxed);
+            } else {
+                self.bytes.fetch_sub(fw.bytes - bytes, Ordering::Relaxed);
+            }
+            fw.bytes = bytes;
+            let mut q = self.queue.lock().expect("no writer panicked");
+            let from = (fw.next - q.first) as usize;
+            for (_, left) in q.batches.range_mut(from..from + todo.len()) {
+                *left -= 1;
+            }
+            fw.next += todo.len() as u64;
+            while q.batches.front().is_some_and(|(_, left)| *left == 0) {
+                q.batches.pop_front();
+                q.first += 1;
+            }
         }
     }
 
-    /// Encodes `batch`, appending row groups to `files` as they fill.
-    pub fn write(&mut self, files: &FileSet, batch: &RecordBatch) -> Result<()> {
+    /// Encodes what it can of the waiting batches: every field no other worker holds, from
+    /// `start` on (workers start at different fields). With `wait`, every field, waiting for
+    /// the workers that hold one.
+    fn help(&self, schema: &SchemaRef, start: usize, wait: bool) -> Result<()> {
+        let n = self.fields.len();
+        for k in 0..n {
+            let i = (start + k) % n;
+            let mut fw = match self.fields[i].try_lock() {
+                Ok(fw) => fw,
+                Err(std::sync::TryLockError::WouldBlock) if wait => {
+                    self.fields[i].lock().expect("no writer panicked")
+                }
+                Err(std::sync::TryLockError::WouldBlock) => continue,
+                Err(std::sync::TryLockError::Poisoned(_)) => panic!("a writer panicked"),
+            };
+            self.drain(schema, i, &mut fw)?;
+        }
+        Ok(())
+    }
+
+    fn queued(&self) -> usize {
+        self.queue.lock().expect("no writer panicked").batches.len()
+    }
+
+    /// Encodes every waiting batch and closes the column writers: the row group's chunks, in
+    /// the order of the schema's leaves.
+    fn close(&self, schema: &SchemaRef) -> Result<Vec<ArrowColumnChunk>> {
+        let mut chunks = Vec::new();
+        for (i, f) in self.fields.iter().enumerate() {
+            let mut fw = f.lock().expect("no writer panicked");
+            self.drain(schema, i, &mut fw)?;
+            for w in std::mem::take(&mut fw.writers) {
+                let mut chunk = w.close()?;
+                trim_empty(&mut chunk)?;
+                chunks.push(chunk);
+            }
+        }
+        Ok(chunks)
+    }
+}
+
+/// One folder of the [`FileSet`] (a type, or a partition of one): its file and its row group
+/// in progress.
+pub struct Folder {
+    schema: SchemaRef,
+    /// Leaf columns per top-level field.
+    field_leaves: Vec<usize>,
+    /// Leaf columns of the schema: a row group in progress costs memory in proportion.
+    leaves: usize,
+    max_rows: usize,
+    /// The file's properties; the codecs of its columns are chosen from the first batch (see
+    /// [`tune_columns`]).
+    props: WriterProperties,
+    factory: OnceLock<ArrowRowGroupWriterFactory>,
+    current: Mutex<Slot>,
+    file: Mutex<SharedFile>,
+    /// When a batch last came, for finishing the least recently used row group.
+    last_used: AtomicU64,
+}
+
+/// A folder's row group in progress, and the rows it gathers before its first one.
+#[derive(Default)]
+struct Slot {
+    rg: Option<Arc<RowGroup>>,
+    /// The folder's first rows, until there are [`TUNE_ROWS`] to choose codecs from.
+    first: Vec<RecordBatch>,
+    first_rows: usize,
+}
+
+/// Rows a folder gathers before the codecs and dictionaries of its columns are chosen from
+/// them (see [`tune_columns`]): all of a type smaller than this.
+const TUNE_ROWS: usize = 8192;
+
+impl Folder {
+    /// Hands `batch` to the folder's row group in progress, encodes what this worker can of it
+    /// (workers pass different `start`s), and finishes the row group when it is full.
+    pub fn write(&self, files: &FileSet, batch: &RecordBatch, start: usize) -> Result<()> {
+        self.last_used.store(
+            files.tick.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        if self.factory.get().is_none() {
+            let mut slot = self.current.lock().expect("no writer panicked");
+            if self.factory.get().is_none() {
+                slot.first.push(batch.clone());
+                slot.first_rows += batch.num_rows();
+                if slot.first_rows < TUNE_ROWS {
+                    return Ok(());
+                }
+                let first = self.tune(&mut slot)?;
+                drop(slot);
+                return self.push(files, &first, start);
+            }
+        }
+        self.push(files, batch, start)
+    }
+
+    /// The folder's first rows as one batch, its codecs chosen from them.
+    fn tune(&self, slot: &mut Slot) -> Result<RecordBatch> {
+        let first = arrow::compute::concat_batches(&self.schema, &std::mem::take(&mut slot.first))?;
+        slot.first_rows = 0;
+        let factory = self.make_factory(&first)?;
+        self.factory.get_or_init(|| factory);
+        Ok(first)
+    }
+
+    fn push(&self, files: &FileSet, batch: &RecordBatch, start: usize) -> Result<()> {
+        let factory = self.factory.get().expect("made from the first rows");
         let mut offset = 0;
         while offset < batch.num_rows() {
-            let n = (batch.num_rows() - offset).min(self.max_rows - self.rows);
-            self.encode(files, &batch.slice(offset, n))?;
-            offset += n;
-            // Bound memory: a row group is also cut at 48 MiB.
-            if self.rows >= self.max_rows || self.buffered() > 48 << 20 {
-                self.flush(files)?;
+            let (rg, full) = {
+                let mut slot = self.current.lock().expect("no writer panicked");
+                let rg = match &slot.rg {
+                    Some(rg) => rg.clone(),
+                    None => {
+                        let rg = Arc::new(RowGroup::new(self, factory)?);
+                        slot.rg = Some(rg.clone());
+                        rg
+                    }
+                };
+                let mut q = rg.queue.lock().expect("no writer panicked");
+                let n = (batch.num_rows() - offset).min(self.max_rows - q.rows);
+                q.batches
+                    .push_back((batch.slice(offset, n), self.field_leaves.len()));
+                q.rows += n;
+                offset += n;
+                let full =
+                    q.rows >= self.max_rows || rg.bytes.load(Ordering::Relaxed) > ROW_GROUP_BYTES;
+                drop(q);
+                if full {
+                    slot.rg = None;
+                }
+                (rg, full)
+            };
+            if full {
+                self.finish_row_group(files, &rg)?;
+            } else {
+                rg.help(&self.schema, start, false)?;
+                if rg.queued() > MAX_QUEUED {
+                    rg.help(&self.schema, start, true)?;
+                }
             }
         }
         Ok(())
     }
 
-    fn encode(&mut self, files: &FileSet, batch: &RecordBatch) -> Result<()> {
-        if self.file.is_none() {
-            self.file = Some(files.folder(self)?);
-        }
-        if self.factory.is_none() {
-            let props = tune_columns(&self.props, batch);
-            let file = self.file.as_ref().expect("set above");
-            let root = file.lock().expect("no writer panicked").root.clone();
-            // The factory takes its schema and properties from a file writer; this one is
-            // never written to.
-            let probe = SerializedFileWriter::new(std::io::sink(), root, Arc::new(props))?;
-            self.factory = Some(ArrowRowGroupWriterFactory::new(&probe, self.schema.clone()));
-        }
-        if self.writers.is_empty() {
-            let factory = self.factory.as_ref().expect("made above");
-            self.writers = factory.create_column_writers(0)?;
-        }
-        let mut writers = self.writers.iter_mut();
-        for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
-            for leaf in compute_leaves(field, column)? {
-                writers.next().expect("a writer per leaf").write(&leaf)?;
-            }
-        }
-        self.rows += batch.num_rows();
-        Ok(())
+    /// The column writers' factory, with codecs chosen from the folder's first batch.
+    fn make_factory(&self, batch: &RecordBatch) -> Result<ArrowRowGroupWriterFactory> {
+        let props = tune_columns(&self.props, batch);
+        let root = self.file.lock().expect("no writer panicked").root.clone();
+        // The factory takes its schema and properties from a file writer; this one is never
+        // written to.
+        let probe = SerializedFileWriter::new(std::io::sink(), root, Arc::new(props))?;
+        Ok(ArrowRowGroupWriterFactory::new(&probe, self.schema.clone()))
     }
 
-    /// Bytes buffered for the row group in progress.
-    pub fn buffered(&self) -> usize {
-        self.writers
-            .iter()
-            .map(|w| w.get_estimated_total_bytes())
-            .sum()
-    }
-
-    pub fn in_progress(&self) -> bool {
-        !self.writers.is_empty()
-    }
-
-    /// Ends this worker's writing here, with the rows not yet encoded. A worker that has a row
-    /// group in progress appends them to it and writes it out; one that has none hands them to
-    /// the file set, which writes every such worker's rows as one row group at the end. A type
-    /// smaller than a batch per worker thus gets one row group, not one per worker: each row
-    /// group costs a few hundred bytes of metadata per column.
-    pub fn finish(mut self, files: &FileSet, batch: Option<RecordBatch>) -> Result<()> {
-        match batch {
-            Some(batch) if !self.in_progress() => files.set_aside(self, batch),
-            Some(batch) => {
-                self.write(files, &batch)?;
-                self.flush(files)
-            }
-            None => self.flush(files),
-        }
-    }
-
-    /// Finishes the row group in progress and appends it to the folder's file.
-    pub fn flush(&mut self, files: &FileSet) -> Result<()> {
-        if self.writers.is_empty() {
-            return Ok(());
-        }
-        let mut chunks = std::mem::take(&mut self.writers)
-            .into_iter()
-            .map(|w| w.close())
-            .collect::<Result<Vec<_>, _>>()?;
-        for c in &mut chunks {
-            trim_empty(c)?;
-        }
-        self.rows = 0;
-        let file = self.file.as_ref().expect("set with the first batch");
-        file.lock()
+    fn finish_row_group(&self, files: &FileSet, rg: &RowGroup) -> Result<()> {
+        let chunks = rg.close(&self.schema)?;
+        self.file
+            .lock()
             .expect("no writer panicked")
             .append(files, chunks)
+    }
+
+    /// Finishes the row group in progress, if any, and writes the rows still gathered for
+    /// choosing codecs (a type smaller than [`TUNE_ROWS`]).
+    fn flush(&self, files: &FileSet) -> Result<()> {
+        let mut slot = self.current.lock().expect("no writer panicked");
+        let rg = slot.rg.take();
+        let first = match slot.first.is_empty() {
+            true => None,
+            false => Some(self.tune(&mut slot)?),
+        };
+        drop(slot);
+        if let Some(rg) = rg {
+            self.finish_row_group(files, &rg)?;
+        }
+        if let Some(first) = first {
+            self.push(files, &first, 0)?;
+            return self.flush(files);
+        }
+        Ok(())
+    }
+
+    /// The leaf columns and bytes of the row group in progress, if any.
+    fn open(&self) -> Option<(usize, usize)> {
+        let slot = self.current.lock().expect("no writer panicked");
+        slot.rg
+            .as_ref()
+            .map(|rg| (self.leaves, rg.bytes.load(Ordering::Relaxed)))
+    }
+}
+
+/// Leaf columns of a field's type.
+fn leaf_count(dt: &DataType) -> usize {
+    match dt {
+        DataType::Struct(fields) => fields.iter().map(|f| leaf_count(f.data_type())).sum(),
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+            leaf_count(f.data_type())
+        }
+        DataType::Map(f, _) => leaf_count(f.data_type()),
+        _ => 1,
     }
 }

@@ -371,6 +371,37 @@ fn output_size_stays_bounded() {
     }
 }
 
+/// The workers share one row group per type: with four threads and batches of 100 rows, each
+/// type still comes to row groups of `--row-group-rows` (the last one smaller), not one per
+/// worker, and every resource comes back.
+#[test]
+fn workers_share_a_row_group_per_type() {
+    let set = shared("fhir-data/synthea-r4-10-patients");
+    let lines = lines_per_type(&set);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = convert_opts(tmp.path());
+    opts.threads = 4;
+    opts.batch_rows = 100;
+    opts.write.row_group_rows = 500;
+    let record = fhir2parquet::convert::run(&[set], &opts).unwrap();
+    for (t, n) in &lines {
+        assert_eq!(record.types[t].files, 1, "{t}");
+        let meta = crate::parquet_metadata(&crate::first_file(&tmp.path().join(t)));
+        let sizes: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+        assert_eq!(sizes.iter().sum::<i64>() as u64, *n, "{t}: {sizes:?}");
+        assert!(sizes.iter().all(|&s| s <= 500), "{t}: {sizes:?}");
+        // At most one row group short of 500 rows besides the last: a type's row group is
+        // finished early only when other types' row groups fill the memory budget.
+        let short = sizes[..sizes.len() - 1]
+            .iter()
+            .filter(|&&s| s < 500)
+            .count();
+        assert!(short <= 1, "{t}: {sizes:?}");
+    }
+    let back = fhir2parquet::encode::to_ndjson(tmp.path(), &tmp.path().join("back")).unwrap();
+    assert_eq!(back, lines);
+}
+
 /// Encodings chosen per column: a file whose columns are one page each has no page index, one
 /// with pages to skip has one; a column whose values are mostly distinct has no dictionary, one
 /// whose values repeat has.
