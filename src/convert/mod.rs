@@ -84,6 +84,10 @@ struct TypeState {
     busy: Duration,
     /// The worker's chunk count when it last met this type.
     last_chunk: u64,
+    /// Whether the decoders were replaced by empty ones since the type was last met.
+    released: bool,
+    /// What replaced decoders kept in overflow.
+    overflow: OverflowStats,
 }
 
 struct Worker<'a> {
@@ -138,11 +142,13 @@ impl Worker<'_> {
     /// Hands the rows of types this worker has not met for [`IDLE_CHUNKS`] chunks to their
     /// row groups: the input has moved on (to another file), and the type's row group may be
     /// finished before this worker would meet the type again, leaving these rows for a small
-    /// row group of their own at the end.
+    /// row group of their own at the end. The type's decoders are replaced by empty ones: after
+    /// a batch, a decoder's builders keep the batch's size, which for a type the input has left
+    /// is memory held for nothing (up to a batch per type per worker).
     fn hand_in_idle(&mut self) -> Result<()> {
         let mut handed = false;
-        for state in self.types.values_mut() {
-            if state.last_chunk + IDLE_CHUNKS > self.chunks {
+        for (rt, state) in self.types.iter_mut() {
+            if state.released || state.last_chunk + IDLE_CHUNKS > self.chunks {
                 continue;
             }
             for (decoder, w, pending) in state.parts.values_mut() {
@@ -151,7 +157,11 @@ impl Worker<'_> {
                     w.write(self.files, &decoder.flush()?, self.start)?;
                     handed = true;
                 }
+                state.overflow.merge(decoder.stats());
+                *decoder =
+                    ResourceDecoder::new(rt).expect("a resource type: checked when first seen");
             }
+            state.released = true;
         }
         if handed {
             self.bound_memory()?;
@@ -253,6 +263,7 @@ impl Worker<'_> {
         }
         state.rows += 1;
         state.last_chunk = self.chunks;
+        state.released = false;
         state.bytes_in += raw.len() as u64 + 1;
         state.busy += started.elapsed();
         if wrote {
@@ -290,7 +301,7 @@ impl Worker<'_> {
                 input_bytes: state.bytes_in,
                 ..Default::default()
             };
-            let mut overflow = OverflowStats::default();
+            let mut overflow = state.overflow;
             for (_, (mut decoder, w, _)) in state.parts {
                 if !decoder.is_empty() {
                     w.write(self.files, &decoder.flush()?, self.start)?;

@@ -786,7 +786,7 @@ struct Slot {
 }
 
 /// Rows a folder gathers before the codecs and dictionaries of its columns are chosen from
-/// them (see [`tune_columns`]): all of a type smaller than this.
+/// them (see [`tune_columns`]): all of a type smaller than this (or than a row group).
 const TUNE_ROWS: usize = 8192;
 
 impl Folder {
@@ -802,7 +802,7 @@ impl Folder {
             if self.factory.get().is_none() {
                 slot.first.push(batch.clone());
                 slot.first_rows += batch.num_rows();
-                if slot.first_rows < TUNE_ROWS {
+                if slot.first_rows < TUNE_ROWS.min(self.max_rows) {
                     return Ok(());
                 }
                 let first = self.tune(&mut slot)?;
