@@ -76,8 +76,8 @@ const IDLE_CHUNKS: u64 = 2;
 
 #[derive(Default)]
 struct TypeState {
-    /// Per partition: the decoder, the row group encoder, and the JSON bytes of the rows
-    /// decoded since the last batch.
+    /// Per partition: the decoder, the folder (its file and the row group all workers
+    /// share), and the JSON bytes of the rows decoded since the last batch.
     parts: FxHashMap<String, (ResourceDecoder, Arc<writer::Folder>, usize)>,
     rows: u64,
     bytes_in: u64,
