@@ -471,7 +471,7 @@ impl FileSet {
         let field_leaves: Vec<usize> = schema
             .fields()
             .iter()
-            .map(|f| leaf_count(f.data_type()))
+            .map(|f| crate::schema::node::leaf_count(f.data_type()))
             .collect();
         let f = Arc::new(Folder {
             leaves: field_leaves.iter().sum(),
@@ -481,7 +481,7 @@ impl FileSet {
             file: Mutex::new(SharedFile {
                 dir: dir.to_path_buf(),
                 root,
-                props: Arc::new(props.clone()),
+                props: Arc::new(props),
                 seq: 0,
                 current: None,
                 done: Vec::new(),
@@ -489,7 +489,6 @@ impl FileSet {
                 pending: Vec::new(),
                 page_index: None,
             }),
-            props,
             factory: OnceLock::new(),
             current: Mutex::new(Slot::default()),
             last_used: AtomicU64::new(0),
@@ -766,9 +765,8 @@ pub struct Folder {
     /// Leaf columns of the schema: a row group in progress costs memory in proportion.
     leaves: usize,
     max_rows: usize,
-    /// The file's properties; the codecs of its columns are chosen from the first batch (see
+    /// The column writers' factory, with codecs chosen from the folder's first rows (see
     /// [`tune_columns`]).
-    props: WriterProperties,
     factory: OnceLock<ArrowRowGroupWriterFactory>,
     current: Mutex<Slot>,
     file: Mutex<SharedFile>,
@@ -862,10 +860,12 @@ impl Folder {
         Ok(())
     }
 
-    /// The column writers' factory, with codecs chosen from the folder's first batch.
+    /// The column writers' factory: the file's properties, codecs chosen from `batch`.
     fn make_factory(&self, batch: &RecordBatch) -> Result<ArrowRowGroupWriterFactory> {
-        let props = tune_columns(&self.props, batch);
-        let root = self.file.lock().expect("no writer panicked").root.clone();
+        let (props, root) = {
+            let file = self.file.lock().expect("no writer panicked");
+            (tune_columns(&file.props, batch), file.root.clone())
+        };
         // The factory takes its schema and properties from a file writer; this one is never
         // written to.
         let probe = SerializedFileWriter::new(std::io::sink(), root, Arc::new(props))?;
@@ -880,24 +880,25 @@ impl Folder {
             .append(files, chunks)
     }
 
-    /// Finishes the row group in progress, if any, and writes the rows still gathered for
-    /// choosing codecs (a type smaller than [`TUNE_ROWS`]).
+    /// Finishes the row group in progress, if any, or writes the rows still gathered for
+    /// choosing codecs (a type smaller than [`TUNE_ROWS`]) as one: a folder has its row group
+    /// in progress or those rows, never both (the first row group starts from them).
     fn flush(&self, files: &FileSet) -> Result<()> {
-        let mut slot = self.current.lock().expect("no writer panicked");
-        let rg = slot.rg.take();
-        let first = match slot.first.is_empty() {
-            true => None,
-            false => Some(self.tune(&mut slot)?),
+        let first = {
+            let mut slot = self.current.lock().expect("no writer panicked");
+            match slot.first.is_empty() {
+                true => None,
+                false => Some(self.tune(&mut slot)?),
+            }
         };
-        drop(slot);
-        if let Some(rg) = rg {
-            self.finish_row_group(files, &rg)?;
-        }
         if let Some(first) = first {
             self.push(files, &first, 0)?;
-            return self.flush(files);
         }
-        Ok(())
+        let rg = self.current.lock().expect("no writer panicked").rg.take();
+        match rg {
+            Some(rg) => self.finish_row_group(files, &rg),
+            None => Ok(()),
+        }
     }
 
     /// The leaf columns and bytes of the row group in progress, if any.
@@ -906,17 +907,5 @@ impl Folder {
         slot.rg
             .as_ref()
             .map(|rg| (self.leaves, rg.bytes.load(Ordering::Relaxed)))
-    }
-}
-
-/// Leaf columns of a field's type.
-fn leaf_count(dt: &DataType) -> usize {
-    match dt {
-        DataType::Struct(fields) => fields.iter().map(|f| leaf_count(f.data_type())).sum(),
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            leaf_count(f.data_type())
-        }
-        DataType::Map(f, _) => leaf_count(f.data_type()),
-        _ => 1,
     }
 }

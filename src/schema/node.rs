@@ -413,6 +413,15 @@ pub fn arrow_schema(resource_type: &str) -> Option<Schema> {
     Some(Schema::new(fields))
 }
 
+/// Leaf columns (as Parquet counts them) under a type.
+pub fn leaf_count(t: &DataType) -> usize {
+    match t {
+        DataType::List(f) | DataType::LargeList(f) => leaf_count(f.data_type()),
+        DataType::Struct(fields) => fields.iter().map(|f| leaf_count(f.data_type())).sum(),
+        _ => 1,
+    }
+}
+
 /// Leaf columns (as Parquet counts them) and the deepest nesting of records (as BigQuery counts
 /// them: a repeated field is not a level of its own).
 pub fn width_and_depth(schema: &Schema) -> (usize, usize) {

@@ -44,7 +44,7 @@ pub fn double_quote(name: &str) -> String {
 pub fn snowflake(f: &Field) -> String {
     match f.data_type() {
         t @ (DataType::Struct(_) | DataType::List(_))
-            if leaves(t) > SNOWFLAKE_MAX_OBJECT_FIELDS =>
+            if crate::schema::node::leaf_count(t) > SNOWFLAKE_MAX_OBJECT_FIELDS =>
         {
             "VARIANT".into()
         }
@@ -63,15 +63,6 @@ pub fn snowflake(f: &Field) -> String {
 
 /// Snowflake's limit on the fields of an OBJECT loaded from a Parquet struct.
 pub const SNOWFLAKE_MAX_OBJECT_FIELDS: usize = 1000;
-
-/// Leaf fields under a type.
-pub fn leaves(t: &DataType) -> usize {
-    match t {
-        DataType::List(f) | DataType::LargeList(f) => leaves(f.data_type()),
-        DataType::Struct(fields) => fields.iter().map(|f| leaves(f.data_type())).sum(),
-        _ => 1,
-    }
-}
 
 /// Whether BigQuery's NUMERIC holds the decimal: 9 digits after the point, 29 before.
 fn fits_numeric(precision: u8, scale: i8) -> bool {
