@@ -8,7 +8,7 @@
 //! the resource's JSON (typed columns and `_overflow` put together) instead.
 //!
 //! The compiled view ([`plan::compile_view`]) is engine-neutral: [`lower`] turns it into the SQL
-//! of DuckDB, Spark, Trino or BigQuery (`view --sql`).
+//! of DuckDB, Spark, Trino, BigQuery or Snowflake (`view --sql`).
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {

@@ -190,14 +190,14 @@ fn parse(dialect: Dialect, cases: &[Case], tmp: &Path) -> Vec<String> {
 }
 
 #[test]
-fn the_official_suite_compiled_to_bigquery_and_trino_sql_parses() {
+fn the_official_suite_compiled_to_bigquery_trino_and_snowflake_sql_parses() {
     if !python_has("sqlglot", "sqlglot") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let cases = suite(tmp.path());
     let mut problems = Vec::new();
-    for d in [Dialect::Bigquery, Dialect::Trino] {
+    for d in [Dialect::Bigquery, Dialect::Trino, Dialect::Snowflake] {
         problems.extend(parse(d, &cases, tmp.path()));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -14,9 +14,11 @@ pub enum Dialect {
     Trino,
     /// Google BigQuery.
     Bigquery,
+    /// Snowflake, over the tables `warehouse snowflake` loads (nested columns semi-structured).
+    Snowflake,
 }
 
-use Dialect::{Bigquery, Duckdb, Spark, Trino};
+use Dialect::{Bigquery, Duckdb, Snowflake, Spark, Trino};
 
 impl Dialect {
     pub fn name(self) -> &'static str {
@@ -25,13 +27,14 @@ impl Dialect {
             Spark => "spark",
             Trino => "trino",
             Bigquery => "bigquery",
+            Snowflake => "snowflake",
         }
     }
 
     /// A quoted identifier.
     pub fn ident(self, name: &str) -> String {
         match self {
-            Duckdb | Trino => format!("\"{}\"", name.replace('"', "\"\"")),
+            Duckdb | Trino | Snowflake => format!("\"{}\"", name.replace('"', "\"\"")),
             Spark | Bigquery => format!("`{}`", name.replace('`', "``")),
         }
     }
@@ -48,13 +51,15 @@ impl Dialect {
     pub fn string(self, s: &str) -> String {
         match self {
             Duckdb | Trino => format!("'{}'", s.replace('\'', "''")),
+            // Snowflake reads backslash escapes in literals.
+            Snowflake => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''")),
             Spark | Bigquery => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
         }
     }
 
     pub fn empty_list(self) -> &'static str {
         match self {
-            Duckdb | Bigquery => "[]",
+            Duckdb | Bigquery | Snowflake => "[]",
             Spark => "array()",
             Trino => "ARRAY[]",
         }
@@ -65,14 +70,27 @@ impl Dialect {
             Duckdb | Bigquery => format!("[{item}]"),
             Spark => format!("array({item})"),
             Trino => format!("ARRAY[{item}]"),
+            Snowflake => format!("ARRAY_CONSTRUCT({item})"),
         }
     }
 
-    /// The items of `list` for which `cond` (over `var`) holds, in order.
-    pub fn filter(self, list: &str, var: &str, cond: &str) -> String {
+    /// A lambda's parameter over items of type `dt`. Snowflake's list items are VARIANT: a
+    /// typed parameter makes each item a value of its SQL type (a JSON null a SQL NULL); items
+    /// that are structs stay VARIANT, whose fields [`Dialect::field`] reads.
+    fn param(self, var: &str, dt: &DataType) -> String {
+        match (self, semi_structured_type(dt)) {
+            (Snowflake, Some(t)) => format!("{var} {t}"),
+            _ => var.to_string(),
+        }
+    }
+
+    /// The items of `list` (of items of type `dt`) for which `cond` (over `var`) holds, in
+    /// order.
+    pub fn filter(self, list: &str, var: &str, dt: &DataType, cond: &str) -> String {
         match self {
             Duckdb => format!("list_filter({list}, {var} -> {cond})"),
             Spark | Trino => format!("filter({list}, {var} -> {cond})"),
+            Snowflake => format!("FILTER({list}, {} -> {cond})", self.param(var, dt)),
             Bigquery => format!(
                 "ARRAY(SELECT {var} FROM UNNEST({list}) AS {var} WITH OFFSET AS {var}_o \
                  WHERE {cond} ORDER BY {var}_o)"
@@ -80,11 +98,20 @@ impl Dialect {
         }
     }
 
-    /// `f` (over `var`) of every item of `list`, in order.
-    pub fn transform(self, list: &str, var: &str, f: &str) -> String {
+    /// The items of `list` that are not NULL (in Snowflake, not JSON null either).
+    pub fn drop_nulls(self, list: &str, var: &str, dt: &DataType) -> String {
+        match self {
+            Snowflake => format!("ARRAY_COMPACT({list})"),
+            _ => self.filter(list, var, dt, &format!("{var} IS NOT NULL")),
+        }
+    }
+
+    /// `f` (over `var`) of every item of `list` (of items of type `dt`), in order.
+    pub fn transform(self, list: &str, var: &str, dt: &DataType, f: &str) -> String {
         match self {
             Duckdb => format!("list_transform({list}, {var} -> {f})"),
             Spark | Trino => format!("transform({list}, {var} -> {f})"),
+            Snowflake => format!("TRANSFORM({list}, {} -> {f})", self.param(var, dt)),
             Bigquery => format!(
                 "ARRAY(SELECT {f} FROM UNNEST({list}) AS {var} WITH OFFSET AS {var}_o \
                  ORDER BY {var}_o)"
@@ -93,13 +120,14 @@ impl Dialect {
     }
 
     /// The items of the lists `f` (over `var`) gives for every item of `list`, in order.
-    pub fn flat_map(self, list: &str, var: &str, f: &str) -> String {
+    pub fn flat_map(self, list: &str, var: &str, dt: &DataType, f: &str) -> String {
         match self {
             Bigquery => format!(
                 "ARRAY(SELECT {var}_y FROM UNNEST({list}) AS {var} WITH OFFSET AS {var}_o, \
                  UNNEST({f}) AS {var}_y WITH OFFSET AS {var}_p ORDER BY {var}_o, {var}_p)"
             ),
-            _ => format!("flatten({})", self.transform(list, var, f)),
+            Snowflake => format!("ARRAY_FLATTEN({})", self.transform(list, var, dt, f)),
+            _ => format!("flatten({})", self.transform(list, var, dt, f)),
         }
     }
 
@@ -109,11 +137,12 @@ impl Dialect {
             Spark => format!("size({list})"),
             Trino => format!("cardinality({list})"),
             Bigquery => format!("ARRAY_LENGTH({list})"),
+            Snowflake => format!("ARRAY_SIZE({list})"),
         }
     }
 
-    /// The item at a 1-based position (`-1`: the last); NULL when there is none.
-    pub fn at(self, list: &str, pos: &str) -> String {
+    /// The item (of type `dt`) at a 1-based position (`-1`: the last); NULL when there is none.
+    pub fn at(self, list: &str, pos: &str, dt: &DataType) -> String {
         match self {
             Duckdb => format!("({list})[{pos}]"),
             Spark => format!("try_element_at({list}, {pos})"),
@@ -122,6 +151,45 @@ impl Dialect {
                 format!("({list})[SAFE_ORDINAL(ARRAY_LENGTH({list}))]")
             }
             Bigquery => format!("({list})[SAFE_ORDINAL({pos})]"),
+            Snowflake if pos == "-1" => {
+                self.item(&format!("GET({list}, ARRAY_SIZE({list}) - 1)"), dt)
+            }
+            Snowflake => self.item(&format!("GET({list}, {pos} - 1)"), dt),
+        }
+    }
+
+    /// A list item (or struct field) of type `dt` as a value of its SQL type. In Snowflake
+    /// nested values are VARIANT: a primitive is cast (a JSON null becomes a SQL NULL), a
+    /// struct stays VARIANT with JSON null made SQL NULL.
+    pub fn item(self, e: &str, dt: &DataType) -> String {
+        match (self, semi_structured_type(dt)) {
+            (Snowflake, Some(t)) => format!("CAST({e} AS {t})"),
+            (Snowflake, None) => format!("STRIP_NULL_VALUE({e})"),
+            _ => e.to_string(),
+        }
+    }
+
+    /// The field `name` (of type `dt`) of a struct value `x`; NULL when `x` is NULL. A list
+    /// field is given as it is (the caller makes it an ARRAY, and NULL an empty list).
+    pub fn field(self, x: &str, name: &str, dt: &DataType) -> String {
+        match self {
+            Snowflake => {
+                let get = format!("GET({x}, {})", self.string(name));
+                match dt {
+                    DataType::List(_) => get,
+                    _ => self.item(&get, dt),
+                }
+            }
+            _ => format!("({x}).{}", self.ident(name)),
+        }
+    }
+
+    /// A column of the resource table that is a list, as an ARRAY (in Snowflake, a list of
+    /// structs of more than a thousand leaves is loaded as VARIANT).
+    pub fn list_column(self, e: &str) -> String {
+        match self {
+            Snowflake => format!("AS_ARRAY({e})"),
+            _ => e.to_string(),
         }
     }
 
@@ -130,6 +198,7 @@ impl Dialect {
             Duckdb => format!("list_concat({a}, {b})"),
             Spark | Trino => format!("concat({a}, {b})"),
             Bigquery => format!("ARRAY_CONCAT({a}, {b})"),
+            Snowflake => format!("ARRAY_CAT({a}, {b})"),
         }
     }
 
@@ -137,25 +206,36 @@ impl Dialect {
         match self {
             Duckdb => format!("array_to_string({list}, {sep})"),
             Spark | Trino => format!("array_join({list}, {sep})"),
-            Bigquery => format!("ARRAY_TO_STRING({list}, {sep})"),
+            Bigquery | Snowflake => format!("ARRAY_TO_STRING({list}, {sep})"),
         }
     }
 
     pub fn concat_strings(self, a: &str, b: &str) -> String {
         match self {
-            Duckdb | Trino => format!("({a} || {b})"),
+            Duckdb | Trino | Snowflake => format!("({a} || {b})"),
             Spark | Bigquery => format!("concat({a}, {b})"),
         }
     }
 
-    /// An expression that fails the query with `msg`.
-    pub fn error(self, msg: &str) -> String {
+    /// An expression of type `dt` (None: a list) that fails the query with `msg`. `witness` is
+    /// a value of the row: Snowflake has no function that raises an error, so there the error
+    /// is a conversion of the message to a number that fails, made to depend on the row so
+    /// that it is not evaluated (and fails) while the statement compiles.
+    pub fn error(self, msg: &str, witness: &str, dt: Option<&DataType>) -> String {
         let m = self.string(msg);
         match self {
             Duckdb => format!("error({m})"),
             Spark => format!("raise_error({m})"),
             Trino => format!("fail({m})"),
             Bigquery => format!("ERROR({m})"),
+            Snowflake => {
+                let fail =
+                    format!("TO_NUMBER({m} || coalesce(LEFT(TO_VARCHAR({witness}), 0), ''))");
+                match dt.and_then(|t| self.type_name(t)) {
+                    Some(t) => format!("CAST({fail} AS {t})"),
+                    None => self.list_of(&fail),
+                }
+            }
         }
     }
 
@@ -167,6 +247,14 @@ impl Dialect {
                 "REGEXP_EXTRACT({s}, {})",
                 self.string(&only_group(pattern, group))
             ),
+            // Snowflake's expressions are POSIX: no non-capturing groups.
+            Snowflake => {
+                let (p, g) = posix_groups(pattern, group);
+                format!(
+                    "nullif(REGEXP_SUBSTR({s}, {}, 1, 1, 'e', {g}), '')",
+                    self.string(&p)
+                )
+            }
             _ => format!(
                 "nullif(regexp_extract({s}, {}, {group}), '')",
                 self.string(pattern)
@@ -176,12 +264,16 @@ impl Dialect {
 
     /// Whether a regular expression matches somewhere in `s`.
     pub fn regex_test(self, s: &str, pattern: &str) -> String {
-        let p = self.string(pattern);
         match self {
-            Duckdb => format!("regexp_matches({s}, {p})"),
-            Spark => format!("({s} rlike {p})"),
-            Trino => format!("regexp_like({s}, {p})"),
-            Bigquery => format!("REGEXP_CONTAINS({s}, {p})"),
+            Duckdb => format!("regexp_matches({s}, {})", self.string(pattern)),
+            Spark => format!("({s} rlike {})", self.string(pattern)),
+            Trino => format!("regexp_like({s}, {})", self.string(pattern)),
+            Bigquery => format!("REGEXP_CONTAINS({s}, {})", self.string(pattern)),
+            // REGEXP_LIKE matches the whole text.
+            Snowflake => format!(
+                "(REGEXP_INSTR({s}, {}) > 0)",
+                self.string(&posix_groups(pattern, 0).0)
+            ),
         }
     }
 
@@ -189,6 +281,7 @@ impl Dialect {
     pub fn position(self, s: &str, needle: &str) -> String {
         match self {
             Spark => format!("instr({s}, {needle})"),
+            Snowflake => format!("CHARINDEX({needle}, {s})"),
             _ => format!("strpos({s}, {needle})"),
         }
     }
@@ -212,6 +305,10 @@ impl Dialect {
                 "JSON_EXTRACT_SCALAR({json}, {})",
                 self.string(&format!("$[\"{key}\"]"))
             ),
+            Snowflake => format!(
+                "CAST(GET(TRY_PARSE_JSON({json}), {}) AS VARCHAR)",
+                self.string(key)
+            ),
         }
     }
 
@@ -220,6 +317,7 @@ impl Dialect {
         match self {
             Spark => format!("format_string('%.18f', {v})"),
             Bigquery => format!("FORMAT('%.18f', CAST({v} AS BIGNUMERIC))"),
+            Snowflake => format!("TO_VARCHAR(CAST({v} AS NUMBER(38,18)))"),
             _ => format!("CAST({v} AS VARCHAR)"),
         }
     }
@@ -231,6 +329,7 @@ impl Dialect {
             Spark => format!("date_format(last_day(to_date({first})), 'yyyy-MM-dd')"),
             Trino => format!("date_format(last_day_of_month(CAST({first} AS DATE)), '%Y-%m-%d')"),
             Bigquery => format!("FORMAT_DATE('%Y-%m-%d', LAST_DAY(CAST({first} AS DATE)))"),
+            Snowflake => format!("TO_VARCHAR(LAST_DAY(TO_DATE({first})), 'YYYY-MM-DD')"),
         }
     }
 
@@ -241,6 +340,8 @@ impl Dialect {
             Spark => format!("CAST(({a}) div nullif({b}, 0) AS INT)"),
             Trino => format!("({a} / nullif({b}, 0))"),
             Bigquery => format!("DIV({a}, NULLIF({b}, 0))"),
+            // `/` gives a decimal: truncated toward zero, as the others do.
+            Snowflake => format!("CAST(TRUNC({a} / nullif({b}, 0)) AS INTEGER)"),
         }
     }
 
@@ -250,6 +351,7 @@ impl Dialect {
             Duckdb | Trino => format!("to_base64({b})"),
             Spark => format!("base64({b})"),
             Bigquery => format!("TO_BASE64({b})"),
+            Snowflake => format!("BASE64_ENCODE({b})"),
         }
     }
 
@@ -258,6 +360,7 @@ impl Dialect {
             Duckdb | Trino => format!("from_base64({text})"),
             Spark => format!("unbase64({text})"),
             Bigquery => format!("FROM_BASE64({text})"),
+            Snowflake => format!("BASE64_DECODE_BINARY({text})"),
         }
     }
 
@@ -293,12 +396,27 @@ impl Dialect {
                     .collect();
                 format!("STRUCT({})", parts.join(", "))
             }
+            // An OBJECT, as the loaded nested columns are: a NULL field is left out.
+            Snowflake => {
+                let parts: Vec<String> = fields
+                    .iter()
+                    .map(|(n, e)| format!("{}, {e}", self.string(n)))
+                    .collect();
+                format!("OBJECT_CONSTRUCT({})", parts.join(", "))
+            }
         }
     }
 
-    /// The join that unnests `list` as the `k`th item column: the join, the item, its 0-based
-    /// index. `or_null`: a row with no items keeps one, NULL, at index 0.
-    pub fn unnest(self, list: &str, or_null: bool, k: usize) -> (String, String, String) {
+    /// The join that unnests `list` (of items of type `dt`) as the `k`th item column: the
+    /// join, the item, its 0-based index. `or_null`: a row with no items keeps one, NULL, at
+    /// index 0.
+    pub fn unnest(
+        self,
+        list: &str,
+        or_null: bool,
+        k: usize,
+        dt: &DataType,
+    ) -> (String, String, String) {
         match self {
             Duckdb => {
                 let t = format!("u{k}");
@@ -340,6 +458,15 @@ impl Dialect {
                 format!("v{k}"),
                 format!("coalesce(i{k}, 0)"),
             ),
+            // OUTER => TRUE gives a row of NULLs for an empty list.
+            Snowflake => (
+                format!(
+                    ", LATERAL FLATTEN(input => {list}{}) AS u{k}",
+                    if or_null { ", outer => TRUE" } else { "" }
+                ),
+                self.item(&format!("u{k}.value"), dt),
+                format!("CAST(coalesce(u{k}.index, 0) AS INTEGER)"),
+            ),
         }
     }
 
@@ -352,17 +479,20 @@ impl Dialect {
             (_, DataType::Int32) => "INTEGER",
             (_, DataType::Int64) => "BIGINT",
             (Bigquery, DataType::Decimal128(_, _)) => "BIGNUMERIC",
+            (Snowflake, DataType::Decimal128(_, _)) => "NUMBER(38,18)",
             (_, DataType::Decimal128(_, _)) => "DECIMAL(38,18)",
             (Bigquery, DataType::Float64) => "FLOAT64",
             (_, DataType::Float64) => "DOUBLE",
-            (Duckdb | Trino, DataType::Utf8 | DataType::Null) => "VARCHAR",
+            (Duckdb | Trino | Snowflake, DataType::Utf8 | DataType::Null) => "VARCHAR",
             (Spark | Bigquery, DataType::Utf8 | DataType::Null) => "STRING",
             (Duckdb, DataType::Timestamp(_, _)) => "TIMESTAMPTZ",
+            (Snowflake, DataType::Timestamp(_, _)) => "TIMESTAMP_TZ",
             (_, DataType::Timestamp(_, _)) => "TIMESTAMP",
             (Duckdb, DataType::Binary) => "BLOB",
             (Spark, DataType::Binary) => "BINARY",
             (Trino, DataType::Binary) => "VARBINARY",
             (Bigquery, DataType::Binary) => "BYTES",
+            (Snowflake, DataType::Binary) => "BINARY",
             _ => return None,
         })
     }
@@ -370,6 +500,9 @@ impl Dialect {
     /// A type spelled whole, structs and lists included (Trino's ROW casts).
     pub fn full_type(self, dt: &DataType) -> Option<String> {
         Some(match dt {
+            // Snowflake's nested values are semi-structured.
+            DataType::Struct(_) if self == Snowflake => "OBJECT".into(),
+            DataType::List(_) if self == Snowflake => "ARRAY".into(),
             DataType::Struct(fields) => {
                 let parts: Option<Vec<String>> = fields
                     .iter()
@@ -385,7 +518,7 @@ impl Dialect {
                     Trino => format!("ROW({})", parts?.join(", ")),
                     // Spark's `name: type` takes its colon as optional.
                     Bigquery | Spark => format!("STRUCT<{}>", parts?.join(", ")),
-                    Duckdb => format!("STRUCT({})", parts?.join(", ")),
+                    Duckdb | Snowflake => format!("STRUCT({})", parts?.join(", ")),
                 }
             }
             DataType::List(f) => {
@@ -393,13 +526,58 @@ impl Dialect {
                 match self {
                     Trino => format!("ARRAY({inner})"),
                     Spark | Bigquery => format!("ARRAY<{inner}>"),
-                    Duckdb => format!("{inner}[]"),
+                    Duckdb | Snowflake => format!("{inner}[]"),
                 }
             }
             DataType::Int64 if self == Trino => "BIGINT".into(),
             other => self.type_name(other)?.to_string(),
         })
     }
+}
+
+/// The SQL type a Snowflake VARIANT item of type `dt` is cast to (None: it stays VARIANT).
+fn semi_structured_type(dt: &DataType) -> Option<&'static str> {
+    match dt {
+        DataType::Struct(_) | DataType::Null => None,
+        DataType::List(_) => Some("ARRAY"),
+        other => Snowflake.type_name(other),
+    }
+}
+
+/// `pattern` with its non-capturing groups made capturing (POSIX expressions have no others),
+/// and the number the `group`th capturing group then has.
+fn posix_groups(pattern: &str, group: usize) -> (String, usize) {
+    let mut out = String::new();
+    let (mut n, mut target) = (0, group);
+    let mut chars = pattern.chars().peekable();
+    let mut escaped = false;
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '[' => in_class = true,
+            ']' => in_class = false,
+            '(' if !in_class => {
+                if chars.peek() == Some(&'?') {
+                    // `(?:` → `(`: one more group before the ones that follow.
+                    chars.next();
+                    chars.next();
+                    if n < group {
+                        target += 1;
+                    }
+                } else {
+                    n += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    (out, target)
 }
 
 /// `pattern` with every capturing group but the `group`th made non-capturing.
@@ -431,6 +609,44 @@ fn only_group(pattern: &str, group: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snowflake_regular_expressions_have_posix_groups_only() {
+        assert_eq!(
+            posix_groups("^(?:.*/)?([A-Z]+)/([^/?]+)(?:/_history/[^/]+)?$", 2),
+            ("^(.*/)?([A-Z]+)/([^/?]+)(/_history/[^/]+)?$".to_string(), 3)
+        );
+        assert_eq!(posix_groups("^urn:(?:uuid|oid):(.+)$", 1).1, 2);
+        assert_eq!(posix_groups("[(]x(y)", 1), ("[(]x(y)".to_string(), 1));
+        let g = Snowflake.regex_group("s", "^(?:a)(b)$", 1);
+        assert_eq!(g, "nullif(REGEXP_SUBSTR(s, '^(a)(b)$', 1, 1, 'e', 2), '')");
+    }
+
+    #[test]
+    fn snowflake_items_are_cast_from_variant() {
+        let text = DataType::Utf8;
+        assert_eq!(Snowflake.item("v", &text), "CAST(v AS VARCHAR)");
+        assert_eq!(
+            Snowflake.field("x", "family", &text),
+            "CAST(GET(x, 'family') AS VARCHAR)"
+        );
+        let st = DataType::Struct(Default::default());
+        assert_eq!(
+            Snowflake.field("x", "code", &st),
+            "STRIP_NULL_VALUE(GET(x, 'code'))"
+        );
+        assert_eq!(
+            Snowflake.filter("l", "v", &text, "v = 'a'"),
+            "FILTER(l, v VARCHAR -> v = 'a')"
+        );
+        assert_eq!(Snowflake.filter("l", "v", &st, "c"), "FILTER(l, v -> c)");
+        assert_eq!(Snowflake.drop_nulls("l", "v", &text), "ARRAY_COMPACT(l)");
+        assert_eq!(
+            Snowflake.at("l", "-1", &text),
+            "CAST(GET(l, ARRAY_SIZE(l) - 1) AS VARCHAR)"
+        );
+        assert_eq!(Snowflake.string("a'b\\c"), "'a''b\\\\c'");
+    }
 
     #[test]
     fn bigquery_keeps_the_one_group_asked_for() {

@@ -6,7 +6,8 @@
 //! lowering of that compiled view (DataFusion's is [`crate::view::plan`]): every FHIRPath value is
 //! a SQL list, every path step a `transform` / `filter` / `flatten` with a lambda, every `forEach`
 //! a lateral unnest of `{i, v}` items, `unionAll` a `UNION ALL` (BigQuery, without lambdas,
-//! gets ordered array subqueries). What a dialect cannot express is
+//! gets ordered array subqueries; Snowflake, whose nested columns are semi-structured, reads
+//! fields with `GET` and casts each VARIANT to its type). What a dialect cannot express is
 //! an error naming the place in the view and the dialect, never SQL that computes something else.
 //!
 //! ```
@@ -114,7 +115,7 @@ pub fn to_sql(view: &ViewDefinition, opts: &SqlOptions) -> Result<String> {
                     let dt = Lower::dt(&v);
                     let list = l.many(&v, &func.at)?;
                     let k = joins.len();
-                    let (join, item, index) = d.unnest(&list, *or_null, k);
+                    let (join, item, index) = d.unnest(&list, *or_null, k, &dt);
                     joins.push(join);
                     items.insert(
                         internal,
@@ -210,16 +211,8 @@ impl Lower {
     fn many(&self, v: &Val, at: &str) -> Result<String> {
         match v {
             Val::Many(l, _) => Ok(l.clone()),
-            Val::Nullable(l, _) => {
-                let w = self.var();
-                Ok(self.d.filter(l, &w, &format!("{w} IS NOT NULL")))
-            }
-            Val::One(x, _) => {
-                let w = self.var();
-                Ok(self
-                    .d
-                    .filter(&self.d.list_of(x), &w, &format!("{w} IS NOT NULL")))
-            }
+            Val::Nullable(l, dt) => Ok(self.d.drop_nulls(l, &self.var(), dt)),
+            Val::One(x, dt) => Ok(self.d.drop_nulls(&self.d.list_of(x), &self.var(), dt)),
             Val::Row => self.unsupported(at, "the whole resource as a value"),
         }
     }
@@ -228,8 +221,8 @@ impl Lower {
     fn one(&self, v: &Val, at: &str) -> Result<String> {
         match v {
             Val::One(x, _) => Ok(x.clone()),
-            Val::Many(l, _) => Ok(self.d.at(l, "1")),
-            Val::Nullable(..) => Ok(self.d.at(&self.many(v, at)?, "1")),
+            Val::Many(l, dt) => Ok(self.d.at(l, "1", dt)),
+            Val::Nullable(_, dt) => Ok(self.d.at(&self.many(v, at)?, "1", dt)),
             Val::Row => self.unsupported(at, "the whole resource as a value"),
         }
     }
@@ -245,7 +238,11 @@ impl Lower {
     fn wrap(&self, e: String, dt: &DataType) -> Val {
         match dt {
             DataType::List(f) => Val::Nullable(
-                format!("coalesce({e}, {})", self.d.empty_list()),
+                format!(
+                    "coalesce({}, {})",
+                    self.d.list_column(&e),
+                    self.d.empty_list()
+                ),
                 f.data_type().clone(),
             ),
             other => Val::One(e, other.clone()),
@@ -268,32 +265,47 @@ impl Lower {
                 .map(|f| f.data_type().clone())
                 .ok_or_else(past)
         };
-        let q = self.d.ident(name);
+        let d = self.d;
+        let q = d.ident(name);
+        // A struct's field (Snowflake: of an OBJECT, a VARIANT cast to the field's type).
+        let get = |x: &str, dt: &DataType, paren: bool| match (d, paren) {
+            (Dialect::Snowflake, _) => d.field(x, name, dt),
+            (_, true) => format!("({x}).{q}"),
+            (_, false) => format!("{x}.{q}"),
+        };
         match v {
+            // A column of the table has its type.
             Val::Row => {
                 let dt = find(&self.root_fields)?;
                 Ok(self.wrap(format!("{ROOT}.{q}"), &dt))
             }
             Val::One(x, DataType::Struct(fields)) => {
                 let dt = find(fields)?;
-                Ok(self.wrap(format!("({x}).{q}"), &dt))
+                Ok(self.wrap(get(x, &dt, true), &dt))
             }
             // A NULL item gives NULL children: the NULLs are dropped once, where the list is used.
-            Val::Many(l, DataType::Struct(fields)) | Val::Nullable(l, DataType::Struct(fields)) => {
+            Val::Many(l, st @ DataType::Struct(fields))
+            | Val::Nullable(l, st @ DataType::Struct(fields)) => {
                 let dt = find(fields)?;
                 let v = self.var();
                 Ok(match &dt {
                     DataType::List(f) => Val::Nullable(
-                        self.d.flat_map(
+                        d.flat_map(
                             l,
                             &v,
-                            &format!("coalesce({v}.{q}, {})", self.d.empty_list()),
+                            st,
+                            &format!(
+                                "coalesce({}, {})",
+                                d.list_column(&get(&v, &dt, false)),
+                                d.empty_list()
+                            ),
                         ),
                         f.data_type().clone(),
                     ),
-                    other => {
-                        Val::Nullable(self.d.transform(l, &v, &format!("{v}.{q}")), other.clone())
-                    }
+                    other => Val::Nullable(
+                        d.transform(l, &v, st, &get(&v, other, false)),
+                        other.clone(),
+                    ),
                 })
             }
             _ => Err(past()),
@@ -390,7 +402,7 @@ impl Lower {
                     true => format!("{v} IS NOT NULL AND coalesce({c}, FALSE)"),
                     false => format!("coalesce({c}, FALSE)"),
                 };
-                Val::Many(d.filter(&list, &v, &keep), dt)
+                Val::Many(d.filter(&list, &v, &dt, &keep), dt)
             }
             Node::Exists(src) => {
                 let list = self.many(&self.lower(src, cx, at)?, at)?;
@@ -429,7 +441,7 @@ impl Lower {
                         } else {
                             "-1"
                         };
-                        Val::One(d.at(&self.many(&s, at)?, pos), dt.clone())
+                        Val::One(d.at(&self.many(&s, at)?, pos, dt), dt.clone())
                     }
                     Val::Row => return self.unsupported(at, "first() of the resource"),
                 }
@@ -442,7 +454,7 @@ impl Lower {
                 Val::One(
                     format!(
                         "CASE WHEN {i} >= 0 THEN {} END",
-                        d.at(&list, &format!("{i} + 1"))
+                        d.at(&list, &format!("{i} + 1"), &dt)
                     ),
                     dt,
                 )
@@ -452,9 +464,15 @@ impl Lower {
                 self.one(&self.lower(src, cx, at)?, at)?
             )),
             Node::Join(src, sep) => {
-                let list = self.many(&self.lower(src, cx, at)?, at)?;
+                let s = self.lower(src, cx, at)?;
+                let list = self.many(&s, at)?;
                 let v = self.var();
-                let text = d.transform(&list, &v, &self.cast(&v, &DataType::Utf8, at)?);
+                let text = d.transform(
+                    &list,
+                    &v,
+                    &Self::dt(&s),
+                    &self.cast(&v, &DataType::Utf8, at)?,
+                );
                 Val::One(
                     format!(
                         "CASE WHEN {} = 0 THEN NULL ELSE {} END",
@@ -544,13 +562,19 @@ impl Lower {
             }
             Node::Cast(src, dt) => match self.lower(src, cx, at)? {
                 Val::One(x, _) => Val::One(self.cast(&x, dt, at)?, dt.clone()),
-                Val::Many(l, _) => {
+                Val::Many(l, from) => {
                     let v = self.var();
-                    Val::Many(d.transform(&l, &v, &self.cast(&v, dt, at)?), dt.clone())
+                    Val::Many(
+                        d.transform(&l, &v, &from, &self.cast(&v, dt, at)?),
+                        dt.clone(),
+                    )
                 }
-                Val::Nullable(l, _) => {
+                Val::Nullable(l, from) => {
                     let v = self.var();
-                    Val::Nullable(d.transform(&l, &v, &self.cast(&v, dt, at)?), dt.clone())
+                    Val::Nullable(
+                        d.transform(&l, &v, &from, &self.cast(&v, dt, at)?),
+                        dt.clone(),
+                    )
                 }
                 Val::Row => return self.unsupported(at, "a conversion of the resource"),
             },
@@ -564,7 +588,11 @@ impl Lower {
                         Val::One(self.reference_key(&x, want.as_deref()), DataType::Utf8)
                     }
                     Val::Many(l, _) | Val::Nullable(l, _) => Val::Many(
-                        d.filter(&d.transform(&l, &v, &key), &w, &format!("{w} IS NOT NULL")),
+                        d.drop_nulls(
+                            &d.transform(&l, &v, &DataType::Utf8, &key),
+                            &w,
+                            &DataType::Utf8,
+                        ),
                         DataType::Utf8,
                     ),
                     Val::Row => unreachable!("a field is never the row"),
@@ -579,11 +607,11 @@ impl Lower {
                     (Val::One(x, dt), _) => Val::One(b(&x), dt),
                     (Val::Many(l, dt), _) => {
                         let v = self.var();
-                        Val::Many(d.transform(&l, &v, &b(&v)), dt)
+                        Val::Many(d.transform(&l, &v, &dt, &b(&v)), dt)
                     }
                     (Val::Nullable(l, dt), _) => {
                         let v = self.var();
-                        Val::Nullable(d.transform(&l, &v, &b(&v)), dt)
+                        Val::Nullable(d.transform(&l, &v, &dt, &b(&v)), dt)
                     }
                     (Val::Row, _) => return self.unsupported(at, "a boundary of the resource"),
                 }
@@ -625,11 +653,15 @@ impl Lower {
                     let test = d.regex_test(&overflow, &deeper);
                     format!(
                         "CASE WHEN coalesce({test}, FALSE) THEN {} ELSE {items} END",
-                        d.error(&format!(
-                            "{at}: a resource nests {} deeper than the typed columns (kept in \
-                             _overflow): run this view with `fhir2parquet view`",
-                            beyond.join(", ")
-                        ))
+                        d.error(
+                            &format!(
+                                "{at}: a resource nests {} deeper than the typed columns (kept \
+                                 in _overflow): run this view with `fhir2parquet view`",
+                                beyond.join(", ")
+                            ),
+                            &overflow,
+                            None
+                        )
                     )
                 };
                 Val::Many(items, dt.clone())
@@ -735,7 +767,7 @@ impl Lower {
                 each = d.concat_lists(&each, &self.expand_all(&below, k + 1, levels, dt, at)?);
             }
         }
-        Ok(d.flat_map(&list, &y, &each))
+        Ok(d.flat_map(&list, &y, &cdt, &each))
     }
 
     /// `x` (of type `from`) as a value of type `to`: the fields `to` has, recursively (the items
@@ -753,21 +785,24 @@ impl Lower {
                         .iter()
                         .find(|g| g.name() == f.name())
                         .ok_or_else(|| anyhow!("{at}: internal error: no field {}", f.name()))?;
-                    let e = self.project(
-                        &format!("({x}).{}", d.ident(f.name())),
-                        src.data_type(),
-                        f.data_type(),
-                        at,
-                    )?;
+                    let get = match d {
+                        Dialect::Snowflake => d.field(x, f.name(), src.data_type()),
+                        _ => format!("({x}).{}", d.ident(f.name())),
+                    };
+                    let e = self.project(&get, src.data_type(), f.data_type(), at)?;
                     parts.push((f.name().clone(), e));
                 }
                 let st = d.struct_of(&parts, to);
-                Ok(format!("CASE WHEN {x} IS NULL THEN NULL ELSE {st} END"))
+                Ok(format!(
+                    "CASE WHEN {} IS NULL THEN NULL ELSE {st} END",
+                    d.item(x, from)
+                ))
             }
             (DataType::List(a), DataType::List(b)) => {
                 let v = self.var();
                 let inner = self.project(&v, a.data_type(), b.data_type(), at)?;
-                Ok(d.transform(x, &v, &inner))
+                let list = d.list_column(x);
+                Ok(d.transform(&list, &v, a.data_type(), &inner))
             }
             (_, other) => self.cast(x, other, at),
         }
@@ -883,7 +918,7 @@ impl Lower {
             return Ok(match dt {
                 DataType::Binary => {
                     let w = self.var();
-                    d.transform(&list, &w, &d.base64(&w))
+                    d.transform(&list, &w, dt, &d.base64(&w))
                 }
                 DataType::Null => format!(
                     "CAST({} AS {})",
@@ -903,10 +938,14 @@ impl Lower {
                 text(format!(
                     "CASE WHEN {} > 1 THEN {} ELSE {} END",
                     d.len(&l),
-                    d.error(&format!(
-                        "{at}: gave more than one value where one was expected (set \"collection\": true, or use first())"
-                    )),
-                    d.at(&l, "1")
+                    d.error(
+                        &format!(
+                            "{at}: gave more than one value where one was expected (set \"collection\": true, or use first())"
+                        ),
+                        &d.len(&l),
+                        Some(&Self::dt(v))
+                    ),
+                    d.at(&l, "1", &Self::dt(v))
                 ))
             }
             Val::Row => self.unsupported(at, "the whole resource as a column"),
@@ -982,6 +1021,67 @@ mod tests {
     }
 
     #[test]
+    fn snowflake_reads_the_semi_structured_columns_with_casts() {
+        let sf = sql(names_view(), &SqlOptions::new(Dialect::Snowflake)).unwrap();
+        assert!(sf.contains("FROM \"Patient\" AS r"), "{sf}");
+        // Nested columns are OBJECT / ARRAY: fields read with GET, primitives cast from VARIANT.
+        assert!(
+            sf.contains("ARRAY_COMPACT(coalesce(AS_ARRAY(r.\"name\"), []))"),
+            "{sf}"
+        );
+        assert!(
+            sf.contains("CAST(GET(STRIP_NULL_VALUE(u0.value), 'family') AS VARCHAR) AS \"family\""),
+            "{sf}"
+        );
+        // A list of text joined: typed lambda parameters make the VARIANT items text.
+        assert!(sf.contains("ARRAY_TO_STRING(TRANSFORM("), "{sf}");
+        assert!(sf.contains(" VARCHAR -> "), "{sf}");
+        // forEachOrNull: a lateral FLATTEN that keeps a row for an empty list.
+        assert!(
+            sf.contains(", LATERAL FLATTEN(input => ") && sf.contains(", outer => TRUE) AS u0"),
+            "{sf}"
+        );
+        assert!(
+            sf.contains("CAST(coalesce(u0.index, 0) AS INTEGER) AS \"i\""),
+            "{sf}"
+        );
+        assert!(!sf.contains("list_") && !sf.contains("->  "), "{sf}");
+
+        // Where the items are structs, the parameter stays VARIANT.
+        let v = json!({"resource": "Patient", "select": [{"column": [
+            {"name": "official", "path": "name.where(use = 'official').family.first()"}]}]});
+        let sf = sql(v, &SqlOptions::new(Dialect::Snowflake)).unwrap();
+        assert!(
+            sf.contains("CAST(GET(x_0, 'use') AS VARCHAR) = 'official'"),
+            "{sf}"
+        );
+        assert!(
+            sf.contains("FILTER(coalesce(AS_ARRAY(r.\"name\"), []), x_0 -> "),
+            "{sf}"
+        );
+        // first(): the 0-based GET of the item, cast to the column's type.
+        assert!(sf.contains("CAST(GET(ARRAY_COMPACT("), "{sf}");
+        assert!(sf.contains(", 1 - 1) AS VARCHAR) AS \"official\""), "{sf}");
+    }
+
+    #[test]
+    fn snowflake_has_no_error_function_so_a_failing_conversion_names_the_place() {
+        let v = json!({"resource": "Patient", "select": [{"column": [
+            {"name": "family", "path": "name.family"}]}]});
+        let sf = sql(v, &SqlOptions::new(Dialect::Snowflake)).unwrap();
+        // Cast to the column's type, made to depend on the row (not folded while compiling).
+        assert!(
+            sf.contains("CAST(TO_NUMBER('select[0].column[0].path: gave more than one value"),
+            "{sf}"
+        );
+        assert!(
+            sf.contains("|| coalesce(LEFT(TO_VARCHAR(ARRAY_SIZE("),
+            "{sf}"
+        );
+        assert!(sf.contains("), 0), '')) AS VARCHAR)"), "{sf}");
+    }
+
+    #[test]
     fn text_literals_are_escaped_per_dialect() {
         assert_eq!(Dialect::Duckdb.string("O'Brien \\ x"), "'O''Brien \\ x'");
         assert_eq!(Dialect::Spark.string("O'Brien \\ x"), "'O\\'Brien \\\\ x'");
@@ -1013,8 +1113,10 @@ mod tests {
         assert!(spark.contains("raise_error('select[0].column[0].path: gave more than one value"));
         let trino = sql(v.clone(), &SqlOptions::new(Dialect::Trino)).unwrap();
         assert!(trino.contains("fail('select[0].column[0].path: gave more than one value"));
-        let bq = sql(v, &SqlOptions::new(Dialect::Bigquery)).unwrap();
+        let bq = sql(v.clone(), &SqlOptions::new(Dialect::Bigquery)).unwrap();
         assert!(bq.contains("ERROR('select[0].column[0].path: gave more than one value"));
+        let sf = sql(v, &SqlOptions::new(Dialect::Snowflake)).unwrap();
+        assert!(sf.contains("TO_NUMBER('select[0].column[0].path: gave more than one value"));
     }
 
     #[test]
@@ -1040,12 +1142,23 @@ mod tests {
             "{duck}"
         );
         // Trino projects the items of each depth to one ROW type, spelled out.
-        let trino = sql(v, &SqlOptions::new(Dialect::Trino)).unwrap();
+        let trino = sql(v.clone(), &SqlOptions::new(Dialect::Trino)).unwrap();
         assert!(trino.contains("regexp_like(r.\"_overflow\""), "{trino}");
         assert!(trino.contains("CAST(ROW("), "{trino}");
         assert!(
             duck.contains("nests item deeper than the typed columns"),
             "{duck}"
         );
+        // Snowflake: REGEXP_LIKE would match the whole text; the guard's error is a list.
+        let sf = sql(v, &SqlOptions::new(Dialect::Snowflake)).unwrap();
+        assert!(
+            sf.contains("(REGEXP_INSTR(r.\"_overflow\", '/(item)\":') > 0)"),
+            "{sf}"
+        );
+        assert!(
+            sf.contains("THEN ARRAY_CONSTRUCT(TO_NUMBER('select[0].repeat[0]: "),
+            "{sf}"
+        );
+        assert!(sf.contains("OBJECT_CONSTRUCT('id', "), "{sf}");
     }
 }
