@@ -211,6 +211,11 @@ pub struct ConvertArgs {
     /// Rows per Parquet row group at most.
     #[arg(long, default_value_t = 122_880)]
     pub row_group_rows: usize,
+    /// Which columns of the typed schema each file holds. `present` writes files several times
+    /// smaller; read them through the table's schema (`sql`, `view`, `to-ndjson`, the
+    /// `warehouse` statements, or an engine that merges file schemas by name).
+    #[arg(long, value_enum, default_value = "all")]
+    pub columns: crate::convert::Columns,
     /// Rows decoded before a batch is handed to the Parquet writer.
     #[arg(long, default_value_t = 8192)]
     pub batch_rows: usize,

@@ -31,7 +31,7 @@ use crate::store::Location;
 pub use partition::PartitionSpec;
 pub use rejects::RejectReason;
 pub use summary::{InputRecord, RunRecord, TypeRecord};
-pub use writer::{Codec, WriteOptions};
+pub use writer::{Codec, Columns, WriteOptions};
 
 /// Everything `convert` needs besides the inputs.
 #[derive(Debug, Clone)]
@@ -399,7 +399,12 @@ fn convert(
     // Chunk buffers go back to the reader when a worker is done with them.
     let (recycle, recycled) = crossbeam_channel::bounded::<Vec<u8>>(threads * 2 + 2);
 
-    let files = writer::FileSet::new(target, run_id.clone(), opts.write.target_file_bytes);
+    let files = writer::FileSet::new(
+        target,
+        run_id.clone(),
+        opts.write.target_file_bytes,
+        opts.write.columns,
+    );
     let next = std::sync::atomic::AtomicUsize::new(0);
     let records = std::sync::Mutex::new(vec![None; sources.len()]);
     let results: Vec<Result<WorkerResult>> = std::thread::scope(|scope| {

@@ -60,6 +60,20 @@ pub struct WriteOptions {
     pub zstd_level: i32,
     pub target_file_bytes: u64,
     pub row_group_rows: usize,
+    pub columns: Columns,
+}
+
+/// Which of the typed schema's leaf columns a file holds.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Columns {
+    /// Every column of the type's typed schema, in every file.
+    #[default]
+    All,
+    /// The columns that hold a value in the file, and of each top-level element that holds
+    /// none, its first column: the file's schema is a part of the typed schema, which stays
+    /// the table's (readers fill the rest with NULL). A row group with a value in a column its
+    /// file left out starts a new file.
+    Present,
 }
 
 /// The codec of columns that are nearly always empty: Snappy keeps no state between pages
@@ -227,15 +241,18 @@ fn mostly_distinct(a: &dyn Array) -> bool {
 /// Drops the statistics of a column chunk that holds no value: the null count, level histograms
 /// and page index of a column that is all null cost ~40 bytes per column per row group, and a
 /// wide schema has thousands of such columns. A reader without statistics reads the chunk,
-/// which is a few bytes.
-fn trim_empty(chunk: &mut ArrowColumnChunk) -> Result<()> {
+/// which is a few bytes. Returns whether the chunk holds no value: its statistics count as many
+/// nulls as it has level entries (a chunk without statistics counts as holding values).
+fn trim_empty(chunk: &mut ArrowColumnChunk) -> Result<bool> {
     let close = chunk.close_mut();
     let meta = &close.metadata;
-    let empty = meta
-        .statistics()
-        .is_some_and(|s| s.min_bytes_opt().is_none() && s.max_bytes_opt().is_none());
+    let empty = meta.statistics().is_some_and(|s| {
+        s.min_bytes_opt().is_none()
+            && s.max_bytes_opt().is_none()
+            && s.null_count_opt() == u64::try_from(meta.num_values()).ok()
+    });
     if !empty {
-        return Ok(());
+        return Ok(false);
     }
     close.metadata = meta
         .clone()
@@ -247,7 +264,61 @@ fn trim_empty(chunk: &mut ArrowColumnChunk) -> Result<()> {
         .clear_page_encoding_stats()
         .build()?;
     close.column_index = None;
-    Ok(())
+    Ok(true)
+}
+
+/// The columns a file keeps ([`Columns::Present`]) from its first row group's: those with a
+/// value, and the first of each top-level element (`field_leaves` columns each) that has none,
+/// so that every top-level column is in every file.
+fn present_columns(empty: &[bool], field_leaves: &[usize]) -> Vec<bool> {
+    let mut keep: Vec<bool> = empty.iter().map(|e| !e).collect();
+    let mut start = 0;
+    for &n in field_leaves {
+        if n > 0 && !keep[start..start + n].contains(&true) {
+            keep[start] = true;
+        }
+        start += n;
+    }
+    keep
+}
+
+/// `t` with only the leaf columns `keep` marks (in the order of the leaves; `next` counts
+/// them) and the groups that lead to them.
+fn prune(t: &TypePtr, keep: &[bool], next: &mut usize) -> Result<Option<TypePtr>> {
+    if !t.is_group() {
+        let k = keep[*next];
+        *next += 1;
+        return Ok(k.then(|| t.clone()));
+    }
+    let mut fields = Vec::new();
+    let mut whole = true;
+    for f in t.get_fields() {
+        match prune(f, keep, next)? {
+            Some(p) => {
+                whole &= Arc::ptr_eq(&p, f);
+                fields.push(p);
+            }
+            None => whole = false,
+        }
+    }
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    if whole {
+        return Ok(Some(t.clone()));
+    }
+    let info = t.get_basic_info();
+    let mut b = parquet::schema::types::Type::group_type_builder(info.name())
+        .with_fields(fields)
+        .with_converted_type(info.converted_type())
+        .with_logical_type(info.logical_type_ref().cloned());
+    if info.has_repetition() {
+        b = b.with_repetition(info.repetition());
+    }
+    if info.has_id() {
+        b = b.with_id(Some(info.id()));
+    }
+    Ok(Some(Arc::new(b.build()?)))
 }
 
 /// Where a run's files go: a local (temporary) folder, or a prefix of an object store, where
@@ -317,6 +388,7 @@ pub struct FileSet {
     target: Target,
     prefix: String,
     max_bytes: u64,
+    columns: Columns,
     files: Mutex<FxHashMap<PathBuf, Arc<Folder>>>,
     /// Counts batches handed in, to find the least recently used row group.
     tick: AtomicU64,
@@ -335,11 +407,21 @@ struct SharedFile {
     /// Whether the file being written has a page index, decided by its first row group (see
     /// [`SharedFile::append_row_group`]).
     page_index: Option<bool>,
+    columns: Columns,
+    /// Leaf columns per top-level field.
+    field_leaves: Vec<usize>,
+    /// The leaf columns the file being written holds.
+    kept: Vec<bool>,
 }
 
 impl SharedFile {
-    fn append(&mut self, set: &FileSet, chunks: Vec<ArrowColumnChunk>) -> Result<()> {
-        let written = self.append_row_group(set, chunks);
+    fn append(
+        &mut self,
+        set: &FileSet,
+        chunks: Vec<ArrowColumnChunk>,
+        empty: &[bool],
+    ) -> Result<()> {
+        let written = self.append_row_group(set, chunks, empty);
         written.with_context(|| {
             let name = self.done.last().cloned().unwrap_or_default();
             format!(
@@ -355,19 +437,42 @@ impl SharedFile {
     /// one page is already described by its chunk's metadata and statistics, and the index would
     /// add ~25 bytes per column (a wide table's thousands of columns). Later row groups of the
     /// file follow the first, as readers use a file's page index only when every chunk has one.
-    fn append_row_group(&mut self, set: &FileSet, mut chunks: Vec<ArrowColumnChunk>) -> Result<()> {
+    ///
+    /// With [`Columns::Present`], the first row group decides the file's columns, and a row
+    /// group with a value in a column the file left out closes it and starts the next.
+    fn append_row_group(
+        &mut self,
+        set: &FileSet,
+        chunks: Vec<ArrowColumnChunk>,
+        empty: &[bool],
+    ) -> Result<()> {
+        let left_out = |kept: &[bool]| empty.iter().zip(kept).any(|(e, k)| !e && !k);
+        if self.current.is_some() && self.columns == Columns::Present && left_out(&self.kept) {
+            self.close(&set.target)?;
+        }
         if self.current.is_none() {
             self.page_index = None;
+            let root = match self.columns {
+                Columns::All => {
+                    self.kept = vec![true; chunks.len()];
+                    self.root.clone()
+                }
+                Columns::Present => {
+                    self.kept = present_columns(empty, &self.field_leaves);
+                    prune(&self.root, &self.kept, &mut 0)?.expect("a column per top-level field")
+                }
+            };
             let name = format!("part-{}-{:05}.parquet", set.prefix, self.seq);
             self.seq += 1;
             let sink = set.target.create(&self.dir, &name)?;
-            self.current = Some(SerializedFileWriter::new(
-                sink,
-                self.root.clone(),
-                self.props.clone(),
-            )?);
+            self.current = Some(SerializedFileWriter::new(sink, root, self.props.clone())?);
             self.done.push(name);
         }
+        let mut chunks: Vec<ArrowColumnChunk> = chunks
+            .into_iter()
+            .zip(&self.kept)
+            .filter_map(|(c, &k)| k.then_some(c))
+            .collect();
         let one_page = |c: &ArrowColumnChunk| {
             c.close()
                 .offset_index
@@ -443,11 +548,12 @@ pub struct FolderFiles {
 
 impl FileSet {
     /// Files are named `part-<prefix>-<n>.parquet`, started anew past `max_bytes` bytes.
-    pub fn new(target: Target, prefix: String, max_bytes: u64) -> Self {
+    pub fn new(target: Target, prefix: String, max_bytes: u64, columns: Columns) -> Self {
         FileSet {
             target,
             prefix,
             max_bytes,
+            columns,
             files: Mutex::new(FxHashMap::default()),
             tick: AtomicU64::new(0),
         }
@@ -475,7 +581,7 @@ impl FileSet {
             .collect();
         let f = Arc::new(Folder {
             leaves: field_leaves.iter().sum(),
-            field_leaves,
+            field_leaves: field_leaves.clone(),
             schema,
             max_rows: max_rows.max(1),
             file: Mutex::new(SharedFile {
@@ -488,6 +594,9 @@ impl FileSet {
                 bytes: 0,
                 pending: Vec::new(),
                 page_index: None,
+                columns: self.columns,
+                field_leaves: field_leaves.clone(),
+                kept: Vec::new(),
             }),
             factory: OnceLock::new(),
             current: Mutex::new(Slot::default()),
@@ -740,19 +849,19 @@ impl RowGroup {
     }
 
     /// Encodes every waiting batch and closes the column writers: the row group's chunks, in
-    /// the order of the schema's leaves.
-    fn close(&self, schema: &SchemaRef) -> Result<Vec<ArrowColumnChunk>> {
-        let mut chunks = Vec::new();
+    /// the order of the schema's leaves, and whether each holds no value.
+    fn close(&self, schema: &SchemaRef) -> Result<(Vec<ArrowColumnChunk>, Vec<bool>)> {
+        let (mut chunks, mut empty) = (Vec::new(), Vec::new());
         for (i, f) in self.fields.iter().enumerate() {
             let mut fw = f.lock().expect("no writer panicked");
             self.drain(schema, i, &mut fw)?;
             for w in std::mem::take(&mut fw.writers) {
                 let mut chunk = w.close()?;
-                trim_empty(&mut chunk)?;
+                empty.push(trim_empty(&mut chunk)?);
                 chunks.push(chunk);
             }
         }
-        Ok(chunks)
+        Ok((chunks, empty))
     }
 }
 
@@ -873,11 +982,11 @@ impl Folder {
     }
 
     fn finish_row_group(&self, files: &FileSet, rg: &RowGroup) -> Result<()> {
-        let chunks = rg.close(&self.schema)?;
+        let (chunks, empty) = rg.close(&self.schema)?;
         self.file
             .lock()
             .expect("no writer panicked")
-            .append(files, chunks)
+            .append(files, chunks, &empty)
     }
 
     /// Finishes the row group in progress, if any, or writes the rows still gathered for

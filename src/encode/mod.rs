@@ -32,6 +32,7 @@ pub fn to_ndjson(dataset: impl Into<Location>, out: &Path) -> Result<BTreeMap<St
     for table in crate::dataset::tables(dataset)? {
         let name = table.name;
         let members = resource_members(&name).expect("a resource table");
+        let schema = crate::schema::node::arrow_schema(&name).expect("a resource table");
         let mut w = BufWriter::new(File::create(out.join(format!("{name}.ndjson")))?);
         let mut n = 0;
         let mut line = String::new();
@@ -47,7 +48,7 @@ pub fn to_ndjson(dataset: impl Into<Location>, out: &Path) -> Result<BTreeMap<St
                 (DataFile::Remote { .. }, Location::Local(_)) => unreachable!("a local dataset"),
             };
             for batch in reader {
-                let batch = batch?;
+                let batch = to_table_schema(batch?, &schema)?;
                 for row in 0..batch.num_rows() {
                     line.clear();
                     encode_row(&name, &members, &batch, row)?.write_to(&mut line);
@@ -61,6 +62,39 @@ pub fn to_ndjson(dataset: impl Into<Location>, out: &Path) -> Result<BTreeMap<St
         counts.insert(name, n);
     }
     Ok(counts)
+}
+
+/// `batch`, read from a file, as a batch of the table's schema: a file written with
+/// `--columns present` holds part of the typed schema's columns, and the others are NULL. The
+/// columns are matched by name, down to the fields of structs (partition columns, which are not
+/// in the files, are not in the table's schema either).
+pub fn to_table_schema(
+    batch: RecordBatch,
+    schema: &arrow::datatypes::Schema,
+) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let options = arrow::compute::CastOptions::default();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => datafusion::common::nested_struct::cast_column(c, f.data_type(), &options)
+                .with_context(|| format!("column {} does not fit the table's schema", f.name())),
+            None => Ok(arrow::array::new_null_array(
+                f.data_type(),
+                batch.num_rows(),
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        std::sync::Arc::new(schema.clone()),
+        columns,
+        &options,
+    )?)
 }
 
 /// One row of a resource table as the FHIR JSON resource.

@@ -210,9 +210,13 @@ fn duckdb(tables: &[Table], opts: &Options, script: &mut Script) {
             .push(format!("CREATE SCHEMA IF NOT EXISTS {}", double_quote(s)));
     }
     for t in tables {
+        // Files may hold part of the typed schema (`convert --columns present`): DuckDB merges
+        // their schemas by name, and each column is cast to its full type (the fields no file
+        // holds are NULL), so the view has the table's schema whatever the files hold.
         let mut args = vec![
             quote_literal(&format!("{}/**/*.parquet", folder(t))),
             "hive_partitioning = true".to_string(),
+            "union_by_name = true".to_string(),
         ];
         if !t.partitions.is_empty() {
             let types: Vec<String> = t
@@ -222,9 +226,19 @@ fn duckdb(tables: &[Table], opts: &Options, script: &mut Script) {
                 .collect();
             args.push(format!("hive_types = {{{}}}", types.join(", ")));
         }
+        let mut columns: Vec<String> = schema_of(t)
+            .fields()
+            .iter()
+            .map(|f| {
+                let name = double_quote(f.name());
+                format!("CAST({name} AS {}) AS {name}", types::duckdb(f.data_type()))
+            })
+            .collect();
+        columns.extend(t.partitions.iter().map(|p| double_quote(p)));
         script.statements.push(format!(
-            "CREATE OR REPLACE VIEW {} AS SELECT * FROM read_parquet({})",
+            "CREATE OR REPLACE VIEW {} AS SELECT {} FROM read_parquet({})",
             qualified(opts, &t.name, double_quote),
+            columns.join(", "),
             args.join(", ")
         ));
     }

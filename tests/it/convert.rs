@@ -52,23 +52,128 @@ fn row_counts_equal_line_counts_for_both_synthea_sets() {
 /// their exact text).
 #[test]
 fn round_trip_is_lossless() {
-    for set in [
-        "fhir-data/r4-spec-examples",
-        "fhir-data/synthea-r4-small",
-        "fhir-data/synthea-r4-10-patients",
-    ] {
-        let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("out");
-        let record = fhir2parquet::convert::run(&[shared(set)], &convert_opts(&out)).unwrap();
-        fhir2parquet::encode::to_ndjson(&out, &tmp.path().join("back")).unwrap();
-        let total = crate::assert_same_resources(&shared(set), &tmp.path().join("back"));
-        if set.contains("spec-examples") {
-            assert_eq!(total, 5294);
-            // The examples hold things the typed columns cannot: they were kept and counted.
-            let kept: u64 = record.types.values().map(|r| r.overflow.values).sum();
-            assert!(kept > 0);
+    use fhir2parquet::convert::Columns;
+    for columns in [Columns::All, Columns::Present] {
+        for set in [
+            "fhir-data/r4-spec-examples",
+            "fhir-data/synthea-r4-small",
+            "fhir-data/synthea-r4-10-patients",
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let out = tmp.path().join("out");
+            let mut opts = convert_opts(&out);
+            opts.write.columns = columns;
+            let record = fhir2parquet::convert::run(&[shared(set)], &opts).unwrap();
+            fhir2parquet::encode::to_ndjson(&out, &tmp.path().join("back")).unwrap();
+            let total = crate::assert_same_resources(&shared(set), &tmp.path().join("back"));
+            if set.contains("spec-examples") {
+                assert_eq!(total, 5294);
+                // The examples hold things the typed columns cannot: they were kept and counted.
+                let kept: u64 = record.types.values().map(|r| r.overflow.values).sum();
+                assert!(kept > 0);
+            }
         }
     }
+}
+
+/// The bytes of NDJSON (uncompressed) in a folder of .ndjson and .ndjson.gz files.
+fn ndjson_bytes(dir: &Path) -> u64 {
+    read_dir_files(dir)
+        .iter()
+        .map(|p| {
+            read_lines(p)
+                .iter()
+                .map(|l| l.len() as u64 + 1)
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+fn read_dir_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".ndjson"))
+        .collect()
+}
+
+/// `--columns present`: each file holds the columns with a value (and one per top-level
+/// element), a part of the typed schema. Size guard for it: every shared set's Parquet is
+/// smaller than its NDJSON, and the Synthea sets stay under a bound a little above what it
+/// writes today.
+#[test]
+fn files_of_present_columns_are_small() {
+    // (set, bound in bytes): 420,748 and 744,585 bytes measured 2026-11-27, plus ~5%.
+    for (set, bound) in [
+        ("synthea-r4-small", 442_000),
+        ("synthea-r4-10-patients", 782_000),
+        ("r4-spec-examples", u64::MAX),
+    ] {
+        let input = shared(&format!("fhir-data/{set}"));
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = convert_opts(tmp.path());
+        opts.write.columns = fhir2parquet::convert::Columns::Present;
+        let record = fhir2parquet::convert::run(std::slice::from_ref(&input), &opts).unwrap();
+        let bytes = parquet_bytes(tmp.path());
+        assert!(
+            bytes <= bound,
+            "{set}: {bytes} bytes of Parquet, bound {bound}"
+        );
+        let ndjson = ndjson_bytes(&input);
+        assert!(
+            bytes < ndjson,
+            "{set}: {bytes} bytes of Parquet, {ndjson} of NDJSON"
+        );
+        for (t, rec) in &record.types {
+            assert_eq!(rec.files, 1, "{set}: {t} is one file");
+            // Fewer columns than the typed schema, and every top-level element.
+            let meta = crate::parquet_metadata(&crate::first_file(&tmp.path().join(t)));
+            let schema = fhir2parquet::schema::node::arrow_schema(t).unwrap();
+            let descr = meta.file_metadata().schema_descr();
+            assert!(
+                descr.num_columns()
+                    < fhir2parquet::schema::node::leaf_count(&arrow::datatypes::DataType::Struct(
+                        schema.fields().clone()
+                    ))
+            );
+            assert_eq!(
+                descr.root_schema().get_fields().len(),
+                schema.fields().len(),
+                "{t}"
+            );
+        }
+    }
+}
+
+/// A row group with a value in a column its file left out starts a new file; every resource
+/// comes back from the files, whatever part of the schema each holds.
+#[test]
+fn a_column_appearing_later_starts_a_new_file() {
+    let set = shared("fhir-data/synthea-r4-10-patients");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut opts = convert_opts(&out);
+    opts.write.columns = fhir2parquet::convert::Columns::Present;
+    opts.write.row_group_rows = 100;
+    opts.batch_rows = 100;
+    let record = fhir2parquet::convert::run(std::slice::from_ref(&set), &opts).unwrap();
+    let several: Vec<&String> = record
+        .types
+        .iter()
+        .filter(|(_, r)| r.files > 1)
+        .map(|(t, _)| t)
+        .collect();
+    assert!(!several.is_empty(), "no type took a second file");
+    for t in several {
+        let mut widths = std::collections::BTreeSet::new();
+        for e in std::fs::read_dir(out.join(t)).unwrap() {
+            let meta = crate::parquet_metadata(&e.unwrap().path());
+            widths.insert(meta.file_metadata().schema_descr().num_columns());
+        }
+        assert!(widths.len() > 1, "{t}: the files hold the same columns");
+    }
+    fhir2parquet::encode::to_ndjson(&out, &tmp.path().join("back")).unwrap();
+    crate::assert_same_resources(&set, &tmp.path().join("back"));
 }
 
 #[test]

@@ -19,10 +19,16 @@ const INPUT: &str = concat!(
 
 /// The test observations converted into `out`, partitioned by year or not.
 fn convert(out: &Path, partitioned: bool) {
+    convert_with(out, partitioned, "all");
+}
+
+/// The same, each file holding the columns of `--columns` (`all` or `present`).
+fn convert_with(out: &Path, partitioned: bool, columns: &str) {
     let mut args = vec!["convert", INPUT, "-o", out.to_str().unwrap(), "-q"];
     if partitioned {
         args.extend(["--partition-by", "Observation.effective:year"]);
     }
+    args.extend(["--columns", columns]);
     ok(&bin(&args));
 }
 
@@ -57,6 +63,11 @@ fn duckdb_runs_its_statements_over_local_data() {
     // A file:// URL is a local dataset as well.
     let url = format!("file://{}", out.canonicalize().unwrap().display());
     check("duckdb", "duckdb", &url, &[]);
+    // Files of present columns only, a different part of the schema in each partition: the
+    // views still have every column, and the values.
+    let present = tmp.path().join("present");
+    convert_with(&present, true, "present");
+    check("duckdb", "duckdb", present.to_str().unwrap(), &[]);
 }
 
 #[test]
@@ -112,16 +123,20 @@ fn spark_runs_the_athena_and_databricks_statements() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    convert(&out, true);
-    for (engine, check_as) in [
-        ("athena", "spark-athena"),
-        ("databricks", "spark-databricks"),
-    ] {
-        let work = tmp.path().join(engine);
-        std::fs::create_dir_all(&work).unwrap();
-        let work = ("SPARK_WORK", work.to_str().unwrap().to_string());
-        check(engine, check_as, out.to_str().unwrap(), &[work]);
+    // Files of every column, and files of present columns only (Spark reads them through the
+    // tables' schemas).
+    for columns in ["all", "present"] {
+        let out = tmp.path().join(columns);
+        convert_with(&out, true, columns);
+        for (engine, check_as) in [
+            ("athena", "spark-athena"),
+            ("databricks", "spark-databricks"),
+        ] {
+            let work = tmp.path().join(format!("{engine}-{columns}"));
+            std::fs::create_dir_all(&work).unwrap();
+            let work = ("SPARK_WORK", work.to_str().unwrap().to_string());
+            check(engine, check_as, out.to_str().unwrap(), &[work]);
+        }
     }
 }
 
