@@ -32,6 +32,7 @@ measure() { # name, out dir, command...
 rm -f "$work/runs.txt"
 for _ in $(seq "$runs"); do
   measure fhir2parquet "$work/out" target/release/fhir2parquet convert "$work/input" -o "$work/out" -q -j "$cores"
+  measure fhir2parquet-present "$work/out-present" target/release/fhir2parquet convert "$work/input" -o "$work/out-present" -q -j "$cores" --columns present
   measure duckdb "$work/duckdb" python3 bench/duckdb_convert.py "$work/input" "$work/duckdb" "$cores"
 done
 python3 - "$work/runs.txt" "$bytes" "$lines" <<'PY2'
@@ -41,16 +42,16 @@ by = {}
 for line in open(runs):
     name, secs, kb, out = line.split()
     by.setdefault(name, []).append((float(secs), int(kb), int(out)))
-print(f"{'':<14} {'median s':>9} {'MB/s':>8} {'resources/s':>12} {'peak RSS':>10} {'output':>10}  (runs)")
+print(f"{'':<22} {'median s':>9} {'MB/s':>8} {'resources/s':>12} {'peak RSS':>10} {'output':>10}  (runs)")
 for name, rs in by.items():
     secs = statistics.median(r[0] for r in rs)
     kb = statistics.median(r[1] for r in rs)
     out = statistics.median(r[2] for r in rs)
-    print(f"{name:<14} {secs:9.2f} {b / 1e6 / secs:8.1f} {n / secs:12.0f} {kb / 1024:7.0f} MiB {out / 1e6:7.1f} MB  "
+    print(f"{name:<22} {secs:9.2f} {b / 1e6 / secs:8.1f} {n / secs:12.0f} {kb / 1024:7.0f} MiB {out / 1e6:7.1f} MB  "
           + " ".join(f"{r[0]:.2f}" for r in rs))
 PY2
 echo
-echo "output size (NDJSON, gzipped, DuckDB zstd, ours):"
+echo "output size (NDJSON, gzipped, DuckDB zstd, ours, ours with --columns present):"
 python3 bench/sizes.py target/release/fhir2parquet ../shared/fhir-data/synthea-r4-small \
   ../shared/fhir-data/synthea-r4-10-patients "$work/input"
 echo
