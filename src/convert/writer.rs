@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch, StructArray};
+use arrow::datatypes::{DataType, FieldRef, Fields, Schema, SchemaRef};
 use parquet::arrow::arrow_writer::{
     compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
 };
@@ -71,8 +71,9 @@ pub enum Columns {
     All,
     /// The columns that hold a value in the file, and of each top-level element that holds
     /// none, its first column: the file's schema is a part of the typed schema, which stays
-    /// the table's (readers fill the rest with NULL). A row group with a value in a column its
-    /// file left out starts a new file.
+    /// the table's (readers fill the rest with NULL). Only those columns are encoded. A batch
+    /// with a value in a column the row group in progress leaves out ends that row group and
+    /// its file; the next ones hold that column too.
     Present,
 }
 
@@ -241,18 +242,15 @@ fn mostly_distinct(a: &dyn Array) -> bool {
 /// Drops the statistics of a column chunk that holds no value: the null count, level histograms
 /// and page index of a column that is all null cost ~40 bytes per column per row group, and a
 /// wide schema has thousands of such columns. A reader without statistics reads the chunk,
-/// which is a few bytes. Returns whether the chunk holds no value: its statistics count as many
-/// nulls as it has level entries (a chunk without statistics counts as holding values).
-fn trim_empty(chunk: &mut ArrowColumnChunk) -> Result<bool> {
+/// which is a few bytes.
+fn trim_empty(chunk: &mut ArrowColumnChunk) -> Result<()> {
     let close = chunk.close_mut();
     let meta = &close.metadata;
-    let empty = meta.statistics().is_some_and(|s| {
-        s.min_bytes_opt().is_none()
-            && s.max_bytes_opt().is_none()
-            && s.null_count_opt() == u64::try_from(meta.num_values()).ok()
-    });
+    let empty = meta
+        .statistics()
+        .is_some_and(|s| s.min_bytes_opt().is_none() && s.max_bytes_opt().is_none());
     if !empty {
-        return Ok(false);
+        return Ok(());
     }
     close.metadata = meta
         .clone()
@@ -264,61 +262,122 @@ fn trim_empty(chunk: &mut ArrowColumnChunk) -> Result<bool> {
         .clear_page_encoding_stats()
         .build()?;
     close.column_index = None;
-    Ok(true)
+    Ok(())
 }
 
-/// The columns a file keeps ([`Columns::Present`]) from its first row group's: those with a
-/// value, and the first of each top-level element (`field_leaves` columns each) that has none,
-/// so that every top-level column is in every file.
-fn present_columns(empty: &[bool], field_leaves: &[usize]) -> Vec<bool> {
-    let mut keep: Vec<bool> = empty.iter().map(|e| !e).collect();
-    let mut start = 0;
-    for &n in field_leaves {
-        if n > 0 && !keep[start..start + n].contains(&true) {
-            keep[start] = true;
-        }
-        start += n;
-    }
-    keep
-}
-
-/// `t` with only the leaf columns `keep` marks (in the order of the leaves; `next` counts
-/// them) and the groups that lead to them.
-fn prune(t: &TypePtr, keep: &[bool], next: &mut usize) -> Result<Option<TypePtr>> {
-    if !t.is_group() {
-        let k = keep[*next];
-        *next += 1;
-        return Ok(k.then(|| t.clone()));
-    }
-    let mut fields = Vec::new();
-    let mut whole = true;
-    for f in t.get_fields() {
-        match prune(f, keep, next)? {
-            Some(p) => {
-                whole &= Arc::ptr_eq(&p, f);
-                fields.push(p);
+/// Which leaves of `batch` (in the order of its schema's leaf columns) hold a value: a leaf
+/// array with fewer nulls than items. (A value under a NULL parent counts too: the column is
+/// then kept without need, never left out with a value.)
+fn leaves_with_values(batch: &RecordBatch) -> Vec<bool> {
+    fn walk(a: &dyn Array, out: &mut Vec<bool>) {
+        match a.data_type() {
+            DataType::Struct(_) => {
+                for c in a.as_struct().columns() {
+                    walk(c.as_ref(), out);
+                }
             }
-            None => whole = false,
+            DataType::List(_) => walk(a.as_list::<i32>().values().as_ref(), out),
+            _ => out.push(a.null_count() < a.len()),
         }
     }
-    if fields.is_empty() {
-        return Ok(None);
+    let mut out = Vec::new();
+    for c in batch.columns() {
+        walk(c.as_ref(), &mut out);
     }
-    if whole {
-        return Ok(Some(t.clone()));
+    out
+}
+
+/// The fields of `fields` that lead to a kept leaf (`kept` over their leaves, in order; `next`
+/// counts them), each with only such children.
+fn prune_fields(fields: &Fields, kept: &[bool], next: &mut usize) -> Vec<FieldRef> {
+    fields
+        .iter()
+        .filter_map(|f| prune_field(f, kept, next))
+        .collect()
+}
+
+fn prune_field(f: &FieldRef, kept: &[bool], next: &mut usize) -> Option<FieldRef> {
+    let with = |dt: DataType| Arc::new(f.as_ref().clone().with_data_type(dt));
+    match f.data_type() {
+        DataType::Struct(children) => {
+            let pruned = prune_fields(children, kept, next);
+            let whole = pruned.len() == children.len()
+                && pruned
+                    .iter()
+                    .zip(children.iter())
+                    .all(|(a, b)| Arc::ptr_eq(a, b));
+            match (pruned.is_empty(), whole) {
+                (true, _) => None,
+                (false, true) => Some(f.clone()),
+                (false, false) => Some(with(DataType::Struct(pruned.into()))),
+            }
+        }
+        DataType::List(item) => {
+            prune_field(item, kept, next).map(|i| match Arc::ptr_eq(&i, item) {
+                true => f.clone(),
+                false => with(DataType::List(i)),
+            })
+        }
+        _ => {
+            let k = kept[*next];
+            *next += 1;
+            k.then(|| f.clone())
+        }
     }
-    let info = t.get_basic_info();
-    let mut b = parquet::schema::types::Type::group_type_builder(info.name())
-        .with_fields(fields)
-        .with_converted_type(info.converted_type())
-        .with_logical_type(info.logical_type_ref().cloned());
-    if info.has_repetition() {
-        b = b.with_repetition(info.repetition());
+}
+
+/// `a` as an array of `dt`, a pruned form of its type ([`prune_fields`]): struct fields left
+/// out are dropped; the data is shared.
+fn project(a: &ArrayRef, dt: &DataType) -> ArrayRef {
+    match dt {
+        DataType::Struct(fields) => {
+            let s = a.as_struct();
+            let mut source = s.fields().iter().zip(s.columns());
+            let columns = fields
+                .iter()
+                .map(|f| {
+                    let (_, c) = source
+                        .find(|(g, _)| g.name() == f.name())
+                        .expect("a pruned struct keeps its fields in order");
+                    project(c, f.data_type())
+                })
+                .collect();
+            Arc::new(StructArray::new(
+                fields.clone(),
+                columns,
+                s.nulls().cloned(),
+            ))
+        }
+        DataType::List(item) => {
+            let l = a.as_list::<i32>();
+            Arc::new(ListArray::new(
+                item.clone(),
+                l.offsets().clone(),
+                project(l.values(), item.data_type()),
+                l.nulls().cloned(),
+            ))
+        }
+        _ => a.clone(),
     }
-    if info.has_id() {
-        b = b.with_id(Some(info.id()));
-    }
-    Ok(Some(Arc::new(b.build()?)))
+}
+
+/// The part of a type's typed schema a row group and its file hold: all of it, or with
+/// [`Columns::Present`] the columns that had a value so far (and the first of each top-level
+/// element that had none, so that every top-level column is in every file).
+struct Shape {
+    /// Over the typed schema's leaf columns.
+    kept: Vec<bool>,
+    /// The Arrow schema of the kept columns: the typed schema where all are kept.
+    schema: SchemaRef,
+    /// Leaf columns per top-level field of `schema`.
+    field_leaves: Vec<usize>,
+    leaves: usize,
+    /// Column writers of `schema`, with the folder's codecs.
+    factory: ArrowRowGroupWriterFactory,
+    /// The Parquet schema of the files of this shape.
+    root: TypePtr,
+    /// Whether `schema` is the typed schema (batches need no projection).
+    whole: bool,
 }
 
 /// Where a run's files go: a local (temporary) folder, or a prefix of an object store, where
@@ -407,11 +466,8 @@ struct SharedFile {
     /// Whether the file being written has a page index, decided by its first row group (see
     /// [`SharedFile::append_row_group`]).
     page_index: Option<bool>,
-    columns: Columns,
-    /// Leaf columns per top-level field.
-    field_leaves: Vec<usize>,
-    /// The leaf columns the file being written holds.
-    kept: Vec<bool>,
+    /// The Parquet schema of the file being written.
+    schema: Option<TypePtr>,
 }
 
 impl SharedFile {
@@ -419,9 +475,9 @@ impl SharedFile {
         &mut self,
         set: &FileSet,
         chunks: Vec<ArrowColumnChunk>,
-        empty: &[bool],
+        root: &TypePtr,
     ) -> Result<()> {
-        let written = self.append_row_group(set, chunks, empty);
+        let written = self.append_row_group(set, chunks, root);
         written.with_context(|| {
             let name = self.done.last().cloned().unwrap_or_default();
             format!(
@@ -438,41 +494,30 @@ impl SharedFile {
     /// add ~25 bytes per column (a wide table's thousands of columns). Later row groups of the
     /// file follow the first, as readers use a file's page index only when every chunk has one.
     ///
-    /// With [`Columns::Present`], the first row group decides the file's columns, and a row
-    /// group with a value in a column the file left out closes it and starts the next.
+    /// A row group of another [`Shape`] (`root`, its Parquet schema) than the file's closes
+    /// the file and starts the next.
     fn append_row_group(
         &mut self,
         set: &FileSet,
-        chunks: Vec<ArrowColumnChunk>,
-        empty: &[bool],
+        mut chunks: Vec<ArrowColumnChunk>,
+        root: &TypePtr,
     ) -> Result<()> {
-        let left_out = |kept: &[bool]| empty.iter().zip(kept).any(|(e, k)| !e && !k);
-        if self.current.is_some() && self.columns == Columns::Present && left_out(&self.kept) {
+        if self.current.is_some() && !self.schema.as_ref().is_some_and(|s| Arc::ptr_eq(s, root)) {
             self.close(&set.target)?;
         }
         if self.current.is_none() {
             self.page_index = None;
-            let root = match self.columns {
-                Columns::All => {
-                    self.kept = vec![true; chunks.len()];
-                    self.root.clone()
-                }
-                Columns::Present => {
-                    self.kept = present_columns(empty, &self.field_leaves);
-                    prune(&self.root, &self.kept, &mut 0)?.expect("a column per top-level field")
-                }
-            };
             let name = format!("part-{}-{:05}.parquet", set.prefix, self.seq);
             self.seq += 1;
             let sink = set.target.create(&self.dir, &name)?;
-            self.current = Some(SerializedFileWriter::new(sink, root, self.props.clone())?);
+            self.current = Some(SerializedFileWriter::new(
+                sink,
+                root.clone(),
+                self.props.clone(),
+            )?);
+            self.schema = Some(root.clone());
             self.done.push(name);
         }
-        let mut chunks: Vec<ArrowColumnChunk> = chunks
-            .into_iter()
-            .zip(&self.kept)
-            .filter_map(|(c, &k)| k.then_some(c))
-            .collect();
         let one_page = |c: &ArrowColumnChunk| {
             c.close()
                 .offset_index
@@ -580,8 +625,7 @@ impl FileSet {
             .map(|f| crate::schema::node::leaf_count(f.data_type()))
             .collect();
         let f = Arc::new(Folder {
-            leaves: field_leaves.iter().sum(),
-            field_leaves: field_leaves.clone(),
+            field_leaves,
             schema,
             max_rows: max_rows.max(1),
             file: Mutex::new(SharedFile {
@@ -594,11 +638,10 @@ impl FileSet {
                 bytes: 0,
                 pending: Vec::new(),
                 page_index: None,
-                columns: self.columns,
-                field_leaves: field_leaves.clone(),
-                kept: Vec::new(),
+                schema: None,
             }),
-            factory: OnceLock::new(),
+            columns: self.columns,
+            tuned: OnceLock::new(),
             current: Mutex::new(Slot::default()),
             last_used: AtomicU64::new(0),
         });
@@ -723,6 +766,8 @@ pub fn abort_all(pending: impl IntoIterator<Item = PendingUpload>) {
 /// thus go to one row group at a time however many workers decode them, and encoding a wide
 /// table spreads over every core.
 struct RowGroup {
+    /// The columns it holds; its batches are of `shape.schema`.
+    shape: Arc<Shape>,
     queue: Mutex<Queue>,
     fields: Vec<Mutex<FieldWriters>>,
     /// What the column writers hold, as last measured by each field.
@@ -754,9 +799,9 @@ const MAX_QUEUED: usize = 4;
 const ROW_GROUP_BYTES: usize = 48 << 20;
 
 impl RowGroup {
-    fn new(folder: &Folder, factory: &ArrowRowGroupWriterFactory) -> Result<Self> {
-        let mut all = factory.create_column_writers(0)?.into_iter();
-        let fields = folder
+    fn new(shape: Arc<Shape>) -> Result<Self> {
+        let mut all = shape.factory.create_column_writers(0)?.into_iter();
+        let fields = shape
             .field_leaves
             .iter()
             .map(|&n| {
@@ -768,6 +813,7 @@ impl RowGroup {
             })
             .collect();
         Ok(RowGroup {
+            shape,
             queue: Mutex::new(Queue {
                 batches: VecDeque::new(),
                 first: 0,
@@ -779,8 +825,8 @@ impl RowGroup {
     }
 
     /// Writes to field `i` the batches it has not taken yet.
-    fn drain(&self, schema: &SchemaRef, i: usize, fw: &mut FieldWriters) -> Result<()> {
-        let field = &schema.fields()[i];
+    fn drain(&self, i: usize, fw: &mut FieldWriters) -> Result<()> {
+        let field = &self.shape.schema.fields()[i];
         loop {
             let todo: Vec<RecordBatch> = {
                 let q = self.queue.lock().expect("no writer panicked");
@@ -827,7 +873,7 @@ impl RowGroup {
     /// Encodes what it can of the waiting batches: every field no other worker holds, from
     /// `start` on (workers start at different fields). With `wait`, every field, waiting for
     /// the workers that hold one.
-    fn help(&self, schema: &SchemaRef, start: usize, wait: bool) -> Result<()> {
+    fn help(&self, start: usize, wait: bool) -> Result<()> {
         let n = self.fields.len();
         for k in 0..n {
             let i = (start + k) % n;
@@ -839,7 +885,7 @@ impl RowGroup {
                 Err(std::sync::TryLockError::WouldBlock) => continue,
                 Err(std::sync::TryLockError::Poisoned(_)) => panic!("a writer panicked"),
             };
-            self.drain(schema, i, &mut fw)?;
+            self.drain(i, &mut fw)?;
         }
         Ok(())
     }
@@ -848,45 +894,51 @@ impl RowGroup {
         self.queue.lock().expect("no writer panicked").batches.len()
     }
 
+    fn rows(&self) -> usize {
+        self.queue.lock().expect("no writer panicked").rows
+    }
+
     /// Encodes every waiting batch and closes the column writers: the row group's chunks, in
-    /// the order of the schema's leaves, and whether each holds no value.
-    fn close(&self, schema: &SchemaRef) -> Result<(Vec<ArrowColumnChunk>, Vec<bool>)> {
-        let (mut chunks, mut empty) = (Vec::new(), Vec::new());
+    /// the order of the shape's leaves.
+    fn close(&self) -> Result<Vec<ArrowColumnChunk>> {
+        let mut chunks = Vec::new();
         for (i, f) in self.fields.iter().enumerate() {
             let mut fw = f.lock().expect("no writer panicked");
-            self.drain(schema, i, &mut fw)?;
+            self.drain(i, &mut fw)?;
             for w in std::mem::take(&mut fw.writers) {
                 let mut chunk = w.close()?;
-                empty.push(trim_empty(&mut chunk)?);
+                trim_empty(&mut chunk)?;
                 chunks.push(chunk);
             }
         }
-        Ok((chunks, empty))
+        Ok(chunks)
     }
 }
 
 /// One folder of the [`FileSet`] (a type, or a partition of one): its file and its row group
 /// in progress.
 pub struct Folder {
+    /// The type's typed schema.
     schema: SchemaRef,
-    /// Leaf columns per top-level field.
+    /// Leaf columns per top-level field of `schema`.
     field_leaves: Vec<usize>,
-    /// Leaf columns of the schema: a row group in progress costs memory in proportion.
-    leaves: usize,
     max_rows: usize,
-    /// The column writers' factory, with codecs chosen from the folder's first rows (see
+    columns: Columns,
+    /// The files' properties with codecs chosen from the folder's first rows (see
     /// [`tune_columns`]).
-    factory: OnceLock<ArrowRowGroupWriterFactory>,
+    tuned: OnceLock<WriterPropertiesPtr>,
     current: Mutex<Slot>,
     file: Mutex<SharedFile>,
     /// When a batch last came, for finishing the least recently used row group.
     last_used: AtomicU64,
 }
 
-/// A folder's row group in progress, and the rows it gathers before its first one.
+/// A folder's row group in progress and its shape, and the rows it gathers before its first
+/// one.
 #[derive(Default)]
 struct Slot {
     rg: Option<Arc<RowGroup>>,
+    shape: Option<Arc<Shape>>,
     /// The folder's first rows, until there are [`TUNE_ROWS`] to choose codecs from.
     first: Vec<RecordBatch>,
     first_rows: usize,
@@ -904,9 +956,9 @@ impl Folder {
             files.tick.fetch_add(1, Ordering::Relaxed),
             Ordering::Relaxed,
         );
-        if self.factory.get().is_none() {
+        if self.tuned.get().is_none() {
             let mut slot = self.current.lock().expect("no writer panicked");
-            if self.factory.get().is_none() {
+            if self.tuned.get().is_none() {
                 slot.first.push(batch.clone());
                 slot.first_rows += batch.num_rows();
                 if slot.first_rows < TUNE_ROWS.min(self.max_rows) {
@@ -924,29 +976,117 @@ impl Folder {
     fn tune(&self, slot: &mut Slot) -> Result<RecordBatch> {
         let first = arrow::compute::concat_batches(&self.schema, &std::mem::take(&mut slot.first))?;
         slot.first_rows = 0;
-        let factory = self.make_factory(&first)?;
-        self.factory.get_or_init(|| factory);
+        let props = tune_columns(&self.file.lock().expect("no writer panicked").props, &first);
+        self.tuned.get_or_init(|| Arc::new(props));
         Ok(first)
     }
 
+    /// The shape of the leaf columns `kept` (over the typed schema's), with the first of each
+    /// top-level field that has none kept too.
+    fn shape(&self, mut kept: Vec<bool>) -> Result<Shape> {
+        let mut start = 0;
+        for &n in &self.field_leaves {
+            if n > 0 && !kept[start..start + n].contains(&true) {
+                kept[start] = true;
+            }
+            start += n;
+        }
+        let whole = !kept.contains(&false);
+        let (schema, root) = if whole {
+            let root = self.file.lock().expect("no writer panicked").root.clone();
+            (self.schema.clone(), root)
+        } else {
+            let fields = prune_fields(self.schema.fields(), &kept, &mut 0);
+            let schema = Arc::new(Schema::new_with_metadata(
+                fields,
+                self.schema.metadata().clone(),
+            ));
+            let root = ArrowSchemaConverter::new()
+                .convert(&schema)?
+                .root_schema_ptr();
+            (schema, root)
+        };
+        let field_leaves: Vec<usize> = schema
+            .fields()
+            .iter()
+            .map(|f| crate::schema::node::leaf_count(f.data_type()))
+            .collect();
+        // The factory takes its schema and properties from a file writer; this one is never
+        // written to.
+        let props = self.tuned.get().expect("made from the first rows").clone();
+        let probe = SerializedFileWriter::new(std::io::sink(), root.clone(), props)?;
+        Ok(Shape {
+            kept,
+            leaves: field_leaves.iter().sum(),
+            field_leaves,
+            factory: ArrowRowGroupWriterFactory::new(&probe, schema.clone()),
+            schema,
+            root,
+            whole,
+        })
+    }
+
     fn push(&self, files: &FileSet, batch: &RecordBatch, start: usize) -> Result<()> {
-        let factory = self.factory.get().expect("made from the first rows");
+        // The leaves with values: with `--columns present`, a shape must hold them.
+        let values = match self.columns {
+            Columns::All => None,
+            Columns::Present => Some(leaves_with_values(batch)),
+        };
         let mut offset = 0;
         while offset < batch.num_rows() {
-            let (rg, full) = {
+            let (rg, full, ended) = {
                 let mut slot = self.current.lock().expect("no writer panicked");
+                let mut ended = None;
+                let fits = |s: &Shape| {
+                    values
+                        .as_ref()
+                        .is_none_or(|v| v.iter().zip(&s.kept).all(|(v, k)| !v || *k))
+                };
+                let shape = match &slot.shape {
+                    Some(s) if fits(s) => s.clone(),
+                    old => {
+                        // A value in a column the row group in progress leaves out: it ends
+                        // here (its file too), and the next holds that column as well.
+                        let kept = match (old, &values) {
+                            (_, None) => vec![true; self.field_leaves.iter().sum()],
+                            (None, Some(v)) => v.clone(),
+                            (Some(s), Some(v)) => {
+                                s.kept.iter().zip(v).map(|(k, v)| *k || *v).collect()
+                            }
+                        };
+                        let s = Arc::new(self.shape(kept)?);
+                        ended = slot.rg.take();
+                        slot.shape = Some(s.clone());
+                        s
+                    }
+                };
                 let rg = match &slot.rg {
                     Some(rg) => rg.clone(),
                     None => {
-                        let rg = Arc::new(RowGroup::new(self, factory)?);
+                        let rg = Arc::new(RowGroup::new(shape.clone())?);
                         slot.rg = Some(rg.clone());
                         rg
                     }
                 };
                 let mut q = rg.queue.lock().expect("no writer panicked");
                 let n = (batch.num_rows() - offset).min(self.max_rows - q.rows);
-                q.batches
-                    .push_back((batch.slice(offset, n), self.field_leaves.len()));
+                let part = batch.slice(offset, n);
+                let part = match shape.whole {
+                    true => part,
+                    false => {
+                        let columns = shape
+                            .schema
+                            .fields()
+                            .iter()
+                            .map(|f| {
+                                let c = part.column_by_name(f.name()).expect("a typed column");
+                                project(c, f.data_type())
+                            })
+                            .collect();
+                        RecordBatch::try_new(shape.schema.clone(), columns)?
+                    }
+                };
+                q.batches.push_back((part, shape.field_leaves.len()));
                 q.rows += n;
                 offset += n;
                 let full =
@@ -955,38 +1095,31 @@ impl Folder {
                 if full {
                     slot.rg = None;
                 }
-                (rg, full)
+                (rg, full, ended)
             };
+            if let Some(ended) = ended {
+                if ended.rows() > 0 {
+                    self.finish_row_group(files, &ended)?;
+                }
+            }
             if full {
                 self.finish_row_group(files, &rg)?;
             } else {
-                rg.help(&self.schema, start, false)?;
+                rg.help(start, false)?;
                 if rg.queued() > MAX_QUEUED {
-                    rg.help(&self.schema, start, true)?;
+                    rg.help(start, true)?;
                 }
             }
         }
         Ok(())
     }
 
-    /// The column writers' factory: the file's properties, codecs chosen from `batch`.
-    fn make_factory(&self, batch: &RecordBatch) -> Result<ArrowRowGroupWriterFactory> {
-        let (props, root) = {
-            let file = self.file.lock().expect("no writer panicked");
-            (tune_columns(&file.props, batch), file.root.clone())
-        };
-        // The factory takes its schema and properties from a file writer; this one is never
-        // written to.
-        let probe = SerializedFileWriter::new(std::io::sink(), root, Arc::new(props))?;
-        Ok(ArrowRowGroupWriterFactory::new(&probe, self.schema.clone()))
-    }
-
     fn finish_row_group(&self, files: &FileSet, rg: &RowGroup) -> Result<()> {
-        let (chunks, empty) = rg.close(&self.schema)?;
+        let chunks = rg.close()?;
         self.file
             .lock()
             .expect("no writer panicked")
-            .append(files, chunks, &empty)
+            .append(files, chunks, &rg.shape.root)
     }
 
     /// Finishes the row group in progress, if any, or writes the rows still gathered for
@@ -1015,6 +1148,6 @@ impl Folder {
         let slot = self.current.lock().expect("no writer panicked");
         slot.rg
             .as_ref()
-            .map(|rg| (self.leaves, rg.bytes.load(Ordering::Relaxed)))
+            .map(|rg| (rg.shape.leaves, rg.bytes.load(Ordering::Relaxed)))
     }
 }
