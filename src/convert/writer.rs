@@ -9,7 +9,7 @@
 //! footer entry of about a hundred bytes per column in every row group, and the levels of its
 //! empty columns a page each, so fewer row groups is smaller output.
 //!
-//! Each row group has a [`Shape`]: the typed schema's columns it holds. With [`Columns::All`]
+//! Each row group has a `Shape`: the typed schema's columns it holds. With [`Columns::All`]
 //! that is every column; with [`Columns::Present`], the columns that had a value so far, so
 //! that empty columns cost neither encoding nor bytes (a batch with a value outside the shape
 //! ends the row group and its file, and widens the shape).
