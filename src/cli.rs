@@ -142,6 +142,9 @@ pub struct ExportArgs {
     /// the downloads are kept in OUT/_export/files only until the export is published.
     #[arg(long, value_name = "DIR")]
     pub keep_ndjson: Option<PathBuf>,
+    /// Which columns of the typed schema each file holds (as `convert --columns`).
+    #[arg(long, value_enum, default_value = "all")]
+    pub columns: crate::convert::Columns,
     /// No progress and no summary table.
     #[arg(short, long)]
     pub quiet: bool,

@@ -138,7 +138,7 @@ fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Re
             zstd_level: 1,
             target_file_bytes: 512 << 20,
             row_group_rows: 122_880,
-            columns: convert::Columns::All,
+            columns: a.columns,
         },
         threads: threads_or_cores(a.threads),
         readers: a.parallel.max(1),

@@ -897,6 +897,34 @@ fn a_wrong_key_is_refused_by_the_token_endpoint() {
     assert!(err.contains("/token"), "{err}");
 }
 
+/// `export --columns present`: files of the columns with values, read back whole.
+#[test]
+fn export_writes_files_of_present_columns_when_asked() {
+    let server = start(Config::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--columns",
+        "present",
+    ]);
+    assert_ok(&o);
+    assert_exported(&out);
+    let file = crate::first_file(&out.join("Patient"));
+    let columns = crate::parquet_metadata(&file)
+        .file_metadata()
+        .schema_descr()
+        .num_columns();
+    let schema = fhir2parquet::schema::node::arrow_schema("Patient").unwrap();
+    let all = fhir2parquet::schema::node::leaf_count(&arrow::datatypes::DataType::Struct(
+        schema.fields().clone(),
+    ));
+    assert!(columns < all / 4, "{columns} of {all} columns");
+}
+
 #[test]
 fn a_killed_export_resumes_its_job() {
     let server = start(Config {
