@@ -544,16 +544,13 @@ fn semi_structured_type(dt: &DataType) -> Option<&'static str> {
     }
 }
 
-/// `pattern` with its non-capturing groups made capturing (POSIX expressions have no others),
-/// and the number the `group`th capturing group then has.
-fn posix_groups(pattern: &str, group: usize) -> (String, usize) {
-    let mut out = String::new();
-    let (mut n, mut target) = (0, group);
-    let mut chars = pattern.chars().peekable();
-    let mut escaped = false;
-    let mut in_class = false;
-    while let Some(c) = chars.next() {
-        out.push(c);
+/// The groups a regular expression opens, in order: the byte offset of each `(` (not escaped,
+/// not in a bracket class) and whether it captures (`(?:...)` does not).
+fn groups(pattern: &str) -> Vec<(usize, bool)> {
+    let mut out = Vec::new();
+    let mut chars = pattern.char_indices().peekable();
+    let (mut escaped, mut in_class) = (false, false);
+    while let Some((i, c)) = chars.next() {
         if escaped {
             escaped = false;
             continue;
@@ -562,47 +559,46 @@ fn posix_groups(pattern: &str, group: usize) -> (String, usize) {
             '\\' => escaped = true,
             '[' => in_class = true,
             ']' => in_class = false,
-            '(' if !in_class => {
-                if chars.peek() == Some(&'?') {
-                    // `(?:` → `(`: one more group before the ones that follow.
-                    chars.next();
-                    chars.next();
-                    if n < group {
-                        target += 1;
-                    }
-                } else {
-                    n += 1;
-                }
-            }
+            '(' if !in_class => out.push((i, chars.peek().map(|p| p.1) != Some('?'))),
             _ => {}
         }
     }
+    out
+}
+
+/// `pattern` with its non-capturing groups made capturing (POSIX expressions have no others),
+/// and the number the `group`th capturing group then has.
+fn posix_groups(pattern: &str, group: usize) -> (String, usize) {
+    let (mut out, mut from) = (String::new(), 0);
+    let (mut capturing, mut target) = (0, group);
+    for (at, captures) in groups(pattern) {
+        if captures {
+            capturing += 1;
+        } else if pattern[at..].starts_with("(?:") {
+            // `(?:` → `(`: one more group before the ones that follow.
+            out.push_str(&pattern[from..=at]);
+            from = at + 3;
+            if capturing < group {
+                target += 1;
+            }
+        }
+    }
+    out.push_str(&pattern[from..]);
     (out, target)
 }
 
 /// `pattern` with every capturing group but the `group`th made non-capturing.
 fn only_group(pattern: &str, group: usize) -> String {
-    let mut out = String::new();
-    let mut n = 0;
-    let mut chars = pattern.chars().peekable();
-    let mut escaped = false;
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '(' if chars.peek() != Some(&'?') => {
-                n += 1;
-                if n != group {
-                    out.push_str("?:");
-                }
-            }
-            _ => {}
+    let (mut out, mut from) = (String::new(), 0);
+    let capturing = groups(pattern).into_iter().filter(|g| g.1);
+    for (n, (at, _)) in capturing.enumerate() {
+        if n + 1 != group {
+            out.push_str(&pattern[from..=at]);
+            out.push_str("?:");
+            from = at + 1;
         }
     }
+    out.push_str(&pattern[from..]);
     out
 }
 
