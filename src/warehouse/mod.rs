@@ -231,7 +231,11 @@ fn duckdb(tables: &[Table], opts: &Options, script: &mut Script) {
             .iter()
             .map(|f| {
                 let name = double_quote(f.name());
-                format!("CAST({name} AS {}) AS {name}", types::duckdb(f.data_type()))
+                // DuckDB spells our types as the views compiled for it do.
+                let t = crate::view::lower::Dialect::Duckdb
+                    .full_type(f.data_type())
+                    .expect("a DuckDB type for every column of our schema");
+                format!("CAST({name} AS {t}) AS {name}")
             })
             .collect();
         columns.extend(t.partitions.iter().map(|p| double_quote(p)));

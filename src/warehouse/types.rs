@@ -30,29 +30,6 @@ pub fn hive(t: &DataType) -> String {
     }
 }
 
-/// DuckDB, as it reads our Parquet: `STRUCT("name" ...)`, `T[]`, TIMESTAMPTZ.
-pub fn duckdb(t: &DataType) -> String {
-    match t {
-        DataType::Utf8 | DataType::LargeUtf8 => "VARCHAR".into(),
-        DataType::Boolean => "BOOLEAN".into(),
-        DataType::Int32 => "INTEGER".into(),
-        DataType::Int64 => "BIGINT".into(),
-        DataType::Float64 => "DOUBLE".into(),
-        DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
-        DataType::Timestamp(_, _) => "TIMESTAMPTZ".into(),
-        DataType::Binary | DataType::LargeBinary => "BLOB".into(),
-        DataType::List(f) | DataType::LargeList(f) => format!("{}[]", duckdb(f.data_type())),
-        DataType::Struct(fields) => {
-            let inner: Vec<String> = fields
-                .iter()
-                .map(|f| format!("{} {}", double_quote(f.name()), duckdb(f.data_type())))
-                .collect();
-            format!("STRUCT({})", inner.join(", "))
-        }
-        other => unreachable!("no column of our schema is {other}"),
-    }
-}
-
 pub fn backquote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
