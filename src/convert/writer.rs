@@ -177,24 +177,10 @@ fn sparse(
 ///   resources, instants) gets no dictionary: one would hold every value once more and add an
 ///   index per value, and the writer would hash every value before giving up on it.
 fn tune_columns(props: &WriterProperties, batch: &RecordBatch) -> WriterProperties {
-    fn leaves<'a>(a: &'a dyn Array, out: &mut Vec<&'a dyn Array>) {
-        match a.data_type() {
-            DataType::Struct(_) => {
-                for c in a.as_struct().columns() {
-                    leaves(c.as_ref(), out);
-                }
-            }
-            DataType::List(_) => leaves(a.as_list::<i32>().values().as_ref(), out),
-            _ => out.push(a),
-        }
-    }
     if batch.num_rows() < 100 {
         return props.clone();
     }
-    let mut arrays = Vec::new();
-    for c in batch.columns() {
-        leaves(c.as_ref(), &mut arrays);
-    }
+    let arrays = leaf_arrays(batch);
     let Ok(descr) = ArrowSchemaConverter::new().convert(batch.schema_ref()) else {
         return props.clone();
     };
@@ -270,11 +256,10 @@ fn trim_empty(chunk: &mut ArrowColumnChunk) -> Result<()> {
     Ok(())
 }
 
-/// Which leaves of `batch` (in the order of its schema's leaf columns) hold a value: a leaf
-/// array with fewer nulls than items. (A value under a NULL parent counts too: the column is
-/// then kept without need, never left out with a value.)
-fn leaves_with_values(batch: &RecordBatch) -> Vec<bool> {
-    fn walk(a: &dyn Array, out: &mut Vec<bool>) {
+/// The leaf arrays of `batch`, in the order of its schema's leaf columns (a list's items, a
+/// struct's fields).
+fn leaf_arrays(batch: &RecordBatch) -> Vec<&dyn Array> {
+    fn walk<'a>(a: &'a dyn Array, out: &mut Vec<&'a dyn Array>) {
         match a.data_type() {
             DataType::Struct(_) => {
                 for c in a.as_struct().columns() {
@@ -282,7 +267,7 @@ fn leaves_with_values(batch: &RecordBatch) -> Vec<bool> {
                 }
             }
             DataType::List(_) => walk(a.as_list::<i32>().values().as_ref(), out),
-            _ => out.push(a.null_count() < a.len()),
+            _ => out.push(a),
         }
     }
     let mut out = Vec::new();
@@ -290,6 +275,25 @@ fn leaves_with_values(batch: &RecordBatch) -> Vec<bool> {
         walk(c.as_ref(), &mut out);
     }
     out
+}
+
+/// Which leaves of `batch` (in the order of its schema's leaf columns) hold a value: a leaf
+/// array with fewer nulls than items. (A value under a NULL parent counts too: the column is
+/// then kept without need, never left out with a value.)
+fn leaves_with_values(batch: &RecordBatch) -> Vec<bool> {
+    leaf_arrays(batch)
+        .iter()
+        .map(|a| a.null_count() < a.len())
+        .collect()
+}
+
+/// Leaf columns per top-level field of `schema`.
+fn field_leaves(schema: &Schema) -> Vec<usize> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| crate::schema::node::leaf_count(f.data_type()))
+        .collect()
 }
 
 /// The fields of `fields` that lead to a kept leaf (`kept` over their leaves, in order; `next`
@@ -624,13 +628,8 @@ impl FileSet {
         let root = ArrowSchemaConverter::new()
             .convert(&schema)?
             .root_schema_ptr();
-        let field_leaves: Vec<usize> = schema
-            .fields()
-            .iter()
-            .map(|f| crate::schema::node::leaf_count(f.data_type()))
-            .collect();
         let f = Arc::new(Folder {
-            field_leaves,
+            field_leaves: field_leaves(&schema),
             schema,
             max_rows: max_rows.max(1),
             file: Mutex::new(SharedFile {
@@ -1011,11 +1010,7 @@ impl Folder {
                 .root_schema_ptr();
             (schema, root)
         };
-        let field_leaves: Vec<usize> = schema
-            .fields()
-            .iter()
-            .map(|f| crate::schema::node::leaf_count(f.data_type()))
-            .collect();
+        let field_leaves = field_leaves(&schema);
         // The factory takes its schema and properties from a file writer; this one is never
         // written to.
         let props = self.tuned.get().expect("made from the first rows").clone();

@@ -8,11 +8,7 @@ use crate::{convert_opts, read_lines, shared};
 /// Lines per resource type of a folder of NDJSON files.
 fn lines_per_type(dir: &Path) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if !p.to_string_lossy().contains(".ndjson") {
-            continue;
-        }
+    for p in ndjson_files(dir) {
         for l in read_lines(&p) {
             let t = parse(&l)
                 .unwrap()
@@ -78,7 +74,7 @@ fn round_trip_is_lossless() {
 
 /// The bytes of NDJSON (uncompressed) in a folder of .ndjson and .ndjson.gz files.
 fn ndjson_bytes(dir: &Path) -> u64 {
-    read_dir_files(dir)
+    ndjson_files(dir)
         .iter()
         .map(|p| {
             read_lines(p)
@@ -89,7 +85,8 @@ fn ndjson_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-fn read_dir_files(dir: &Path) -> Vec<std::path::PathBuf> {
+/// The .ndjson and .ndjson.gz files of a folder.
+fn ndjson_files(dir: &Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
