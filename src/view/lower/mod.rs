@@ -267,10 +267,10 @@ impl Lower {
         };
         let d = self.d;
         let q = d.ident(name);
-        // A struct's field (Snowflake: of an OBJECT, a VARIANT cast to the field's type).
+        // A struct's field (Snowflake: of an OBJECT, a VARIANT cast to the field's type); a
+        // lambda's variable needs no parentheses.
         let get = |x: &str, dt: &DataType, paren: bool| match (d, paren) {
-            (Dialect::Snowflake, _) => d.field(x, name, dt),
-            (_, true) => format!("({x}).{q}"),
+            (Dialect::Snowflake, _) | (_, true) => d.field(x, name, dt),
             (_, false) => format!("{x}.{q}"),
         };
         match v {
@@ -785,10 +785,7 @@ impl Lower {
                         .iter()
                         .find(|g| g.name() == f.name())
                         .ok_or_else(|| anyhow!("{at}: internal error: no field {}", f.name()))?;
-                    let get = match d {
-                        Dialect::Snowflake => d.field(x, f.name(), src.data_type()),
-                        _ => format!("({x}).{}", d.ident(f.name())),
-                    };
+                    let get = d.field(x, f.name(), src.data_type());
                     let e = self.project(&get, src.data_type(), f.data_type(), at)?;
                     parts.push((f.name().clone(), e));
                 }
