@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::dataset::unify;
 use crate::decode::{OverflowStats, ResourceDecoder};
 use crate::input::{self, Chunk, Source};
 use crate::json::{self, Json};
@@ -333,10 +334,19 @@ pub fn run<L: Clone + Into<Location>>(inputs: &[L], opts: &ConvertOptions) -> Re
 pub fn run_sources(sources: &[Source], opts: &ConvertOptions) -> Result<RunRecord> {
     let started = Instant::now();
     let fhir_version = crate::schema::r4().fhir_version.clone();
+    // Unique per process and second; a second run of one process within the same second (a
+    // library caller, `export` runs) is told apart by its number: its files must not take the
+    // names of the first run's.
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
     let run_id = format!(
-        "{}{:04x}",
+        "{}{:04x}{}",
         chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-        std::process::id() & 0xffff
+        std::process::id() & 0xffff,
+        match n {
+            0 => String::new(),
+            n => format!("n{n}"),
+        }
     );
     if let Location::Local(out) = &opts.out {
         std::fs::create_dir_all(out)
@@ -547,8 +557,18 @@ fn convert(
             record.inputs[s].resources += n;
         }
     }
+    // One Parquet schema per table: files of a type that hold different columns (see
+    // `dataset::unify`) are made to agree before anyone sees them.
+    let widened = match &opts.out {
+        Location::Local(out) => unify_run(out, tmp, &written, opts, fhir_version)?,
+        Location::Remote(_) => Default::default(),
+    };
     // Files and bytes per type, from the folders its files went to.
     let mut uploads = Vec::new();
+    for (rt, (before, after)) in &widened {
+        let rec = record.types.entry(rt.clone()).or_default();
+        rec.parquet_bytes = (rec.parquet_bytes + after).saturating_sub(*before);
+    }
     for (dir, f) in written {
         let rt = dir.iter().next().unwrap_or_default().to_string_lossy();
         let rec = record.types.entry(rt.into_owned()).or_default();
@@ -563,6 +583,9 @@ fn convert(
             let previous = std::fs::read_to_string(out.join(RUN_RECORD)).ok();
             let text = record.render(previous.as_deref())?;
             crate::dataset::commit::publish(out, tmp, run_id, opts.append, &text)?;
+            if opts.append {
+                unify_published(out, record.types.keys(), opts, fhir_version);
+            }
         }
         Location::Remote(remote) => {
             record.seconds = started.elapsed().as_secs_f64();
@@ -577,6 +600,76 @@ fn convert(
         }
     }
     Ok(record)
+}
+
+/// Widens the run's files of each type (in `tmp`) to the columns of all of the type's files,
+/// those of earlier runs included with `--append`. Per type, the bytes of the files rewritten,
+/// before and after.
+fn unify_run(
+    out: &Path,
+    tmp: &Path,
+    written: &FxHashMap<PathBuf, writer::FolderFiles>,
+    opts: &ConvertOptions,
+    fhir_version: &str,
+) -> Result<BTreeMap<String, (u64, u64)>> {
+    let mut by_type: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for (dir, f) in written {
+        let rt = dir.iter().next().unwrap_or_default().to_string_lossy();
+        let files = by_type.entry(rt.into_owned()).or_default();
+        files.extend(f.names.iter().map(|n| tmp.join(dir).join(n)));
+    }
+    let mut widened = BTreeMap::new();
+    for (rt, mine) in by_type {
+        let others = match opts.append {
+            true => unify::parquet_files(&out.join(&rt))?,
+            false => Vec::new(),
+        };
+        if mine.len() + others.len() < 2 {
+            continue;
+        }
+        let Some(schema) = crate::schema::node::arrow_schema(&rt) else {
+            continue;
+        };
+        let props = opts.write.properties(&rt, fhir_version, &schema);
+        let done = unify::unify(
+            &unify::Leaves::new(Arc::new(schema))?,
+            &mine,
+            &others,
+            &props,
+        )?;
+        if done.widened > 0 {
+            widened.insert(rt, (done.bytes_before, done.bytes_after));
+        }
+    }
+    Ok(widened)
+}
+
+/// After an `--append` run is published: widens the earlier runs' files of the types it wrote
+/// that hold fewer columns than its own. The run is committed already; a failure here leaves
+/// the files as they were (their data is whole) and is reported, not fatal.
+fn unify_published<'a>(
+    out: &Path,
+    types: impl Iterator<Item = &'a String>,
+    opts: &ConvertOptions,
+    fhir_version: &str,
+) {
+    for rt in types {
+        let result = (|| -> Result<()> {
+            let Some(schema) = crate::schema::node::arrow_schema(rt) else {
+                return Ok(());
+            };
+            let files = unify::parquet_files(&out.join(rt))?;
+            let props = opts.write.properties(rt, fhir_version, &schema);
+            unify::unify(&unify::Leaves::new(Arc::new(schema))?, &files, &[], &props)?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            eprintln!(
+                "warning: the files of {rt} hold different columns and were not made to agree \
+                 ({e:#}); read them with a reader that merges schemas by name"
+            );
+        }
+    }
 }
 
 /// Temporary folders of killed runs are never read; remove them.

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch, StructArray};
-use arrow::datatypes::{DataType, FieldRef, Fields, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use parquet::arrow::arrow_writer::{
     compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
 };
@@ -37,7 +37,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::{ColumnPath, TypePtr};
 use rustc_hash::FxHashMap;
 
-use crate::schema::node::OVERFLOW_COLUMN;
+use crate::schema::node::{prune_fields, OVERFLOW_COLUMN};
 use crate::store::{MultipartSink, PendingUpload, Remote};
 
 /// Values per column written in one go (see [`WriteOptions::properties`]).
@@ -296,46 +296,7 @@ fn field_leaves(schema: &Schema) -> Vec<usize> {
         .collect()
 }
 
-/// The fields of `fields` that lead to a kept leaf (`kept` over their leaves, in order; `next`
-/// counts them), each with only such children.
-fn prune_fields(fields: &Fields, kept: &[bool], next: &mut usize) -> Vec<FieldRef> {
-    fields
-        .iter()
-        .filter_map(|f| prune_field(f, kept, next))
-        .collect()
-}
-
-fn prune_field(f: &FieldRef, kept: &[bool], next: &mut usize) -> Option<FieldRef> {
-    let with = |dt: DataType| Arc::new(f.as_ref().clone().with_data_type(dt));
-    match f.data_type() {
-        DataType::Struct(children) => {
-            let pruned = prune_fields(children, kept, next);
-            let whole = pruned.len() == children.len()
-                && pruned
-                    .iter()
-                    .zip(children.iter())
-                    .all(|(a, b)| Arc::ptr_eq(a, b));
-            match (pruned.is_empty(), whole) {
-                (true, _) => None,
-                (false, true) => Some(f.clone()),
-                (false, false) => Some(with(DataType::Struct(pruned.into()))),
-            }
-        }
-        DataType::List(item) => {
-            prune_field(item, kept, next).map(|i| match Arc::ptr_eq(&i, item) {
-                true => f.clone(),
-                false => with(DataType::List(i)),
-            })
-        }
-        _ => {
-            let k = kept[*next];
-            *next += 1;
-            k.then(|| f.clone())
-        }
-    }
-}
-
-/// `a` as an array of `dt`, a pruned form of its type ([`prune_fields`]): struct fields left
+/// `a` as an array of `dt`, a pruned form of its type ([`prune_fields`](crate::schema::node::prune_fields)): struct fields left
 /// out are dropped; the data is shared.
 fn project(a: &ArrayRef, dt: &DataType) -> ArrayRef {
     match dt {

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
-use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, TimeUnit};
 
 use super::model::{ElementDef, Kind, Model, TypeDef};
 
@@ -439,4 +439,43 @@ pub fn width_and_depth(schema: &Schema) -> (usize, usize) {
         let (n2, d2) = walk(f.data_type(), 1);
         (n + n2, d.max(d2))
     })
+}
+
+/// The fields of `fields` that lead to a kept leaf (`kept` over their leaves, in order; `next`
+/// counts them), each with only such children.
+pub fn prune_fields(fields: &Fields, kept: &[bool], next: &mut usize) -> Vec<FieldRef> {
+    fields
+        .iter()
+        .filter_map(|f| prune_field(f, kept, next))
+        .collect()
+}
+
+fn prune_field(f: &FieldRef, kept: &[bool], next: &mut usize) -> Option<FieldRef> {
+    let with = |dt: DataType| Arc::new(f.as_ref().clone().with_data_type(dt));
+    match f.data_type() {
+        DataType::Struct(children) => {
+            let pruned = prune_fields(children, kept, next);
+            let whole = pruned.len() == children.len()
+                && pruned
+                    .iter()
+                    .zip(children.iter())
+                    .all(|(a, b)| Arc::ptr_eq(a, b));
+            match (pruned.is_empty(), whole) {
+                (true, _) => None,
+                (false, true) => Some(f.clone()),
+                (false, false) => Some(with(DataType::Struct(pruned.into()))),
+            }
+        }
+        DataType::List(item) => {
+            prune_field(item, kept, next).map(|i| match Arc::ptr_eq(&i, item) {
+                true => f.clone(),
+                false => with(DataType::List(i)),
+            })
+        }
+        _ => {
+            let k = kept[*next];
+            *next += 1;
+            k.then(|| f.clone())
+        }
+    }
 }

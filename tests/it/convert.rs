@@ -144,8 +144,35 @@ fn files_of_present_columns_are_small() {
 
 /// A row group with a value in a column its file left out starts a new file; every resource
 /// comes back from the files, whatever part of the schema each holds.
+/// The Parquet schemas of the files of a table: the Parquet schema of each file, as text.
+fn file_schemas(table: &Path) -> std::collections::BTreeSet<String> {
+    let mut files = Vec::new();
+    let mut dirs = vec![table.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            match p.is_dir() {
+                true => dirs.push(p),
+                false => files.push(p),
+            }
+        }
+    }
+    files
+        .iter()
+        .map(|f| {
+            let meta = crate::parquet_metadata(f);
+            let mut text = Vec::new();
+            parquet::schema::printer::print_schema(
+                &mut text,
+                meta.file_metadata().schema_descr().root_schema(),
+            );
+            String::from_utf8(text).unwrap()
+        })
+        .collect()
+}
+
 #[test]
-fn a_column_appearing_later_starts_a_new_file() {
+fn a_column_appearing_later_starts_a_new_file_and_the_files_agree_at_the_end() {
     let set = shared("fhir-data/synthea-r4-10-patients");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
@@ -161,16 +188,110 @@ fn a_column_appearing_later_starts_a_new_file() {
         .map(|(t, _)| t)
         .collect();
     assert!(!several.is_empty(), "no type took a second file");
+    let full = fhir2parquet::schema::node::arrow_schema("Observation").unwrap();
+    let full = parquet::arrow::ArrowSchemaConverter::new()
+        .convert(&full)
+        .unwrap()
+        .num_columns();
     for t in several {
-        let mut widths = std::collections::BTreeSet::new();
-        for e in std::fs::read_dir(out.join(t)).unwrap() {
-            let meta = crate::parquet_metadata(&e.unwrap().path());
-            widths.insert(meta.file_metadata().schema_descr().num_columns());
+        // The writer started a file with more columns when a column first had a value; at the
+        // end the earlier files were widened to the same columns.
+        let schemas = file_schemas(&out.join(t));
+        assert_eq!(schemas.len(), 1, "{t}: the files hold different columns");
+        if t == "Observation" {
+            let first = crate::first_file(&out.join(t));
+            let n = crate::parquet_metadata(&first)
+                .file_metadata()
+                .schema_descr()
+                .num_columns();
+            assert!(n < full / 2, "Observation files hold {n} of {full} columns");
         }
-        assert!(widths.len() > 1, "{t}: the files hold the same columns");
+        let on_disk: u64 = std::fs::read_dir(out.join(t))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert_eq!(
+            record.types[t].parquet_bytes, on_disk,
+            "{t}: bytes recorded"
+        );
     }
     fhir2parquet::encode::to_ndjson(&out, &tmp.path().join("back")).unwrap();
     crate::assert_same_resources(&set, &tmp.path().join("back"));
+}
+
+#[test]
+fn an_appended_run_with_more_columns_widens_the_earlier_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let first = tmp.path().join("first.ndjson");
+    let second = tmp.path().join("second.ndjson");
+    std::fs::write(
+        &first,
+        r#"{"resourceType":"Observation","id":"a","status":"final","code":{"text":"x"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &second,
+        concat!(
+            r#"{"resourceType":"Observation","id":"b","status":"final","code":{"text":"y","#,
+            r#""coding":[{"system":"s","code":"c"}]},"valueQuantity":{"value":1.5,"unit":"kg"}}"#
+        ),
+    )
+    .unwrap();
+    let mut opts = convert_opts(&out);
+    opts.write.columns = fhir2parquet::convert::Columns::Present;
+    fhir2parquet::convert::run(std::slice::from_ref(&first), &opts).unwrap();
+    let narrow = file_schemas(&out.join("Observation"));
+    opts.append = true;
+    fhir2parquet::convert::run(std::slice::from_ref(&second), &opts).unwrap();
+    let schemas = file_schemas(&out.join("Observation"));
+    assert_eq!(
+        schemas.len(),
+        1,
+        "the two runs' files hold different columns"
+    );
+    let schema = schemas.first().unwrap();
+    assert!(
+        !narrow.contains(schema),
+        "the second run brought no columns"
+    );
+    assert!(
+        schema.contains("coding") && schema.contains("unit"),
+        "{schema}"
+    );
+    assert_eq!(
+        std::fs::read_dir(out.join("Observation")).unwrap().count(),
+        2
+    );
+    // A run with fewer columns than the files before it is widened itself.
+    let third = tmp.path().join("third.ndjson");
+    std::fs::write(
+        &third,
+        r#"{"resourceType":"Observation","id":"c","status":"final"}"#,
+    )
+    .unwrap();
+    fhir2parquet::convert::run(std::slice::from_ref(&third), &opts).unwrap();
+    assert_eq!(file_schemas(&out.join("Observation")).len(), 1);
+    fhir2parquet::encode::to_ndjson(&out, &tmp.path().join("back")).unwrap();
+    let back = std::fs::read_to_string(tmp.path().join("back/Observation.ndjson")).unwrap();
+    let mut ids: Vec<&str> = back
+        .lines()
+        .map(|l| {
+            if l.contains(r#""id":"a""#) {
+                "a"
+            } else if l.contains(r#""id":"b""#) {
+                "b"
+            } else {
+                "c"
+            }
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert!(
+        back.contains(r#""coding":[{"system":"s","code":"c"}]"#),
+        "{back}"
+    );
 }
 
 #[test]
