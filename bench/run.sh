@@ -32,7 +32,7 @@ measure() { # name, out dir, command...
 rm -f "$work/runs.txt"
 for _ in $(seq "$runs"); do
   measure fhir2parquet "$work/out" target/release/fhir2parquet convert "$work/input" -o "$work/out" -q -j "$cores"
-  measure fhir2parquet-present "$work/out-present" target/release/fhir2parquet convert "$work/input" -o "$work/out-present" -q -j "$cores" --columns present
+  measure fhir2parquet-all "$work/out-all" target/release/fhir2parquet convert "$work/input" -o "$work/out-all" -q -j "$cores" --columns all
   measure duckdb "$work/duckdb" python3 bench/duckdb_convert.py "$work/input" "$work/duckdb" "$cores"
 done
 python3 - "$work/runs.txt" "$bytes" "$lines" <<'PY2'
@@ -51,7 +51,7 @@ for name, rs in by.items():
           + " ".join(f"{r[0]:.2f}" for r in rs))
 PY2
 echo
-echo "output size (NDJSON, gzipped, DuckDB zstd, ours, ours with --columns present):"
+echo "output size (NDJSON, gzipped, DuckDB zstd, ours, ours with --columns all):"
 python3 bench/sizes.py target/release/fhir2parquet ../shared/fhir-data/synthea-r4-small \
   ../shared/fhir-data/synthea-r4-10-patients "$work/input"
 echo

@@ -1,5 +1,5 @@
-"""Output size side by side: NDJSON, gzipped NDJSON, DuckDB's Parquet (zstd) and ours, with every
-column in each file (the default) and with `--columns present`.
+"""Output size side by side: NDJSON, gzipped NDJSON, DuckDB's Parquet (zstd) and ours, with the
+columns that have values (the default) and with every column in each file (`--columns all`).
 
 Usage: python3 bench/sizes.py BINARY DIR...
 Each DIR is a folder of NDJSON files (one resource type per file, as a bulk export gives them).
@@ -24,7 +24,7 @@ def dir_bytes(d):
 
 binary, dirs = sys.argv[1], sys.argv[2:]
 print(f"{'data':<40} {'NDJSON':>10} {'gzipped':>10} {'DuckDB':>10} {'ours':>10} {'ours/DuckDB':>12}"
-      f" {'present':>10} {'present/DuckDB':>15}")
+      f" {'all':>10} {'all/DuckDB':>11}")
 for d in dirs:
     files = ndjson_files(d)
     raw = sum(os.path.getsize(f) for f in files)
@@ -43,9 +43,9 @@ for d in dirs:
         out = os.path.join(tmp, "ours")
         subprocess.run([binary, "convert", d, "-o", out, "-q"], check=True)
         ours = dir_bytes(out)
-        out = os.path.join(tmp, "present")
-        subprocess.run([binary, "convert", d, "-o", out, "-q", "--columns", "present"], check=True)
-        present = dir_bytes(out)
+        out = os.path.join(tmp, "all")
+        subprocess.run([binary, "convert", d, "-o", out, "-q", "--columns", "all"], check=True)
+        every = dir_bytes(out)
     name = os.path.basename(os.path.normpath(d))
     print(f"{name:<40} {raw / 1e6:9.2f}M {gz / 1e6:9.2f}M {duck / 1e6:9.2f}M {ours / 1e6:9.2f}M {ours / duck:11.1f}x"
-          f" {present / 1e6:9.2f}M {present / duck:14.1f}x")
+          f" {every / 1e6:9.2f}M {every / duck:10.1f}x")

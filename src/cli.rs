@@ -143,7 +143,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "DIR")]
     pub keep_ndjson: Option<PathBuf>,
     /// Which columns of the typed schema each file holds (as `convert --columns`).
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, value_enum, default_value = "present")]
     pub columns: crate::convert::Columns,
     /// No progress and no summary table.
     #[arg(short, long)]
@@ -214,10 +214,11 @@ pub struct ConvertArgs {
     /// Rows per Parquet row group at most.
     #[arg(long, default_value_t = 122_880)]
     pub row_group_rows: usize,
-    /// Which columns of the typed schema each file holds. `present` writes files several times
-    /// smaller; read them through the table's schema (`sql`, `view`, `to-ndjson`, the
-    /// `warehouse` statements, or an engine that merges file schemas by name).
-    #[arg(long, value_enum, default_value = "all")]
+    /// Which columns of the typed schema each file holds: those with a value in the type's
+    /// files (every file of a type holds the same ones), or every column of the typed schema.
+    /// `present` writes files several times smaller; the columns it leaves out read as NULL
+    /// through the table's schema (`sql`, `view`, `to-ndjson`, the `warehouse` statements).
+    #[arg(long, value_enum, default_value = "present")]
     pub columns: crate::convert::Columns,
     /// Rows decoded before a batch is handed to the Parquet writer.
     #[arg(long, default_value_t = 8192)]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::dataset::unify;
+use crate::dataset::{unify, DataFile};
 use crate::decode::{OverflowStats, ResourceDecoder};
 use crate::input::{self, Chunk, Source};
 use crate::json::{self, Json};
@@ -584,7 +584,7 @@ fn convert(
             let text = record.render(previous.as_deref())?;
             crate::dataset::commit::publish(out, tmp, run_id, opts.append, &text)?;
             if opts.append {
-                unify_published(out, record.types.keys(), opts, fhir_version);
+                unify_published(&opts.out, record.types.keys(), opts, fhir_version);
             }
         }
         Location::Remote(remote) => {
@@ -597,6 +597,7 @@ fn convert(
                 rejects: reject_files,
             }
             .publish(&mut record)?;
+            unify_published(&opts.out, record.types.keys(), opts, fhir_version);
         }
     }
     Ok(record)
@@ -612,16 +613,21 @@ fn unify_run(
     opts: &ConvertOptions,
     fhir_version: &str,
 ) -> Result<BTreeMap<String, (u64, u64)>> {
-    let mut by_type: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut by_type: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
     for (dir, f) in written {
         let rt = dir.iter().next().unwrap_or_default().to_string_lossy();
         let files = by_type.entry(rt.into_owned()).or_default();
-        files.extend(f.names.iter().map(|n| tmp.join(dir).join(n)));
+        files.extend(
+            f.names
+                .iter()
+                .map(|n| DataFile::Local(tmp.join(dir).join(n))),
+        );
     }
+    let dataset = Location::Local(out.to_path_buf());
     let mut widened = BTreeMap::new();
     for (rt, mine) in by_type {
         let others = match opts.append {
-            true => unify::parquet_files(&out.join(&rt))?,
+            true => unify::table_files(&dataset, &rt)?,
             false => Vec::new(),
         };
         if mine.len() + others.len() < 2 {
@@ -631,12 +637,8 @@ fn unify_run(
             continue;
         };
         let props = opts.write.properties(&rt, fhir_version, &schema);
-        let done = unify::unify(
-            &unify::Leaves::new(Arc::new(schema))?,
-            &mine,
-            &others,
-            &props,
-        )?;
+        let leaves = unify::Leaves::new(Arc::new(schema))?;
+        let done = unify::unify(&leaves, &mine, &others, None, &props)?;
         if done.widened > 0 {
             widened.insert(rt, (done.bytes_before, done.bytes_after));
         }
@@ -644,23 +646,34 @@ fn unify_run(
     Ok(widened)
 }
 
-/// After an `--append` run is published: widens the earlier runs' files of the types it wrote
-/// that hold fewer columns than its own. The run is committed already; a failure here leaves
-/// the files as they were (their data is whole) and is reported, not fatal.
+/// After a run is published: widens the files of the types it wrote that hold fewer columns
+/// than others of the same type. Locally that is an `--append` run's earlier files (the run's
+/// own were widened before it was published, see [`unify_run`]); on a store, where the run's
+/// files are uploads that become readable only when it commits, any. The run is committed
+/// already: a failure here leaves the files as they were (their data whole) and is reported,
+/// not fatal.
 fn unify_published<'a>(
-    out: &Path,
+    dataset: &Location,
     types: impl Iterator<Item = &'a String>,
     opts: &ConvertOptions,
     fhir_version: &str,
 ) {
+    let remote = match dataset {
+        Location::Remote(r) => Some(r),
+        Location::Local(_) => None,
+    };
     for rt in types {
         let result = (|| -> Result<()> {
             let Some(schema) = crate::schema::node::arrow_schema(rt) else {
                 return Ok(());
             };
-            let files = unify::parquet_files(&out.join(rt))?;
+            let files = unify::table_files(dataset, rt)?;
+            if files.len() < 2 {
+                return Ok(());
+            }
             let props = opts.write.properties(rt, fhir_version, &schema);
-            unify::unify(&unify::Leaves::new(Arc::new(schema))?, &files, &[], &props)?;
+            let leaves = unify::Leaves::new(Arc::new(schema))?;
+            unify::unify(&leaves, &files, &[], remote, &props)?;
             Ok(())
         })();
         if let Err(e) = result {

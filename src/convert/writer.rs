@@ -9,10 +9,11 @@
 //! footer entry of about a hundred bytes per column in every row group, and the levels of its
 //! empty columns a page each, so fewer row groups is smaller output.
 //!
-//! Each row group has a `Shape`: the typed schema's columns it holds. With [`Columns::All`]
-//! that is every column; with [`Columns::Present`], the columns that had a value so far, so
-//! that empty columns cost neither encoding nor bytes (a batch with a value outside the shape
-//! ends the row group and its file, and widens the shape).
+//! Each row group has a `Shape`: the typed schema's columns it holds. With [`Columns::Present`]
+//! (the default) that is the columns that had a value so far, so that empty columns cost
+//! neither encoding nor bytes (a batch with a value outside the shape ends the row group and its
+//! file, and widens the shape; the run widens the type's earlier files to match at the end,
+//! see [`crate::dataset::unify`]); with [`Columns::All`], every column.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -72,13 +73,14 @@ pub struct WriteOptions {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Columns {
     /// Every column of the type's typed schema, in every file.
-    #[default]
     All,
-    /// The columns that hold a value in the file, and of each top-level element that holds
-    /// none, its first column: the file's schema is a part of the typed schema, which stays
-    /// the table's (readers fill the rest with NULL). Only those columns are encoded. A batch
-    /// with a value in a column the row group in progress leaves out ends that row group and
-    /// its file; the next ones hold that column too.
+    /// The columns that hold a value, and of each top-level element that holds none, its
+    /// first column: the file's schema is a part of the typed schema, which stays the table's
+    /// (readers fill the rest with NULL). Only those columns are encoded. A batch with a value
+    /// in a column the row group in progress leaves out ends that row group and its file; the
+    /// next ones hold that column too. When the run ends, the files of a type are made to hold
+    /// the same columns ([`crate::dataset::unify`]).
+    #[default]
     Present,
 }
 

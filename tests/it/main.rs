@@ -60,7 +60,7 @@ pub fn convert_opts(out: &Path) -> fhir2parquet::convert::ConvertOptions {
             zstd_level: 1,
             target_file_bytes: 512 << 20,
             row_group_rows: 122_880,
-            columns: fhir2parquet::convert::Columns::All,
+            columns: fhir2parquet::convert::Columns::Present,
         },
         threads: 2,
         readers: 1,

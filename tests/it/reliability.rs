@@ -247,7 +247,9 @@ fn a_full_disk_keeps_the_previous_data() {
     let small = shared("fhir-data/synthea-r4-small");
     ok(&convert_cmd(&small, &out, &[]).output().unwrap());
     let before = runs_per_type(&out);
-    let mut c = convert_cmd(&shared("fhir-data/synthea-r4-10-patients"), &out, &[]);
+    // Every column: files large enough to pass the limit below.
+    let all = ["--columns", "all"];
+    let mut c = convert_cmd(&shared("fhir-data/synthea-r4-10-patients"), &out, &all);
     // SAFETY: setrlimit and signal are async-signal-safe; they run in the child before exec.
     unsafe {
         c.pre_exec(|| {

@@ -46,6 +46,56 @@ fn suite(tmp: &Path) -> Vec<Case> {
     out
 }
 
+/// The tables of `dataset` as a user of the engine makes them: DuckDB, the statements of
+/// `fhir2parquet warehouse duckdb` (views that read every file by name and cast each column to
+/// its full type); Spark, each folder read with the table's full schema (the column list
+/// `warehouse databricks` creates the table with). A file holds the columns that have values;
+/// the tables have every column of the typed schema.
+fn setup(dataset: &str, dialect: Dialect) -> Value {
+    let location = fhir2parquet::store::Location::Local(PathBuf::from(dataset));
+    let tables = fhir2parquet::dataset::tables(&location).unwrap();
+    match dialect {
+        Dialect::Duckdb => {
+            let script = fhir2parquet::warehouse::generate(
+                fhir2parquet::warehouse::Engine::Duckdb,
+                &tables,
+                &Default::default(),
+            )
+            .unwrap();
+            json!(script.statements)
+        }
+        _ => {
+            let schemas: Vec<Value> = tables
+                .iter()
+                .map(|t| {
+                    let schema = fhir2parquet::schema::node::arrow_schema(&t.name).unwrap();
+                    let columns: Vec<String> = schema
+                        .fields()
+                        .iter()
+                        .map(|f| {
+                            let hive = fhir2parquet::warehouse::types::hive(f.data_type());
+                            format!("`{}` {hive}", f.name())
+                        })
+                        .collect();
+                    json!([t.name, columns.join(", ")])
+                })
+                .collect();
+            json!(schemas)
+        }
+    }
+}
+
+/// Gives the first job of each dataset the statements that make its tables ([`setup`]).
+fn with_setup(jobs: &mut [Value], dialect: Dialect) {
+    let mut seen = std::collections::BTreeSet::new();
+    for job in jobs {
+        let dataset = job["dataset"].as_str().unwrap().to_string();
+        if seen.insert(dataset.clone()) {
+            job["setup"] = setup(&dataset, dialect);
+        }
+    }
+}
+
 /// Runs a script of `tests/view_sql` on `jobs` (written to `tmp/<tag>-jobs.json`); its results
 /// by job id.
 fn script(
@@ -109,6 +159,7 @@ fn run(dialect: Dialect, cases: &[Case], tmp: &Path) -> Vec<String> {
             }
         }
     }
+    with_setup(&mut jobs, dialect);
     let results = script("run.py", Some(dialect.name()), &jobs, tmp, dialect.name());
     for c in cases {
         if let Some(r) = results.get(&c.id) {
@@ -269,6 +320,7 @@ fn example_views_compiled_for_duckdb_give_the_rows_of_view() {
         assert!(!rows.is_empty());
         want.insert(name.to_string(), rows);
     }
+    with_setup(&mut jobs, Dialect::Duckdb);
     let results = script("run.py", Some("duckdb"), &jobs, tmp.path(), "examples");
     for (name, rows) in &want {
         let got = results[name]["rows"]

@@ -1,11 +1,13 @@
 """Runs compiled ViewDefinitions (SQL of one dialect) in a real engine, the way a user would: the
-dataset `convert` wrote is made tables (DuckDB: views over read_parquet; Spark: temporary views
-over the Parquet folders), then each statement runs and its rows are written back as JSON.
+dataset `convert` wrote is made tables with the full typed schema (DuckDB: the statements of
+`fhir2parquet warehouse duckdb`; Spark: temporary views over the Parquet folders read with each
+table's full schema), then each statement runs and its rows are written back as JSON.
 
     python3 run.py duckdb|spark JOBS.json RESULTS.json
 
-JOBS.json: [{"id": ..., "dataset": DIR, "sql": SQL}]; RESULTS.json: {id: {"rows": [...]} or
-{"error": text}}.
+JOBS.json: [{"id": ..., "dataset": DIR, "sql": SQL, "setup": ...}], the first job of each
+dataset with its "setup" (DuckDB: statements; Spark: [[table, schema DDL], ...]); RESULTS.json:
+{id: {"rows": [...]} or {"error": text}}.
 """
 
 import datetime
@@ -33,10 +35,7 @@ def plain(v):
     return v
 
 
-def types_of(dataset):
-    return sorted(
-        t for t in os.listdir(dataset)
-        if os.path.isdir(os.path.join(dataset, t)) and not t.startswith("_"))
+setups = {j["dataset"]: j["setup"] for j in jobs if "setup" in j}
 
 
 results = {}
@@ -49,10 +48,8 @@ if engine == "duckdb":
     for job in jobs:
         if job["dataset"] != current:
             current = job["dataset"]
-            for t in types_of(current):
-                con.execute(
-                    f"CREATE OR REPLACE VIEW \"{t}\" AS SELECT * FROM "
-                    f"read_parquet('{os.path.join(current, t)}/**/*.parquet')")
+            for statement in setups[current]:
+                con.execute(statement)
         try:
             cur = con.execute(job["sql"])
             names = [d[0] for d in cur.description]
@@ -77,8 +74,8 @@ elif engine == "spark":
     for job in jobs:
         if job["dataset"] != current:
             current = job["dataset"]
-            for t in types_of(current):
-                spark.read.parquet(os.path.join(current, t)).createOrReplaceTempView(t)
+            for t, schema in setups[current]:
+                spark.read.schema(schema).parquet(os.path.join(current, t)).createOrReplaceTempView(t)
         try:
             rows = [plain(r.asDict(recursive=True)) for r in spark.sql(job["sql"]).collect()]
             results[job["id"]] = {"rows": rows}
