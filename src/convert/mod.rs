@@ -565,9 +565,12 @@ fn convert(
     };
     // Files and bytes per type, from the folders its files went to.
     let mut uploads = Vec::new();
-    for (rt, (before, after)) in &widened {
+    for (rt, (done, seconds)) in &widened {
         let rec = record.types.entry(rt.clone()).or_default();
-        rec.parquet_bytes = (rec.parquet_bytes + after).saturating_sub(*before);
+        rec.parquet_bytes =
+            (rec.parquet_bytes + done.bytes_after).saturating_sub(done.bytes_before);
+        rec.files_widened += done.widened as u64;
+        rec.widen_seconds += seconds;
     }
     for (dir, f) in written {
         let rt = dir.iter().next().unwrap_or_default().to_string_lossy();
@@ -604,15 +607,15 @@ fn convert(
 }
 
 /// Widens the run's files of each type (in `tmp`) to the columns of all of the type's files,
-/// those of earlier runs included with `--append`. Per type, the bytes of the files rewritten,
-/// before and after.
+/// those of earlier runs included with `--append`. Per type, what was rewritten and the seconds
+/// it took.
 fn unify_run(
     out: &Path,
     tmp: &Path,
     written: &FxHashMap<PathBuf, writer::FolderFiles>,
     opts: &ConvertOptions,
     fhir_version: &str,
-) -> Result<BTreeMap<String, (u64, u64)>> {
+) -> Result<BTreeMap<String, (unify::Unified, f64)>> {
     let mut by_type: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
     for (dir, f) in written {
         let rt = dir.iter().next().unwrap_or_default().to_string_lossy();
@@ -636,11 +639,12 @@ fn unify_run(
         let Some(schema) = crate::schema::node::arrow_schema(&rt) else {
             continue;
         };
+        let started = Instant::now();
         let props = opts.write.properties(&rt, fhir_version, &schema);
         let leaves = unify::Leaves::new(Arc::new(schema))?;
         let done = unify::unify(&leaves, &mine, &others, None, &props)?;
         if done.widened > 0 {
-            widened.insert(rt, (done.bytes_before, done.bytes_after));
+            widened.insert(rt, (done, started.elapsed().as_secs_f64()));
         }
     }
     Ok(widened)

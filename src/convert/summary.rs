@@ -18,6 +18,20 @@ pub struct TypeRecord {
     pub parquet_bytes: u64,
     pub seconds: f64,
     pub overflow: OverflowStats,
+    /// Files of the run rewritten with more columns, so that every file of the type holds the
+    /// same ones (see `dataset::unify`), and the seconds that took.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub files_widened: u64,
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub widen_seconds: f64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero_f64(n: &f64) -> bool {
+    *n == 0.0
 }
 
 impl TypeRecord {
@@ -28,6 +42,8 @@ impl TypeRecord {
         self.parquet_bytes += o.parquet_bytes;
         self.seconds += o.seconds;
         self.overflow.merge(&o.overflow);
+        self.files_widened += o.files_widened;
+        self.widen_seconds += o.widen_seconds;
     }
 }
 

@@ -421,6 +421,9 @@ pub struct FileSet {
     max_bytes: u64,
     columns: Columns,
     files: Mutex<FxHashMap<PathBuf, Arc<Folder>>>,
+    /// Per resource type, the leaf columns its folders' shapes hold together (see
+    /// [`Folder::type_kept`]).
+    kept: Mutex<FxHashMap<String, Arc<Mutex<Vec<bool>>>>>,
     /// Counts batches handed in, to find the least recently used row group.
     tick: AtomicU64,
 }
@@ -572,6 +575,7 @@ impl FileSet {
             max_bytes,
             columns,
             files: Mutex::new(FxHashMap::default()),
+            kept: Mutex::new(FxHashMap::default()),
             tick: AtomicU64::new(0),
         }
     }
@@ -591,8 +595,18 @@ impl FileSet {
         let root = ArrowSchemaConverter::new()
             .convert(&schema)?
             .root_schema_ptr();
+        let field_leaves = field_leaves(&schema);
+        let rt = dir.iter().next().unwrap_or_default().to_string_lossy();
+        let type_kept = self
+            .kept
+            .lock()
+            .expect("no writer panicked")
+            .entry(rt.into_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(vec![false; field_leaves.iter().sum()])))
+            .clone();
         let f = Arc::new(Folder {
-            field_leaves: field_leaves(&schema),
+            type_kept,
+            field_leaves,
             schema,
             max_rows: max_rows.max(1),
             file: Mutex::new(SharedFile {
@@ -887,6 +901,10 @@ impl RowGroup {
 pub struct Folder {
     /// The type's typed schema.
     schema: SchemaRef,
+    /// The leaf columns the shapes of every folder of the type (its partitions) hold together:
+    /// a new shape takes them all, so that a partition's files hold the columns other
+    /// partitions found before it, and fewer files need widening when the run ends.
+    type_kept: Arc<Mutex<Vec<bool>>>,
     /// Leaf columns per top-level field of `schema`.
     field_leaves: Vec<usize>,
     max_rows: usize,
@@ -1017,7 +1035,16 @@ impl Folder {
                                 s.kept.iter().zip(v).map(|(k, v)| *k || *v).collect()
                             }
                         };
-                        let s = Arc::new(self.shape(kept)?);
+                        // With the columns of the type's other folders (the first of each
+                        // top-level element without values included), which this one would
+                        // otherwise be widened to when the run ends.
+                        let s = {
+                            let mut all = self.type_kept.lock().expect("no writer panicked");
+                            let kept = all.iter().zip(&kept).map(|(a, k)| *a || *k).collect();
+                            let s = Arc::new(self.shape(kept)?);
+                            all.clone_from(&s.kept);
+                            s
+                        };
                         ended = slot.rg.take();
                         slot.shape = Some(s.clone());
                         s

@@ -240,12 +240,25 @@ pub fn table_files(dataset: &crate::store::Location, name: &str) -> Result<Vec<D
 }
 
 /// The Parquet files under `dir`, at any depth (partition folders), sorted; none if `dir` does
-/// not exist.
+/// not exist. What a killed [`widen`] left beside them (`.<name>.widening`, never read as
+/// data) is removed.
 pub fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     if dir.is_dir() {
         super::local_files(dir, &mut files)?;
+        remove_leftovers(dir);
     }
     files.sort();
     Ok(files)
+}
+
+fn remove_leftovers(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            remove_leftovers(&p);
+        } else if p.extension().is_some_and(|x| x == "widening") {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
