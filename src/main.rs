@@ -11,7 +11,28 @@ use fhir2parquet::store::{redact, Location, StoreOptions};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// mimalloc's `mi_option_set` (mimalloc.h), in the mimalloc linked above.
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// `mi_option_purge_delay` in mimalloc.h (v2 and v3).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// Memory mimalloc has freed goes back to the system after 3 ms instead of the second its v3
+/// waits by default: convert frees a batch's arrays and makes the next one's many times a
+/// second, and with the default delay both were held at once (benchmark, 2 threads: peak RSS
+/// 377 MiB against 312 MiB, for about 5% more time). `MIMALLOC_PURGE_DELAY` in the environment
+/// still decides.
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one integer option of the allocator; any value is valid.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 3) };
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let code = match run(cli) {
         Ok(code) => code,

@@ -404,6 +404,8 @@ fn partition_by_append_and_replace() {
     let count =
         |p: &Path| fhir2parquet::encode::to_ndjson(p, &p.join("_back")).unwrap()["Observation"];
     assert_eq!(count(tmp.path()), 1502);
+    // Each year holds the columns of the type's data, the same in every partition.
+    assert_eq!(file_schemas(&tmp.path().join("Observation")).len(), 1);
     // Again into the same folder: replaced, not doubled.
     fhir2parquet::convert::run(&input, &opts).unwrap();
     assert_eq!(count(tmp.path()), 1502);
@@ -411,6 +413,7 @@ fn partition_by_append_and_replace() {
     opts.append = true;
     fhir2parquet::convert::run(&input, &opts).unwrap();
     assert_eq!(count(tmp.path()), 3004);
+    assert_eq!(file_schemas(&tmp.path().join("Observation")).len(), 1);
     let record = crate::run_record(tmp.path());
     assert_eq!(record["previous_runs"].as_array().unwrap().len(), 1);
 }
