@@ -633,21 +633,31 @@ fn unify_run(
             true => unify::table_files(&dataset, &rt)?,
             false => Vec::new(),
         };
-        if mine.len() + others.len() < 2 {
-            continue;
-        }
-        let Some(schema) = crate::schema::node::arrow_schema(&rt) else {
-            continue;
-        };
         let started = Instant::now();
-        let props = opts.write.properties(&rt, fhir_version, &schema);
-        let leaves = unify::Leaves::new(Arc::new(schema))?;
-        let done = unify::unify(&leaves, &mine, &others, None, &props)?;
+        let done = unify_type(&rt, &mine, &others, None, opts, fhir_version)?;
         if done.widened > 0 {
             widened.insert(rt, (done, started.elapsed().as_secs_f64()));
         }
     }
     Ok(widened)
+}
+
+/// [`unify::unify`] of the files of the type `rt`, written as the run writes them.
+fn unify_type(
+    rt: &str,
+    mine: &[DataFile],
+    others: &[DataFile],
+    remote: Option<&crate::store::Remote>,
+    opts: &ConvertOptions,
+    fhir_version: &str,
+) -> Result<unify::Unified> {
+    let schema = match crate::schema::node::arrow_schema(rt) {
+        Some(s) if mine.len() + others.len() > 1 => s,
+        _ => return Ok(Default::default()),
+    };
+    let props = opts.write.properties(rt, fhir_version, &schema);
+    let leaves = unify::Leaves::new(Arc::new(schema))?;
+    unify::unify(&leaves, mine, others, remote, &props)
 }
 
 /// After a run is published: widens the files of the types it wrote that hold fewer columns
@@ -667,19 +677,8 @@ fn unify_published<'a>(
         Location::Local(_) => None,
     };
     for rt in types {
-        let result = (|| -> Result<()> {
-            let Some(schema) = crate::schema::node::arrow_schema(rt) else {
-                return Ok(());
-            };
-            let files = unify::table_files(dataset, rt)?;
-            if files.len() < 2 {
-                return Ok(());
-            }
-            let props = opts.write.properties(rt, fhir_version, &schema);
-            let leaves = unify::Leaves::new(Arc::new(schema))?;
-            unify::unify(&leaves, &files, &[], remote, &props)?;
-            Ok(())
-        })();
+        let result = unify::table_files(dataset, rt)
+            .and_then(|files| unify_type(rt, &files, &[], remote, opts, fhir_version));
         if let Err(e) = result {
             eprintln!(
                 "warning: the files of {rt} hold different columns and were not made to agree \
