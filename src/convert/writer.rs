@@ -298,8 +298,8 @@ fn field_leaves(schema: &Schema) -> Vec<usize> {
         .collect()
 }
 
-/// `a` as an array of `dt`, a pruned form of its type ([`prune_fields`](crate::schema::node::prune_fields)): struct fields left
-/// out are dropped; the data is shared.
+/// `a` as an array of `dt`, a pruned form of its type ([`prune_fields`]): struct fields left out
+/// are dropped; the data is shared.
 fn project(a: &ArrayRef, dt: &DataType) -> ArrayRef {
     match dt {
         DataType::Struct(fields) => {
