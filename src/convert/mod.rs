@@ -573,8 +573,7 @@ fn convert(
         rec.widen_seconds += seconds;
     }
     for (dir, f) in written {
-        let rt = dir.iter().next().unwrap_or_default().to_string_lossy();
-        let rec = record.types.entry(rt.into_owned()).or_default();
+        let rec = record.types.entry(writer::folder_type(&dir)).or_default();
         rec.files += f.names.len() as u64;
         rec.parquet_bytes += f.bytes;
         let folder = dir.to_string_lossy().replace('\\', "/");
@@ -618,8 +617,7 @@ fn unify_run(
 ) -> Result<BTreeMap<String, (unify::Unified, f64)>> {
     let mut by_type: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
     for (dir, f) in written {
-        let rt = dir.iter().next().unwrap_or_default().to_string_lossy();
-        let files = by_type.entry(rt.into_owned()).or_default();
+        let files = by_type.entry(writer::folder_type(dir)).or_default();
         files.extend(
             f.names
                 .iter()

@@ -38,7 +38,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::{ColumnPath, TypePtr};
 use rustc_hash::FxHashMap;
 
-use crate::schema::node::{prune_fields, OVERFLOW_COLUMN};
+use crate::schema::node::{prune_schema, OVERFLOW_COLUMN};
 use crate::store::{MultipartSink, PendingUpload, Remote};
 
 /// Values per column written in one go (see [`WriteOptions::properties`]).
@@ -298,7 +298,7 @@ fn field_leaves(schema: &Schema) -> Vec<usize> {
         .collect()
 }
 
-/// `a` as an array of `dt`, a pruned form of its type ([`prune_fields`]): struct fields left out
+/// `a` as an array of `dt`, a pruned form of its type ([`prune_schema`]): struct fields left out
 /// are dropped; the data is shared.
 fn project(a: &ArrayRef, dt: &DataType) -> ArrayRef {
     match dt {
@@ -411,6 +411,16 @@ impl Target {
             }
         }
     }
+}
+
+/// The resource type of a run's folder (`Observation`, `Observation/effective_year=2019`), relative
+/// to the target.
+pub fn folder_type(dir: &Path) -> String {
+    dir.iter()
+        .next()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The Parquet files a run writes: per folder (a type, or a partition of one), the file being
@@ -596,12 +606,11 @@ impl FileSet {
             .convert(&schema)?
             .root_schema_ptr();
         let field_leaves = field_leaves(&schema);
-        let rt = dir.iter().next().unwrap_or_default().to_string_lossy();
         let type_kept = self
             .kept
             .lock()
             .expect("no writer panicked")
-            .entry(rt.into_owned())
+            .entry(folder_type(dir))
             .or_insert_with(|| Arc::new(Mutex::new(vec![false; field_leaves.iter().sum()])))
             .clone();
         let f = Arc::new(Folder {
@@ -981,11 +990,7 @@ impl Folder {
             let root = self.file.lock().expect("no writer panicked").root.clone();
             (self.schema.clone(), root)
         } else {
-            let fields = prune_fields(self.schema.fields(), &kept, &mut 0);
-            let schema = Arc::new(Schema::new_with_metadata(
-                fields,
-                self.schema.metadata().clone(),
-            ));
+            let schema = prune_schema(&self.schema, &kept);
             let root = ArrowSchemaConverter::new()
                 .convert(&schema)?
                 .root_schema_ptr();

@@ -19,10 +19,9 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
@@ -80,11 +79,7 @@ impl Leaves {
 
     /// The Arrow schema of the leaf columns `kept`: the typed schema, pruned.
     fn schema(&self, kept: &[bool]) -> SchemaRef {
-        let fields = crate::schema::node::prune_fields(self.typed.fields(), kept, &mut 0);
-        Arc::new(Schema::new_with_metadata(
-            fields,
-            self.typed.metadata().clone(),
-        ))
+        crate::schema::node::prune_schema(&self.typed, kept)
     }
 }
 

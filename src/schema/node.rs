@@ -441,6 +441,13 @@ pub fn width_and_depth(schema: &Schema) -> (usize, usize) {
     })
 }
 
+/// `schema` with only the leaf columns `kept` (over its leaves, in order) and the fields that
+/// lead to them: a part of a typed schema, same names, types and nesting, same metadata.
+pub fn prune_schema(schema: &Schema, kept: &[bool]) -> Arc<Schema> {
+    let fields = prune_fields(schema.fields(), kept, &mut 0);
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// The fields of `fields` that lead to a kept leaf (`kept` over their leaves, in order; `next`
 /// counts them), each with only such children.
 pub fn prune_fields(fields: &Fields, kept: &[bool], next: &mut usize) -> Vec<FieldRef> {

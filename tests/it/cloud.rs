@@ -7,7 +7,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -377,15 +376,8 @@ fn convert_query_round_trip(store: &Store) {
             .map(|o| {
                 let file = fhir2parquet::store::RemoteFile::new(&remote, o.location, o.size);
                 let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
-                let mut text = Vec::new();
-                parquet::schema::printer::print_schema(
-                    &mut text,
-                    parquet::file::reader::FileReader::metadata(&reader)
-                        .file_metadata()
-                        .schema_descr()
-                        .root_schema(),
-                );
-                String::from_utf8(text).unwrap()
+                let meta = parquet::file::reader::FileReader::metadata(&reader);
+                crate::schema_text(meta.file_metadata())
             })
             .collect();
         assert_eq!(schemas.len(), 1, "{t}: the files hold different columns");
@@ -658,7 +650,7 @@ fn upload_twice(store: &Store) {
     let dest = store.url("up");
     let first = store.bin(&["upload", out.to_str().unwrap(), &dest]);
     ok(&first);
-    let local = walk(&out);
+    let local = crate::files_under(&out);
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(
         stderr.contains(&format!("sent {} file(s)", local.len())),
@@ -689,19 +681,6 @@ fn upload_twice(store: &Store) {
     ]));
     let conditions = crate::read_lines(&src.join("Condition.ndjson")).len();
     assert_eq!(out.lines().nth(1), Some(conditions.to_string().as_str()));
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

@@ -142,35 +142,17 @@ fn files_of_present_columns_are_small() {
     }
 }
 
-/// A row group with a value in a column its file left out starts a new file; every resource
-/// comes back from the files, whatever part of the schema each holds.
-/// The Parquet schemas of the files of a table: the Parquet schema of each file, as text.
+/// The Parquet schemas of the files of a table, as text.
 fn file_schemas(table: &Path) -> std::collections::BTreeSet<String> {
-    let mut files = Vec::new();
-    let mut dirs = vec![table.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            match p.is_dir() {
-                true => dirs.push(p),
-                false => files.push(p),
-            }
-        }
-    }
-    files
+    crate::files_under(table)
         .iter()
-        .map(|f| {
-            let meta = crate::parquet_metadata(f);
-            let mut text = Vec::new();
-            parquet::schema::printer::print_schema(
-                &mut text,
-                meta.file_metadata().schema_descr().root_schema(),
-            );
-            String::from_utf8(text).unwrap()
-        })
+        .map(|f| crate::schema_text(crate::parquet_metadata(f).file_metadata()))
         .collect()
 }
 
+/// A row group with a value in a column its file left out starts a new file; every resource
+/// comes back from the files, whatever part of the schema each holds, and at the end every
+/// file of a type holds the same columns.
 #[test]
 fn a_column_appearing_later_starts_a_new_file_and_the_files_agree_at_the_end() {
     let set = shared("fhir-data/synthea-r4-10-patients");

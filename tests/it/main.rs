@@ -115,6 +115,27 @@ pub fn first_file(dir: &Path) -> PathBuf {
         .path()
 }
 
+/// Every file under `dir`, at any depth.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A Parquet file's schema, as text.
+pub fn schema_text(meta: &parquet::file::metadata::FileMetaData) -> String {
+    let mut text = Vec::new();
+    parquet::schema::printer::print_schema(&mut text, meta.schema_descr().root_schema());
+    String::from_utf8(text).unwrap()
+}
+
 /// The footer of a Parquet file.
 pub fn parquet_metadata(file: &Path) -> parquet::file::metadata::ParquetMetaData {
     use parquet::file::reader::FileReader;

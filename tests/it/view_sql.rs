@@ -74,7 +74,8 @@ fn setup(dataset: &str, dialect: Dialect) -> Value {
                         .iter()
                         .map(|f| {
                             let hive = fhir2parquet::warehouse::types::hive(f.data_type());
-                            format!("`{}` {hive}", f.name())
+                            let name = fhir2parquet::warehouse::types::backquote(f.name());
+                            format!("{name} {hive}")
                         })
                         .collect();
                     json!([t.name, columns.join(", ")])
