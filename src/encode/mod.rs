@@ -221,9 +221,7 @@ fn encode_item(shape: &Shape, col: &ArrayRef, i: usize) -> Json<'static> {
         }
         Shape::Json => {
             let text = col.as_string::<i32>().value(i);
-            json::parse(text)
-                .map(Json::into_owned)
-                .unwrap_or_else(|_| owned(text.to_string()))
+            json::parse(text).unwrap_or_else(|_| owned(text.to_string()))
         }
     }
 }
