@@ -113,13 +113,8 @@ macro_rules! parse_value {
                 $put!(Json::Arr(Cow::Borrowed(items)))
             }
             Some(b'"') => {
-                // Not through `string()`: a Result of a Cow is moved through the stack.
-                if let Some(s) = $p.plain_string() {
-                    $put!(Json::Str(Cow::Borrowed(s)))
-                } else {
-                    let s = $p.escaped_string()?;
-                    $put!(Json::Str(Cow::Borrowed(s)))
-                }
+                let s = $p.string()?;
+                $put!(Json::Str(Cow::Borrowed(s)))
             }
             Some(b'-' | b'0'..=b'9') => {
                 let n = $p.number()?;
@@ -168,8 +163,7 @@ struct Parser<'a> {
     i: usize,
     depth: usize,
     /// Members and items of the objects and arrays being parsed, as a stack: each object or
-    /// array moves its own into a Vec of exactly its size when it ends (one allocation each,
-    /// instead of one per doubling).
+    /// array moves its own into a slice of the arena of exactly its size when it ends.
     members: Vec<(Cow<'a, str>, Json<'a>)>,
     items: Vec<Json<'a>>,
     arena: &'a Bump,
