@@ -7,12 +7,25 @@ use std::sync::OnceLock;
 
 use crate::json::{self, Json};
 
-/// The JSON parser: never panics; what it parses writes back to text it parses to the same.
+/// The JSON parser: never panics; accepts what serde_json accepts and nothing else; what it
+/// parses writes back to text it parses to the same.
 pub fn json(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(doc) = json::parse(text) else {
+    let ours = json::parse(text);
+    // serde_json refuses nesting deeper than 128; fewer brackets than that cannot nest deeper.
+    if text.bytes().filter(|b| matches!(b, b'[' | b'{')).count() < 128 {
+        let theirs = serde_json::from_str::<serde::de::IgnoredAny>(text);
+        assert_eq!(
+            ours.is_ok(),
+            theirs.is_ok(),
+            "serde_json and we disagree: {:?} {:?}",
+            ours.as_ref().err(),
+            theirs.err()
+        );
+    }
+    let Ok(doc) = ours else {
         return;
     };
     let mut written = String::new();
