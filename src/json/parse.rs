@@ -390,6 +390,9 @@ impl<'a> Parser<'a> {
         None
     }
 
+    /// Any string at `self.i`: the way for what [`Parser::plain_string`] leaves, a string with
+    /// an escape or a control character, one longer than its window, one near the input's end.
+    /// Escaped strings are unescaped into the arena.
     #[inline(never)]
     fn escaped_string(&mut self) -> Result<&'a str, Stop> {
         self.i += 1;
