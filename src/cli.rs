@@ -60,6 +60,34 @@ pub enum Command {
     /// Print the statements that make a dataset tables in BigQuery, Snowflake, Athena,
     /// Databricks (Spark) or DuckDB.
     Warehouse(WarehouseArgs),
+    /// List the versions (commits) of a dataset's Delta tables.
+    History(HistoryArgs),
+    /// Remove the files of a dataset's Delta tables that no retained version needs.
+    Vacuum(VacuumArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct HistoryArgs {
+    /// A folder written by convert, or its s3://, gs://, az:// URL.
+    pub dataset: String,
+    /// Only this resource type's table.
+    pub resource_type: Option<String>,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VacuumArgs {
+    /// A folder written by convert, or its s3://, gs://, az:// URL.
+    pub dataset: String,
+    /// Keep what the versions of the last HOURS need (Delta's default: 7 days); older versions
+    /// can no longer be read with --as-of.
+    #[arg(long, value_name = "HOURS", default_value_t = 168)]
+    pub retain: u64,
+    /// List what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -132,6 +160,9 @@ pub struct ExportArgs {
     /// Add to OUT instead of replacing each type's data.
     #[arg(long)]
     pub append: bool,
+    /// How each type's table is kept (as `convert --format`).
+    #[arg(long, value_enum, default_value = "delta")]
+    pub format: crate::dataset::Format,
     /// Worker threads (default: one per core).
     #[arg(short = 'j', long)]
     pub threads: Option<usize>,
@@ -195,6 +226,14 @@ pub struct ConvertArgs {
     /// Add this run's files beside those already in OUT instead of replacing each type's data.
     #[arg(long)]
     pub append: bool,
+    /// How each type's table is kept: a Delta Lake table (commits, history) or a plain folder
+    /// of Parquet files (a one-shot snapshot).
+    #[arg(long, value_enum, default_value = "delta")]
+    pub format: crate::dataset::Format,
+    /// Convert the I-th of every N inputs (files, manifest entries): N runs, on one machine or
+    /// many, each with --append, convert an export into one dataset together.
+    #[arg(long, value_name = "I/N", requires = "append")]
+    pub shard: Option<String>,
     /// If another run is writing OUT, wait for it to finish instead of failing at once.
     #[arg(long)]
     pub wait: bool,
@@ -287,6 +326,10 @@ pub struct SqlArgs {
     /// view's `name` or the file.
     #[arg(long = "view", value_name = "VIEW.json")]
     pub views: Vec<PathBuf>,
+    /// Read the tables as they were: a table version (`history` lists them) or a time
+    /// (2026-12-01T10:00:00Z, 2026-12-01).
+    #[arg(long, value_name = "VERSION|TIME")]
+    pub as_of: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -318,6 +361,9 @@ pub struct ViewArgs {
     /// Memory limit, e.g. 2G or 512M.
     #[arg(long)]
     pub memory_limit: Option<String>,
+    /// Run the views over the tables as they were: a table version or a time (as `sql --as-of`).
+    #[arg(long, value_name = "VERSION|TIME")]
+    pub as_of: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -150,6 +150,8 @@ fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Re
     };
     let convert = ConvertOptions {
         out,
+        format: a.format,
+        shard: None,
         append: a.append,
         wait: false,
         export: None,
@@ -181,6 +183,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             let threads = threads_or_cores(a.threads);
             let opts = ConvertOptions {
                 out: Location::parse(&a.out, &stores)?,
+                format: a.format,
+                shard: a.shard.as_deref().map(convert::Shard::parse).transpose()?,
                 append: a.append,
                 wait: a.wait,
                 export: None,
@@ -261,6 +265,26 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     let path = dir.join(format!("{name}.json"));
                     std::fs::write(&path, serde_json::to_string_pretty(schema)?)?;
                 }
+            }
+            Ok(exit::OK)
+        }
+        Command::History(a) => {
+            let dataset = Location::parse(&a.dataset, &stores)?;
+            let out = &mut std::io::stdout();
+            fhir2parquet::dataset::history::print(
+                &dataset,
+                a.resource_type.as_deref(),
+                a.json,
+                out,
+            )?;
+            Ok(exit::OK)
+        }
+        Command::Vacuum(a) => {
+            let dataset = Location::parse(&a.dataset, &stores)?;
+            let removed = fhir2parquet::dataset::history::vacuum(&dataset, a.retain, a.dry_run)?;
+            let verb = if a.dry_run { "would remove" } else { "removed" };
+            for (t, files) in &removed {
+                eprintln!("{t}: {verb} {} file(s)", files.len());
             }
             Ok(exit::OK)
         }

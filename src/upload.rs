@@ -4,6 +4,12 @@
 //! BLAKE3 in the object's metadata (`blake3`), so a second run skips every file already there
 //! with the same size and checksum, and an interrupted upload resumes where it stopped. The run
 //! record `_fhir2parquet.json` goes last: a dataset whose record is there is complete.
+//!
+//! A Delta table is copied as its current version: the files that version names (never the
+//! files of older versions, nor the local log), then one commit at the destination whose
+//! version holds exactly those files (the destination keeps its own history). Uploading again
+//! after a re-convert gives the destination the new rows, never both; uploading an unchanged
+//! table again commits nothing.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -47,6 +53,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<LocalFile>) -> Result<()> {
     for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
+        // A Delta table is sent as its current version (see `run`).
+        if dir == root && e.path().join(crate::dataset::delta::LOG_DIR).is_dir() {
+            continue;
+        }
         // Temporary folders and files of runs in progress or killed, the lock and the journal
         // of a publish are not part of a dataset.
         if name.starts_with('.')
@@ -191,6 +201,23 @@ pub fn run(dataset: &Path, dest: &Remote, progress: bool) -> Result<UploadSummar
     )?;
     let mut files = Vec::new();
     walk(dataset, dataset, &mut files)?;
+    let local = crate::store::Location::Local(dataset.to_path_buf());
+    let tables: Vec<crate::dataset::Table> = crate::dataset::tables(&local)?
+        .into_iter()
+        .filter(|t| t.delta.is_some())
+        .collect();
+    for t in &tables {
+        let snap = t.delta.as_ref().expect("a Delta table");
+        for (f, sf) in t.files.iter().zip(&snap.files) {
+            if let crate::dataset::DataFile::Local(path) = f {
+                files.push(LocalFile {
+                    path: path.clone(),
+                    rel: format!("{}/{}", t.name, sf.path),
+                    size: sf.bytes,
+                });
+            }
+        }
+    }
     files.sort_by(|a, b| a.rel.cmp(&b.rel));
     let (record, data): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.rel == RUN_RECORD);
     let total: u64 = data.iter().chain(&record).map(|f| f.size).sum();
@@ -228,6 +255,31 @@ pub fn run(dataset: &Path, dest: &Remote, progress: bool) -> Result<UploadSummar
         while let Some(r) = results.next().await {
             r?;
         }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    // Each Delta table's files are there: one commit makes them the destination's version.
+    let dest_location = crate::store::Location::Remote(dest.clone());
+    for t in &tables {
+        let snap = t.delta.as_ref().expect("a Delta table");
+        let files: Vec<crate::dataset::delta::NewFile> = snap
+            .files
+            .iter()
+            .map(|f| crate::dataset::delta::NewFile {
+                path: f.path.clone(),
+                bytes: f.bytes,
+                rows: f.rows,
+            })
+            .collect();
+        crate::dataset::delta::commit(
+            &dest_location,
+            &t.name,
+            &files,
+            crate::dataset::delta::Mode::Overwrite,
+            &snap.partition_columns,
+            &snap.properties,
+        )?;
+    }
+    block_on(async {
         // The run record last: once it is there, every file it describes is.
         for f in record {
             one(f).await?;

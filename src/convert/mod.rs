@@ -7,6 +7,7 @@
 //! a multipart upload left incomplete. Either way the run is published at the end (see
 //! [`publish`]), so a run that is killed leaves nothing that looks complete.
 
+mod commit;
 mod partition;
 mod publish;
 mod rejects;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::dataset::{unify, DataFile};
+use crate::dataset::{unify, DataFile, Format};
 use crate::decode::{OverflowStats, ResourceDecoder};
 use crate::input::{self, Chunk, Source};
 use crate::json::{self, Json};
@@ -38,6 +39,10 @@ pub use writer::{Codec, Columns, WriteOptions};
 #[derive(Debug, Clone)]
 pub struct ConvertOptions {
     pub out: Location,
+    /// Delta tables (the default) or plain Parquet folders.
+    pub format: crate::dataset::Format,
+    /// Convert only this shard of the inputs.
+    pub shard: Option<Shard>,
     pub append: bool,
     /// Wait for another run writing OUT instead of failing at once.
     pub wait: bool,
@@ -326,8 +331,43 @@ impl Worker<'_> {
 /// Runs a conversion. Returns the run record; the caller decides the exit code from it.
 pub fn run<L: Clone + Into<Location>>(inputs: &[L], opts: &ConvertOptions) -> Result<RunRecord> {
     let inputs: Vec<Location> = inputs.iter().cloned().map(Into::into).collect();
-    let sources = input::resolve(&inputs)?;
+    let mut sources = input::resolve(&inputs)?;
+    if let Some(shard) = opts.shard {
+        sources = shard.take(sources);
+    }
     run_sources(&sources, opts)
+}
+
+/// `--shard I/N`: this run converts the I-th of every N inputs (files, manifest entries), so N
+/// runs, on one machine or many, convert an export into one dataset together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1 to `of`.
+    pub index: usize,
+    pub of: usize,
+}
+
+impl Shard {
+    pub fn parse(s: &str) -> Result<Shard> {
+        let parsed = s
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+        match parsed {
+            Some((index, of)) if of >= 1 && (1..=of).contains(&index) => Ok(Shard { index, of }),
+            _ => anyhow::bail!(
+                "--shard {s}: give I/N with 1 <= I <= N, e.g. --shard 2/4 for the second of four runs"
+            ),
+        }
+    }
+
+    /// The inputs of this shard, in the order given.
+    pub fn take<T>(self, all: Vec<T>) -> Vec<T> {
+        all.into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % self.of == self.index - 1)
+            .map(|(_, s)| s)
+            .collect()
+    }
 }
 
 /// Runs a conversion of sources already resolved (`export` makes them from a server's files).
@@ -352,26 +392,39 @@ pub fn run_sources(sources: &[Source], opts: &ConvertOptions) -> Result<RunRecor
         std::fs::create_dir_all(out)
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     }
-    // One writer at a time (see `dataset::lock`); held until the run is published.
-    let lock = crate::dataset::lock::acquire(&opts.out, &run_id, opts.wait)?;
-    if let Some(note) = &lock.took_over {
+    // One writer at a time (see `dataset::lock`); held until the run is published. Appends to
+    // Delta tables need none: each commits with the log's optimistic concurrency, so several
+    // runs (`--shard`, other machines) add to one dataset at once.
+    let lock = match opts.format == Format::Delta && opts.append {
+        true => None,
+        false => Some(crate::dataset::lock::acquire(
+            &opts.out, &run_id, opts.wait,
+        )?),
+    };
+    if let Some(note) = lock.as_ref().and_then(|l| l.took_over.as_ref()) {
         eprintln!("note: {note}");
     }
+    commit::check_format(opts)?;
     // Locally the run is written in a folder of OUT; on a store, straight to its place as
     // uploads completed at the end, with only the rejects in a local folder.
     let (tmp, target) = match &opts.out {
         Location::Local(out) => {
-            for run in crate::dataset::commit::recover(out)? {
-                eprintln!(
-                    "note: finished publishing run {run}, which was stopped while publishing"
-                );
+            // What killed runs left, cleaned by the writer that holds the dataset.
+            if lock.is_some() {
+                for run in crate::dataset::commit::recover(out)? {
+                    eprintln!(
+                        "note: finished publishing run {run}, which was stopped while publishing"
+                    );
+                }
+                clean_stale_tmp(out);
             }
-            clean_stale_tmp(out);
             let tmp = out.join(format!("{TMP_PREFIX}{run_id}"));
             (tmp.clone(), writer::Target::Dir(tmp))
         }
         Location::Remote(remote) => {
-            publish::clean_remote(remote)?;
+            if lock.is_some() {
+                publish::clean_remote(remote)?;
+            }
             let tmp = std::env::temp_dir().join(format!("fhir2parquet-{run_id}"));
             (tmp, writer::Target::Store(remote.clone()))
         }
@@ -563,6 +616,35 @@ fn convert(
         Location::Local(out) => unify_run(out, tmp, &written, opts, fhir_version)?,
         Location::Remote(_) => Default::default(),
     };
+    if opts.format == Format::Delta {
+        for (rt, (done, seconds)) in &widened {
+            let rec = record.types.entry(rt.clone()).or_default();
+            rec.parquet_bytes =
+                (rec.parquet_bytes + done.bytes_after).saturating_sub(done.bytes_before);
+            rec.files_widened += done.widened as u64;
+            rec.widen_seconds += seconds;
+        }
+        for (dir, f) in &written {
+            let rec = record.types.entry(writer::folder_type(dir)).or_default();
+            rec.files += f.names.len() as u64;
+            rec.parquet_bytes += f.bytes;
+        }
+        record.seconds = started.elapsed().as_secs_f64();
+        match &opts.out {
+            Location::Local(out) => {
+                commit::local(out, tmp, &written, opts, fhir_version, &mut record)?
+            }
+            Location::Remote(remote) => commit::remote(
+                remote,
+                written,
+                &reject_files,
+                opts,
+                fhir_version,
+                &mut record,
+            )?,
+        }
+        return Ok(record);
+    }
     // Files and bytes per type, from the folders its files went to.
     let mut uploads = Vec::new();
     for (rt, (done, seconds)) in &widened {
@@ -627,7 +709,9 @@ fn unify_run(
     let dataset = Location::Local(out.to_path_buf());
     let mut widened = BTreeMap::new();
     for (rt, mine) in by_type {
-        let others = match opts.append {
+        // A Delta table's earlier files stay as they are: Delta readers give NULL for the
+        // columns a file lacks, and a committed file is never rewritten.
+        let others = match opts.append && opts.format == Format::Parquet {
             true => unify::table_files(&dataset, &rt)?,
             false => Vec::new(),
         };

@@ -24,6 +24,9 @@ pub struct TypeRecord {
     pub files_widened: u64,
     #[serde(skip_serializing_if = "is_zero_f64")]
     pub widen_seconds: f64,
+    /// The version of the type's Delta table this run committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_version: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {

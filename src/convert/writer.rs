@@ -446,6 +446,8 @@ struct SharedFile {
     seq: usize,
     current: Option<SerializedFileWriter<Sink>>,
     done: Vec<String>,
+    /// Rows of each closed file of `done`.
+    rows: Vec<u64>,
     bytes: u64,
     pending: Vec<PendingUpload>,
     /// Whether the file being written has a page index, decided by its first row group (see
@@ -541,6 +543,8 @@ impl SharedFile {
                 )
             };
             let written = w.bytes_written() as u64;
+            let rows = w.flushed_row_groups().iter().map(|g| g.num_rows() as u64);
+            self.rows.push(rows.sum());
             match w.into_inner().with_context(what)? {
                 Sink::File(mut f) => {
                     f.flush().with_context(what)?;
@@ -571,6 +575,8 @@ impl SharedFile {
 pub struct FolderFiles {
     /// File names, in the folder.
     pub names: Vec<String>,
+    /// Rows of each file of `names`.
+    pub rows: Vec<u64>,
     pub bytes: u64,
     /// Uploads to complete when the run commits (object stores only).
     pub pending: Vec<PendingUpload>,
@@ -625,6 +631,7 @@ impl FileSet {
                 seq: 0,
                 current: None,
                 done: Vec::new(),
+                rows: Vec::new(),
                 bytes: 0,
                 pending: Vec::new(),
                 page_index: None,
@@ -709,6 +716,7 @@ impl FileSet {
                 dir,
                 FolderFiles {
                     names: f.done,
+                    rows: f.rows,
                     bytes: f.bytes,
                     pending: f.pending,
                 },

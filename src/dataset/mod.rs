@@ -1,9 +1,14 @@
 //! A converted dataset as its readers see it: per resource type, a table of Parquet files, in a
-//! local folder or under a prefix of an object store. `sql`, `view` and `to-ndjson` read through
-//! here; `convert` and `upload` write what it reads.
+//! local folder or under a prefix of an object store. A type's folder is a Delta Lake table
+//! (see [`delta`]: its log names the table's files, at each version) or, written with
+//! `--format parquet`, a plain folder whose Parquet files are the table. `sql`, `view` and
+//! `to-ndjson` read through here; `convert` and `upload` write what it reads.
 
 pub mod commit;
+pub mod delta;
+pub mod history;
 pub mod lock;
+pub mod provider;
 pub mod unify;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +17,16 @@ use anyhow::{bail, Context, Result};
 use object_store::path::Path as ObjPath;
 
 use crate::store::{Location, Remote};
+
+/// How a dataset's tables are kept.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// A Delta Lake table per type: commits, versions, one truth of which files are the table.
+    #[default]
+    Delta,
+    /// A plain folder of Parquet files per type (a one-shot snapshot: no versions, no merge).
+    Parquet,
+}
 
 /// One resource type's files.
 #[derive(Debug, Clone)]
@@ -24,6 +39,9 @@ pub struct Table {
     pub partitions: Vec<String>,
     /// Its Parquet files, sorted.
     pub files: Vec<DataFile>,
+    /// A Delta table: the version read and each file's partition values (in the order of
+    /// `partitions`). `None`: a plain folder.
+    pub delta: Option<delta::Snapshot>,
 }
 
 /// A Parquet file of a table.
@@ -37,12 +55,31 @@ fn is_table(name: &str) -> bool {
     crate::schema::node::resource_members(name).is_some()
 }
 
-/// The resource tables of a dataset, sorted by name; an error when there are none.
+/// The resource tables of a dataset at their current versions, sorted by name; an error when
+/// there are none.
 pub fn tables(dataset: &Location) -> Result<Vec<Table>> {
-    let tables = match dataset {
+    tables_as_of(dataset, None)
+}
+
+/// The resource tables of a dataset as they were at `as_of` (Delta tables only; `None`: the
+/// current version), sorted by name; an error when there are none.
+pub fn tables_as_of(dataset: &Location, as_of: Option<delta::AsOf>) -> Result<Vec<Table>> {
+    let mut tables = match dataset {
         Location::Local(dir) => local_tables(dir)?,
         Location::Remote(remote) => remote_tables(remote)?,
     };
+    for t in &mut tables {
+        if delta::is_table(dataset, &t.name)? {
+            read_log(dataset, t, as_of)?;
+        } else if as_of.is_some() {
+            bail!(
+                "{} in {} is a plain Parquet folder (written with --format parquet), which keeps \
+                 no versions: --as-of reads Delta tables only",
+                t.name,
+                dataset.display()
+            );
+        }
+    }
     if tables.is_empty() {
         bail!(
             "{} holds no resource tables: convert some NDJSON into it first",
@@ -73,6 +110,36 @@ pub fn finish_abandoned_publish(dataset: &Path) {
     }
 }
 
+/// Replaces the files found in a table's folder by those its Delta log names at `as_of`.
+fn read_log(dataset: &Location, t: &mut Table, as_of: Option<delta::AsOf>) -> Result<()> {
+    let snap = delta::snapshot(dataset, &t.name, as_of)?;
+    let dataset = &match dataset {
+        Location::Local(dir) => Location::Local(
+            dir.canonicalize()
+                .with_context(|| format!("cannot read {}", dir.display()))?,
+        ),
+        other => other.clone(),
+    };
+    t.files = snap
+        .files
+        .iter()
+        .map(|f| match dataset {
+            Location::Local(dir) => {
+                let mut p = dir.join(&t.name);
+                p.extend(f.path.split('/'));
+                DataFile::Local(p)
+            }
+            Location::Remote(remote) => DataFile::Remote {
+                path: remote.path(&format!("{}/{}", t.name, f.path)),
+                size: f.bytes,
+            },
+        })
+        .collect();
+    t.partitions = snap.partition_columns.clone();
+    t.delta = Some(snap);
+    Ok(())
+}
+
 fn local_tables(dataset: &Path) -> Result<Vec<Table>> {
     finish_abandoned_publish(dataset);
     let entries = std::fs::read_dir(dataset).with_context(|| {
@@ -99,6 +166,7 @@ fn local_tables(dataset: &Path) -> Result<Vec<Table>> {
                 url: format!("{}/", dir.display()),
                 partitions,
                 files: files.into_iter().map(DataFile::Local).collect(),
+                delta: None,
             });
         }
     }
@@ -110,6 +178,9 @@ fn local_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for e in std::fs::read_dir(dir)? {
         let p = e?.path();
         if p.is_dir() {
+            if p.file_name().is_some_and(|n| n == delta::LOG_DIR) {
+                continue;
+            }
             local_files(&p, out)?;
         } else if p.extension().is_some_and(|x| x == "parquet") {
             out.push(p);
@@ -142,7 +213,8 @@ fn remote_tables(remote: &Remote) -> Result<Vec<Table>> {
         let (Some(name), Some(file)) = (parts.first(), parts.last()) else {
             continue;
         };
-        if parts.len() < 2 || !is_table(name) || !file.ends_with(".parquet") {
+        let in_log = parts.get(1).is_some_and(|p| p == delta::LOG_DIR);
+        if parts.len() < 2 || !is_table(name) || !(in_log || file.ends_with(".parquet")) {
             continue;
         }
         if tables.last().is_none_or(|t| &t.name != name) {
@@ -151,9 +223,13 @@ fn remote_tables(remote: &Remote) -> Result<Vec<Table>> {
                 url: remote.url(&format!("{name}/")),
                 partitions: partitions_of(parts[1..].join("/")),
                 files: Vec::new(),
+                delta: None,
             });
         }
         let t = tables.last_mut().expect("pushed above");
+        if in_log {
+            continue;
+        }
         t.files.push(DataFile::Remote {
             path: o.location,
             size: o.size,

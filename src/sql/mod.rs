@@ -27,6 +27,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParserBuilder;
 
 use crate::cli::{PrintFormat, SqlArgs};
+use crate::dataset::delta::AsOf;
+use crate::dataset::provider::SnapshotTable;
 use crate::schema::node::arrow_schema;
 
 pub use print::print_batches;
@@ -64,6 +66,15 @@ impl Shell {
 
     /// Opens a dataset written by `convert`, in a folder or on an object store.
     pub fn open_at(dataset: &Location, memory_limit: Option<&str>) -> Result<Shell> {
+        Self::open_as_of(dataset, memory_limit, None)
+    }
+
+    /// Opens a dataset as it was at `as_of` (its Delta tables' versions then), or as it is.
+    pub fn open_as_of(
+        dataset: &Location,
+        memory_limit: Option<&str>,
+        as_of: Option<AsOf>,
+    ) -> Result<Shell> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
@@ -91,9 +102,22 @@ impl Shell {
             ctx.register_object_store(&remote.base, remote.store.clone());
         }
         let mut tables = Vec::new();
-        for table in crate::dataset::tables(dataset)? {
+        for table in crate::dataset::tables_as_of(dataset, as_of)? {
+            let schema = arrow_schema(&table.name).expect("a resource table");
+            if table.delta.is_some() {
+                let store = match dataset {
+                    Location::Local(_) => "file:///".to_string(),
+                    Location::Remote(remote) => remote.base.to_string(),
+                };
+                let provider = SnapshotTable::new(&table, schema, &store)?;
+                ctx.register_table(
+                    datafusion::common::TableReference::bare(table.name.clone()),
+                    Arc::new(provider),
+                )?;
+                tables.push(table.name);
+                continue;
+            }
             let name = table.name;
-            let schema = arrow_schema(&name).expect("a resource table");
             let url = ListingTableUrl::parse(&table.url)?;
             let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet")
@@ -271,7 +295,8 @@ fn levenshtein(a: &str, b: &str) -> usize {
 /// The `sql` command.
 pub fn run(args: SqlArgs, stores: &StoreOptions) -> Result<i32> {
     let dataset = Location::parse(&args.dataset, stores)?;
-    let mut shell = Shell::open_at(&dataset, args.memory_limit.as_deref())?;
+    let as_of = args.as_of.as_deref().map(AsOf::parse).transpose()?;
+    let mut shell = Shell::open_as_of(&dataset, args.memory_limit.as_deref(), as_of)?;
     shell.format = args.format;
     let views = if args.views.is_empty() {
         Vec::new()

@@ -206,7 +206,12 @@ pub fn run(args: ViewArgs, stores: &crate::store::StoreOptions) -> Result<i32> {
         bail!("--data OUT: the dataset to run the views on (or --sql DIALECT to print SQL)")
     };
     let data = crate::store::Location::parse(data, stores)?;
-    let mut shell = Shell::open_at(&data, args.memory_limit.as_deref())?;
+    let as_of = args
+        .as_of
+        .as_deref()
+        .map(crate::dataset::delta::AsOf::parse)
+        .transpose()?;
+    let mut shell = Shell::open_as_of(&data, args.memory_limit.as_deref(), as_of)?;
     shell.format = args.format;
     let mut views = Vec::new();
     for f in &files {

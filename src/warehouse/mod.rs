@@ -11,6 +11,7 @@
 //!     url: "s3://bucket/fhir/Patient/".into(),
 //!     partitions: vec![],
 //!     files: vec![],
+//!     delta: None,
 //! }];
 //! let script = generate(Engine::Athena, &tables, &Options::default()).unwrap();
 //! assert!(script.sql().contains("CREATE EXTERNAL TABLE IF NOT EXISTS `Patient`"));
@@ -580,6 +581,7 @@ mod tests {
             url: format!("s3://bucket/fhir/{name}/"),
             partitions: vec![],
             files: vec![],
+            delta: None,
         }
     }
 

@@ -683,6 +683,101 @@ fn upload_twice(store: &Store) {
     assert_eq!(out.lines().nth(1), Some(conditions.to_string().as_str()));
 }
 
+/// Re-convert and upload again: the destination's table holds the new rows, never both, and
+/// keeps its history; an unchanged table uploaded again commits nothing.
+fn upload_after_reconvert(store: &Store) {
+    let first = shared("fhir-data/synthea-r4-small");
+    let second = shared("fhir-data/synthea-r4-10-patients");
+    let patients = |dir: &std::path::Path| {
+        crate::files_under(dir)
+            .iter()
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("Patient.")
+            })
+            .map(|p| crate::read_lines(p).len())
+            .sum::<usize>()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let dest = store.url("again");
+    let count = |extra: &[&str]| {
+        let args = [
+            &["sql", &dest, "--format", "csv", "-q"][..],
+            extra,
+            &["-c", "SELECT COUNT(*) FROM Patient"],
+        ]
+        .concat();
+        let text = ok(&store.bin(&args));
+        text.lines().nth(1).unwrap().parse::<usize>().unwrap()
+    };
+    ok(&crate::convert_quiet(&first, &out));
+    ok(&store.bin(&["upload", out.to_str().unwrap(), &dest, "-q"]));
+    assert_eq!(count(&[]), patients(&first));
+    ok(&crate::convert_quiet(&second, &out));
+    ok(&store.bin(&["upload", out.to_str().unwrap(), &dest, "-q"]));
+    assert_eq!(count(&[]), patients(&second));
+    assert_eq!(count(&["--as-of", "0"]), patients(&first));
+    let history = |t: &str| {
+        let text = ok(&store.bin(&["history", &dest, t, "--json"]));
+        text.lines().count()
+    };
+    assert_eq!(history("Patient"), 2);
+    ok(&store.bin(&["upload", out.to_str().unwrap(), &dest, "-q"]));
+    assert_eq!(history("Patient"), 2);
+    // Converting straight to the store commits there too: a re-convert replaces the rows.
+    let url = store.url("direct");
+    for src in [&first, &second] {
+        ok(&store.bin(&["convert", src.to_str().unwrap(), "-o", &url, "-q"]));
+    }
+    let text = ok(&store.bin(&[
+        "sql",
+        &url,
+        "--format",
+        "csv",
+        "-q",
+        "-c",
+        "SELECT COUNT(*) FROM Patient",
+    ]));
+    assert_eq!(
+        text.lines().nth(1).unwrap().parse::<usize>().unwrap(),
+        patients(&second)
+    );
+    assert!(store
+        .list("direct")
+        .iter()
+        .any(|o| o.ends_with("Patient/_delta_log/00000000000000000001.json")));
+}
+
+#[test]
+fn s3_upload_after_reconvert_replaces_the_rows() {
+    let Some(store) = Store::moto() else { return };
+    upload_after_reconvert(&store);
+}
+
+#[test]
+fn azure_upload_after_reconvert_replaces_the_rows() {
+    let Some(store) = Store::azurite() else {
+        return;
+    };
+    upload_after_reconvert(&store);
+}
+
+#[test]
+fn s3_four_shards_convert_into_one_dataset_at_once() {
+    let Some(store) = Store::moto() else { return };
+    let url = store.url("shards");
+    let bin = |args: &[&str]| store.command(args);
+    let count = |t: &str| {
+        let q = format!("SELECT COUNT(*) FROM \"{t}\"");
+        let text = ok(&store.bin(&["sql", &url, "--format", "csv", "-q", "-c", &q]));
+        text.lines().nth(1).unwrap().parse::<u64>().unwrap()
+    };
+    crate::delta::four_shards_at_once(&url, &bin, &count);
+}
+
 #[test]
 fn s3_upload_twice_sends_nothing_the_second_time() {
     let Some(store) = Store::moto() else { return };

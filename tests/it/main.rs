@@ -3,6 +3,7 @@
 mod bad_input;
 mod cloud;
 mod convert;
+mod delta;
 mod export;
 mod fuzz;
 mod interop;
@@ -51,6 +52,8 @@ pub fn bin_stdin(args: &[&str], stdin: &[u8]) -> Output {
 pub fn convert_opts(out: &Path) -> fhir2parquet::convert::ConvertOptions {
     fhir2parquet::convert::ConvertOptions {
         out: out.into(),
+        format: fhir2parquet::dataset::Format::Delta,
+        shard: None,
         append: false,
         wait: false,
         export: None,

@@ -168,6 +168,7 @@ fn all_tables(base: &str) -> Vec<Table> {
                 vec![]
             },
             files: vec![],
+            delta: None,
         })
         .collect()
 }

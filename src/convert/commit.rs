@@ -1,0 +1,276 @@
+//! Committing a finished run to Delta tables (the default `--format delta`), locally and on
+//! object stores.
+//!
+//! The run's Parquet files first go to their place in their table's folder (locally renamed out
+//! of the run's temporary folder; on a store, their multipart uploads completed): no reader
+//! sees them there, since readers take a table's files from its log. Then each type's table
+//! gets one commit (an overwrite, or an append with `--append`), then the rejects and the run
+//! record are written. A run that fails before a type's commit removes that type's files; a run
+//! killed then leaves files no version names, which `vacuum` removes. Each table is committed
+//! whole or not at all; a run of several types commits them one after the other.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use object_store::path::Path as ObjPath;
+use rustc_hash::FxHashMap;
+
+use super::writer::{folder_type, FolderFiles};
+use super::{ConvertOptions, RunRecord, REJECTS_DIR, RUN_RECORD};
+use crate::dataset::delta::{self, Mode, NewFile};
+use crate::dataset::Format;
+use crate::store::{block_on, Location, Remote};
+
+/// The table properties a run's tables are created with.
+fn properties(fhir_version: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("fhir2parquet.fhirVersion".into(), fhir_version.into()),
+        (
+            "fhir2parquet.schemaVersion".into(),
+            crate::schema::SCHEMA_VERSION.into(),
+        ),
+        (
+            "fhir2parquet.version".into(),
+            env!("CARGO_PKG_VERSION").into(),
+        ),
+    ])
+}
+
+/// The partition columns of a type's table in this run.
+fn partition_columns(opts: &ConvertOptions, rt: &str) -> Vec<String> {
+    opts.partition_by
+        .iter()
+        .filter(|p| p.resource_type == rt)
+        .map(|p| p.column())
+        .collect()
+}
+
+/// A folder of the run (`Observation/effective_year=2019`) as the path of its files inside
+/// their table's folder (`effective_year=2019/`).
+fn inside_table(dir: &Path) -> String {
+    let mut parts = dir.iter().skip(1).map(|p| p.to_string_lossy().into_owned());
+    let mut rel = parts.next().map(|p| format!("{p}/")).unwrap_or_default();
+    for p in parts {
+        rel.push_str(&p);
+        rel.push('/');
+    }
+    rel
+}
+
+/// Before a run: the tables of OUT must be of the run's format where the run adds to them
+/// (`--append`): an error naming the first that is not, and what to do.
+pub fn check_format(opts: &ConvertOptions) -> Result<()> {
+    if !opts.append {
+        return Ok(());
+    }
+    let tables = match crate::dataset::tables(&opts.out) {
+        Ok(t) => t,
+        // No tables yet: nothing to add to.
+        Err(_) => return Ok(()),
+    };
+    for t in tables {
+        let is_delta = t.delta.is_some();
+        match (opts.format, is_delta) {
+            (Format::Delta, false) => anyhow::bail!(
+                "{} in {} is a plain Parquet folder: --append adds to it with --format parquet; \
+                 or convert without --append to make it a Delta table",
+                t.name,
+                opts.out.display()
+            ),
+            (Format::Parquet, true) => anyhow::bail!(
+                "{} in {} is a Delta table: --append adds to it without --format parquet",
+                t.name,
+                opts.out.display()
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Commits a finished local run whose files are in `tmp` (see the module documentation).
+pub fn local(
+    out: &Path,
+    tmp: &Path,
+    written: &FxHashMap<PathBuf, FolderFiles>,
+    opts: &ConvertOptions,
+    fhir_version: &str,
+    record: &mut RunRecord,
+) -> Result<()> {
+    // Per type: its files, moved to their place in the table's folder.
+    let mut by_type: BTreeMap<String, Vec<NewFile>> = BTreeMap::new();
+    let mut moved: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut dirs: Vec<&PathBuf> = written.keys().collect();
+    dirs.sort();
+    for dir in dirs {
+        let f = &written[dir];
+        let rt = folder_type(dir);
+        let dest_dir = out.join(dir);
+        std::fs::create_dir_all(&dest_dir)
+            .with_context(|| format!("cannot create {}", dest_dir.display()))?;
+        for (name, rows) in f.names.iter().zip(&f.rows) {
+            let from = tmp.join(dir).join(name);
+            let to = dest_dir.join(name);
+            std::fs::rename(&from, &to)
+                .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
+            let bytes = std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
+            moved.entry(rt.clone()).or_default().push(to);
+            by_type.entry(rt.clone()).or_default().push(NewFile {
+                path: format!("{}{name}", inside_table(dir)),
+                bytes,
+                rows: Some(*rows),
+            });
+        }
+    }
+    crate::dataset::commit::failpoint("files-placed");
+    let dataset = Location::Local(out.to_path_buf());
+    commit_types(&dataset, by_type, opts, fhir_version, record, |rt| {
+        for p in moved.get(rt).into_iter().flatten() {
+            let _ = std::fs::remove_file(p);
+        }
+    })?;
+
+    // The rejects: replaced, or added to with --append.
+    let rejects = tmp.join(REJECTS_DIR);
+    if rejects.is_dir() {
+        let dest = out.join(REJECTS_DIR);
+        if !opts.append && dest.is_dir() {
+            std::fs::remove_dir_all(&dest)
+                .with_context(|| format!("cannot replace {}", dest.display()))?;
+        }
+        std::fs::create_dir_all(&dest)?;
+        for e in std::fs::read_dir(&rejects)? {
+            let e = e?;
+            std::fs::rename(e.path(), dest.join(e.file_name()))
+                .with_context(|| format!("cannot write {}", dest.display()))?;
+        }
+    } else if !opts.append {
+        let _ = std::fs::remove_dir_all(out.join(REJECTS_DIR));
+    }
+    let previous = std::fs::read_to_string(out.join(RUN_RECORD)).ok();
+    let text = record.render(previous.as_deref())?;
+    let partial = tmp.join(RUN_RECORD);
+    std::fs::write(&partial, text)
+        .and_then(|()| std::fs::rename(&partial, out.join(RUN_RECORD)))
+        .with_context(|| format!("cannot write {}", out.join(RUN_RECORD).display()))?;
+    let _ = std::fs::remove_dir_all(tmp);
+    Ok(())
+}
+
+/// One commit per type; on a failure, `undo` takes away the files of the types not committed
+/// and the error names the types that were.
+fn commit_types(
+    dataset: &Location,
+    by_type: BTreeMap<String, Vec<NewFile>>,
+    opts: &ConvertOptions,
+    fhir_version: &str,
+    record: &mut RunRecord,
+    undo: impl Fn(&str),
+) -> Result<()> {
+    let props = properties(fhir_version);
+    let mode = match opts.append {
+        true => Mode::Append,
+        false => Mode::Overwrite,
+    };
+    let types: Vec<String> = by_type.keys().cloned().collect();
+    let mut committed: Vec<String> = Vec::new();
+    for (rt, files) in &by_type {
+        let parts = partition_columns(opts, rt);
+        match delta::commit(dataset, rt, files, mode, &parts, &props) {
+            Ok(version) => {
+                record.types.entry(rt.clone()).or_default().table_version = Some(version);
+                committed.push(rt.clone());
+            }
+            Err(e) => {
+                for t in types.iter().filter(|t| !committed.contains(t)) {
+                    undo(t);
+                }
+                let done = match committed.is_empty() {
+                    true => "nothing of this run was committed".to_string(),
+                    false => format!(
+                        "these tables of this run were committed: {}; the others were not",
+                        committed.join(", ")
+                    ),
+                };
+                return Err(e.context(done));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Commits a finished run on an object store: its uploads completed, a commit per type, then
+/// the rejects (local files) and the run record.
+pub fn remote(
+    remote: &Remote,
+    written: FxHashMap<PathBuf, FolderFiles>,
+    rejects: &[PathBuf],
+    opts: &ConvertOptions,
+    fhir_version: &str,
+    record: &mut RunRecord,
+) -> Result<()> {
+    let mut by_type: BTreeMap<String, Vec<NewFile>> = BTreeMap::new();
+    let mut paths: BTreeMap<String, Vec<ObjPath>> = BTreeMap::new();
+    let mut uploads = Vec::new();
+    for (dir, f) in written {
+        let rt = folder_type(&dir);
+        let inside = inside_table(&dir);
+        for ((name, rows), upload) in f.names.iter().zip(&f.rows).zip(f.pending) {
+            by_type.entry(rt.clone()).or_default().push(NewFile {
+                path: format!("{inside}{name}"),
+                bytes: upload.bytes,
+                rows: Some(*rows),
+            });
+            paths
+                .entry(rt.clone())
+                .or_default()
+                .push(upload.path.clone());
+            uploads.push(upload);
+        }
+    }
+    let all: Vec<ObjPath> = paths.values().flatten().cloned().collect();
+    let results: Vec<(ObjPath, object_store::Result<()>)> = block_on(
+        futures::stream::iter(uploads.into_iter().map(|u| {
+            let path = u.path.clone();
+            async move { (path, u.complete().await) }
+        }))
+        .buffer_unordered(16)
+        .collect(),
+    );
+    if let Some((path, e)) = results
+        .into_iter()
+        .find_map(|(p, r)| r.err().map(|e| (p, e)))
+    {
+        let _ = remote.delete(all);
+        return Err(remote
+            .explain(e, &path)
+            .context("nothing of this run was committed"));
+    }
+    let dataset = Location::Remote(remote.clone());
+    commit_types(&dataset, by_type, opts, fhir_version, record, |rt| {
+        let _ = remote.delete(paths.get(rt).cloned().unwrap_or_default());
+    })?;
+
+    // The rejects: replaced, or added to with --append.
+    if !opts.append {
+        let old: Vec<ObjPath> = remote
+            .list(REJECTS_DIR)?
+            .into_iter()
+            .map(|m| m.location)
+            .collect();
+        remote.delete(old)?;
+    }
+    for local in rejects {
+        let name = local.file_name().unwrap_or_default().to_string_lossy();
+        let data =
+            std::fs::read(local).with_context(|| format!("cannot read {}", local.display()))?;
+        remote.put(&format!("{REJECTS_DIR}/{name}"), data)?;
+    }
+    let previous = remote
+        .read(RUN_RECORD)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let text = record.render(previous.as_deref())?;
+    remote.put(RUN_RECORD, text.into_bytes())
+}

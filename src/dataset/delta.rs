@@ -1,0 +1,568 @@
+//! Resource tables as Delta Lake tables: `OUT/<Type>/_delta_log/` is the one truth of which
+//! Parquet files a table holds, locally and on object stores alike.
+//!
+//! A run writes its Parquet files beside the table's (no reader sees a file the log does not
+//! name), then [`commit`]s them: an overwrite commit (its files added, every file of the
+//! current version removed) or an append commit. A run that dies before its commit leaves
+//! files no version names, which [`vacuum`] removes. Readers take the files of the current
+//! version, or of an earlier one ([`AsOf`]), from [`snapshot`].
+//!
+//! The table's schema in the log is the full typed schema of the resource type (plus its
+//! partition columns, strings); a data file holds the columns that have values, and every
+//! Delta reader gives NULL for a column a file lacks. Commits go through delta-rs
+//! (`deltalake-core`): optimistic concurrency, a commit file put only if absent (a conditional
+//! put on S3, GCS and Azure, a hard link locally), so writers on many machines can commit to
+//! one table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Once};
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake_core::kernel::{Action, Add, StructType};
+use deltalake_core::logstore::{
+    default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig,
+};
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::TryStreamExt;
+use url::Url;
+
+use crate::store::{block_on, Location};
+
+/// The folder of a table's log.
+pub const LOG_DIR: &str = "_delta_log";
+/// The partition value of rows without one (Hive's spelling, in folder names).
+pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// A file a run wrote into a table's folder, to be committed.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    /// Relative to the table's folder, `/`-separated (`effective_year=2019/part-....parquet`).
+    pub path: String,
+    pub bytes: u64,
+    /// Its rows, where known (recorded as the file's `numRecords`).
+    pub rows: Option<u64>,
+}
+
+/// How a commit treats the files of the current version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// They stay beside the new ones.
+    Append,
+    /// Those not among the new ones are removed in the same commit: the new version holds
+    /// exactly the given files.
+    Overwrite,
+}
+
+/// Which version of a table to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    Version(u64),
+    /// The last version committed at or before this time.
+    Time(DateTime<Utc>),
+}
+
+impl AsOf {
+    /// `3` (a version) or an RFC 3339 time or date (`2026-12-01T10:00:00Z`, `2026-12-01`).
+    pub fn parse(s: &str) -> Result<AsOf> {
+        let s = s.trim();
+        if let Ok(v) = s.parse::<u64>() {
+            return Ok(AsOf::Version(v));
+        }
+        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+            return Ok(AsOf::Time(t.with_timezone(&Utc)));
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            let t = d.and_hms_opt(23, 59, 59).expect("a valid time");
+            return Ok(AsOf::Time(t.and_utc()));
+        }
+        bail!(
+            "--as-of {s:?}: give a table version (0, 1, ...; `fhir2parquet history` lists them) \
+             or a time such as 2026-12-01T10:00:00Z or a date such as 2026-12-01"
+        )
+    }
+}
+
+/// What a reader needs of one version of a table.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub version: u64,
+    pub partition_columns: Vec<String>,
+    /// The table's properties (`fhir2parquet.fhirVersion`, ...).
+    pub properties: BTreeMap<String, String>,
+    /// The table's files: path relative to its folder, size, partition values (in the order
+    /// of `partition_columns`).
+    pub files: Vec<SnapshotFile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotFile {
+    pub path: String,
+    pub bytes: u64,
+    pub rows: Option<u64>,
+    pub partition_values: Vec<Option<String>>,
+}
+
+/// One commit of a table, for `history`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Commit {
+    pub version: u64,
+    /// Milliseconds since 1970.
+    pub timestamp: Option<i64>,
+    pub operation: String,
+    pub mode: Option<String>,
+    pub rows_added: Option<u64>,
+    pub rows_removed: Option<u64>,
+    pub files_added: Option<u64>,
+    pub files_removed: Option<u64>,
+}
+
+/// The stores' schemes get delta-rs's default log store (a commit is a put-if-absent): delta-rs
+/// knows only local files and memory by itself, the rest comes from crates we do not use.
+struct PutIfAbsent;
+
+impl LogStoreFactory for PutIfAbsent {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> deltalake_core::DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+fn register_schemes() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let factories = logstore_factories();
+        for scheme in ["s3", "s3a", "gs", "az", "abfs", "abfss", "azure", "adl"] {
+            let url = Url::parse(&format!("{scheme}://")).expect("a valid scheme");
+            factories.insert(url, Arc::new(PutIfAbsent));
+        }
+    });
+}
+
+/// The URL of a table's folder (with a trailing `/`).
+pub fn table_url(dataset: &Location, name: &str) -> Result<Url> {
+    match dataset {
+        Location::Local(dir) => {
+            let dir = std::path::absolute(dir.join(name))
+                .with_context(|| format!("cannot resolve {}", dir.display()))?;
+            Url::from_directory_path(&dir)
+                .map_err(|()| anyhow!("{} cannot be a table's folder", dir.display()))
+        }
+        Location::Remote(remote) => Ok(Url::parse(&remote.url(&format!("{name}/")))?),
+    }
+}
+
+fn builder(dataset: &Location, name: &str) -> Result<DeltaTableBuilder> {
+    register_schemes();
+    let url = table_url(dataset, name)?;
+    let b = DeltaTableBuilder::from_url(url.clone())?;
+    Ok(match dataset {
+        Location::Local(_) => b,
+        Location::Remote(remote) => b.with_storage_backend(remote.store.clone(), url),
+    })
+}
+
+/// Whether the type's folder holds a Delta table (a log with a commit).
+pub fn is_table(dataset: &Location, name: &str) -> Result<bool> {
+    match dataset {
+        Location::Local(dir) => Ok(dir.join(name).join(LOG_DIR).is_dir()),
+        Location::Remote(remote) => Ok(!remote.list(&format!("{name}/{LOG_DIR}"))?.is_empty()),
+    }
+}
+
+/// The table at its current version, or `None` where there is no table yet.
+async fn open(dataset: &Location, name: &str) -> Result<Option<DeltaTable>> {
+    let mut table = builder(dataset, name)?.build()?;
+    match table.load().await {
+        Ok(()) => Ok(Some(table)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(e) => Err(explain(e, dataset, name)),
+    }
+}
+
+async fn open_as_of(dataset: &Location, name: &str, as_of: Option<AsOf>) -> Result<DeltaTable> {
+    let mut table = builder(dataset, name)?.build()?;
+    let loaded = match as_of {
+        None => table.load().await,
+        Some(AsOf::Version(v)) => table.load_version(v).await,
+        Some(AsOf::Time(t)) => table.load_with_datetime(t).await,
+    };
+    loaded.map_err(|e| match (as_of, &e) {
+        (Some(AsOf::Version(v)), _) => anyhow!(
+            "{name} has no version {v} ({e}): `fhir2parquet history {}` lists its versions",
+            dataset.display()
+        ),
+        (Some(AsOf::Time(t)), _) => anyhow!(
+            "{name} has no version at {t} ({e}): `fhir2parquet history {}` lists its versions",
+            dataset.display()
+        ),
+        _ => explain(e, dataset, name),
+    })?;
+    Ok(table)
+}
+
+fn explain(e: DeltaTableError, dataset: &Location, name: &str) -> anyhow::Error {
+    anyhow!(
+        "cannot read the Delta log of {name} in {}: {}",
+        dataset.display(),
+        crate::store::redact(&e.to_string())
+    )
+}
+
+/// The Delta schema of a resource type's table: the typed schema and the partition columns.
+fn delta_schema(name: &str, partition_columns: &[String]) -> Result<StructType> {
+    let mut fields: Vec<arrow::datatypes::FieldRef> = crate::schema::node::arrow_schema(name)
+        .with_context(|| format!("{name} is not a resource type"))?
+        .fields()
+        .iter()
+        .cloned()
+        .collect();
+    for p in partition_columns {
+        fields.push(Arc::new(arrow::datatypes::Field::new(
+            p,
+            arrow::datatypes::DataType::Utf8,
+            true,
+        )));
+    }
+    let schema = arrow::datatypes::Schema::new(fields);
+    let kernel: StructType = (&schema)
+        .try_into_kernel()
+        .map_err(|e| anyhow!("the schema of {name} has no Delta form: {e}"))?;
+    Ok(kernel)
+}
+
+/// The partition values of a file from its folders (`effective_year=2019/part-1.parquet`).
+fn partition_values(path: &str) -> HashMap<String, Option<String>> {
+    let parts: Vec<&str> = path.split('/').collect();
+    parts[..parts.len().saturating_sub(1)]
+        .iter()
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| {
+            let v = (v != NULL_PARTITION).then(|| v.to_string());
+            (k.to_string(), v)
+        })
+        .collect()
+}
+
+fn now_millis() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn add_action(f: &NewFile) -> Action {
+    Action::Add(Add {
+        path: f.path.clone(),
+        partition_values: partition_values(&f.path),
+        size: f.bytes as i64,
+        modification_time: now_millis(),
+        data_change: true,
+        stats: f.rows.map(|n| format!("{{\"numRecords\":{n}}}")),
+        ..Default::default()
+    })
+}
+
+/// Commits files of one table: creates the table with them (version 0) where there is none,
+/// else adds them in a new version; with [`Mode::Overwrite`] the current version's other files
+/// are removed. `properties` become table properties at creation. Returns the version
+/// committed, or the current one where an overwrite changes nothing (the same files).
+pub fn commit(
+    dataset: &Location,
+    name: &str,
+    files: &[NewFile],
+    mode: Mode,
+    partition_columns: &[String],
+    properties: &BTreeMap<String, String>,
+) -> Result<u64> {
+    block_on(commit_async(
+        dataset,
+        name,
+        files,
+        mode,
+        partition_columns,
+        properties,
+    ))
+}
+
+async fn commit_async(
+    dataset: &Location,
+    name: &str,
+    files: &[NewFile],
+    mode: Mode,
+    partition_columns: &[String],
+    properties: &BTreeMap<String, String>,
+) -> Result<u64> {
+    let adds: Vec<Action> = files.iter().map(add_action).collect();
+    let added_rows: u64 = files.iter().filter_map(|f| f.rows).sum();
+    let what = || format!("cannot commit {name} to {}", dataset.display());
+    let Some(table) = open(dataset, name).await? else {
+        let schema = delta_schema(name, partition_columns)?;
+        let table = builder(dataset, name)?
+            .build()?
+            .create()
+            .with_table_name(name)
+            .with_columns(schema.fields().cloned())
+            .with_partition_columns(partition_columns.iter().cloned())
+            .with_raise_if_key_not_exists(false)
+            .with_configuration(properties.iter().map(|(k, v)| (k.clone(), Some(v.clone()))))
+            .with_save_mode(SaveMode::ErrorIfExists)
+            .with_actions(adds)
+            .with_commit_properties(CommitProperties::default().with_metadata([metrics(
+                files.len(),
+                added_rows,
+                0,
+                0,
+            )]))
+            .await;
+        return match table {
+            Ok(t) => Ok(t.version().unwrap_or(0)),
+            // Another writer created it first: commit into theirs.
+            Err(_) if open(dataset, name).await?.is_some() => {
+                Box::pin(commit_async(
+                    dataset,
+                    name,
+                    files,
+                    mode,
+                    partition_columns,
+                    properties,
+                ))
+                .await
+            }
+            Err(e) => Err(anyhow!(
+                "{}: {}",
+                what(),
+                crate::store::redact(&e.to_string())
+            )),
+        };
+    };
+    let snapshot = table.snapshot().map_err(|e| explain(e, dataset, name))?;
+    let existing = snapshot.metadata().partition_columns().to_vec();
+    if existing != partition_columns && !(files.is_empty() && partition_columns.is_empty()) {
+        bail!(
+            "{name} in {} is partitioned by [{}], this run by [{}]: convert with the same \
+             --partition-by, or without --append into a new folder",
+            dataset.display(),
+            existing.join(", "),
+            partition_columns.join(", ")
+        );
+    }
+    let mut actions = adds;
+    let (mut removed_files, mut removed_rows) = (0, 0);
+    if mode == Mode::Overwrite {
+        let wanted: std::collections::HashSet<&str> =
+            files.iter().map(|f| f.path.as_str()).collect();
+        let current: std::collections::HashSet<String> = snapshot
+            .log_data()
+            .iter()
+            .map(|f| f.path().into_owned())
+            .collect();
+        // Files already in the table stay as they are (an upload of an unchanged table).
+        actions.retain(|a| !matches!(a, Action::Add(add) if current.contains(&add.path)));
+        for f in snapshot.log_data().iter() {
+            if !wanted.contains(f.path().as_ref()) {
+                removed_files += 1;
+                removed_rows += f.num_records().unwrap_or(0) as u64;
+                actions.push(Action::Remove(f.remove_action(true)));
+            }
+        }
+        if actions.is_empty() {
+            return Ok(snapshot.version());
+        }
+    }
+    let operation = DeltaOperation::Write {
+        mode: match mode {
+            Mode::Append => SaveMode::Append,
+            Mode::Overwrite => SaveMode::Overwrite,
+        },
+        partition_by: (!partition_columns.is_empty()).then(|| partition_columns.to_vec()),
+        predicate: None,
+    };
+    let added: Vec<&Add> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Add(add) => Some(add),
+            _ => None,
+        })
+        .collect();
+    let added_rows: u64 = files
+        .iter()
+        .filter(|f| added.iter().any(|a| a.path == f.path))
+        .filter_map(|f| f.rows)
+        .sum();
+    let metadata = metrics(added.len(), added_rows, removed_files, removed_rows);
+    let done = CommitBuilder::default()
+        .with_actions(actions)
+        .with_app_metadata(HashMap::from([metadata]))
+        .build(Some(snapshot), table.log_store(), operation)
+        .await
+        .map_err(|e| anyhow!("{}: {}", what(), crate::store::redact(&e.to_string())))?;
+    Ok(done.version())
+}
+
+/// A commit's `operationMetrics`, as Spark writes them (numbers as strings).
+fn metrics(
+    added_files: usize,
+    added_rows: u64,
+    removed_files: usize,
+    removed_rows: u64,
+) -> (String, serde_json::Value) {
+    let metrics = serde_json::json!({
+        "numAddedFiles": added_files.to_string(),
+        "numOutputRows": added_rows.to_string(),
+        "numRemovedFiles": removed_files.to_string(),
+        "numRemovedRows": removed_rows.to_string(),
+    });
+    ("operationMetrics".into(), metrics)
+}
+
+/// The files of a table at its current version or `as_of`.
+pub fn snapshot(dataset: &Location, name: &str, as_of: Option<AsOf>) -> Result<Snapshot> {
+    block_on(async {
+        let table = open_as_of(dataset, name, as_of).await?;
+        let state = table.snapshot().map_err(|e| explain(e, dataset, name))?;
+        let partition_columns = state.metadata().partition_columns().to_vec();
+        let mut files: Vec<SnapshotFile> = state
+            .log_data()
+            .iter()
+            .map(|f| {
+                let values = f.partition_values_map();
+                SnapshotFile {
+                    path: f.path().into_owned(),
+                    bytes: f.size() as u64,
+                    rows: f.num_records().map(|n| n as u64),
+                    partition_values: partition_columns
+                        .iter()
+                        .map(|c| values.get(c).cloned().flatten())
+                        .collect(),
+                }
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let properties = state
+            .metadata()
+            .configuration()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Snapshot {
+            version: state.version(),
+            partition_columns,
+            properties,
+            files,
+        })
+    })
+}
+
+/// The commits of a table, newest first.
+pub fn history(dataset: &Location, name: &str) -> Result<Vec<Commit>> {
+    block_on(async {
+        let table = open_as_of(dataset, name, None).await?;
+        let latest = table.version().unwrap_or(0);
+        let infos: Vec<_> = table
+            .history(None)
+            .try_collect()
+            .await
+            .map_err(|e| explain(e, dataset, name))?;
+        // Newest first; versions count down from the latest.
+        Ok(infos
+            .into_iter()
+            .enumerate()
+            .map(|(i, info)| {
+                let params = info.operation_parameters.unwrap_or_default();
+                let metric = |k: &str| {
+                    info.info.get("operationMetrics").and_then(|m| {
+                        m.get(k).and_then(|v| {
+                            v.as_u64()
+                                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                        })
+                    })
+                };
+                Commit {
+                    version: latest.saturating_sub(i as u64),
+                    timestamp: info.timestamp,
+                    operation: info.operation.unwrap_or_default(),
+                    mode: params
+                        .get("mode")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_string),
+                    rows_added: metric("numOutputRows"),
+                    rows_removed: metric("numRemovedRows"),
+                    files_added: metric("numAddedFiles"),
+                    files_removed: metric("numRemovedFiles"),
+                }
+            })
+            .collect())
+    })
+}
+
+/// Removes the files of a table that no version within `retain_hours` needs (and files of
+/// runs that died before their commit). Returns the files removed (relative paths).
+pub fn vacuum(
+    dataset: &Location,
+    name: &str,
+    retain_hours: u64,
+    dry_run: bool,
+) -> Result<Vec<String>> {
+    block_on(async {
+        let table = open_as_of(dataset, name, None).await?;
+        let (_, metrics) = table
+            .vacuum()
+            .with_retention_period(chrono::Duration::hours(retain_hours as i64))
+            .with_enforce_retention_duration(false)
+            .with_dry_run(dry_run)
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot vacuum {name} in {}: {}",
+                    dataset.display(),
+                    crate::store::redact(&e.to_string())
+                )
+            })?;
+        Ok(metrics.files_deleted)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_values_from_paths() {
+        let v = partition_values("effective_year=2019/part-1.parquet");
+        assert_eq!(v.get("effective_year"), Some(&Some("2019".to_string())));
+        let v = partition_values(&format!("effective_year={NULL_PARTITION}/part-1.parquet"));
+        assert_eq!(v.get("effective_year"), Some(&None));
+        assert!(partition_values("part-1.parquet").is_empty());
+    }
+
+    #[test]
+    fn as_of_forms() {
+        assert_eq!(AsOf::parse("3").unwrap(), AsOf::Version(3));
+        assert!(matches!(AsOf::parse("2026-12-01").unwrap(), AsOf::Time(_)));
+        assert!(matches!(
+            AsOf::parse("2026-12-01T10:00:00Z").unwrap(),
+            AsOf::Time(_)
+        ));
+        let e = AsOf::parse("yesterday").unwrap_err().to_string();
+        assert!(e.contains("history"), "{e}");
+        assert!(AsOf::parse("-1").is_err());
+    }
+
+    #[test]
+    fn every_resource_type_has_a_delta_schema() {
+        for name in crate::schema::r4().resource_types() {
+            delta_schema(name, &[]).unwrap();
+        }
+    }
+}

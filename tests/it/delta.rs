@@ -1,0 +1,378 @@
+//! Datasets as Delta Lake tables: independent readers, overwrite and append commits, history and
+//! time travel, a run killed before its commit, vacuum. Expected values come from the NDJSON.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{bin, read_lines, shared};
+
+/// Resources per type in the NDJSON files of `dir` (a walker over the lines, not our reader).
+fn counts_in(dir: &Path) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for f in ndjson_files(dir) {
+        for line in read_lines(&f) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let t = v["resourceType"].as_str().unwrap().to_string();
+            *counts.entry(t).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn ndjson_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".ndjson"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn convert(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    bin(&args)
+}
+
+/// `SELECT count(*)` of each type through `sql` (extra: `--as-of ...`).
+fn sql_counts(out: &Path, types: &[&String], extra: &[&str]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for t in types {
+        let q = format!("SELECT count(*) AS n FROM \"{t}\"");
+        let mut args = vec!["sql", out.to_str().unwrap(), "--format", "csv", "-c", &q];
+        args.extend_from_slice(extra);
+        let text = ok(&bin(&args));
+        let n: u64 = text.lines().nth(1).unwrap().trim().parse().unwrap();
+        counts.insert(t.to_string(), n);
+    }
+    counts
+}
+
+fn log_versions(out: &Path, t: &str) -> usize {
+    std::fs::read_dir(out.join(t).join("_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count()
+}
+
+#[test]
+fn each_type_is_a_delta_table_read_by_deltalake_and_duckdb() {
+    if !crate::python_has(
+        "deltalake, duckdb, duckdb_ext",
+        "deltalake duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // Two runs: the second (an append of another export) gives each table a second version
+    // whose files hold other columns than the first's.
+    let small = shared("fhir-data/synthea-r4-small");
+    let ten = shared("fhir-data/synthea-r4-10-patients");
+    ok(&convert(&small, &out, &[]));
+    ok(&convert(&ten, &out, &["--append"]));
+    let mut schemas = serde_json::Map::new();
+    for t in counts_in(&small).keys().chain(counts_in(&ten).keys()) {
+        let schema = fhir2parquet::schema::node::arrow_schema(t).unwrap();
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        schemas.insert(t.clone(), names.into());
+    }
+    let schemas_path = tmp.path().join("schemas.json");
+    std::fs::write(
+        &schemas_path,
+        serde_json::Value::Object(schemas).to_string(),
+    )
+    .unwrap();
+    let ext = Command::new("python3")
+        .args([
+            "-c",
+            "import duckdb_ext; print(list(duckdb_ext.__path__)[0] + '/extensions')",
+        ])
+        .output()
+        .unwrap();
+    let ext = String::from_utf8(ext.stdout).unwrap().trim().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/delta_check.py");
+    let mut args: Vec<String> = vec![
+        script.into(),
+        out.to_string_lossy().into(),
+        schemas_path.to_string_lossy().into(),
+    ];
+    for f in ndjson_files(&small).into_iter().chain(ndjson_files(&ten)) {
+        args.push(f.to_string_lossy().into());
+    }
+    let o = Command::new("python3")
+        .args(&args)
+        .env("DUCKDB_EXTENSION_DIRECTORY", ext)
+        .output()
+        .unwrap();
+    let text = ok(&o);
+    assert!(text.contains("passed"), "{text}");
+}
+
+#[test]
+fn reconvert_overwrites_and_earlier_versions_stay_readable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let first = shared("fhir-data/synthea-r4-small");
+    let second = shared("fhir-data/synthea-r4-10-patients");
+    let (c1, c2) = (counts_in(&first), counts_in(&second));
+    ok(&convert(&first, &out, &[]));
+    ok(&convert(&second, &out, &[]));
+    // Types in both inputs: the second run's rows only; the first's at version 0.
+    let both: Vec<&String> = c2.keys().filter(|t| c1.contains_key(*t)).collect();
+    assert!(both.len() >= 5, "{both:?}");
+    let now = sql_counts(&out, &both, &[]);
+    let then = sql_counts(&out, &both, &["--as-of", "0"]);
+    for t in &both {
+        assert_eq!(now[*t], c2[*t], "{t} now");
+        assert_eq!(then[*t], c1[*t], "{t} at version 0");
+        assert_eq!(log_versions(&out, t), 2, "{t}");
+    }
+    // The run record names the version each type reached.
+    let record = crate::run_record(&out);
+    assert_eq!(record["types"]["Patient"]["table_version"], 1);
+    // history lists both commits of a table.
+    let text = ok(&bin(&[
+        "history",
+        out.to_str().unwrap(),
+        "Patient",
+        "--json",
+    ]));
+    let commits: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(commits.len(), 2, "{text}");
+    assert_eq!(commits[0]["version"], 1);
+    assert_eq!(commits[0]["operation"], "WRITE");
+    assert_eq!(commits[0]["mode"], "Overwrite");
+    assert_eq!(commits[1]["version"], 0);
+    // A version that is not there: an error that says how to find them.
+    let o = bin(&[
+        "sql",
+        out.to_str().unwrap(),
+        "--as-of",
+        "7",
+        "-c",
+        "SELECT 1",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("history"));
+
+    // vacuum: version 0's files go, the current version reads as before.
+    let patient_files = |out: &Path| {
+        crate::files_under(&out.join("Patient"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .count()
+    };
+    let before = patient_files(&out);
+    ok(&bin(&["vacuum", out.to_str().unwrap(), "--retain", "0"]));
+    assert!(patient_files(&out) < before);
+    assert_eq!(sql_counts(&out, &both, &[]), now);
+}
+
+#[test]
+fn append_commits_add_rows_and_views_read_the_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let src = shared("fhir-data/synthea-r4-small");
+    let counts = counts_in(&src);
+    ok(&convert(&src, &out, &[]));
+    ok(&convert(&src, &out, &["--append"]));
+    let types: Vec<&String> = counts.keys().collect();
+    let got = sql_counts(&out, &types, &[]);
+    for t in &types {
+        assert_eq!(got[*t], 2 * counts[*t], "{t}");
+    }
+    let first = sql_counts(&out, &types, &["--as-of", "0"]);
+    assert_eq!(first.values().sum::<u64>(), counts.values().sum::<u64>());
+    // A view over the Delta tables.
+    let view = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/views/patient_demographics.json"
+    );
+    let text = ok(&bin(&[
+        "view",
+        view,
+        "--data",
+        out.to_str().unwrap(),
+        "--format",
+        "csv",
+        "--as-of",
+        "0",
+    ]));
+    assert_eq!(text.lines().count() as u64 - 1, counts["Patient"]);
+    // --format parquet cannot add to a Delta table.
+    let o = convert(&src, &out, &["--append", "--format", "parquet"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is a Delta table"));
+}
+
+#[test]
+fn a_run_killed_before_its_commit_leaves_the_previous_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let first = shared("fhir-data/synthea-r4-small");
+    let counts = counts_in(&first);
+    ok(&convert(&first, &out, &[]));
+    let files_before = crate::files_under(&out.join("Patient")).len();
+    let o = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .args([
+            "convert",
+            shared("fhir-data/synthea-r4-10-patients").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+        ])
+        .env("FHIR2PARQUET_FAILPOINT", "files-placed")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    // The dead run's files sit in the folders, and no reader sees them.
+    assert!(crate::files_under(&out.join("Patient")).len() > files_before);
+    let types: Vec<&String> = counts.keys().collect();
+    assert_eq!(sql_counts(&out, &types, &[]), counts);
+    for t in &types {
+        assert_eq!(log_versions(&out, t), 1, "{t}");
+    }
+    // vacuum removes them (a killed run's files are older than no retention).
+    ok(&bin(&["vacuum", out.to_str().unwrap(), "--retain", "0"]));
+    assert_eq!(crate::files_under(&out.join("Patient")).len(), files_before);
+    assert_eq!(sql_counts(&out, &types, &[]), counts);
+    // The next run works as usual.
+    ok(&convert(&first, &out, &[]));
+    assert_eq!(sql_counts(&out, &types, &[]), counts);
+}
+
+#[test]
+fn partition_columns_are_the_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let src = shared("fhir-data/synthea-r4-small");
+    ok(&convert(
+        &src,
+        &out,
+        &["--partition-by", "Observation.effective:year"],
+    ));
+    // Rows per year from the NDJSON.
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for line in read_lines(&src.join("Observation.ndjson")) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let year = v["effectiveDateTime"]
+            .as_str()
+            .or(v["effectiveInstant"].as_str())
+            .or(v["effectivePeriod"]["start"].as_str())
+            .map(|s| s[..4].to_string())
+            .unwrap_or_else(|| "NULL".into());
+        *want.entry(year).or_default() += 1;
+    }
+    let text = ok(&bin(&[
+        "sql",
+        out.to_str().unwrap(),
+        "--format",
+        "csv",
+        "-c",
+        "SELECT coalesce(effective_year, 'NULL') AS y, count(*) AS n FROM Observation GROUP BY 1 ORDER BY 1",
+    ]));
+    let got: BTreeMap<String, u64> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (y, n) = l.split_once(',').unwrap();
+            (y.to_string(), n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(got, want);
+    let log = std::fs::read_to_string(out.join("Observation/_delta_log/00000000000000000000.json"))
+        .unwrap();
+    assert!(
+        log.contains(r#""partitionColumns":["effective_year"]"#),
+        "{log}"
+    );
+    assert!(log.contains("fhir2parquet.fhirVersion"));
+}
+
+/// Four `convert --shard I/4 --append` at once into one dataset: every resource once. `bin`
+/// runs the binary with its arguments (locally, or with a store's environment).
+pub fn four_shards_at_once(
+    out: &str,
+    bin: &dyn Fn(&[&str]) -> std::process::Command,
+    count: &dyn Fn(&str) -> u64,
+) {
+    let src = shared("fhir-data/synthea-r4-small");
+    let want = counts_in(&src);
+    let children: Vec<std::process::Child> = (1..=4)
+        .map(|i| {
+            let shard = format!("{i}/4");
+            bin(&[
+                "convert",
+                src.to_str().unwrap(),
+                "-o",
+                out,
+                "-q",
+                "--append",
+                "--shard",
+                &shard,
+                "-j",
+                "1",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for c in children {
+        ok(&c.wait_with_output().unwrap());
+    }
+    for (t, n) in &want {
+        assert_eq!(count(t), *n, "{t}");
+    }
+}
+
+#[test]
+fn four_shards_convert_into_one_dataset_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let out_s = out.to_str().unwrap().to_string();
+    let bin = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"));
+        c.args(args);
+        c
+    };
+    let count = |t: &str| sql_counts(&out, &[&t.to_string()], &[])[t];
+    four_shards_at_once(&out_s, &bin, &count);
+    // Each shard took its own files: one commit per shard that had the type.
+    let commits = log_versions(&out, "Patient");
+    assert!((1..=4).contains(&commits), "{commits}");
+    // A shard that does not exist is an error before anything is read.
+    let o = crate::bin(&["convert", "x", "-o", &out_s, "--append", "--shard", "5/4"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 <= I <= N"));
+}
