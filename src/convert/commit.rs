@@ -15,12 +15,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
+use object_store::ObjectStoreExt;
 use rustc_hash::FxHashMap;
 
 use super::writer::{folder_type, FolderFiles};
 use super::{ConvertOptions, RunRecord, REJECTS_DIR, RUN_RECORD};
 use crate::dataset::delta::{self, Mode, NewFile};
-use crate::dataset::Format;
+use crate::dataset::{DataFile, Format};
 use crate::store::{block_on, Location, Remote};
 
 /// The table properties a run's tables are created with.
@@ -247,6 +248,40 @@ pub fn remote(
         return Err(remote
             .explain(e, &path)
             .context("nothing of this run was committed"));
+    }
+    // One Parquet schema per commit: the run's files of a type that hold fewer columns than
+    // the others are widened, complete but not yet named by the log, so no reader sees them
+    // rewritten.
+    for (rt, files) in by_type.iter_mut() {
+        let objects: Vec<DataFile> = paths[rt]
+            .iter()
+            .zip(files.iter())
+            .map(|(p, f)| DataFile::Remote {
+                path: p.clone(),
+                size: f.bytes,
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let done = super::unify_type(rt, &objects, &[], Some(remote), opts, fhir_version);
+        let done = match done {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = remote.delete(all);
+                return Err(e.context("nothing of this run was committed"));
+            }
+        };
+        if done.widened > 0 {
+            let rec = record.types.entry(rt.clone()).or_default();
+            rec.parquet_bytes =
+                (rec.parquet_bytes + done.bytes_after).saturating_sub(done.bytes_before);
+            rec.files_widened += done.widened as u64;
+            rec.widen_seconds += started.elapsed().as_secs_f64();
+            for (p, f) in paths[rt].iter().zip(files.iter_mut()) {
+                f.bytes = block_on(remote.store.head(p))
+                    .map_err(|e| remote.explain(e, p))?
+                    .size;
+            }
+        }
     }
     let dataset = Location::Remote(remote.clone());
     commit_types(&dataset, by_type, opts, fhir_version, record, |rt| {

@@ -520,6 +520,9 @@ pub fn vacuum(
             .vacuum()
             .with_retention_period(chrono::Duration::hours(retain_hours as i64))
             .with_enforce_retention_duration(false)
+            // Full: files no version names (of runs killed before their commit) too, not only
+            // those removed by a commit.
+            .with_mode(deltalake_core::operations::vacuum::VacuumMode::Full)
             .with_dry_run(dry_run)
             .await
             .map_err(|e| {

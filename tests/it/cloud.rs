@@ -354,11 +354,37 @@ fn convert_query_round_trip(store: &Store) {
     ok(&store.bin(&["to-ndjson", &url, "-o", back.to_str().unwrap()]));
     assert_eq!(assert_same_resources(&src, &back), 2789);
 
-    // A second run replaces each type's files; nothing of the first is left.
+    // A second run replaces each type's files: the new version holds its own only, and once
+    // vacuumed nothing of the first is left.
     ok(&store.bin(&["convert", src.to_str().unwrap(), "-o", &url, "-q"]));
-    let again = store.list("fhir");
-    let patient_files = again.iter().filter(|o| o.contains("fhir/Patient/")).count();
-    assert_eq!(patient_files, 1, "{again:?}");
+    let data_files = || {
+        store
+            .list("fhir")
+            .into_iter()
+            .filter(|o| o.contains("fhir/Patient/") && o.ends_with(".parquet"))
+            .count()
+    };
+    assert_eq!(data_files(), 2);
+    // Not on azurite yet: delta-rs's vacuum commit fails there looking up the latest version
+    // ("Invalid table version: 1"); see docs/tables.md.
+    if url.starts_with("s3://") {
+        ok(&store.bin(&["vacuum", &url, "--retain", "0"]));
+        assert_eq!(data_files(), 1);
+    }
+    let out = ok(&store.bin(&[
+        "sql",
+        &url,
+        "--format",
+        "csv",
+        "-q",
+        "-c",
+        "SELECT COUNT(*) AS n FROM Patient",
+    ]));
+    assert_eq!(
+        out.lines().nth(1),
+        Some(patients.to_string().as_str()),
+        "{out}"
+    );
 
     // Small row groups: a column first seen late starts a file with more columns; once the
     // run is published, the earlier files of the type hold the same columns.
@@ -369,7 +395,12 @@ fn convert_query_round_trip(store: &Store) {
     let remote = store.remote("small-groups");
     let mut several = 0;
     for t in ["Encounter", "MedicationRequest", "Procedure"] {
-        let files = remote.list(t).unwrap();
+        let files: Vec<_> = remote
+            .list(t)
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.location.as_ref().ends_with(".parquet"))
+            .collect();
         several += usize::from(files.len() > 1);
         let schemas: std::collections::BTreeSet<String> = files
             .into_iter()
@@ -587,6 +618,8 @@ fn s3_files_of_an_unpublished_run_are_removed_by_the_next() {
         &store.url("half"),
         "-q",
         "--append",
+        "--format",
+        "parquet",
     ]));
     let objects = store.list("half");
     assert!(
@@ -627,6 +660,8 @@ fn s3_files_of_an_unpublished_run_are_removed_by_the_next() {
         &store.url("half"),
         "-q",
         "--append",
+        "--format",
+        "parquet",
     ]));
     let objects = store.list("half");
     assert!(
@@ -650,6 +685,8 @@ fn upload_twice(store: &Store) {
     let dest = store.url("up");
     let first = store.bin(&["upload", out.to_str().unwrap(), &dest]);
     ok(&first);
+    // The data files, rejects and record: a Delta table's local log is not sent (the
+    // destination's table gets a log of its own).
     let local = crate::files_under(&out);
     let stderr = String::from_utf8_lossy(&first.stderr);
     assert!(
@@ -657,7 +694,12 @@ fn upload_twice(store: &Store) {
         "{stderr}"
     );
     assert!(stderr.contains("skipped 0 file(s)"), "{stderr}");
-    assert_eq!(store.list("up").len(), local.len());
+    let sent: Vec<String> = store
+        .list("up")
+        .into_iter()
+        .filter(|o| !o.contains("/_delta_log/"))
+        .collect();
+    assert_eq!(sent.len(), local.len());
     let second = store.bin(&["upload", out.to_str().unwrap(), &dest]);
     ok(&second);
     let stderr = String::from_utf8_lossy(&second.stderr);

@@ -108,21 +108,26 @@ pub fn convert_quiet(input: &Path, out: &Path) -> Output {
     ])
 }
 
-/// The first file of a folder.
+/// The first file of a folder (a table's first data file: its Delta log left aside).
 pub fn first_file(dir: &Path) -> PathBuf {
-    std::fs::read_dir(dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("_delta_log"))
+        .collect();
+    files.sort();
+    files.remove(0)
 }
 
-/// Every file under `dir`, at any depth.
+/// Every file under `dir`, at any depth: the data of a dataset or table, its Delta logs left
+/// aside.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
+        if p.ends_with("_delta_log") {
+            continue;
+        }
         if p.is_dir() {
             out.extend(files_under(&p));
         } else {

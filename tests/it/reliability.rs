@@ -142,9 +142,11 @@ fn a_kill_at_any_point_of_publishing_leaves_every_type_whole() {
     for point in ["journal-written", "type-swapped", "record-written"] {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
-        ok(&convert_cmd(&small, &out, &[]).output().unwrap());
+        // The publish steps of plain folders (Delta tables: delta.rs).
+        let plain = ["--format", "parquet"];
+        ok(&convert_cmd(&small, &out, &plain).output().unwrap());
         let before = run_record(&out)["run_id"].as_str().unwrap().to_string();
-        let o = convert_cmd(&ten, &out, &[])
+        let o = convert_cmd(&ten, &out, &plain)
             .env("FHIR2PARQUET_FAILPOINT", point)
             .output()
             .unwrap();
