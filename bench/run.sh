@@ -2,7 +2,8 @@
 # Conversion benchmark: a 500 MB+ bulk export generated from the Synthea data in ../shared,
 # converted by the release binary and by DuckDB on the same input and cores.
 # Prints seconds, MB/s, resources/s, peak RSS and output bytes of each (median of interleaved
-# runs), and the output size on the shared Synthea sets too. Not part of CI.
+# runs; ours as Delta tables, the default, and as plain Parquet folders), and the output size
+# on the shared Synthea sets too. Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=bench/work
@@ -33,6 +34,8 @@ rm -f "$work/runs.txt"
 for _ in $(seq "$runs"); do
   measure fhir2parquet "$work/out" target/release/fhir2parquet convert "$work/input" -o "$work/out" -q -j "$cores"
   measure fhir2parquet-all "$work/out-all" target/release/fhir2parquet convert "$work/input" -o "$work/out-all" -q -j "$cores" --columns all
+  # Plain Parquet folders beside the default Delta tables: what writing the log costs.
+  measure fhir2parquet-plain "$work/out-plain" target/release/fhir2parquet convert "$work/input" -o "$work/out-plain" -q -j "$cores" --format parquet
   measure duckdb "$work/duckdb" python3 bench/duckdb_convert.py "$work/input" "$work/duckdb" "$cores"
 done
 python3 - "$work/runs.txt" "$bytes" "$lines" <<'PY2'

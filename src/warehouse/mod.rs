@@ -124,7 +124,25 @@ fn reference_columns(schema: &Schema) -> Vec<String> {
 
 /// The statements for `engine` over `tables`.
 pub fn generate(engine: Engine, tables: &[Table], opts: &Options) -> anyhow::Result<Script> {
-    let mut script = Script::default();
+    let delta: Vec<&str> = tables
+        .iter()
+        .filter(|t| t.delta.is_some())
+        .map(|t| t.name.as_str())
+        .collect();
+    let mut notes = Vec::new();
+    if engine != Engine::Duckdb && !delta.is_empty() {
+        notes.push(format!(
+            "{} of these tables are Delta tables; these statements read every Parquet file of \
+             their folders, which is their current version only while no older version's files \
+             are left: run `fhir2parquet vacuum DATASET --retain 0` first (reading them as Delta \
+             here is planned)",
+            delta.len()
+        ));
+    }
+    let mut script = Script {
+        notes,
+        ..Default::default()
+    };
     match engine {
         Engine::Bigquery => bigquery(tables, opts, &mut script),
         Engine::Snowflake => snowflake(tables, opts, &mut script),
@@ -205,6 +223,14 @@ fn duckdb(tables: &[Table], opts: &Options, script: &mut Script) {
         }
         _ => {}
     }
+    if tables.iter().any(|t| t.delta.is_some()) {
+        script.statements.push("LOAD delta".into());
+        script.notes.push(
+            "Delta tables are read with delta_scan: the delta extension (`duckdb-ext-delta` on \
+             PyPI, or INSTALL delta) must be loadable"
+                .into(),
+        );
+    }
     if let Some(s) = &opts.schema {
         script
             .statements
@@ -212,8 +238,13 @@ fn duckdb(tables: &[Table], opts: &Options, script: &mut Script) {
     }
     for t in tables {
         // Files may hold part of the typed schema (`convert --columns present`): DuckDB merges
-        // their schemas by name, and each column is cast to its full type (the fields no file
-        // holds are NULL), so the view has the table's schema whatever the files hold.
+        // their schemas by name (delta_scan: the log's schema), and each column is cast to its
+        // full type (the fields no file holds are NULL), so the view has the table's schema
+        // whatever the files hold. A Delta table is read as its log says (its current version).
+        let source = match t.delta.is_some() {
+            true => format!("delta_scan({})", quote_literal(folder(t))),
+            false => String::new(),
+        };
         let mut args = vec![
             quote_literal(&format!("{}/**/*.parquet", folder(t))),
             "hive_partitioning = true".to_string(),
@@ -240,11 +271,14 @@ fn duckdb(tables: &[Table], opts: &Options, script: &mut Script) {
             })
             .collect();
         columns.extend(t.partitions.iter().map(|p| double_quote(p)));
+        let source = match source.is_empty() {
+            true => format!("read_parquet({})", args.join(", ")),
+            false => source,
+        };
         script.statements.push(format!(
-            "CREATE OR REPLACE VIEW {} AS SELECT {} FROM read_parquet({})",
+            "CREATE OR REPLACE VIEW {} AS SELECT {} FROM {source}",
             qualified(opts, &t.name, double_quote),
             columns.join(", "),
-            args.join(", ")
         ));
     }
     script.statements.push(format!(

@@ -53,21 +53,56 @@ fn check(engine: &str, check_as: &str, dataset: &str, env: &[(&str, String)]) {
 
 #[test]
 fn duckdb_runs_its_statements_over_local_data() {
-    if !python_has("duckdb", "duckdb") {
+    if !python_has(
+        "duckdb, duckdb_ext",
+        "duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205",
+    ) {
         return;
     }
+    let ext = duckdb_extensions();
+    let ext = [("DUCKDB_EXTENSION_DIRECTORY", ext)];
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
+    // Converted twice: the Delta tables' second versions replace the first (whose files are
+    // still in the folders): the views read delta_scan, the current version only.
     convert(&out, true);
-    check("duckdb", "duckdb", out.to_str().unwrap(), &[]);
+    convert(&out, true);
+    check("duckdb", "duckdb", out.to_str().unwrap(), &ext);
     // A file:// URL is a local dataset as well.
     let url = format!("file://{}", out.canonicalize().unwrap().display());
-    check("duckdb", "duckdb", &url, &[]);
+    check("duckdb", "duckdb", &url, &ext);
     // Files of present columns only, a different part of the schema in each partition: the
     // views still have every column, and the values.
     let present = tmp.path().join("present");
     convert_with(&present, true, "present");
-    check("duckdb", "duckdb", present.to_str().unwrap(), &[]);
+    check("duckdb", "duckdb", present.to_str().unwrap(), &ext);
+    // Plain folders (--format parquet) are read with read_parquet.
+    let plain = tmp.path().join("plain");
+    let args = [
+        "convert",
+        INPUT,
+        "-o",
+        plain.to_str().unwrap(),
+        "-q",
+        "--format",
+        "parquet",
+        "--partition-by",
+        "Observation.effective:year",
+    ];
+    ok(&crate::bin(&args));
+    check("duckdb", "duckdb", plain.to_str().unwrap(), &[]);
+}
+
+/// Where the PyPI packages of DuckDB's extensions put them.
+fn duckdb_extensions() -> String {
+    let ext = Command::new("python3")
+        .args([
+            "-c",
+            "import duckdb_ext; print(list(duckdb_ext.__path__)[0] + '/extensions')",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(ext.stdout).unwrap().trim().to_string()
 }
 
 #[test]

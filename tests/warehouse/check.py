@@ -55,6 +55,10 @@ if engine == "duckdb":
         con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET TimeZone = 'UTC'")
     run_all(con.execute)
+    # A Delta table's rows without a partition value have a NULL one (the log's null); read as
+    # plain Hive folders, DuckDB gives the folder's name.
+    if any("delta_scan" in s for s in statements):
+        WANT["years"] = ["2019", "2020", None]
     one = lambda q: con.execute(q).fetchone()[0]
     if os.environ.get("ONLY_COUNT"):
         n = one('SELECT COUNT(*) FROM "Patient"')
