@@ -160,8 +160,8 @@ pub fn local(
     Ok(())
 }
 
-/// One commit per type; on a failure, `undo` takes away the files of the types not committed
-/// and the error names the types that were.
+/// One commit per type, all at once; on a failure, `undo` takes away the files of the types
+/// not committed and the error names the types that were.
 fn commit_types(
     dataset: &Location,
     by_type: BTreeMap<String, Vec<NewFile>>,
@@ -175,31 +175,46 @@ fn commit_types(
         true => Mode::Append,
         false => Mode::Overwrite,
     };
-    let types: Vec<String> = by_type.keys().cloned().collect();
-    let mut committed: Vec<String> = Vec::new();
-    for (rt, files) in &by_type {
-        let parts = partition_columns(opts, rt);
-        match delta::commit(dataset, rt, files, mode, &parts, &props) {
+    let tables: Vec<delta::TableCommit> = by_type
+        .into_iter()
+        .map(|(name, files)| delta::TableCommit {
+            partition_columns: partition_columns(opts, &name),
+            name,
+            files,
+        })
+        .collect();
+    let results = delta::commit_all(dataset, &tables, mode, &props);
+    let mut committed: Vec<&str> = Vec::new();
+    let mut failed = None;
+    for (t, r) in tables.iter().zip(results) {
+        match r {
             Ok(version) => {
-                record.types.entry(rt.clone()).or_default().table_version = Some(version);
-                committed.push(rt.clone());
+                record
+                    .types
+                    .entry(t.name.clone())
+                    .or_default()
+                    .table_version = Some(version);
+                committed.push(&t.name);
             }
             Err(e) => {
-                for t in types.iter().filter(|t| !committed.contains(t)) {
-                    undo(t);
-                }
-                let done = match committed.is_empty() {
-                    true => "nothing of this run was committed".to_string(),
-                    false => format!(
-                        "these tables of this run were committed: {}; the others were not",
-                        committed.join(", ")
-                    ),
-                };
-                return Err(e.context(done));
+                undo(&t.name);
+                failed.get_or_insert(e);
             }
         }
     }
-    Ok(())
+    match failed {
+        None => Ok(()),
+        Some(e) => {
+            let done = match committed.is_empty() {
+                true => "nothing of this run was committed".to_string(),
+                false => format!(
+                    "these tables of this run were committed: {}; the others were not",
+                    committed.join(", ")
+                ),
+            };
+            Err(e.context(done))
+        }
+    }
 }
 
 /// Commits a finished run on an object store: its uploads completed, a commit per type, then

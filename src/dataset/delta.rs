@@ -20,8 +20,8 @@ use std::sync::{Arc, Once};
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake_core::kernel::{Action, Add, StructType};
+use deltalake_core::kernel::transaction::CommitBuilder;
+use deltalake_core::kernel::{new_metadata, Action, Add, MetadataExt, Protocol, StructType};
 use deltalake_core::logstore::{
     default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig,
 };
@@ -31,6 +31,9 @@ use futures::TryStreamExt;
 use url::Url;
 
 use crate::store::{block_on, Location};
+
+/// Versions between two checkpoints (Delta's default `delta.checkpointInterval`).
+const CHECKPOINT_INTERVAL: u64 = 100;
 
 /// The folder of a table's log.
 pub const LOG_DIR: &str = "_delta_log";
@@ -295,6 +298,59 @@ pub fn commit(
     ))
 }
 
+/// One table's part of [`commit_all`].
+#[derive(Debug, Clone)]
+pub struct TableCommit {
+    pub name: String,
+    pub files: Vec<NewFile>,
+    pub partition_columns: Vec<String>,
+}
+
+/// [`commit`]s of several tables at once (each table's commit is its own: one may fail while
+/// the others succeed). The results in the order given.
+pub fn commit_all(
+    dataset: &Location,
+    tables: &[TableCommit],
+    mode: Mode,
+    properties: &BTreeMap<String, String>,
+) -> Vec<Result<u64>> {
+    on_threads(tables, |t| {
+        block_on(commit_async(
+            dataset,
+            &t.name,
+            &t.files,
+            mode,
+            &t.partition_columns,
+            properties,
+        ))
+    })
+}
+
+/// `f` of each item, on a thread per core: a table's log is parsed and written on the thread
+/// that drives its future, and a wide table's schema is megabytes of JSON.
+fn on_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<R>>> =
+        std::sync::Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                results.lock().expect("no commit panicked")[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("no commit panicked")
+        .into_iter()
+        .map(|r| r.expect("every item was done"))
+        .collect()
+}
+
 async fn commit_async(
     dataset: &Location,
     name: &str,
@@ -307,26 +363,18 @@ async fn commit_async(
     let added_rows: u64 = files.iter().filter_map(|f| f.rows).sum();
     let what = || format!("cannot commit {name} to {}", dataset.display());
     let Some(table) = open(dataset, name).await? else {
-        let schema = delta_schema(name, partition_columns)?;
-        let table = builder(dataset, name)?
-            .build()?
-            .create()
-            .with_table_name(name)
-            .with_columns(schema.fields().cloned())
-            .with_partition_columns(partition_columns.iter().cloned())
-            .with_raise_if_key_not_exists(false)
-            .with_configuration(properties.iter().map(|(k, v)| (k.clone(), Some(v.clone()))))
-            .with_save_mode(SaveMode::ErrorIfExists)
-            .with_actions(adds)
-            .with_commit_properties(CommitProperties::default().with_metadata([metrics(
-                files.len(),
-                added_rows,
-                0,
-                0,
-            )]))
-            .await;
-        return match table {
-            Ok(t) => Ok(t.version().unwrap_or(0)),
+        let created = create(
+            dataset,
+            name,
+            adds,
+            files.len(),
+            added_rows,
+            partition_columns,
+            properties,
+        )
+        .await;
+        return match created {
+            Ok(v) => Ok(v),
             // Another writer created it first: commit into theirs.
             Err(_) if open(dataset, name).await?.is_some() => {
                 Box::pin(commit_async(
@@ -401,13 +449,59 @@ async fn commit_async(
         .filter_map(|f| f.rows)
         .sum();
     let metadata = metrics(added.len(), added_rows, removed_files, removed_rows);
-    let done = CommitBuilder::default()
+    let fail = |e: DeltaTableError| anyhow!("{}: {}", what(), crate::store::redact(&e.to_string()));
+    let prepared = CommitBuilder::default()
         .with_actions(actions)
         .with_app_metadata(HashMap::from([metadata]))
         .build(Some(snapshot), table.log_store(), operation)
+        .into_prepared_commit_future()
         .await
-        .map_err(|e| anyhow!("{}: {}", what(), crate::store::redact(&e.to_string())))?;
-    Ok(done.version())
+        .map_err(fail)?;
+    // Committed once the version's file is written. What follows (the new snapshot, and every
+    // CHECKPOINT_INTERVAL versions a checkpoint) is worth its cost only for the checkpoint.
+    let post = prepared.await.map_err(fail)?;
+    let version = post.version;
+    if version % CHECKPOINT_INTERVAL == 0 {
+        post.await.map_err(fail)?;
+    }
+    Ok(version)
+}
+
+/// Version 0 of a new table: its protocol, its metadata (schema, partition columns,
+/// properties) and its first files, in one commit put only if absent.
+async fn create(
+    dataset: &Location,
+    name: &str,
+    adds: Vec<Action>,
+    added_files: usize,
+    added_rows: u64,
+    partition_columns: &[String],
+    properties: &BTreeMap<String, String>,
+) -> Result<u64> {
+    let schema = delta_schema(name, partition_columns)?;
+    // Delta's first protocol: no table features needed.
+    let protocol: Protocol =
+        serde_json::from_value(serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 2}))?;
+    let metadata =
+        new_metadata(&schema, partition_columns, properties.iter())?.with_name(name.to_string())?;
+    let table = builder(dataset, name)?.build()?;
+    let operation = DeltaOperation::Create {
+        mode: SaveMode::ErrorIfExists,
+        metadata: metadata.clone(),
+        location: table.table_url().clone(),
+        protocol: protocol.clone(),
+    };
+    let mut actions = vec![Action::Protocol(protocol), Action::Metadata(metadata)];
+    actions.extend(adds);
+    let prepared = CommitBuilder::default()
+        .with_actions(actions)
+        .with_app_metadata(HashMap::from([metrics(added_files, added_rows, 0, 0)]))
+        .build(None, table.log_store(), operation)
+        .into_prepared_commit_future()
+        .await?;
+    // Written: the new snapshot that follows is not needed here.
+    let post = prepared.await?;
+    Ok(post.version)
 }
 
 /// A commit's `operationMetrics`, as Spark writes them (numbers as strings).
@@ -428,7 +522,20 @@ fn metrics(
 
 /// The files of a table at its current version or `as_of`.
 pub fn snapshot(dataset: &Location, name: &str, as_of: Option<AsOf>) -> Result<Snapshot> {
-    block_on(async {
+    block_on(snapshot_async(dataset, name, as_of))
+}
+
+/// [`snapshot`]s of several tables, read at once.
+pub fn snapshots(
+    dataset: &Location,
+    names: &[String],
+    as_of: Option<AsOf>,
+) -> Vec<Result<Snapshot>> {
+    on_threads(names, |n| block_on(snapshot_async(dataset, n, as_of)))
+}
+
+async fn snapshot_async(dataset: &Location, name: &str, as_of: Option<AsOf>) -> Result<Snapshot> {
+    {
         let table = open_as_of(dataset, name, as_of).await?;
         let state = table.snapshot().map_err(|e| explain(e, dataset, name))?;
         let partition_columns = state.metadata().partition_columns().to_vec();
@@ -461,7 +568,7 @@ pub fn snapshot(dataset: &Location, name: &str, as_of: Option<AsOf>) -> Result<S
             properties,
             files,
         })
-    })
+    }
 }
 
 /// The commits of a table, newest first.

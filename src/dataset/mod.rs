@@ -68,9 +68,10 @@ pub fn tables_as_of(dataset: &Location, as_of: Option<delta::AsOf>) -> Result<Ve
         Location::Local(dir) => local_tables(dir)?,
         Location::Remote(remote) => remote_tables(remote)?,
     };
-    for t in &mut tables {
+    let mut logged = Vec::new();
+    for (i, t) in tables.iter().enumerate() {
         if delta::is_table(dataset, &t.name)? {
-            read_log(dataset, t, as_of)?;
+            logged.push(i);
         } else if as_of.is_some() {
             bail!(
                 "{} in {} is a plain Parquet folder (written with --format parquet), which keeps \
@@ -79,6 +80,11 @@ pub fn tables_as_of(dataset: &Location, as_of: Option<delta::AsOf>) -> Result<Ve
                 dataset.display()
             );
         }
+    }
+    // The logs of the Delta tables, read at once.
+    let names: Vec<String> = logged.iter().map(|&i| tables[i].name.clone()).collect();
+    for (&i, snap) in logged.iter().zip(delta::snapshots(dataset, &names, as_of)) {
+        use_log(dataset, &mut tables[i], snap?)?;
     }
     if tables.is_empty() {
         bail!(
@@ -110,9 +116,8 @@ pub fn finish_abandoned_publish(dataset: &Path) {
     }
 }
 
-/// Replaces the files found in a table's folder by those its Delta log names at `as_of`.
-fn read_log(dataset: &Location, t: &mut Table, as_of: Option<delta::AsOf>) -> Result<()> {
-    let snap = delta::snapshot(dataset, &t.name, as_of)?;
+/// Replaces the files found in a table's folder by those its Delta log names.
+fn use_log(dataset: &Location, t: &mut Table, snap: delta::Snapshot) -> Result<()> {
     let dataset = &match dataset {
         Location::Local(dir) => Location::Local(
             dir.canonicalize()
