@@ -10,7 +10,7 @@ work=bench/work
 mb=${BENCH_MB:-520}
 cores=$(nproc)
 cargo build --release
-python3 -m pip install --quiet --disable-pip-version-check duckdb
+python3 -m pip install --quiet --disable-pip-version-check 'duckdb==1.4.4' 'duckdb-ext-delta==1.4.4.20260205'
 if [ ! -f "$work/input/.done-$mb" ]; then
   rm -rf "$work/input"
   python3 bench/make_input.py ../shared/fhir-data/synthea-r4-small ../shared/fhir-data/synthea-r4-10-patients \

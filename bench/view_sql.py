@@ -45,6 +45,11 @@ def main():
 
             def duck():
                 con = duckdb.connect()
+                try:  # `warehouse duckdb` reads Delta tables with the delta extension
+                    import duckdb_ext
+                    con.execute(f"SET extension_directory = '{list(duckdb_ext.__path__)[0]}/extensions'")
+                except ImportError:
+                    pass
                 con.execute(setup)
                 dest = os.path.join(tmp, name + ".duckdb.parquet")
                 con.execute(f"COPY ({sql}) TO '{dest}' (FORMAT parquet)")

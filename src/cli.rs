@@ -234,6 +234,11 @@ pub struct ConvertArgs {
     /// many, each with --append, convert an export into one dataset together.
     #[arg(long, value_name = "I/N", requires = "append")]
     pub shard: Option<String>,
+    /// Apply the inputs as a change set (a `_since` export) to OUT's tables: per resource id the
+    /// version with the latest meta.lastUpdated wins, and the ids of a manifest's `deleted`
+    /// files are removed; only the files holding changed ids are rewritten.
+    #[arg(long, conflicts_with_all = ["append", "shard"])]
+    pub merge: bool,
     /// If another run is writing OUT, wait for it to finish instead of failing at once.
     #[arg(long)]
     pub wait: bool,

@@ -18,6 +18,7 @@ use object_store::path::Path as ObjPath;
 use object_store::ObjectStoreExt;
 use rustc_hash::FxHashMap;
 
+use super::merge::Plan;
 use super::writer::{folder_type, FolderFiles};
 use super::{ConvertOptions, RunRecord, REJECTS_DIR, RUN_RECORD};
 use crate::dataset::delta::{self, Mode, NewFile};
@@ -63,6 +64,9 @@ fn inside_table(dir: &Path) -> String {
 /// Before a run: the tables of OUT must be of the run's format where the run adds to them
 /// (`--append`): an error naming the first that is not, and what to do.
 pub fn check_format(opts: &ConvertOptions) -> Result<()> {
+    if opts.merge {
+        return check_merge(opts);
+    }
     if !opts.append {
         return Ok(());
     }
@@ -91,6 +95,48 @@ pub fn check_format(opts: &ConvertOptions) -> Result<()> {
     Ok(())
 }
 
+/// `--merge` applies a change set to Delta tables: OUT must hold a dataset of Delta tables, or
+/// nothing yet (the change set is then its first version).
+fn check_merge(opts: &ConvertOptions) -> Result<()> {
+    if opts.format != Format::Delta {
+        anyhow::bail!("--merge applies a change set to Delta tables: leave out --format parquet");
+    }
+    let empty = match &opts.out {
+        Location::Local(dir) => std::fs::read_dir(dir).map_or(true, |mut d| {
+            d.all(|e| {
+                e.is_ok_and(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n == crate::dataset::lock::LOCK || n.starts_with('.')
+                })
+            })
+        }),
+        Location::Remote(remote) => remote
+            .list("")?
+            .iter()
+            .all(|o| o.location.filename() == Some(crate::dataset::lock::LOCK)),
+    };
+    if empty {
+        return Ok(());
+    }
+    let tables = crate::dataset::tables(&opts.out).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not a dataset (no resource tables in it): --merge applies a change set to a \
+             dataset written by `fhir2parquet convert`; give that folder, or an empty one",
+            opts.out.display()
+        )
+    })?;
+    if let Some(t) = tables.iter().find(|t| t.delta.is_none()) {
+        anyhow::bail!(
+            "{} in {} is a plain Parquet folder (--format parquet): --merge applies a change set \
+             to Delta tables; convert the full export into it again without --format parquet, \
+             then merge",
+            t.name,
+            opts.out.display()
+        );
+    }
+    Ok(())
+}
+
 /// Commits a finished local run whose files are in `tmp` (see the module documentation).
 pub fn local(
     out: &Path,
@@ -99,6 +145,7 @@ pub fn local(
     opts: &ConvertOptions,
     fhir_version: &str,
     record: &mut RunRecord,
+    plan: Option<&Plan>,
 ) -> Result<()> {
     // Per type: its files, moved to their place in the table's folder.
     let mut by_type: BTreeMap<String, Vec<NewFile>> = BTreeMap::new();
@@ -127,11 +174,20 @@ pub fn local(
     }
     crate::dataset::commit::failpoint("files-placed");
     let dataset = Location::Local(out.to_path_buf());
-    commit_types(&dataset, by_type, opts, fhir_version, record, |rt| {
-        for p in moved.get(rt).into_iter().flatten() {
-            let _ = std::fs::remove_file(p);
-        }
-    })?;
+    let removes = rewrite_for_merge(&dataset, plan, opts, fhir_version, record, &mut by_type)?;
+    commit_types(
+        &dataset,
+        by_type,
+        removes,
+        opts,
+        fhir_version,
+        record,
+        |rt| {
+            for p in moved.get(rt).into_iter().flatten() {
+                let _ = std::fs::remove_file(p);
+            }
+        },
+    )?;
 
     // The rejects: replaced, or added to with --append.
     let rejects = tmp.join(REJECTS_DIR);
@@ -160,25 +216,69 @@ pub fn local(
     Ok(())
 }
 
+/// A merge's table files that hold replaced or deleted ids, rewritten without them (see
+/// [`super::merge`]): the new files join `by_type` (a type with deletions only gets an entry);
+/// the files they replace, per type, are returned for the commit to remove. The merge's counts
+/// go to the run record.
+fn rewrite_for_merge(
+    dataset: &Location,
+    plan: Option<&Plan>,
+    opts: &ConvertOptions,
+    fhir_version: &str,
+    record: &mut RunRecord,
+    by_type: &mut BTreeMap<String, Vec<NewFile>>,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut removes = BTreeMap::new();
+    let Some(plan) = plan else {
+        return Ok(removes);
+    };
+    for (rt, counts) in &plan.counts {
+        record.types.entry(rt.clone()).or_default().merge = Some(counts.clone());
+    }
+    for (rt, files) in &plan.files_to_rewrite {
+        let Some(schema) = crate::schema::node::arrow_schema(rt) else {
+            continue;
+        };
+        let drop = &plan.replaced[rt];
+        let added = by_type.entry(rt.clone()).or_default();
+        let gone: &mut Vec<String> = removes.entry(rt.clone()).or_default();
+        for (k, f) in files.iter().enumerate() {
+            let props = opts.write.properties(rt, fhir_version, &schema);
+            let name = format!("part-{}-m{k:05}.parquet", record.run_id);
+            if let Some(new) = super::merge::rewrite(dataset, rt, f, drop, &name, props)? {
+                let rec = record.types.entry(rt.clone()).or_default();
+                rec.files += 1;
+                rec.parquet_bytes += new.bytes;
+                added.push(new);
+            }
+            gone.push(f.path.clone());
+        }
+    }
+    Ok(removes)
+}
+
 /// One commit per type, all at once; on a failure, `undo` takes away the files of the types
 /// not committed and the error names the types that were.
 fn commit_types(
     dataset: &Location,
     by_type: BTreeMap<String, Vec<NewFile>>,
+    mut removes: BTreeMap<String, Vec<String>>,
     opts: &ConvertOptions,
     fhir_version: &str,
     record: &mut RunRecord,
     undo: impl Fn(&str),
 ) -> Result<()> {
     let props = properties(fhir_version);
-    let mode = match opts.append {
-        true => Mode::Append,
-        false => Mode::Overwrite,
+    let mode = match (opts.merge, opts.append) {
+        (true, _) => Mode::Merge,
+        (false, true) => Mode::Append,
+        (false, false) => Mode::Overwrite,
     };
     let tables: Vec<delta::TableCommit> = by_type
         .into_iter()
         .map(|(name, files)| delta::TableCommit {
             partition_columns: partition_columns(opts, &name),
+            remove: removes.remove(&name).unwrap_or_default(),
             name,
             files,
         })
@@ -226,6 +326,7 @@ pub fn remote(
     opts: &ConvertOptions,
     fhir_version: &str,
     record: &mut RunRecord,
+    plan: Option<&Plan>,
 ) -> Result<()> {
     let mut by_type: BTreeMap<String, Vec<NewFile>> = BTreeMap::new();
     let mut paths: BTreeMap<String, Vec<ObjPath>> = BTreeMap::new();
@@ -299,9 +400,18 @@ pub fn remote(
         }
     }
     let dataset = Location::Remote(remote.clone());
-    commit_types(&dataset, by_type, opts, fhir_version, record, |rt| {
-        let _ = remote.delete(paths.get(rt).cloned().unwrap_or_default());
-    })?;
+    let removes = rewrite_for_merge(&dataset, plan, opts, fhir_version, record, &mut by_type)?;
+    commit_types(
+        &dataset,
+        by_type,
+        removes,
+        opts,
+        fhir_version,
+        record,
+        |rt| {
+            let _ = remote.delete(paths.get(rt).cloned().unwrap_or_default());
+        },
+    )?;
 
     // The rejects: replaced, or added to with --append.
     if !opts.append {

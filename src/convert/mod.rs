@@ -8,6 +8,7 @@
 //! [`publish`]), so a run that is killed leaves nothing that looks complete.
 
 mod commit;
+pub mod merge;
 mod partition;
 mod publish;
 mod rejects;
@@ -43,6 +44,9 @@ pub struct ConvertOptions {
     pub format: crate::dataset::Format,
     /// Convert only this shard of the inputs.
     pub shard: Option<Shard>,
+    /// Apply the inputs as a change set by `id` and `meta.lastUpdated`, with the deletions of
+    /// their manifests' `deleted` files (see [`merge`]).
+    pub merge: bool,
     pub append: bool,
     /// Wait for another run writing OUT instead of failing at once.
     pub wait: bool,
@@ -112,6 +116,8 @@ struct Worker<'a> {
     start: usize,
     /// Chunks this worker has taken.
     chunks: u64,
+    /// Input lines a merge does not apply: (source, line).
+    skip: Option<&'a std::collections::HashSet<(usize, u64)>>,
 }
 
 /// What a worker hands back.
@@ -137,6 +143,9 @@ impl Worker<'_> {
                 continue;
             }
             count += 1;
+            if self.skip.is_some_and(|s| s.contains(&(chunk.source, this))) {
+                continue;
+            }
             self.line(chunk.source, this, raw)?;
         }
         *self.per_source.entry(chunk.source).or_default() += count;
@@ -335,7 +344,18 @@ pub fn run<L: Clone + Into<Location>>(inputs: &[L], opts: &ConvertOptions) -> Re
     if let Some(shard) = opts.shard {
         sources = shard.take(sources);
     }
-    run_sources(&sources, opts)
+    let deletes = match opts.merge {
+        true => merge::deletes(&inputs)?,
+        false => Vec::new(),
+    };
+    if opts.merge && deletes.is_empty() {
+        eprintln!(
+            "note: this change set lists no deletions (no manifest with a `deleted` section among \
+             the inputs; some servers send none): resources deleted at the source stay in the \
+             tables"
+        );
+    }
+    run_with(&sources, opts, &deletes)
 }
 
 /// `--shard I/N`: this run converts the I-th of every N inputs (files, manifest entries), so N
@@ -372,6 +392,15 @@ impl Shard {
 
 /// Runs a conversion of sources already resolved (`export` makes them from a server's files).
 pub fn run_sources(sources: &[Source], opts: &ConvertOptions) -> Result<RunRecord> {
+    run_with(sources, opts, &[])
+}
+
+/// A conversion, or with `--merge` the merge of `sources` and `deletes`.
+fn run_with(
+    sources: &[Source],
+    opts: &ConvertOptions,
+    deletes: &[merge::Delete],
+) -> Result<RunRecord> {
     let started = Instant::now();
     let fhir_version = crate::schema::r4().fhir_version.clone();
     // Unique per process and second; a second run of one process within the same second (a
@@ -395,7 +424,7 @@ pub fn run_sources(sources: &[Source], opts: &ConvertOptions) -> Result<RunRecor
     // One writer at a time (see `dataset::lock`); held until the run is published. Appends to
     // Delta tables need none: each commits with the log's optimistic concurrency, so several
     // runs (`--shard`, other machines) add to one dataset at once.
-    let lock = match opts.format == Format::Delta && opts.append {
+    let lock = match opts.format == Format::Delta && opts.append && !opts.merge {
         true => None,
         false => Some(crate::dataset::lock::acquire(
             &opts.out, &run_id, opts.wait,
@@ -405,6 +434,11 @@ pub fn run_sources(sources: &[Source], opts: &ConvertOptions) -> Result<RunRecor
         eprintln!("note: {note}");
     }
     commit::check_format(opts)?;
+    // A merge decides, holding the dataset, which input lines and table rows make the result.
+    let plan = match opts.merge {
+        true => Some(merge::plan(sources, deletes, &opts.out)?),
+        false => None,
+    };
     // Locally the run is written in a folder of OUT; on a store, straight to its place as
     // uploads completed at the end, with only the rejects in a local folder.
     let (tmp, target) = match &opts.out {
@@ -430,7 +464,16 @@ pub fn run_sources(sources: &[Source], opts: &ConvertOptions) -> Result<RunRecor
         }
     };
     std::fs::create_dir_all(&tmp)?;
-    let result = convert(sources, opts, &fhir_version, &run_id, &tmp, target, started);
+    let result = convert(
+        sources,
+        opts,
+        &fhir_version,
+        &run_id,
+        &tmp,
+        target,
+        started,
+        plan.as_ref(),
+    );
     let committed = match &opts.out {
         Location::Local(out) => crate::dataset::commit::is_pending(out, &run_id),
         Location::Remote(_) => false,
@@ -452,6 +495,7 @@ fn convert(
     tmp: &PathBuf,
     target: writer::Target,
     started: Instant,
+    plan: Option<&merge::Plan>,
 ) -> Result<RunRecord> {
     let total: u64 = sources.iter().map(|s| s.size).sum();
     let bar = summary::progress_bar(opts.progress, total);
@@ -493,6 +537,7 @@ fn convert(
                         resources,
                         start: id * 7,
                         chunks: 0,
+                        skip: plan.map(|p| &p.skip),
                     };
                     let mut failed = None;
                     for chunk in rx.iter() {
@@ -632,7 +677,7 @@ fn convert(
         record.seconds = started.elapsed().as_secs_f64();
         match &opts.out {
             Location::Local(out) => {
-                commit::local(out, tmp, &written, opts, fhir_version, &mut record)?
+                commit::local(out, tmp, &written, opts, fhir_version, &mut record, plan)?
             }
             Location::Remote(remote) => commit::remote(
                 remote,
@@ -641,6 +686,7 @@ fn convert(
                 opts,
                 fhir_version,
                 &mut record,
+                plan,
             )?,
         }
         return Ok(record);

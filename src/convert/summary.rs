@@ -27,6 +27,9 @@ pub struct TypeRecord {
     /// The version of the type's Delta table this run committed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_version: Option<u64>,
+    /// What a `--merge` did to the type's table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge: Option<super::merge::MergeCounts>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -202,6 +205,21 @@ impl RunRecord {
             self.seconds
         )?;
         writeln!(w, "rejected lines: {}", self.rejects.count)?;
+        for (t, r) in &self.types {
+            if let Some(m) = &r.merge {
+                writeln!(
+                    w,
+                    "merged into {t}: {} inserted, {} updated, {} deleted, {} unchanged; {} \
+                     input lines superseded, {} deletions of unknown ids",
+                    m.inserted,
+                    m.updated,
+                    m.deleted,
+                    m.unchanged,
+                    m.superseded,
+                    m.deletes_of_unknown_ids
+                )?;
+            }
+        }
         let secs = self.seconds.max(1e-9);
         writeln!(
             w,

@@ -58,6 +58,9 @@ pub enum Mode {
     /// Those not among the new ones are removed in the same commit: the new version holds
     /// exactly the given files.
     Overwrite,
+    /// Those named in the table's [`TableCommit::remove`] are removed (a merge: the files it
+    /// rewrote), the others stay.
+    Merge,
 }
 
 /// Which version of a table to read.
@@ -295,6 +298,7 @@ pub fn commit(
         mode,
         partition_columns,
         properties,
+        &[],
     ))
 }
 
@@ -304,6 +308,8 @@ pub struct TableCommit {
     pub name: String,
     pub files: Vec<NewFile>,
     pub partition_columns: Vec<String>,
+    /// With [`Mode::Merge`]: the files of the table this commit removes.
+    pub remove: Vec<String>,
 }
 
 /// [`commit`]s of several tables at once (each table's commit is its own: one may fail while
@@ -322,6 +328,7 @@ pub fn commit_all(
             mode,
             &t.partition_columns,
             properties,
+            &t.remove,
         ))
     })
 }
@@ -358,6 +365,7 @@ async fn commit_async(
     mode: Mode,
     partition_columns: &[String],
     properties: &BTreeMap<String, String>,
+    remove: &[String],
 ) -> Result<u64> {
     let adds: Vec<Action> = files.iter().map(add_action).collect();
     let added_rows: u64 = files.iter().filter_map(|f| f.rows).sum();
@@ -384,6 +392,7 @@ async fn commit_async(
                     mode,
                     partition_columns,
                     properties,
+                    remove,
                 ))
                 .await
             }
@@ -428,13 +437,35 @@ async fn commit_async(
             return Ok(snapshot.version());
         }
     }
-    let operation = DeltaOperation::Write {
-        mode: match mode {
-            Mode::Append => SaveMode::Append,
-            Mode::Overwrite => SaveMode::Overwrite,
+    if mode == Mode::Merge {
+        let gone: std::collections::HashSet<&str> = remove.iter().map(String::as_str).collect();
+        for f in snapshot.log_data().iter() {
+            if gone.contains(f.path().as_ref()) {
+                removed_files += 1;
+                removed_rows += f.num_records().unwrap_or(0) as u64;
+                actions.push(Action::Remove(f.remove_action(true)));
+            }
+        }
+        if actions.is_empty() {
+            return Ok(snapshot.version());
+        }
+    }
+    let operation = match mode {
+        Mode::Merge => DeltaOperation::Merge {
+            predicate: None,
+            merge_predicate: Some("same id; the latest meta.lastUpdated wins".into()),
+            matched_predicates: Vec::new(),
+            not_matched_predicates: Vec::new(),
+            not_matched_by_source_predicates: Vec::new(),
         },
-        partition_by: (!partition_columns.is_empty()).then(|| partition_columns.to_vec()),
-        predicate: None,
+        Mode::Append | Mode::Overwrite => DeltaOperation::Write {
+            mode: match mode {
+                Mode::Overwrite => SaveMode::Overwrite,
+                _ => SaveMode::Append,
+            },
+            partition_by: (!partition_columns.is_empty()).then(|| partition_columns.to_vec()),
+            predicate: None,
+        },
     };
     let added: Vec<&Add> = actions
         .iter()

@@ -14,6 +14,9 @@ use crate::store::{block_on, Remote};
 #[derive(Deserialize)]
 struct Manifest {
     output: Vec<Entry>,
+    /// Bundles of the resources deleted since `_since` (Bulk Data 2.0).
+    #[serde(default)]
+    deleted: Vec<Entry>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +89,28 @@ pub(super) fn sources(manifest: &Path) -> Result<Vec<Source>> {
             );
         }
         out.push(file_source(path, e.count)?);
+    }
+    Ok(out)
+}
+
+/// The files of a local manifest's `deleted` section, found beside it as its `output` files.
+pub(crate) fn deleted_files(manifest: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("cannot read manifest {}", manifest.display()))?;
+    let m = parse(&text, &manifest.display().to_string())?;
+    let dir = manifest.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for e in m.deleted {
+        let path = dir.join(PathBuf::from(beside(&e.url)));
+        if !path.is_file() {
+            bail!(
+                "manifest {} lists the deleted file {}, expected at {}: download it there",
+                manifest.display(),
+                crate::store::redact(&e.url),
+                path.display()
+            );
+        }
+        out.push(path);
     }
     Ok(out)
 }

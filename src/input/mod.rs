@@ -5,7 +5,7 @@
 //! into chunks of whole lines, which is all the rest of the pipeline sees.
 
 mod chunks;
-mod manifest;
+pub(crate) mod manifest;
 
 use std::path::{Path, PathBuf};
 

@@ -376,3 +376,276 @@ fn four_shards_convert_into_one_dataset_at_once() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("1 <= I <= N"));
 }
+
+/// Every Patient of the table, as `id -> family name` (through `sql`; extra: `--as-of ...`).
+fn patients_by_id(out: &Path, extra: &[&str]) -> BTreeMap<String, String> {
+    let q = "SELECT id, coalesce(name[1].family, '') AS family FROM Patient ORDER BY id";
+    let mut args = vec!["sql", out.to_str().unwrap(), "--format", "csv", "-c", q];
+    args.extend_from_slice(extra);
+    ok(&bin(&args))
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (id, family) = l.split_once(',').unwrap();
+            (id.to_string(), family.to_string())
+        })
+        .collect()
+}
+
+fn family(p: &serde_json::Value) -> String {
+    p["name"][0]["family"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The merge rules, written out here from the words, over JSON values: per id the
+/// latest `meta.lastUpdated` wins (equal or missing: the later one); a deletion removes the id
+/// unless the change set re-created it after the deletion's time.
+fn expected_after_merge(
+    table: &[serde_json::Value],
+    changes: &[serde_json::Value],
+    deletes: &[(String, Option<String>)],
+) -> BTreeMap<String, String> {
+    let lu = |p: &serde_json::Value| {
+        p["meta"]["lastUpdated"]
+            .as_str()
+            .map(|s| chrono::DateTime::parse_from_rfc3339(s).unwrap())
+    };
+    let mut state: BTreeMap<String, (Option<chrono::DateTime<chrono::FixedOffset>>, String, bool)> =
+        table
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_str().unwrap().to_string(),
+                    (lu(p), family(p), false),
+                )
+            })
+            .collect();
+    for p in changes {
+        let id = p["id"].as_str().unwrap().to_string();
+        let new = lu(p);
+        let wins = match (state.get(&id), new) {
+            (Some((Some(old), _, _)), Some(n)) => n >= *old,
+            _ => true,
+        };
+        if wins {
+            state.insert(id, (new, family(p), true));
+        }
+    }
+    for (id, when) in deletes {
+        let when = when
+            .as_deref()
+            .map(|w| chrono::DateTime::parse_from_rfc3339(w).unwrap());
+        let Some((lu, _, from_changes)) = state.get(id) else {
+            continue;
+        };
+        let recreated = *from_changes
+            && match (lu, when) {
+                (Some(l), Some(w)) => *l > w,
+                _ => true,
+            };
+        if !recreated {
+            state.remove(id);
+        }
+    }
+    state.into_iter().map(|(id, (_, f, _))| (id, f)).collect()
+}
+
+#[test]
+fn a_merge_applies_updates_deletes_and_new_resources_by_last_updated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // The initial load: the shared Patients, each last updated at the start of 2021.
+    let stamp = |mut p: serde_json::Value, when: &str, family: Option<&str>| {
+        p["meta"] = serde_json::json!({"lastUpdated": when});
+        if let Some(f) = family {
+            p["name"][0]["family"] = f.into();
+        }
+        p
+    };
+    let shared_patients: Vec<serde_json::Value> =
+        read_lines(&shared("fhir-data/synthea-r4-small/Patient.ndjson"))
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert!(shared_patients.len() >= 9);
+    let initial: Vec<serde_json::Value> = shared_patients
+        .iter()
+        .map(|p| stamp(p.clone(), "2021-01-01T00:00:00Z", None))
+        .collect();
+    let write = |path: &Path, rows: &[serde_json::Value]| {
+        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(path, text).unwrap();
+    };
+    let first = tmp.path().join("initial.ndjson");
+    write(&first, &initial);
+    ok(&convert(&first, &out, &[]));
+    let id = |i: usize| initial[i]["id"].as_str().unwrap().to_string();
+    let new_patient = |n: &str, when: &str, family: &str| {
+        let mut p = stamp(shared_patients[0].clone(), when, Some(family));
+        p["id"] = n.into();
+        p
+    };
+
+    // The change set, as a `_since` export: a manifest, its output and its deleted file.
+    let export = tmp.path().join("changes");
+    std::fs::create_dir(&export).unwrap();
+    let changes = vec![
+        // Updates: newer, and equal times (the change set wins).
+        stamp(initial[0].clone(), "2022-01-01T00:00:00Z", Some("Updated0")),
+        stamp(
+            initial[1].clone(),
+            "2021-01-01T00:00:00Z",
+            Some("SameTime1"),
+        ),
+        // Stale copies: older than the table's, they lose.
+        stamp(initial[2].clone(), "2020-01-01T00:00:00Z", Some("Stale2")),
+        // New resources, one of them twice (the later version wins), one twice at one time
+        // (the later line wins).
+        new_patient("new-a", "2022-01-01T00:00:00Z", "NewA1"),
+        new_patient("new-b", "2022-03-01T00:00:00Z", "NewB2"),
+        new_patient("new-a", "2022-02-01T00:00:00Z", "NewA2"),
+        new_patient("new-b", "2022-01-01T00:00:00Z", "NewB1"),
+        new_patient("new-c", "2022-01-01T00:00:00Z", "NewC1"),
+        new_patient("new-c", "2022-01-01T00:00:00Z", "NewC2"),
+        // Deleted and re-created after the deletion: stays, with its new values.
+        stamp(
+            initial[3].clone(),
+            "2022-06-01T00:00:00Z",
+            Some("Recreated3"),
+        ),
+        // Deleted after this version: goes.
+        stamp(
+            initial[4].clone(),
+            "2022-01-01T00:00:00Z",
+            Some("DeletedLater4"),
+        ),
+    ];
+    write(&export.join("Patient.ndjson"), &changes);
+    let deletes: Vec<(String, Option<String>)> = vec![
+        (id(3), Some("2022-03-01T00:00:00Z".into())),
+        (id(4), Some("2022-03-01T00:00:00Z".into())),
+        (id(5), None),
+        ("no-such-patient".into(), None),
+    ];
+    let bundle = serde_json::json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": deletes.iter().map(|(id, when)| {
+            let mut e = serde_json::json!({"request": {"method": "DELETE", "url": format!("Patient/{id}")}});
+            if let Some(w) = when {
+                e["response"] = serde_json::json!({"status": "204", "lastModified": w});
+            }
+            e
+        }).collect::<Vec<_>>(),
+    });
+    std::fs::write(export.join("deleted.ndjson"), format!("{bundle}\n")).unwrap();
+    let manifest = serde_json::json!({
+        "transactionTime": "2022-07-01T00:00:00Z",
+        "request": "https://example.org/fhir/$export?_since=2021-06-01T00:00:00Z",
+        "requiresAccessToken": false,
+        "output": [{"type": "Patient", "url": "https://example.org/files/Patient.ndjson"}],
+        "deleted": [{"type": "Bundle", "url": "https://example.org/files/deleted.ndjson"}],
+        "error": []
+    });
+    std::fs::write(export.join("manifest.json"), manifest.to_string()).unwrap();
+
+    let before = patients_by_id(&out, &[]);
+    let patient_files = crate::files_under(&out.join("Patient")).len();
+    let o = convert(&export, &out, &["--merge"]);
+    ok(&o);
+    let want = expected_after_merge(&initial, &changes, &deletes);
+    assert_eq!(patients_by_id(&out, &[]), want);
+    assert_eq!(want["new-a"], "NewA2");
+    assert_eq!(want["new-b"], "NewB2");
+    assert_eq!(want["new-c"], "NewC2");
+    assert!(!want.contains_key(&id(4)) && !want.contains_key(&id(5)));
+    // Version 0 is still the initial load.
+    assert_eq!(patients_by_id(&out, &["--as-of", "0"]), before);
+    // The record counts what the merge did.
+    let record = crate::run_record(&out);
+    let m = &record["types"]["Patient"]["merge"];
+    assert_eq!(m["inserted"], 3, "{m}");
+    assert_eq!(m["updated"], 3, "{m}"); // 0, 1, 3
+    assert_eq!(m["deleted"], 2, "{m}"); // 4, 5
+    assert_eq!(m["superseded"], 4, "{m}"); // 2 (stale), new-a, new-b, new-c (earlier lines)
+    assert_eq!(m["deletes_of_unknown_ids"], 1, "{m}");
+    assert_eq!(
+        m["unchanged"].as_u64().unwrap() as usize,
+        initial.len() - 5,
+        "{m}"
+    );
+    // One table file was rewritten, the run's own added: two new data files.
+    assert_eq!(
+        crate::files_under(&out.join("Patient")).len(),
+        patient_files + 2
+    );
+    let text = ok(&bin(&[
+        "history",
+        out.to_str().unwrap(),
+        "Patient",
+        "--json",
+    ]));
+    assert!(text.lines().next().unwrap().contains("\"MERGE\""), "{text}");
+
+    // A deleted file that is not Bundles of DELETE requests: an error naming its line, nothing
+    // applied.
+    std::fs::write(
+        export.join("deleted.ndjson"),
+        "{\"resourceType\":\"Patient\",\"id\":\"x\"}\n",
+    )
+    .unwrap();
+    let o = convert(&export, &out, &["--merge"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("deleted.ndjson, line 1"), "{err}");
+    assert_eq!(patients_by_id(&out, &[]), want);
+}
+
+#[test]
+fn a_merge_resolves_duplicates_and_refuses_what_is_no_delta_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The shared Synthea set holds Practitioners twice: a merge into an empty folder keeps each
+    // id once (a plain convert keeps both).
+    let src = shared("fhir-data/synthea-r4-small/Practitioner.ndjson");
+    let lines = read_lines(&src);
+    let mut ids: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert!(ids.len() < lines.len(), "the shared set has duplicate ids");
+    let out = tmp.path().join("out");
+    ok(&convert(&src, &out, &["--merge"]));
+    let text = ok(&bin(&[
+        "sql",
+        out.to_str().unwrap(),
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n, count(DISTINCT id) AS d FROM Practitioner",
+    ]));
+    assert_eq!(
+        text.lines().nth(1).unwrap(),
+        format!("{},{}", ids.len(), ids.len())
+    );
+    // Into plain Parquet folders, or a folder that is no dataset: errors that say what to do.
+    let plain = tmp.path().join("plain");
+    ok(&convert(&src, &plain, &["--format", "parquet"]));
+    let o = convert(&src, &plain, &["--merge"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("plain Parquet folder"));
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let o = convert(&src, &other, &["--merge"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a dataset"));
+}

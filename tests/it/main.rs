@@ -54,6 +54,7 @@ pub fn convert_opts(out: &Path) -> fhir2parquet::convert::ConvertOptions {
         out: out.into(),
         format: fhir2parquet::dataset::Format::Delta,
         shard: None,
+        merge: false,
         append: false,
         wait: false,
         export: None,

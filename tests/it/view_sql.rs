@@ -257,7 +257,10 @@ fn the_official_suite_compiled_to_bigquery_trino_and_snowflake_sql_parses() {
 
 #[test]
 fn the_official_suite_compiled_to_duckdb_and_spark_sql() {
-    let duckdb = python_has("duckdb", "duckdb");
+    let duckdb = python_has(
+        "duckdb, duckdb_ext",
+        "duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205",
+    );
     let spark = python_has("pyspark", "pyspark")
         && crate::cloud::installed("java", "a Java runtime (apt install default-jre-headless)");
     if !duckdb && !spark {
@@ -280,7 +283,10 @@ fn the_official_suite_compiled_to_duckdb_and_spark_sql() {
 /// run by DuckDB over the converted data, rows equal to `fhir2parquet view`'s.
 #[test]
 fn example_views_compiled_for_duckdb_give_the_rows_of_view() {
-    if !python_has("duckdb", "duckdb") {
+    if !python_has(
+        "duckdb, duckdb_ext",
+        "duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205",
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
