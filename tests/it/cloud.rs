@@ -807,6 +807,62 @@ fn azure_upload_after_reconvert_replaces_the_rows() {
     upload_after_reconvert(&store);
 }
 
+/// A merge on a store: the table file holding the changed ids rewritten there (a put), the
+/// commit removing the one it replaces.
+#[test]
+fn s3_merge_updates_and_deletes_by_id() {
+    let Some(store) = Store::moto() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = shared("fhir-data/synthea-r4-small/Patient.ndjson");
+    let patients: Vec<serde_json::Value> = crate::read_lines(&src)
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let url = store.url("merged");
+    ok(&store.bin(&["convert", src.to_str().unwrap(), "-o", &url, "-q"]));
+    // Patient 0 renamed (no lastUpdated anywhere: the change set wins), patient 1 deleted.
+    let export = tmp.path().join("changes");
+    std::fs::create_dir(&export).unwrap();
+    let mut changed = patients[0].clone();
+    changed["name"][0]["family"] = "Merged".into();
+    std::fs::write(export.join("Patient.ndjson"), format!("{changed}\n")).unwrap();
+    let gone = patients[1]["id"].as_str().unwrap();
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": format!("Patient/{gone}")}}]});
+    std::fs::write(export.join("deleted.ndjson"), format!("{bundle}\n")).unwrap();
+    let manifest = serde_json::json!({"transactionTime": "2024-01-01T00:00:00Z", "request": "x",
+        "requiresAccessToken": false,
+        "output": [{"type": "Patient", "url": "Patient.ndjson"}],
+        "deleted": [{"type": "Bundle", "url": "deleted.ndjson"}], "error": []});
+    std::fs::write(export.join("manifest.json"), manifest.to_string()).unwrap();
+    ok(&store.bin(&[
+        "convert",
+        export.to_str().unwrap(),
+        "-o",
+        &url,
+        "-q",
+        "--merge",
+    ]));
+    let q = "SELECT id, name[1].family AS f FROM Patient ORDER BY id";
+    let text = ok(&store.bin(&["sql", &url, "--format", "csv", "-q", "-c", q]));
+    let got: std::collections::BTreeMap<String, String> = text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (a, b) = l.split_once(',').unwrap();
+            (a.to_string(), b.to_string())
+        })
+        .collect();
+    assert_eq!(got.len(), patients.len() - 1);
+    assert!(!got.contains_key(gone));
+    assert_eq!(got[patients[0]["id"].as_str().unwrap()], "Merged");
+    let other = patients[2]["id"].as_str().unwrap();
+    assert_eq!(
+        got[other],
+        patients[2]["name"][0]["family"].as_str().unwrap()
+    );
+}
+
 #[test]
 fn s3_four_shards_convert_into_one_dataset_at_once() {
     let Some(store) = Store::moto() else { return };
