@@ -110,7 +110,9 @@ pub struct ExportArgs {
     /// Send _type once per type instead of one comma-joined value.
     #[arg(long)]
     pub type_repeat: bool,
-    /// _since: only resources changed since this instant (a run record's transactionTime).
+    /// _since: only resources changed since this instant, or `auto`: since the last export
+    /// recorded in OUT. The change set is merged into OUT's Delta tables (as `convert --merge`:
+    /// the latest meta.lastUpdated wins per id, the server's deleted resources are removed).
     #[arg(long)]
     pub since: Option<String>,
     /// _until

@@ -134,7 +134,10 @@ fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Re
             (None, false) => Level::System,
         },
         types: a.types.clone(),
-        since: a.since.clone(),
+        since: match a.since.as_deref() {
+            Some("auto") => Some(export::last_transaction_time(&out)?),
+            other => other.map(str::to_string),
+        },
         until: a.until.clone(),
         type_filters: a.type_filters.clone(),
         elements: a.elements.clone(),
@@ -152,7 +155,8 @@ fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Re
         out,
         format: a.format,
         shard: None,
-        merge: false,
+        // A `_since` export is a change set: merged into Delta tables by id.
+        merge: a.since.is_some() && a.format == fhir2parquet::dataset::Format::Delta,
         append: a.append,
         wait: false,
         export: None,

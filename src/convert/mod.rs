@@ -395,6 +395,22 @@ pub fn run_sources(sources: &[Source], opts: &ConvertOptions) -> Result<RunRecor
     run_with(sources, opts, &[])
 }
 
+/// A conversion of sources already resolved, or with `opts.merge` their merge with `deletes`
+/// (`export --since`: the server's files and its manifest's `deleted` section).
+pub fn run_merge(
+    sources: &[Source],
+    opts: &ConvertOptions,
+    deletes: &[merge::Delete],
+) -> Result<RunRecord> {
+    if opts.merge && deletes.is_empty() {
+        eprintln!(
+            "note: the server listed no deleted resources (its manifest has no `deleted` section; \
+             some servers send none): resources deleted at the source stay in the tables"
+        );
+    }
+    run_with(sources, opts, deletes)
+}
+
 /// A conversion, or with `--merge` the merge of `sources` and `deletes`.
 fn run_with(
     sources: &[Source],

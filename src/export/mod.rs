@@ -93,6 +93,29 @@ impl Progress {
     }
 }
 
+/// `--since auto`: the `transactionTime` of the last export recorded in OUT's run record (that
+/// run's own, or the latest of its `previous_runs`).
+pub fn last_transaction_time(out: &Location) -> Result<String> {
+    let record = match out {
+        Location::Local(dir) => std::fs::read(dir.join(crate::convert::RUN_RECORD)).ok(),
+        Location::Remote(r) => r.read(crate::convert::RUN_RECORD)?.map(|b| b.to_vec()),
+    };
+    let record: Option<Value> = record.and_then(|b| serde_json::from_slice(&b).ok());
+    let time = record.as_ref().and_then(|r| {
+        std::iter::once(r)
+            .chain(r["previous_runs"].as_array().into_iter().flatten().rev())
+            .find_map(|run| run["export"]["transactionTime"].as_str())
+            .map(str::to_string)
+    });
+    time.ok_or_else(|| {
+        anyhow!(
+            "--since auto: {} records no earlier export (its run record names no \
+             transactionTime): export without --since first, or give --since INSTANT",
+            out.display()
+        )
+    })
+}
+
 /// The base URL of the export kept in OUT, to resume it.
 pub fn resumable_base(out: &Location) -> Result<String> {
     let dir = ExportDir::under(out, "_export");
@@ -881,7 +904,33 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
         "outcome_and_deleted_lines": extra_lines,
         "deleted_resources": deleted.len(),
     }));
-    let record = crate::convert::run_sources(&sources, &convert).map_err(|e| {
+    // A merge reads its input twice (its plan, then the conversion): every file is downloaded
+    // (and kept, as for --resume) first, then read from its copy.
+    if convert.merge {
+        for s in &sources {
+            if let Some(open) = &s.opener {
+                let mut r =
+                    (open.0)().with_context(|| format!("cannot download {}", s.display()))?;
+                std::io::copy(&mut r, &mut std::io::sink())
+                    .with_context(|| format!("cannot download {}", s.display()))?;
+            }
+        }
+        let done = progress.state.lock().expect("no panic").done.clone();
+        for (entry, s) in sources.iter_mut().enumerate() {
+            if let Some(copy) = done.get(&entry) {
+                s.opener = Some(kept(copies.clone(), copy.clone()));
+            }
+        }
+    }
+    let deletes: Vec<crate::convert::merge::Delete> = deleted
+        .iter()
+        .map(|(t, id)| crate::convert::merge::Delete {
+            resource_type: t.clone(),
+            id: id.clone(),
+            when: None,
+        })
+        .collect();
+    let record = crate::convert::run_merge(&sources, &convert, &deletes).map_err(|e| {
         log.log("export_error", serde_json::json!({"message": format!("{e:#}")}));
         log.flush();
         let kept = progress.state.lock().expect("no panic").done.len();

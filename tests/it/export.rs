@@ -725,6 +725,10 @@ fn smart_protected_export_equals_convert_of_the_files() {
         "--key",
         key("rsa.pem").to_str().unwrap(),
         "-q",
+        // Plain folders: the exported files as they are, duplicates and all (a `_since` export
+        // into Delta tables is merged by id: see `a_since_export_is_merged_by_id`).
+        "--format",
+        "parquet",
     ]);
     let err = assert_ok(&o);
     assert_exported(&out);
@@ -1174,4 +1178,57 @@ fn a_post_kickoff_and_files_that_need_no_token() {
         ["LatestProvenanceResources"]
     );
     assert_eq!(s.token_to_files, 0, "a token went with tokenless files");
+}
+
+/// `export --since auto`: the second export asks for what changed since the first's
+/// transactionTime and merges it by id: the tables hold each resource once, the deletions the
+/// server lists are applied (here an id the dataset does not hold: counted), and the merge is a
+/// version of its own.
+#[test]
+fn a_since_export_is_merged_by_id() {
+    let server = start(Config::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let base = server.base();
+    let args = |since: bool| {
+        let mut a = vec![
+            base.as_str(),
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+            "--type",
+            "Patient",
+        ];
+        if since {
+            a.extend(["--since", "auto"]);
+        }
+        a
+    };
+    // Before any export, auto has nothing to go by.
+    let o = export(&args(true));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("records no earlier export"));
+    assert_ok(&export(&args(false)));
+    assert_ok(&export(&args(true)));
+    let query = server.state.lock().unwrap().kickoff_query.clone();
+    assert!(query.contains("_since=2024-05-01T12%3A00%3A00Z"), "{query}");
+    let want = crate::read_lines(&shared("fhir-data/synthea-r4-small/Patient.ndjson")).len();
+    let o = crate::bin(&[
+        "sql",
+        out.to_str().unwrap(),
+        "--format",
+        "csv",
+        "-c",
+        "SELECT count(*) AS n, count(DISTINCT id) AS d FROM Patient",
+    ]);
+    let text = assert_ok(&o);
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &text;
+    assert!(text.contains(&format!("{want},{want}")), "{text}");
+    let record = run_record(&out);
+    let m = &record["types"]["Patient"]["merge"];
+    assert_eq!(m["updated"], want, "{m}");
+    assert_eq!(m["inserted"], 0, "{m}");
+    assert_eq!(m["deletes_of_unknown_ids"], 1, "{m}");
+    let o = crate::bin(&["history", out.to_str().unwrap(), "Patient", "--json"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"MERGE\""));
 }
