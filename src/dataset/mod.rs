@@ -64,13 +64,20 @@ pub fn tables(dataset: &Location) -> Result<Vec<Table>> {
 /// The resource tables of a dataset as they were at `as_of` (Delta tables only; `None`: the
 /// current version), sorted by name; an error when there are none.
 pub fn tables_as_of(dataset: &Location, as_of: Option<delta::AsOf>) -> Result<Vec<Table>> {
-    let mut tables = match dataset {
-        Location::Local(dir) => local_tables(dir)?,
-        Location::Remote(remote) => remote_tables(remote)?,
+    let (mut tables, with_log) = match dataset {
+        Location::Local(dir) => (local_tables(dir)?, None),
+        Location::Remote(remote) => {
+            let (tables, logs) = remote_tables(remote)?;
+            (tables, Some(logs))
+        }
     };
     let mut logged = Vec::new();
     for (i, t) in tables.iter().enumerate() {
-        if delta::is_table(dataset, &t.name)? {
+        let is_delta = match &with_log {
+            Some(logs) => logs.contains(&t.name),
+            None => delta::is_table(dataset, &t.name)?,
+        };
+        if is_delta {
             logged.push(i);
         } else if as_of.is_some() {
             bail!(
@@ -203,8 +210,10 @@ fn partitions_of(rel: impl AsRef<str>) -> Vec<String> {
         .collect()
 }
 
-fn remote_tables(remote: &Remote) -> Result<Vec<Table>> {
+/// The tables of a prefix, and the names of those with a Delta log (one listing for both).
+fn remote_tables(remote: &Remote) -> Result<(Vec<Table>, std::collections::HashSet<String>)> {
     let mut tables: Vec<Table> = Vec::new();
+    let mut logs = std::collections::HashSet::new();
     let prefix_parts = remote.prefix.parts().count();
     let mut objects = remote.list("")?;
     objects.sort_by(|a, b| a.location.cmp(&b.location));
@@ -233,6 +242,7 @@ fn remote_tables(remote: &Remote) -> Result<Vec<Table>> {
         }
         let t = tables.last_mut().expect("pushed above");
         if in_log {
+            logs.insert(name.clone());
             continue;
         }
         t.files.push(DataFile::Remote {
@@ -240,7 +250,7 @@ fn remote_tables(remote: &Remote) -> Result<Vec<Table>> {
             size: o.size,
         });
     }
-    Ok(tables)
+    Ok((tables, logs))
 }
 
 #[cfg(test)]

@@ -172,6 +172,13 @@ fn reconvert_overwrites_and_earlier_versions_stay_readable() {
     assert_eq!(commits[0]["operation"], "WRITE");
     assert_eq!(commits[0]["mode"], "Overwrite");
     assert_eq!(commits[1]["version"], 0);
+    // The version at a time: version 0's commit time reads version 0.
+    let t0 = commits[1]["timestamp"].as_i64().unwrap();
+    let at = chrono::DateTime::from_timestamp_millis(t0)
+        .unwrap()
+        .to_rfc3339();
+    let then_by_time = sql_counts(&out, &both, &["--as-of", &at]);
+    assert_eq!(then_by_time, then);
     // A version that is not there: an error that says how to find them.
     let o = bin(&[
         "sql",
