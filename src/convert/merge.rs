@@ -95,16 +95,14 @@ fn replaces(new: Option<i64>, old: Option<i64>) -> bool {
     }
 }
 
+/// A table's current files and, per id, its `meta.lastUpdated` and the file that holds it.
+type TableIds = (
+    Vec<delta::SnapshotFile>,
+    HashMap<String, (Option<i64>, usize)>,
+);
+
 /// The ids and `meta.lastUpdated` of a table's current version, with the file of each.
-fn table_ids(
-    dataset: &Location,
-    rt: &str,
-) -> Result<
-    Option<(
-        Vec<delta::SnapshotFile>,
-        HashMap<String, (Option<i64>, usize)>,
-    )>,
-> {
+fn table_ids(dataset: &Location, rt: &str) -> Result<Option<TableIds>> {
     if !delta::is_table(dataset, rt)? {
         return Ok(None);
     }
@@ -259,13 +257,7 @@ fn deleted_file(path: &Path) -> Result<Vec<Delete>> {
 pub fn plan(sources: &[Source], deletes: &[Delete], dataset: &Location) -> Result<Plan> {
     // (type, id) -> (time, holder), in input order.
     let mut winners: HashMap<(String, String), (Option<i64>, Holder)> = HashMap::new();
-    let mut tables: HashMap<
-        String,
-        Option<(
-            Vec<delta::SnapshotFile>,
-            HashMap<String, (Option<i64>, usize)>,
-        )>,
-    > = HashMap::new();
+    let mut tables: HashMap<String, Option<TableIds>> = HashMap::new();
     let mut plan = Plan::default();
     let mut arena = bumpalo::Bump::new();
     let (_recycle, recycled) = crossbeam_channel::bounded::<Vec<u8>>(1);

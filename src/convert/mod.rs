@@ -480,16 +480,13 @@ fn run_with(
         }
     };
     std::fs::create_dir_all(&tmp)?;
-    let result = convert(
-        sources,
-        opts,
-        &fhir_version,
-        &run_id,
-        &tmp,
-        target,
+    let run = Run {
+        id: &run_id,
+        fhir_version: &fhir_version,
         started,
-        plan.as_ref(),
-    );
+        plan: plan.as_ref(),
+    };
+    let result = convert(sources, opts, &run, &tmp, target);
     let committed = match &opts.out {
         Location::Local(out) => crate::dataset::commit::is_pending(out, &run_id),
         Location::Remote(_) => false,
@@ -503,16 +500,23 @@ fn run_with(
     result
 }
 
+/// A run, besides its options: its id, the FHIR version, when it started and, for a merge, the
+/// plan.
+struct Run<'a> {
+    id: &'a String,
+    fhir_version: &'a String,
+    started: Instant,
+    plan: Option<&'a merge::Plan>,
+}
+
 fn convert(
     sources: &[Source],
     opts: &ConvertOptions,
-    fhir_version: &String,
-    run_id: &String,
+    run: &Run,
     tmp: &PathBuf,
     target: writer::Target,
-    started: Instant,
-    plan: Option<&merge::Plan>,
 ) -> Result<RunRecord> {
+    let (fhir_version, run_id, started, plan) = (run.fhir_version, run.id, run.started, run.plan);
     let total: u64 = sources.iter().map(|s| s.size).sum();
     let bar = summary::progress_bar(opts.progress, total);
     let read_bytes = Arc::new(AtomicU64::new(0));
