@@ -4,10 +4,11 @@
 //! The run's Parquet files first go to their place in their table's folder (locally renamed out
 //! of the run's temporary folder; on a store, their multipart uploads completed): no reader
 //! sees them there, since readers take a table's files from its log. Then each type's table
-//! gets one commit (an overwrite, or an append with `--append`), then the rejects and the run
-//! record are written. A run that fails before a type's commit removes that type's files; a run
-//! killed then leaves files no version names, which `vacuum` removes. Each table is committed
-//! whole or not at all; a run of several types commits them one after the other.
+//! gets one commit (an overwrite; an append with `--append`; a merge with `--merge`, see
+//! [`super::merge`]), then the rejects and the run record are written. A run that fails before
+//! a type's commit removes that type's files; a run killed then leaves files no version names,
+//! which `vacuum` removes. Each table is committed whole or not at all; the tables of a run are
+//! committed at once, each on its own (a failure names those that were committed).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
