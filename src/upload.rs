@@ -261,23 +261,22 @@ pub fn run(dataset: &Path, dest: &Remote, progress: bool) -> Result<UploadSummar
     let dest_location = crate::store::Location::Remote(dest.clone());
     for t in &tables {
         let snap = t.delta.as_ref().expect("a Delta table");
-        let files: Vec<crate::dataset::delta::NewFile> = snap
-            .files
-            .iter()
-            .map(|f| crate::dataset::delta::NewFile {
-                path: f.path.clone(),
-                bytes: f.bytes,
-                rows: f.rows,
-            })
-            .collect();
-        crate::dataset::delta::commit(
-            &dest_location,
-            &t.name,
-            &files,
-            crate::dataset::delta::Mode::Overwrite,
-            &snap.partition_columns,
-            &snap.properties,
-        )?;
+        let table = crate::dataset::delta::TableCommit {
+            name: t.name.clone(),
+            files: snap
+                .files
+                .iter()
+                .map(|f| crate::dataset::delta::NewFile {
+                    path: f.path.clone(),
+                    bytes: f.bytes,
+                    rows: f.rows,
+                })
+                .collect(),
+            partition_columns: snap.partition_columns.clone(),
+            remove: Vec::new(),
+        };
+        let overwrite = crate::dataset::delta::Mode::Overwrite;
+        crate::dataset::delta::commit(&dest_location, &table, overwrite, &snap.properties)?;
     }
     block_on(async {
         // The run record last: once it is there, every file it describes is.

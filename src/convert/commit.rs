@@ -14,13 +14,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::ObjectStoreExt;
 use rustc_hash::FxHashMap;
 
 use super::merge::Plan;
-use super::writer::{folder_type, FolderFiles};
+use super::writer::{complete_all, folder_type, FolderFiles};
 use super::{ConvertOptions, RunRecord, REJECTS_DIR, RUN_RECORD};
 use crate::dataset::delta::{self, Mode, NewFile};
 use crate::dataset::{DataFile, Format};
@@ -71,23 +70,20 @@ pub fn check_format(opts: &ConvertOptions) -> Result<()> {
     if !opts.append {
         return Ok(());
     }
-    let tables = match crate::dataset::tables(&opts.out) {
+    let tables = match crate::dataset::table_kinds(&opts.out) {
         Ok(t) => t,
         // No tables yet: nothing to add to.
         Err(_) => return Ok(()),
     };
-    for t in tables {
-        let is_delta = t.delta.is_some();
+    for (name, is_delta) in tables {
         match (opts.format, is_delta) {
             (Format::Delta, false) => anyhow::bail!(
-                "{} in {} is a plain Parquet folder: --append adds to it with --format parquet; \
-                 or convert without --append to make it a Delta table",
-                t.name,
+                "{name} in {} is a plain Parquet folder: --append adds to it with --format \
+                 parquet; or convert without --append to make it a Delta table",
                 opts.out.display()
             ),
             (Format::Parquet, true) => anyhow::bail!(
-                "{} in {} is a Delta table: --append adds to it without --format parquet",
-                t.name,
+                "{name} in {} is a Delta table: --append adds to it without --format parquet",
                 opts.out.display()
             ),
             _ => {}
@@ -119,19 +115,21 @@ fn check_merge(opts: &ConvertOptions) -> Result<()> {
     if empty {
         return Ok(());
     }
-    let tables = crate::dataset::tables(&opts.out).map_err(|_| {
+    let tables = crate::dataset::table_kinds(&opts.out)
+        .ok()
+        .filter(|t| !t.is_empty());
+    let tables = tables.ok_or_else(|| {
         anyhow::anyhow!(
             "{} is not a dataset (no resource tables in it): --merge applies a change set to a \
              dataset written by `fhir2parquet convert`; give that folder, or an empty one",
             opts.out.display()
         )
     })?;
-    if let Some(t) = tables.iter().find(|t| t.delta.is_none()) {
+    if let Some((name, _)) = tables.iter().find(|(_, is_delta)| !is_delta) {
         anyhow::bail!(
-            "{} in {} is a plain Parquet folder (--format parquet): --merge applies a change set \
-             to Delta tables; convert the full export into it again without --format parquet, \
-             then merge",
-            t.name,
+            "{name} in {} is a plain Parquet folder (--format parquet): --merge applies a change \
+             set to Delta tables; convert the full export into it again without --format \
+             parquet, then merge",
             opts.out.display()
         );
     }
@@ -175,20 +173,11 @@ pub fn local(
     }
     crate::dataset::commit::failpoint("files-placed");
     let dataset = Location::Local(out.to_path_buf());
-    let removes = rewrite_for_merge(&dataset, plan, opts, fhir_version, record, &mut by_type)?;
-    commit_types(
-        &dataset,
-        by_type,
-        removes,
-        opts,
-        fhir_version,
-        record,
-        |rt| {
-            for p in moved.get(rt).into_iter().flatten() {
-                let _ = std::fs::remove_file(p);
-            }
-        },
-    )?;
+    commit_types(&dataset, by_type, plan, opts, fhir_version, record, |rt| {
+        for p in moved.get(rt).into_iter().flatten() {
+            let _ = std::fs::remove_file(p);
+        }
+    })?;
 
     // The rejects: replaced, or added to with --append.
     let rejects = tmp.join(REJECTS_DIR);
@@ -258,17 +247,19 @@ fn rewrite_for_merge(
     Ok(removes)
 }
 
-/// One commit per type, all at once; on a failure, `undo` takes away the files of the types
-/// not committed and the error names the types that were.
+/// One commit per type, all at once (with a merge's rewritten files, see
+/// [`rewrite_for_merge`]); on a failure, `undo` takes away the files of the types not committed
+/// and the error names the types that were.
 fn commit_types(
     dataset: &Location,
-    by_type: BTreeMap<String, Vec<NewFile>>,
-    mut removes: BTreeMap<String, Vec<String>>,
+    mut by_type: BTreeMap<String, Vec<NewFile>>,
+    plan: Option<&Plan>,
     opts: &ConvertOptions,
     fhir_version: &str,
     record: &mut RunRecord,
     undo: impl Fn(&str),
 ) -> Result<()> {
+    let mut removes = rewrite_for_merge(dataset, plan, opts, fhir_version, record, &mut by_type)?;
     let props = properties(fhir_version);
     let mode = match (opts.merge, opts.append) {
         (true, _) => Mode::Merge,
@@ -349,18 +340,7 @@ pub fn remote(
         }
     }
     let all: Vec<ObjPath> = paths.values().flatten().cloned().collect();
-    let results: Vec<(ObjPath, object_store::Result<()>)> = block_on(
-        futures::stream::iter(uploads.into_iter().map(|u| {
-            let path = u.path.clone();
-            async move { (path, u.complete().await) }
-        }))
-        .buffer_unordered(16)
-        .collect(),
-    );
-    if let Some((path, e)) = results
-        .into_iter()
-        .find_map(|(p, r)| r.err().map(|e| (p, e)))
-    {
+    if let Some((path, e)) = complete_all(uploads) {
         let _ = remote.delete(all);
         return Err(remote
             .explain(e, &path)
@@ -389,10 +369,7 @@ pub fn remote(
         };
         if done.widened > 0 {
             let rec = record.types.entry(rt.clone()).or_default();
-            rec.parquet_bytes =
-                (rec.parquet_bytes + done.bytes_after).saturating_sub(done.bytes_before);
-            rec.files_widened += done.widened as u64;
-            rec.widen_seconds += started.elapsed().as_secs_f64();
+            rec.add_widened(&done, started.elapsed().as_secs_f64());
             for (p, f) in paths[rt].iter().zip(files.iter_mut()) {
                 f.bytes = block_on(remote.store.head(p))
                     .map_err(|e| remote.explain(e, p))?
@@ -401,18 +378,9 @@ pub fn remote(
         }
     }
     let dataset = Location::Remote(remote.clone());
-    let removes = rewrite_for_merge(&dataset, plan, opts, fhir_version, record, &mut by_type)?;
-    commit_types(
-        &dataset,
-        by_type,
-        removes,
-        opts,
-        fhir_version,
-        record,
-        |rt| {
-            let _ = remote.delete(paths.get(rt).cloned().unwrap_or_default());
-        },
-    )?;
+    commit_types(&dataset, by_type, plan, opts, fhir_version, record, |rt| {
+        let _ = remote.delete(paths.get(rt).cloned().unwrap_or_default());
+    })?;
 
     // The rejects: replaced, or added to with --append.
     if !opts.append {

@@ -140,40 +140,34 @@ fn read_file(
     keys: bool,
 ) -> Result<Vec<RecordBatch>> {
     let what = || format!("cannot read {rt}/{} in {}", f.path, dataset.display());
-    let batches = match dataset {
+    match dataset {
         Location::Local(dir) => {
             let mut p = dir.join(rt);
             p.extend(f.path.split('/'));
             let file = std::fs::File::open(&p).with_context(what)?;
-            let b = ParquetRecordBatchReaderBuilder::try_new(file).with_context(what)?;
-            let b = match keys {
-                true => {
-                    let mask = key_mask(b.parquet_schema());
-                    b.with_projection(mask)
-                }
-                false => b,
-            };
-            b.build()?
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(what)?
+            batches(file, keys).with_context(what)
         }
         Location::Remote(remote) => {
             let path = remote.path(&format!("{rt}/{}", f.path));
-            let file = RemoteFile::new(remote, path, f.bytes);
-            let b = ParquetRecordBatchReaderBuilder::try_new(file).with_context(what)?;
-            let b = match keys {
-                true => {
-                    let mask = key_mask(b.parquet_schema());
-                    b.with_projection(mask)
-                }
-                false => b,
-            };
-            b.build()?
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(what)?
+            batches(RemoteFile::new(remote, path, f.bytes), keys).with_context(what)
         }
+    }
+}
+
+/// Every batch of a Parquet file (with `keys`, of its `id` and `meta.lastUpdated` columns).
+fn batches<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+    keys: bool,
+) -> Result<Vec<RecordBatch>> {
+    let b = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let b = match keys {
+        true => {
+            let mask = key_mask(b.parquet_schema());
+            b.with_projection(mask)
+        }
+        false => b,
     };
-    Ok(batches)
+    Ok(b.build()?.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn key_mask(schema: &parquet::schema::types::SchemaDescriptor) -> ProjectionMask {

@@ -681,19 +681,17 @@ fn convert(
         Location::Local(out) => unify_run(out, tmp, &written, opts, fhir_version)?,
         Location::Remote(_) => Default::default(),
     };
+    // Files and bytes per type, from the folders its files went to.
+    for (rt, (done, seconds)) in &widened {
+        let rec = record.types.entry(rt.clone()).or_default();
+        rec.add_widened(done, *seconds);
+    }
+    for (dir, f) in &written {
+        let rec = record.types.entry(writer::folder_type(dir)).or_default();
+        rec.files += f.names.len() as u64;
+        rec.parquet_bytes += f.bytes;
+    }
     if opts.format == Format::Delta {
-        for (rt, (done, seconds)) in &widened {
-            let rec = record.types.entry(rt.clone()).or_default();
-            rec.parquet_bytes =
-                (rec.parquet_bytes + done.bytes_after).saturating_sub(done.bytes_before);
-            rec.files_widened += done.widened as u64;
-            rec.widen_seconds += seconds;
-        }
-        for (dir, f) in &written {
-            let rec = record.types.entry(writer::folder_type(dir)).or_default();
-            rec.files += f.names.len() as u64;
-            rec.parquet_bytes += f.bytes;
-        }
         record.seconds = started.elapsed().as_secs_f64();
         match &opts.out {
             Location::Local(out) => {
@@ -711,19 +709,8 @@ fn convert(
         }
         return Ok(record);
     }
-    // Files and bytes per type, from the folders its files went to.
     let mut uploads = Vec::new();
-    for (rt, (done, seconds)) in &widened {
-        let rec = record.types.entry(rt.clone()).or_default();
-        rec.parquet_bytes =
-            (rec.parquet_bytes + done.bytes_after).saturating_sub(done.bytes_before);
-        rec.files_widened += done.widened as u64;
-        rec.widen_seconds += seconds;
-    }
     for (dir, f) in written {
-        let rec = record.types.entry(writer::folder_type(&dir)).or_default();
-        rec.files += f.names.len() as u64;
-        rec.parquet_bytes += f.bytes;
         let folder = dir.to_string_lossy().replace('\\', "/");
         uploads.extend(f.pending.into_iter().map(|p| (folder.clone(), p)));
     }

@@ -18,11 +18,10 @@
 //! the replaced files instead.
 
 use anyhow::Result;
-use futures::StreamExt;
 use object_store::path::Path as ObjPath;
 use serde::{Deserialize, Serialize};
 
-use super::writer::abort_all;
+use super::writer::{abort_all, complete_all};
 use super::{RunRecord, REJECTS_DIR, RUN_RECORD};
 use crate::store::{block_on, PendingUpload, Remote};
 
@@ -106,18 +105,7 @@ impl RemoteRun<'_> {
             e.context("nothing of this run was published")
         };
 
-        let results: Vec<(ObjPath, object_store::Result<()>)> = block_on(
-            futures::stream::iter(uploads.into_iter().map(|(_, u)| {
-                let path = u.path.clone();
-                async move { (path, u.complete().await) }
-            }))
-            .buffer_unordered(16)
-            .collect(),
-        );
-        if let Some((path, e)) = results
-            .into_iter()
-            .find_map(|(p, r)| r.err().map(|e| (p, e)))
-        {
+        if let Some((path, e)) = complete_all(uploads.into_iter().map(|(_, u)| u)) {
             return Err(roll_back(remote.explain(e, &path)));
         }
         for (local, rel) in self.rejects.iter().zip(&reject_names) {

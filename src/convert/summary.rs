@@ -41,6 +41,14 @@ fn is_zero_f64(n: &f64) -> bool {
 }
 
 impl TypeRecord {
+    /// Files of the type rewritten with more columns (`done`), in `seconds`.
+    pub fn add_widened(&mut self, done: &crate::dataset::unify::Unified, seconds: f64) {
+        self.parquet_bytes =
+            (self.parquet_bytes + done.bytes_after).saturating_sub(done.bytes_before);
+        self.files_widened += done.widened as u64;
+        self.widen_seconds += seconds;
+    }
+
     pub fn merge(&mut self, o: &TypeRecord) {
         self.rows += o.rows;
         self.input_bytes += o.input_bytes;

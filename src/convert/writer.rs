@@ -745,6 +745,25 @@ impl FileSet {
     }
 }
 
+/// Completes uploads, sixteen at a time (each file appears whole); the first that failed, with
+/// its object, where one did.
+pub fn complete_all(
+    pending: impl IntoIterator<Item = PendingUpload>,
+) -> Option<(object_store::path::Path, object_store::Error)> {
+    use futures::StreamExt;
+    let results: Vec<_> = crate::store::block_on(
+        futures::stream::iter(pending.into_iter().map(|u| {
+            let path = u.path.clone();
+            async move { (path, u.complete().await) }
+        }))
+        .buffer_unordered(16)
+        .collect(),
+    );
+    results
+        .into_iter()
+        .find_map(|(p, r)| r.err().map(|e| (p, e)))
+}
+
 /// Aborts uploads (best effort: what fails here the store's lifecycle rules drop).
 pub fn abort_all(pending: impl IntoIterator<Item = PendingUpload>) {
     let all: Vec<_> = pending.into_iter().collect();

@@ -281,25 +281,16 @@ fn add_action(f: &NewFile) -> Action {
 
 /// Commits files of one table: creates the table with them (version 0) where there is none,
 /// else adds them in a new version; with [`Mode::Overwrite`] the current version's other files
-/// are removed. `properties` become table properties at creation. Returns the version
-/// committed, or the current one where an overwrite changes nothing (the same files).
+/// are removed, with [`Mode::Merge`] those of [`TableCommit::remove`]. `properties` become table
+/// properties at creation. Returns the version committed, or the current one where an overwrite
+/// or a merge changes nothing.
 pub fn commit(
     dataset: &Location,
-    name: &str,
-    files: &[NewFile],
+    table: &TableCommit,
     mode: Mode,
-    partition_columns: &[String],
     properties: &BTreeMap<String, String>,
 ) -> Result<u64> {
-    block_on(commit_async(
-        dataset,
-        name,
-        files,
-        mode,
-        partition_columns,
-        properties,
-        &[],
-    ))
+    block_on(commit_async(dataset, table, mode, properties))
 }
 
 /// One table's part of [`commit_all`].
@@ -320,17 +311,7 @@ pub fn commit_all(
     mode: Mode,
     properties: &BTreeMap<String, String>,
 ) -> Vec<Result<u64>> {
-    on_threads(tables, |t| {
-        block_on(commit_async(
-            dataset,
-            &t.name,
-            &t.files,
-            mode,
-            &t.partition_columns,
-            properties,
-            &t.remove,
-        ))
-    })
+    on_threads(tables, |t| commit(dataset, t, mode, properties))
 }
 
 /// `f` of each item, on a thread per core: a table's log is parsed and written on the thread
@@ -360,13 +341,12 @@ fn on_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<
 
 async fn commit_async(
     dataset: &Location,
-    name: &str,
-    files: &[NewFile],
+    table: &TableCommit,
     mode: Mode,
-    partition_columns: &[String],
     properties: &BTreeMap<String, String>,
-    remove: &[String],
 ) -> Result<u64> {
+    let (name, files) = (table.name.as_str(), &table.files);
+    let (partition_columns, remove) = (table.partition_columns.as_slice(), &table.remove);
     let adds: Vec<Action> = files.iter().map(add_action).collect();
     let added_rows: u64 = files.iter().filter_map(|f| f.rows).sum();
     let what = || format!("cannot commit {name} to {}", dataset.display());
@@ -385,16 +365,7 @@ async fn commit_async(
             Ok(v) => Ok(v),
             // Another writer created it first: commit into theirs.
             Err(_) if open(dataset, name).await?.is_some() => {
-                Box::pin(commit_async(
-                    dataset,
-                    name,
-                    files,
-                    mode,
-                    partition_columns,
-                    properties,
-                    remove,
-                ))
-                .await
+                Box::pin(commit_async(dataset, table, mode, properties)).await
             }
             Err(e) => Err(anyhow!(
                 "{}: {}",

@@ -10,11 +10,10 @@ use crate::store::Location;
 
 /// The dataset's Delta tables (or the one named), sorted; an error naming what is missing.
 fn delta_tables(dataset: &Location, only: Option<&str>) -> Result<Vec<String>> {
-    let names: Vec<String> = super::tables(dataset)?
+    let names: Vec<String> = super::table_kinds(dataset)?
         .into_iter()
-        .filter(|t| t.delta.is_some())
-        .map(|t| t.name)
-        .filter(|n| only.is_none_or(|o| o == n))
+        .filter(|(n, is_delta)| *is_delta && only.is_none_or(|o| o == n))
+        .map(|(n, _)| n)
         .collect();
     if names.is_empty() {
         match only {

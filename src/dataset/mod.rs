@@ -64,19 +64,9 @@ pub fn tables(dataset: &Location) -> Result<Vec<Table>> {
 /// The resource tables of a dataset as they were at `as_of` (Delta tables only; `None`: the
 /// current version), sorted by name; an error when there are none.
 pub fn tables_as_of(dataset: &Location, as_of: Option<delta::AsOf>) -> Result<Vec<Table>> {
-    let (mut tables, with_log) = match dataset {
-        Location::Local(dir) => (local_tables(dir)?, None),
-        Location::Remote(remote) => {
-            let (tables, logs) = remote_tables(remote)?;
-            (tables, Some(logs))
-        }
-    };
+    let (mut tables, kinds) = listed(dataset)?;
     let mut logged = Vec::new();
-    for (i, t) in tables.iter().enumerate() {
-        let is_delta = match &with_log {
-            Some(logs) => logs.contains(&t.name),
-            None => delta::is_table(dataset, &t.name)?,
-        };
+    for (i, (t, is_delta)) in tables.iter().zip(kinds).enumerate() {
         if is_delta {
             logged.push(i);
         } else if as_of.is_some() {
@@ -100,6 +90,33 @@ pub fn tables_as_of(dataset: &Location, as_of: Option<delta::AsOf>) -> Result<Ve
         );
     }
     Ok(tables)
+}
+
+/// The resource tables found in a dataset's folders (no log read), sorted by name, each with
+/// whether it is a Delta table.
+fn listed(dataset: &Location) -> Result<(Vec<Table>, Vec<bool>)> {
+    let (tables, with_log) = match dataset {
+        Location::Local(dir) => (local_tables(dir)?, None),
+        Location::Remote(remote) => {
+            let (tables, logs) = remote_tables(remote)?;
+            (tables, Some(logs))
+        }
+    };
+    let kinds = tables
+        .iter()
+        .map(|t| match &with_log {
+            Some(logs) => Ok(logs.contains(&t.name)),
+            None => delta::is_table(dataset, &t.name),
+        })
+        .collect::<Result<Vec<bool>>>()?;
+    Ok((tables, kinds))
+}
+
+/// The names of a dataset's resource tables, each with whether it is a Delta table, found
+/// without reading a log (what a writer checks before it adds to them).
+pub fn table_kinds(dataset: &Location) -> Result<Vec<(String, bool)>> {
+    let (tables, kinds) = listed(dataset)?;
+    Ok(tables.into_iter().map(|t| t.name).zip(kinds).collect())
 }
 
 /// Finishes a publish that a killed run left, if no live writer holds the dataset: readers

@@ -1,27 +1,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use fhir2parquet::json::parse;
-
 use crate::{convert_opts, read_lines, shared};
-
-/// Lines per resource type of a folder of NDJSON files.
-fn lines_per_type(dir: &Path) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for p in ndjson_files(dir) {
-        for l in read_lines(&p) {
-            let t = parse(&l)
-                .unwrap()
-                .get("resourceType")
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_string();
-            *out.entry(t).or_default() += 1;
-        }
-    }
-    out
-}
 
 #[test]
 fn row_counts_equal_line_counts_for_both_synthea_sets() {
@@ -36,7 +16,7 @@ fn row_counts_equal_line_counts_for_both_synthea_sets() {
             .iter()
             .map(|(t, r)| (t.clone(), r.rows))
             .collect();
-        assert_eq!(rows, lines_per_type(&shared(set)), "{set}");
+        assert_eq!(rows, crate::resources_per_type(&shared(set)), "{set}");
         assert_eq!(record.rejects.count, 0);
         // And the Parquet files hold those rows.
         let back = fhir2parquet::encode::to_ndjson(tmp.path(), &tmp.path().join("back")).unwrap();
@@ -74,7 +54,7 @@ fn round_trip_is_lossless() {
 
 /// The bytes of NDJSON (uncompressed) in a folder of .ndjson and .ndjson.gz files.
 fn ndjson_bytes(dir: &Path) -> u64 {
-    ndjson_files(dir)
+    crate::ndjson_files(dir)
         .iter()
         .map(|p| {
             read_lines(p)
@@ -83,15 +63,6 @@ fn ndjson_bytes(dir: &Path) -> u64 {
                 .sum::<u64>()
         })
         .sum()
-}
-
-/// The .ndjson and .ndjson.gz files of a folder.
-fn ndjson_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".ndjson"))
-        .collect()
 }
 
 /// `--columns present`: each file holds the columns with a value (and one per top-level
@@ -597,7 +568,7 @@ fn output_size_stays_bounded() {
 #[test]
 fn workers_share_a_row_group_per_type() {
     let set = shared("fhir-data/synthea-r4-10-patients");
-    let lines = lines_per_type(&set);
+    let lines = crate::resources_per_type(&set);
     let tmp = tempfile::tempdir().unwrap();
     let mut opts = convert_opts(tmp.path());
     opts.threads = 4;

@@ -2,44 +2,11 @@
 //! time travel, a run killed before its commit, vacuum. Expected values come from the NDJSON.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::{bin, read_lines, shared};
-
-/// Resources per type in the NDJSON files of `dir` (a walker over the lines, not our reader).
-fn counts_in(dir: &Path) -> BTreeMap<String, u64> {
-    let mut counts = BTreeMap::new();
-    for f in ndjson_files(dir) {
-        for line in read_lines(&f) {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let t = v["resourceType"].as_str().unwrap().to_string();
-            *counts.entry(t).or_default() += 1;
-        }
-    }
-    counts
-}
-
-fn ndjson_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".ndjson"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn ok(o: &std::process::Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\n{}\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use crate::cloud::ok;
+use crate::{bin, ndjson_files, read_lines, resources_per_type as counts_in, shared};
 
 fn convert(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
@@ -108,14 +75,7 @@ fn each_type_is_a_delta_table_read_by_deltalake_and_duckdb() {
         serde_json::Value::Object(schemas).to_string(),
     )
     .unwrap();
-    let ext = Command::new("python3")
-        .args([
-            "-c",
-            "import duckdb_ext; print(list(duckdb_ext.__path__)[0] + '/extensions')",
-        ])
-        .output()
-        .unwrap();
-    let ext = String::from_utf8(ext.stdout).unwrap().trim().to_string();
+    let ext = crate::duckdb_extensions();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/delta_check.py");
     let mut args: Vec<String> = vec![
         script.into(),

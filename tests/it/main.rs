@@ -93,6 +93,42 @@ pub fn read_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The .ndjson and .ndjson.gz files of a folder, sorted.
+pub fn ndjson_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".ndjson"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Resources per type in the NDJSON files of `dir`, read with serde_json (not our parser).
+pub fn resources_per_type(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for f in ndjson_files(dir) {
+        for line in read_lines(&f) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let t = v["resourceType"].as_str().unwrap().to_string();
+            *counts.entry(t).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Where the PyPI packages of DuckDB's extensions (duckdb-ext-*) put them.
+pub fn duckdb_extensions() -> String {
+    let ext = Command::new("python3")
+        .args([
+            "-c",
+            "import duckdb_ext; print(list(duckdb_ext.__path__)[0] + '/extensions')",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(ext.stdout).unwrap().trim().to_string()
+}
+
 /// The run record `OUT/_fhir2parquet.json` of a converted dataset.
 pub fn run_record(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("_fhir2parquet.json")).unwrap()).unwrap()

@@ -59,7 +59,7 @@ fn duckdb_runs_its_statements_over_local_data() {
     ) {
         return;
     }
-    let ext = duckdb_extensions();
+    let ext = crate::duckdb_extensions();
     let ext = [("DUCKDB_EXTENSION_DIRECTORY", ext)];
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
@@ -93,18 +93,6 @@ fn duckdb_runs_its_statements_over_local_data() {
     check("duckdb", "duckdb", plain.to_str().unwrap(), &[]);
 }
 
-/// Where the PyPI packages of DuckDB's extensions put them.
-fn duckdb_extensions() -> String {
-    let ext = Command::new("python3")
-        .args([
-            "-c",
-            "import duckdb_ext; print(list(duckdb_ext.__path__)[0] + '/extensions')",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8(ext.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn duckdb_reads_the_dataset_on_s3() {
     if !python_has("duckdb, duckdb_ext", "duckdb-ext-httpfs duckdb-ext-aws") {
@@ -130,14 +118,7 @@ fn duckdb_reads_the_dataset_on_s3() {
     let text = std::fs::read_to_string(&script).unwrap();
     assert!(text.contains("PROVIDER credential_chain"), "{text}");
     assert!(!text.contains("SECRETVALUE"));
-    let ext = Command::new("python3")
-        .args([
-            "-c",
-            "import duckdb_ext; print(list(duckdb_ext.__path__)[0] + '/extensions')",
-        ])
-        .output()
-        .unwrap();
-    let ext = String::from_utf8(ext.stdout).unwrap().trim().to_string();
+    let ext = crate::duckdb_extensions();
     let patients = crate::read_lines(&src.join("Patient.ndjson")).len();
     let o = Command::new("python3")
         .args([CHECK, "duckdb", script.to_str().unwrap()])
