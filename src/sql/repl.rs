@@ -124,9 +124,7 @@ impl Completer for ShellHelper {
         pos: usize,
         _: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
-        let start = line[..pos]
-            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1);
+        let start = word_start(line, pos);
         let word = &line[start..pos];
         if word.is_empty() {
             return Ok((start, Vec::new()));
@@ -142,6 +140,16 @@ impl Completer for ShellHelper {
             .collect();
         Ok((start, found))
     }
+}
+
+/// Where the word that ends at byte `pos` of `line` begins: after the last character before
+/// `pos` that is not a letter, digit or `_` (a char boundary, whatever that character's width).
+fn word_start(line: &str, pos: usize) -> usize {
+    line[..pos]
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !(c.is_alphanumeric() || c == '_'))
+        .map_or(0, |(i, c)| i + c.len_utf8())
 }
 
 impl Hinter for ShellHelper {
@@ -226,4 +234,33 @@ pub fn run_interactive(shell: &mut Shell, quiet: bool) -> Result<i32> {
         let _ = rl.save_history(h);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_finds_words_after_any_character() {
+        // A pasted curly quote (3 bytes) or an accented letter before the word.
+        for (line, word) in [
+            ("SELECT \u{201c}Pat", "Pat"),
+            ("SELECT gend", "gend"),
+            ("\u{201c}", ""),
+            ("WHERE name = 'Jos\u{e9}' AND bir", "bir"),
+            ("x\u{e9}y", "x\u{e9}y"),
+        ] {
+            let start = word_start(line, line.len());
+            assert_eq!(&line[start..], word, "{line}");
+        }
+        let h = ShellHelper {
+            words: vec!["Patient".into()],
+        };
+        let history = rustyline::history::DefaultHistory::new();
+        let ctx = Context::new(&history);
+        let line = "SELECT \u{201c}Pat";
+        let (start, found) = h.complete(line, line.len(), &ctx).unwrap();
+        assert_eq!(&line[start..], "Pat");
+        assert_eq!(found[0].replacement, "Patient");
+    }
 }

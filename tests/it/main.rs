@@ -129,6 +129,27 @@ pub fn duckdb_extensions() -> String {
     String::from_utf8(ext.stdout).unwrap().trim().to_string()
 }
 
+/// Where `.ci/run` installs the current DuckDB (2.x) beside the 1.4 LTS the other tests import:
+/// a folder for PYTHONPATH. The DuckDB tests run on both; none of the extensions on PyPI are
+/// built for 2.x yet, so the 2.x runs read plain Parquet.
+pub const DUCKDB2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/duckdb2");
+
+/// Whether [`DUCKDB2`] holds a DuckDB 2.x (see [`present`]).
+pub fn duckdb2() -> bool {
+    let found = Command::new("python3")
+        .env("PYTHONPATH", DUCKDB2)
+        .args([
+            "-c",
+            "import duckdb, sys; sys.exit(not duckdb.__version__.startswith('2.'))",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    present(
+        found,
+        "DuckDB 2 (`pip install --target target/duckdb2 'duckdb>=2,<3'`)",
+    )
+}
+
 /// The run record `OUT/_fhir2parquet.json` of a converted dataset.
 pub fn run_record(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(out.join("_fhir2parquet.json")).unwrap()).unwrap()

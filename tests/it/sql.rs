@@ -198,12 +198,11 @@ fn meta_commands_formats_and_scripts_through_stdin() {
 #[test]
 fn interactive_shell_in_a_pseudo_terminal() {
     // `script` gives the shell a terminal, so rustyline's line editor and history are used.
-    if std::process::Command::new("script")
+    let found = std::process::Command::new("script")
         .arg("--version")
         .output()
-        .is_err()
-    {
-        eprintln!("skipped: no `script` to make a pseudo-terminal");
+        .is_ok();
+    if !crate::present(found, "`script` (util-linux) to make a pseudo-terminal") {
         return;
     }
     let ds = dataset().to_str().unwrap();

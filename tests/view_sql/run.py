@@ -45,11 +45,13 @@ if engine == "duckdb":
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     # The tables are made as `warehouse duckdb` makes them: Delta tables through the delta
-    # extension, from its PyPI package (duckdb-ext-delta).
-    import duckdb_ext
+    # extension, from its PyPI package (duckdb-ext-delta, built for 1.4 only: on 2.x the setup
+    # reads the tables' files as plain Parquet).
+    if duckdb.__version__.startswith("1."):
+        import duckdb_ext
 
-    con.execute(f"SET extension_directory = '{list(duckdb_ext.__path__)[0]}/extensions'")
-    con.execute("SET autoinstall_known_extensions = false")
+        con.execute(f"SET extension_directory = '{list(duckdb_ext.__path__)[0]}/extensions'")
+        con.execute("SET autoinstall_known_extensions = false")
     current = None
     for job in jobs:
         if job["dataset"] != current:

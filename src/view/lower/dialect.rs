@@ -88,7 +88,7 @@ impl Dialect {
     /// order.
     pub fn filter(self, list: &str, var: &str, dt: &DataType, cond: &str) -> String {
         match self {
-            Duckdb => format!("list_filter({list}, {var} -> {cond})"),
+            Duckdb => format!("list_filter({list}, lambda {var}: {cond})"),
             Spark | Trino => format!("filter({list}, {var} -> {cond})"),
             Snowflake => format!("FILTER({list}, {} -> {cond})", self.param(var, dt)),
             Bigquery => format!(
@@ -109,7 +109,7 @@ impl Dialect {
     /// `f` (over `var`) of every item of `list` (of items of type `dt`), in order.
     pub fn transform(self, list: &str, var: &str, dt: &DataType, f: &str) -> String {
         match self {
-            Duckdb => format!("list_transform({list}, {var} -> {f})"),
+            Duckdb => format!("list_transform({list}, lambda {var}: {f})"),
             Spark | Trino => format!("transform({list}, {var} -> {f})"),
             Snowflake => format!("TRANSFORM({list}, {} -> {f})", self.param(var, dt)),
             Bigquery => format!(
@@ -421,7 +421,7 @@ impl Dialect {
             Duckdb => {
                 let t = format!("u{k}");
                 let items = format!(
-                    "list_transform({list}, (x, i) -> {{'i': CAST(i - 1 AS INTEGER), 'v': x}})"
+                    "list_transform({list}, lambda x, i: {{'i': CAST(i - 1 AS INTEGER), 'v': x}})"
                 );
                 (
                     format!(
