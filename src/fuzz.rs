@@ -74,8 +74,9 @@ pub fn fhirpath(data: &[u8]) {
 }
 
 /// ViewDefinitions: any JSON is read, checked and (when valid) compiled into a plan over its
-/// resource's schema without panicking.
+/// resource's schema and into every dialect's SQL without panicking.
 pub fn view(data: &[u8]) {
+    use crate::view::lower::{to_sql, Dialect, SqlOptions};
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
@@ -90,4 +91,13 @@ pub fn view(data: &[u8]) {
     let empty = arrow::array::RecordBatch::new_empty(std::sync::Arc::new(schema));
     let table = ctx.read_batch(empty).expect("an empty table");
     let _ = crate::view::plan::plan(&view, table);
+    for dialect in [
+        Dialect::Duckdb,
+        Dialect::Spark,
+        Dialect::Trino,
+        Dialect::Bigquery,
+        Dialect::Snowflake,
+    ] {
+        let _ = to_sql(&view, &SqlOptions::new(dialect));
+    }
 }

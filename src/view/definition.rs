@@ -268,7 +268,16 @@ fn constant(c: &Value, at: &str) -> Result<(String, (ScalarValue, Ty))> {
         .find(|(k, _)| k.starts_with("value"))
         .ok_or_else(|| anyhow!("{at}: has no value (valueString, valueInteger, ...)"))?;
     let t = &key["value".len()..];
-    let fhir = format!("{}{}", t[..1].to_ascii_lowercase(), &t[1..]);
+    let mut first = t.chars();
+    let fhir = match first.next() {
+        Some(c) if c.is_ascii_uppercase() => {
+            format!("{}{}", c.to_ascii_lowercase(), first.as_str())
+        }
+        _ => bail!(
+            "{at}.{key}: a constant's value is named after its type: valueString, valueInteger, \
+             valueBoolean, valueDecimal, valueDate, ..."
+        ),
+    };
     let bad = || anyhow!("{at}.{key}: is not a valid {fhir}");
     use arrow::datatypes::{DataType, TimeUnit};
     let out = match fhir.as_str() {
@@ -319,4 +328,32 @@ fn constant(c: &Value, at: &str) -> Result<(String, (ScalarValue, Ty))> {
         _ => bail!("{at}.{key}: constants of type {fhir} are not supported"),
     };
     Ok((name, (out.0, Ty::prim(&fhir, out.1))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn with_constant(c: Value) -> Result<ViewDefinition> {
+        ViewDefinition::from_json(&json!({
+            "resourceType": "ViewDefinition", "resource": "Patient", "status": "active",
+            "constant": [c],
+            "select": [{"column": [{"name": "id", "path": "id"}]}]
+        }))
+    }
+
+    #[test]
+    fn a_constant_without_its_type_is_an_error_naming_it() {
+        for key in ["value", "valueé", "valuestring"] {
+            let e = with_constant(json!({"name": "x", key: "y"})).unwrap_err();
+            let e = format!("{e:#}");
+            assert!(
+                e.contains(&format!("constant[0].{key}")) && e.contains("valueString"),
+                "{e}"
+            );
+        }
+        let v = with_constant(json!({"name": "x", "valueString": "y"})).unwrap();
+        assert_eq!(v.constants["x"].0, ScalarValue::Utf8(Some("y".into())));
+    }
 }
