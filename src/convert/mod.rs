@@ -31,7 +31,7 @@ use crate::input::{self, Chunk, Source};
 use crate::json::{self, Json};
 use crate::store::Location;
 
-pub use partition::PartitionSpec;
+pub use partition::{date_elements, PartitionSpec};
 pub use rejects::RejectReason;
 pub use summary::{InputRecord, RunRecord, TypeRecord};
 pub use writer::{Codec, Columns, WriteOptions};

@@ -20,6 +20,25 @@ pub enum Granularity {
     Day,
 }
 
+/// The elements of a resource type a partition can be taken from: its top-level single
+/// `date`, `dateTime`, `instant` or `Period` elements, a choice by its name (`effective`) when
+/// one of its types is one of those.
+pub fn date_elements(resource_type: &str) -> Vec<String> {
+    let Some(def) = crate::schema::r4().get(resource_type) else {
+        return Vec::new();
+    };
+    def.elements
+        .iter()
+        .filter(|e| e.parent().is_empty() && !e.repeated)
+        .filter(|e| {
+            e.types
+                .iter()
+                .any(|t| matches!(t.as_str(), "date" | "dateTime" | "instant" | "Period"))
+        })
+        .map(|e| e.name().trim_end_matches("[x]").to_string())
+        .collect()
+}
+
 /// The value of a row whose element is absent or not a date, as Hive writes it.
 pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
@@ -38,9 +57,19 @@ impl PartitionSpec {
         if crate::schema::node::resource_members(t).is_none() {
             bail!("--partition-by names {t:?}, which is not a FHIR R4 resource type");
         }
+        let element = element.trim_end_matches("[x]");
+        let dates = date_elements(t);
+        if !dates.iter().any(|d| d == element) {
+            let known = if dates.is_empty() {
+                format!("{t} has no date element to partition by")
+            } else {
+                format!("{t}'s date elements: {}", dates.join(", "))
+            };
+            bail!("--partition-by {path}: {element:?} is not a date element of {t} ({known})");
+        }
         Ok(PartitionSpec {
             resource_type: t.to_string(),
-            element: element.trim_end_matches("[x]").to_string(),
+            element: element.to_string(),
             granularity,
         })
     }
@@ -84,5 +113,29 @@ impl PartitionSpec {
             }
         }
         NULL_PARTITION.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_or_undated_element_is_an_error_listing_the_dates() {
+        let e = PartitionSpec::parse("Observation.efective:year").unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("\"efective\"") && e.contains("effective") && e.contains("issued"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            PartitionSpec::parse("Observation.status").unwrap_err()
+        );
+        assert!(e.contains("\"status\" is not a date element"), "{e}");
+        let p = PartitionSpec::parse("Observation.effective[x]:month").unwrap();
+        assert_eq!(p.column(), "effective_month");
+        PartitionSpec::parse("Patient.birthDate:day").unwrap();
+        PartitionSpec::parse("Encounter.period").unwrap();
     }
 }

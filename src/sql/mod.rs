@@ -52,10 +52,28 @@ fn parse_size(s: &str) -> Result<usize> {
         Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1),
     };
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("--memory-limit {s:?}: use a size like 2G or 512M"))?;
-    Ok((n * mult as f64) as usize)
+    let hint = || format!("--memory-limit {s:?}: use a size like 2G or 512M");
+    let n: f64 = num.trim().parse().with_context(hint)?;
+    let bytes = n * mult as f64;
+    // At least a megabyte: less cannot hold one batch, and 0 would fail every query.
+    if !bytes.is_finite() || bytes < (1 << 20) as f64 {
+        anyhow::bail!("{}, of at least 1M", hint());
+    }
+    Ok(bytes as usize)
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes_are_positive_and_bounded() {
+        assert_eq!(super::parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(super::parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(super::parse_size("1.5G").unwrap(), 3 << 29);
+        for bad in ["-1G", "0", "0M", "NaN", "inf", "12K", "G", "", "two"] {
+            let e = super::parse_size(bad).unwrap_err();
+            assert!(format!("{e:#}").contains("--memory-limit"), "{bad}");
+        }
+    }
 }
 
 impl Shell {

@@ -84,3 +84,49 @@ fn schema_command_prints_tree_json_and_list() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--list"));
 }
+
+/// `--partition-by` takes the elements the definitions give a single date, dateTime, instant or
+/// Period (a choice by its name when one of its types is one of those): read here from the
+/// StructureDefinitions, for every resource type.
+#[test]
+fn partition_elements_are_the_definitions_single_dates() {
+    let path = crate::shared("fhir-definitions/r4/Bundle-resources.json");
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut types = 0;
+    for entry in bundle["entry"].as_array().unwrap() {
+        let sd = &entry["resource"];
+        if sd["resourceType"] != "StructureDefinition"
+            || sd["kind"] != "resource"
+            || sd["derivation"] != "specialization"
+            || sd["abstract"] == true
+        {
+            continue;
+        }
+        let t = sd["type"].as_str().unwrap();
+        let mut want = Vec::new();
+        for el in sd["snapshot"]["element"].as_array().unwrap() {
+            let p = el["path"].as_str().unwrap();
+            let Some(name) = p.strip_prefix(&format!("{t}.")) else {
+                continue;
+            };
+            if name.contains('.') || el["max"] != "1" {
+                continue;
+            }
+            let dated = el["type"].as_array().into_iter().flatten().any(|ty| {
+                matches!(
+                    ty["code"].as_str(),
+                    Some("date" | "dateTime" | "instant" | "Period")
+                )
+            });
+            if dated {
+                want.push(name.trim_end_matches("[x]").to_string());
+            }
+        }
+        let mut got = fhir2parquet::convert::date_elements(t);
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{t}");
+        types += 1;
+    }
+    assert_eq!(types, 146);
+}
