@@ -43,6 +43,20 @@ pub struct Shell {
     runtime: tokio::runtime::Runtime,
 }
 
+/// The batches of `df`; no rows is one empty batch, so printers and writers still know the
+/// columns (a CSV header, a Parquet schema).
+pub async fn collect_with_schema(
+    df: datafusion::dataframe::DataFrame,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let mut batches = df.collect().await?;
+    batches.retain(|b| b.num_rows() > 0);
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    Ok(batches)
+}
+
 /// Parses sizes like `2G`, `512M`, `1048576`.
 fn parse_size(s: &str) -> Result<usize> {
     let s = s.trim();
@@ -184,7 +198,7 @@ impl Shell {
                     let state = self.ctx.state();
                     let plan = state.statement_to_plan(stmt).await?;
                     let df = self.ctx.execute_logical_plan(plan).await?;
-                    last = df.collect().await?;
+                    last = collect_with_schema(df).await?;
                 }
                 Ok::<_, datafusion::error::DataFusionError>(last)
             })

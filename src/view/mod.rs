@@ -228,7 +228,7 @@ pub fn run(args: ViewArgs, stores: &crate::store::StoreOptions) -> Result<i32> {
                 if files.len() > 1 {
                     eprintln!("-- {name}");
                 }
-                let batches = shell.block_on(df.collect())?;
+                let batches = shell.block_on(crate::sql::collect_with_schema(df))?;
                 crate::sql::print_batches(&batches, args.format, &mut out)?;
             }
         }
@@ -276,12 +276,16 @@ fn write(shell: &Shell, df: DataFrame, path: &Path, fmt: FileFormat) -> Result<u
         shell.runtime().block_on(async {
             let mut stream = df.execute_stream().await?;
             let schema = stream.schema();
-            let mut sink = Sink::new(fmt, file, schema)?;
+            let mut sink = Sink::new(fmt, file, schema.clone())?;
             let mut rows = 0;
             while let Some(batch) = stream.next().await {
                 let batch = batch?;
                 rows += batch.num_rows();
                 sink.write(&batch)?;
+            }
+            if rows == 0 {
+                // The columns all the same: a CSV header, a JSON `[]`.
+                sink.write(&RecordBatch::new_empty(schema))?;
             }
             sink.finish()?;
             Ok::<_, anyhow::Error>(rows)

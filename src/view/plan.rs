@@ -24,6 +24,7 @@ use datafusion::prelude::{cast, col, Expr};
 use super::definition::{Expr as PathExpr, Select, ViewDefinition};
 use super::fhirpath::compile::{Scope, Ty};
 use super::fhirpath::eval::Node;
+use super::fhirpath::parse::Ast;
 use super::udf::{Args, Output, ViewFunction};
 use crate::schema::node::{member_fields, resource_members, OVERFLOW_COLUMN};
 
@@ -398,7 +399,11 @@ impl<'v> Compiler<'v> {
         let mut start = Branch::default();
         let cx = if let Some((e, or_null)) = &s.for_each {
             let c = self.compile(e, parent, json)?;
-            self.items(&mut start, e, c, *or_null, parent)?
+            if let Ty::Object { root: true, .. } | Ty::Json { root: true, .. } = c.ty {
+                self.resource_items(&mut start, e, *or_null, parent, json)?
+            } else {
+                self.items(&mut start, e, c, *or_null, parent)?
+            }
         } else if !s.repeat.is_empty() {
             let c = self.repeat(&s.repeat, parent, json)?;
             self.items(&mut start, &s.repeat[0], c, false, parent)?
@@ -456,6 +461,42 @@ impl<'v> Compiler<'v> {
             branches = product(branches, alts);
         }
         Ok(branches)
+    }
+
+    /// `forEach` over the resource itself (`where(gender = 'male')`): a row when the path gives
+    /// the resource, none when it gives nothing; the resource the context of its columns. The
+    /// unnested items are `(path).exists().where($this)`: one `true` or none.
+    fn resource_items(
+        &self,
+        b: &mut Branch,
+        e: &PathExpr,
+        or_null: bool,
+        parent: &Context,
+        json: bool,
+    ) -> Result<Context> {
+        if or_null {
+            bail!(
+                "{}: forEachOrNull over the resource itself is not supported: use forEach, or a \
+                 where of the view",
+                e.at
+            );
+        }
+        let items = PathExpr {
+            at: e.at.clone(),
+            text: format!("({}).exists().where($this)", e.text),
+            ast: Ast::Call(
+                Some(Box::new(Ast::Call(
+                    Some(Box::new(e.ast.clone())),
+                    "exists".into(),
+                    Vec::new(),
+                ))),
+                "where".into(),
+                vec![Ast::This],
+            ),
+        };
+        let c = self.compile(&items, parent, json)?;
+        self.items(b, &items, c, false, parent)?;
+        Ok(self.root_context())
     }
 
     /// Adds the unnest of the compiled items to `b`; the new context is the item column.

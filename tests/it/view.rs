@@ -719,3 +719,87 @@ fn csv_and_table_output_read_as_people_expect() {
     let code = o["code"]["coding"][0]["code"].as_str().unwrap();
     assert!(row.contains(&format!(r#"""code"":""{code}"""#)), "{row}");
 }
+
+/// `forEach` over the resource itself (`where(...)`) gives the resources the path keeps; a
+/// view with no rows still carries its columns in every output (CSV header, Parquet schema,
+/// JSON `[]`).
+#[test]
+fn for_each_over_the_resource_and_views_with_no_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = synthea_small(tmp.path());
+    let data = out.to_str().unwrap();
+    let patients = resources(&shared("fhir-data/synthea-r4-small"), "Patient");
+    let mut want: Vec<String> = patients
+        .iter()
+        .filter(|p| p["gender"] == "male")
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    assert!(!want.is_empty() && want.len() < patients.len());
+    let view = tmp.path().join("male.json");
+    std::fs::write(
+        &view,
+        json!({"resourceType": "ViewDefinition", "resource": "Patient", "status": "active",
+               "select": [{"forEach": "where(gender = 'male')",
+                           "column": [{"name": "id", "path": "id"},
+                                      {"name": "g", "path": "gender"}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let o = bin(&[
+        "view",
+        view.to_str().unwrap(),
+        "--data",
+        data,
+        "--format",
+        "ndjson",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut got: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["g"], "male");
+            v["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+
+    let empty = tmp.path().join("empty.json");
+    std::fs::write(
+        &empty,
+        json!({"resourceType": "ViewDefinition", "resource": "Patient", "status": "active",
+               "select": [{"column": [{"name": "id", "path": "id"},
+                                      {"name": "family", "path": "name.family.first()"}]}],
+               "where": [{"path": "gender = 'no such gender'"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let empty = empty.to_str().unwrap();
+    let o = bin(&["view", empty, "--data", data, "--format", "csv"]);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "id,family\n");
+    let o = bin(&["view", empty, "--data", data, "--format", "json"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
+    let csv = tmp.path().join("e.csv");
+    assert!(view_to(empty, &out, &csv).status.success());
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), "id,family\n");
+    let pq = tmp.path().join("e.parquet");
+    assert!(view_to(empty, &out, &pq).status.success());
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&pq).unwrap())
+            .unwrap();
+    use parquet::file::reader::FileReader;
+    let meta = reader.metadata();
+    assert_eq!(meta.file_metadata().num_rows(), 0);
+    let names: Vec<&str> = meta
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .map(|c| c.name())
+        .collect();
+    assert_eq!(names, ["id", "family"]);
+}
