@@ -76,20 +76,6 @@ fn parse_size(s: &str) -> Result<usize> {
     Ok(bytes as usize)
 }
 
-#[cfg(test)]
-mod size_tests {
-    #[test]
-    fn sizes_are_positive_and_bounded() {
-        assert_eq!(super::parse_size("2G").unwrap(), 2 << 30);
-        assert_eq!(super::parse_size("512m").unwrap(), 512 << 20);
-        assert_eq!(super::parse_size("1.5G").unwrap(), 3 << 29);
-        for bad in ["-1G", "0", "0M", "NaN", "inf", "12K", "G", "", "two"] {
-            let e = super::parse_size(bad).unwrap_err();
-            assert!(format!("{e:#}").contains("--memory-limit"), "{bad}");
-        }
-    }
-}
-
 impl Shell {
     /// Opens a dataset written by `convert` in a local folder.
     pub fn open(dataset: &Path, memory_limit: Option<&str>) -> Result<Shell> {
@@ -359,4 +345,18 @@ pub fn run(args: SqlArgs, stores: &StoreOptions) -> Result<i32> {
         return repl::run_script(&mut shell, std::io::stdin().lock(), &mut out);
     }
     repl::run_interactive(&mut shell, args.quiet)
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes_are_positive_and_bounded() {
+        assert_eq!(super::parse_size("2G").unwrap(), 2 << 30);
+        assert_eq!(super::parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(super::parse_size("1.5G").unwrap(), 3 << 29);
+        for bad in ["-1G", "0", "0M", "NaN", "inf", "12K", "G", "", "two"] {
+            let e = super::parse_size(bad).unwrap_err();
+            assert!(format!("{e:#}").contains("--memory-limit"), "{bad}");
+        }
+    }
 }
