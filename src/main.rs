@@ -261,15 +261,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 eprintln!("note: {n}");
             }
             match &a.out {
-                Some(p) => std::fs::write(p, script.sql())
+                Some(p) => fs_err::write(p, script.sql())
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?,
                 None => print!("{}", script.sql()),
             }
             if let Some(dir) = &a.schema_json {
-                std::fs::create_dir_all(dir)?;
+                fs_err::create_dir_all(dir)?;
                 for (name, schema) in &script.schemas {
                     let path = dir.join(format!("{name}.json"));
-                    std::fs::write(&path, serde_json::to_string_pretty(schema)?)?;
+                    fs_err::write(&path, serde_json::to_string_pretty(schema)?)?;
                 }
             }
             Ok(exit::OK)

@@ -50,7 +50,7 @@ struct LocalFile {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<LocalFile>) -> Result<()> {
-    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+    for e in fs_err::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
         // A Delta table is sent as its current version (see `run`).
@@ -120,7 +120,7 @@ async fn send(
     attributes.insert(Attribute::Metadata(CHECKSUM_KEY.into()), sum.into());
     let explain = |e| remote.explain(e, &path);
     if f.size <= PART_BYTES as u64 {
-        let data = std::fs::read(&f.path)?;
+        let data = fs_err::read(&f.path)?;
         let opts = PutOptions {
             attributes,
             ..Default::default()

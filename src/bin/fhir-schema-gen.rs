@@ -12,8 +12,8 @@ fn main() -> anyhow::Result<()> {
     };
     let model = fhir2parquet::schema::generate::generate_model(&PathBuf::from(defs))?;
     let out = PathBuf::from(out);
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("model.json"), model)?;
+    fs_err::create_dir_all(&out)?;
+    fs_err::write(out.join("model.json"), model)?;
     eprintln!("wrote {}", out.join("model.json").display());
     Ok(())
 }

@@ -99,7 +99,7 @@ fn check_merge(opts: &ConvertOptions) -> Result<()> {
         anyhow::bail!("--merge applies a change set to Delta tables: leave out --format parquet");
     }
     let empty = match &opts.out {
-        Location::Local(dir) => std::fs::read_dir(dir).map_or(true, |mut d| {
+        Location::Local(dir) => fs_err::read_dir(dir).map_or(true, |mut d| {
             d.all(|e| {
                 e.is_ok_and(|e| {
                     let n = e.file_name().to_string_lossy().into_owned();
@@ -155,14 +155,14 @@ pub fn local(
         let f = &written[dir];
         let rt = folder_type(dir);
         let dest_dir = out.join(dir);
-        std::fs::create_dir_all(&dest_dir)
+        fs_err::create_dir_all(&dest_dir)
             .with_context(|| format!("cannot create {}", dest_dir.display()))?;
         for (name, rows) in f.names.iter().zip(&f.rows) {
             let from = tmp.join(dir).join(name);
             let to = dest_dir.join(name);
-            std::fs::rename(&from, &to)
+            fs_err::rename(&from, &to)
                 .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
-            let bytes = std::fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
+            let bytes = fs_err::metadata(&to).map(|m| m.len()).unwrap_or(0);
             moved.entry(rt.clone()).or_default().push(to);
             by_type.entry(rt.clone()).or_default().push(NewFile {
                 path: format!("{}{name}", inside_table(dir)),
@@ -175,7 +175,7 @@ pub fn local(
     let dataset = Location::Local(out.to_path_buf());
     commit_types(&dataset, by_type, plan, opts, fhir_version, record, |rt| {
         for p in moved.get(rt).into_iter().flatten() {
-            let _ = std::fs::remove_file(p);
+            let _ = fs_err::remove_file(p);
         }
     })?;
 
@@ -184,25 +184,25 @@ pub fn local(
     if rejects.is_dir() {
         let dest = out.join(REJECTS_DIR);
         if !opts.append && dest.is_dir() {
-            std::fs::remove_dir_all(&dest)
+            fs_err::remove_dir_all(&dest)
                 .with_context(|| format!("cannot replace {}", dest.display()))?;
         }
-        std::fs::create_dir_all(&dest)?;
-        for e in std::fs::read_dir(&rejects)? {
+        fs_err::create_dir_all(&dest)?;
+        for e in fs_err::read_dir(&rejects)? {
             let e = e?;
-            std::fs::rename(e.path(), dest.join(e.file_name()))
+            fs_err::rename(e.path(), dest.join(e.file_name()))
                 .with_context(|| format!("cannot write {}", dest.display()))?;
         }
     } else if !opts.append {
-        let _ = std::fs::remove_dir_all(out.join(REJECTS_DIR));
+        let _ = fs_err::remove_dir_all(out.join(REJECTS_DIR));
     }
-    let previous = std::fs::read_to_string(out.join(RUN_RECORD)).ok();
+    let previous = fs_err::read_to_string(out.join(RUN_RECORD)).ok();
     let text = record.render(previous.as_deref())?;
     let partial = tmp.join(RUN_RECORD);
-    std::fs::write(&partial, text)
-        .and_then(|()| std::fs::rename(&partial, out.join(RUN_RECORD)))
+    fs_err::write(&partial, text)
+        .and_then(|()| fs_err::rename(&partial, out.join(RUN_RECORD)))
         .with_context(|| format!("cannot write {}", out.join(RUN_RECORD).display()))?;
-    let _ = std::fs::remove_dir_all(tmp);
+    let _ = fs_err::remove_dir_all(tmp);
     Ok(())
 }
 
@@ -394,7 +394,7 @@ pub fn remote(
     for local in rejects {
         let name = local.file_name().unwrap_or_default().to_string_lossy();
         let data =
-            std::fs::read(local).with_context(|| format!("cannot read {}", local.display()))?;
+            fs_err::read(local).with_context(|| format!("cannot read {}", local.display()))?;
         remote.put(&format!("{REJECTS_DIR}/{name}"), data)?;
     }
     let previous = remote

@@ -203,7 +203,7 @@ pub fn deletes(inputs: &[Location]) -> Result<Vec<Delete>> {
 }
 
 fn deleted_file(path: &Path) -> Result<Vec<Delete>> {
-    let text = std::fs::read_to_string(path)
+    let text = fs_err::read_to_string(path)
         .with_context(|| format!("cannot read the deleted file {}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -442,7 +442,7 @@ pub fn rewrite(
         Location::Local(root) => {
             let mut p: PathBuf = root.join(rt);
             p.extend(rel.split('/'));
-            std::fs::write(&p, &buf).with_context(|| format!("cannot write {}", p.display()))?;
+            fs_err::write(&p, &buf).with_context(|| format!("cannot write {}", p.display()))?;
         }
         Location::Remote(remote) => remote.put(&format!("{rt}/{rel}"), buf)?,
     }

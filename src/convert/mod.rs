@@ -434,7 +434,7 @@ fn run_with(
         }
     );
     if let Location::Local(out) = &opts.out {
-        std::fs::create_dir_all(out)
+        fs_err::create_dir_all(out)
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     }
     // One writer at a time (see `dataset::lock`); held until the run is published. Appends to
@@ -479,7 +479,7 @@ fn run_with(
             (tmp, writer::Target::Store(remote.clone()))
         }
     };
-    std::fs::create_dir_all(&tmp)?;
+    fs_err::create_dir_all(&tmp)?;
     let run = Run {
         id: &run_id,
         fhir_version: &fhir_version,
@@ -494,7 +494,7 @@ fn run_with(
     // A failed run removes its files, unless it was committed: then the next run (or reader)
     // finishes publishing them.
     if matches!(opts.out, Location::Remote(_)) || (result.is_err() && !committed) {
-        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = fs_err::remove_dir_all(&tmp);
     }
     drop(lock);
     result
@@ -717,7 +717,7 @@ fn convert(
     match &opts.out {
         Location::Local(out) => {
             record.seconds = started.elapsed().as_secs_f64();
-            let previous = std::fs::read_to_string(out.join(RUN_RECORD)).ok();
+            let previous = fs_err::read_to_string(out.join(RUN_RECORD)).ok();
             let text = record.render(previous.as_deref())?;
             crate::dataset::commit::publish(out, tmp, run_id, opts.append, &text)?;
             if opts.append {
@@ -825,10 +825,10 @@ fn unify_published<'a>(
 
 /// Temporary folders of killed runs are never read; remove them.
 fn clean_stale_tmp(out: &Path) {
-    if let Ok(entries) = std::fs::read_dir(out) {
+    if let Ok(entries) = fs_err::read_dir(out) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-                let _ = std::fs::remove_dir_all(e.path());
+                let _ = fs_err::remove_dir_all(e.path());
             }
         }
     }

@@ -109,7 +109,7 @@ impl RemoteRun<'_> {
             return Err(roll_back(remote.explain(e, &path)));
         }
         for (local, rel) in self.rejects.iter().zip(&reject_names) {
-            let sent = std::fs::read(local)
+            let sent = fs_err::read(local)
                 .map_err(anyhow::Error::from)
                 .and_then(|data| remote.put(rel, data));
             if let Err(e) = sent {

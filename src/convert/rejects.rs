@@ -69,7 +69,7 @@ impl RejectWriter {
     ) -> Result<()> {
         if self.out.is_none() {
             if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
+                fs_err::create_dir_all(dir)?;
             }
             self.out = Some(BufWriter::new(File::create(&self.path)?));
         }

@@ -395,7 +395,7 @@ impl Target {
         match self {
             Target::Dir(root) => {
                 let dir = root.join(dir);
-                std::fs::create_dir_all(&dir)
+                fs_err::create_dir_all(&dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
                 let path = dir.join(name);
                 let file = File::create(&path)

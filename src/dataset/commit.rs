@@ -49,7 +49,7 @@ fn journal_path(out: &Path, run_id: &str) -> PathBuf {
 
 /// Publishes the finished run in `tmp` (a folder of `out`) with its run record `record`.
 pub fn publish(out: &Path, tmp: &Path, run_id: &str, append: bool, record: &str) -> Result<()> {
-    std::fs::write(tmp.join(RUN_RECORD), record)?;
+    fs_err::write(tmp.join(RUN_RECORD), record)?;
     let journal = Journal {
         run_id: run_id.to_string(),
         tmp: tmp
@@ -61,8 +61,8 @@ pub fn publish(out: &Path, tmp: &Path, run_id: &str, append: bool, record: &str)
     };
     let path = journal_path(out, run_id);
     let partial = out.join(format!(".{JOURNAL_PREFIX}{run_id}.json.tmp"));
-    std::fs::write(&partial, serde_json::to_vec_pretty(&journal)?)
-        .and_then(|()| std::fs::rename(&partial, &path))
+    fs_err::write(&partial, serde_json::to_vec_pretty(&journal)?)
+        .and_then(|()| fs_err::rename(&partial, &path))
         .with_context(|| format!("cannot write {}", path.display()))?;
     failpoint("journal-written");
     roll_forward(out, &journal)
@@ -76,7 +76,7 @@ pub fn is_pending(out: &Path, run_id: &str) -> bool {
 /// Finishes every publish a killed run left (see the module documentation).
 pub fn recover(out: &Path) -> Result<Vec<String>> {
     let mut done = Vec::new();
-    let Ok(entries) = std::fs::read_dir(out) else {
+    let Ok(entries) = fs_err::read_dir(out) else {
         return Ok(done);
     };
     for e in entries.flatten() {
@@ -84,7 +84,7 @@ pub fn recover(out: &Path) -> Result<Vec<String>> {
         if !(name.starts_with(JOURNAL_PREFIX) && name.ends_with(".json")) {
             continue;
         }
-        let journal: Journal = serde_json::from_slice(&std::fs::read(e.path())?)
+        let journal: Journal = serde_json::from_slice(&fs_err::read(e.path())?)
             .with_context(|| format!("{} is damaged", e.path().display()))?;
         roll_forward(out, &journal)?;
         done.push(journal.run_id);
@@ -94,7 +94,7 @@ pub fn recover(out: &Path) -> Result<Vec<String>> {
 
 /// Whether a folder holds a file of the run (file names carry the run id).
 fn holds_run(dir: &Path, run_id: &str) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = fs_err::read_dir(dir) else {
         return false;
     };
     entries.flatten().any(|e| {
@@ -110,7 +110,7 @@ fn roll_forward(out: &Path, j: &Journal) -> Result<()> {
     let tmp = out.join(&j.tmp);
     if tmp.is_dir() {
         let replaced = tmp.join(REPLACED);
-        let mut names: Vec<_> = std::fs::read_dir(&tmp)?
+        let mut names: Vec<_> = fs_err::read_dir(&tmp)?
             .flatten()
             .map(|e| e.file_name())
             .filter(|n| n != RUN_RECORD && n != REPLACED)
@@ -120,32 +120,31 @@ fn roll_forward(out: &Path, j: &Journal) -> Result<()> {
             let from = tmp.join(&name);
             let dest = out.join(&name);
             if !dest.exists() {
-                std::fs::rename(&from, &dest)
+                fs_err::rename(&from, &dest)
                     .with_context(|| format!("cannot publish {}", dest.display()))?;
             } else if j.append {
                 move_into(&from, &dest)?;
-                let _ = std::fs::remove_dir_all(&from);
+                let _ = fs_err::remove_dir_all(&from);
             } else {
                 if !holds_run(&dest, &j.run_id) {
                     exchange(&from, &dest)?;
                     failpoint("type-swapped");
                 }
                 // `from` now holds the replaced data.
-                std::fs::create_dir_all(&replaced)?;
-                std::fs::rename(&from, replaced.join(&name))?;
+                fs_err::create_dir_all(&replaced)?;
+                fs_err::rename(&from, replaced.join(&name))?;
             }
         }
         let record = tmp.join(RUN_RECORD);
         if record.exists() {
-            std::fs::rename(&record, out.join(RUN_RECORD))
+            fs_err::rename(&record, out.join(RUN_RECORD))
                 .with_context(|| format!("cannot write {}", out.join(RUN_RECORD).display()))?;
         }
         failpoint("record-written");
-        std::fs::remove_dir_all(&tmp)
-            .with_context(|| format!("cannot remove {}", tmp.display()))?;
+        fs_err::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
     }
     let journal = journal_path(out, &j.run_id);
-    std::fs::remove_file(&journal).with_context(|| format!("cannot remove {}", journal.display()))
+    fs_err::remove_file(&journal).with_context(|| format!("cannot remove {}", journal.display()))
 }
 
 /// Swaps two folders in one step.
@@ -183,21 +182,21 @@ fn exchange(a: &Path, b: &Path) -> Result<()> {
 
 fn exchange_by_renames(a: &Path, b: &Path) -> Result<()> {
     let aside = a.with_extension("swap");
-    std::fs::rename(b, &aside)?;
-    std::fs::rename(a, b)?;
-    std::fs::rename(aside, a)?;
+    fs_err::rename(b, &aside)?;
+    fs_err::rename(a, b)?;
+    fs_err::rename(aside, a)?;
     Ok(())
 }
 
 fn move_into(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
+    fs_err::create_dir_all(to)?;
+    for entry in fs_err::read_dir(from)? {
         let entry = entry?;
         let dest = to.join(entry.file_name());
         if entry.file_type()?.is_dir() {
             move_into(&entry.path(), &dest)?;
         } else {
-            std::fs::rename(entry.path(), dest)?;
+            fs_err::rename(entry.path(), dest)?;
         }
     }
     Ok(())

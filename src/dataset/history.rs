@@ -38,6 +38,7 @@ pub fn print(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<()> {
+    let tables = delta_tables(dataset, only)?;
     if !json {
         writeln!(
             out,
@@ -45,7 +46,7 @@ pub fn print(
             "table", "version", "time (UTC)", "operation", "mode", "files added", "removed"
         )?;
     }
-    for name in delta_tables(dataset, only)? {
+    for name in tables {
         for c in delta::history(dataset, &name)? {
             if json {
                 let mut v = serde_json::to_value(&c)?;

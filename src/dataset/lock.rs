@@ -53,8 +53,8 @@ impl Owner {
 }
 
 fn host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+    fs_err::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs_err::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_string())
         .ok()
         .filter(|h| !h.is_empty())
@@ -86,7 +86,7 @@ impl Drop for Lock {
     fn drop(&mut self) {
         match &self.place {
             Place::Local(p) => {
-                let _ = std::fs::remove_file(p);
+                let _ = fs_err::remove_file(p);
             }
             Place::Remote(r) => {
                 let _ = r.delete(vec![r.path(LOCK)]);
@@ -166,7 +166,7 @@ fn try_local(dir: &Path, me: &Owner) -> Result<Option<Option<Owner>>> {
             Ok(None)
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let owner = std::fs::read(&path)
+            let owner = fs_err::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
             Ok(Some(owner))
@@ -203,9 +203,9 @@ fn break_stale(dataset: &Location) -> Result<()> {
     match dataset {
         Location::Local(dir) => {
             let aside = dir.join(format!(".{LOCK}.stale-{}", std::process::id()));
-            match std::fs::rename(dir.join(LOCK), &aside) {
+            match fs_err::rename(dir.join(LOCK), &aside) {
                 Ok(()) => {
-                    let _ = std::fs::remove_file(aside);
+                    let _ = fs_err::remove_file(aside);
                     Ok(())
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -218,7 +218,7 @@ fn break_stale(dataset: &Location) -> Result<()> {
 
 /// The run holding the dataset's lock, if any (for readers: they never take it).
 pub fn holder(dataset: &Path) -> Option<Owner> {
-    let b = std::fs::read(dataset.join(LOCK)).ok()?;
+    let b = fs_err::read(dataset.join(LOCK)).ok()?;
     serde_json::from_slice(&b).ok()
 }
 
@@ -255,7 +255,7 @@ mod tests {
             host: host(),
             started: "2020-01-01T00:00:00Z".into(),
         };
-        std::fs::write(dir.path().join(LOCK), serde_json::to_vec(&dead).unwrap()).unwrap();
+        fs_err::write(dir.path().join(LOCK), serde_json::to_vec(&dead).unwrap()).unwrap();
         let third = acquire(&loc, "three", false).unwrap();
         assert!(third.took_over.as_deref().unwrap().contains("run dead"));
         drop(third);

@@ -122,7 +122,7 @@ pub fn table_kinds(dataset: &Location) -> Result<Vec<(String, bool)>> {
 /// Finishes a publish that a killed run left, if no live writer holds the dataset: readers
 /// never see a half-published dataset for longer than a writer is publishing it.
 pub fn finish_abandoned_publish(dataset: &Path) {
-    let pending = std::fs::read_dir(dataset).ok().is_some_and(|mut it| {
+    let pending = fs_err::read_dir(dataset).ok().is_some_and(|mut it| {
         it.any(|e| {
             e.is_ok_and(|e| {
                 e.file_name()
@@ -171,7 +171,7 @@ fn use_log(dataset: &Location, t: &mut Table, snap: delta::Snapshot) -> Result<(
 
 fn local_tables(dataset: &Path) -> Result<Vec<Table>> {
     finish_abandoned_publish(dataset);
-    let entries = std::fs::read_dir(dataset).with_context(|| {
+    let entries = fs_err::read_dir(dataset).with_context(|| {
         format!(
             "cannot read {}: give a folder written by `fhir2parquet convert`",
             dataset.display()
@@ -204,7 +204,7 @@ fn local_tables(dataset: &Path) -> Result<Vec<Table>> {
 }
 
 fn local_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir)? {
+    for e in fs_err::read_dir(dir)? {
         let p = e?.path();
         if p.is_dir() {
             if p.file_name().is_some_and(|n| n == delta::LOG_DIR) {

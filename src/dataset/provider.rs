@@ -61,7 +61,7 @@ impl SnapshotTable {
                     DataFile::Remote { path, .. } => path.clone(),
                 };
                 let size = match f {
-                    DataFile::Local(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+                    DataFile::Local(p) => fs_err::metadata(p).map(|m| m.len()).unwrap_or(0),
                     DataFile::Remote { size, .. } => *size,
                 };
                 let values = snapshot

@@ -156,20 +156,20 @@ pub fn widen(
     let what = || format!("cannot rewrite {} with more columns", show(file, remote));
     match file {
         DataFile::Local(path) => {
-            let before = std::fs::metadata(path).with_context(what)?.len();
+            let before = fs_err::metadata(path).with_context(what)?.len();
             let name = path.file_name().unwrap_or_default().to_string_lossy();
             let tmp = path.with_file_name(format!(".{name}.widening"));
             let result = (|| -> Result<u64> {
                 let out = std::io::BufWriter::new(File::create(&tmp)?);
                 let out = rewrite(File::open(path)?, out, schema, props)?;
                 out.into_inner()?.sync_all()?;
-                std::fs::rename(&tmp, path)?;
-                Ok(std::fs::metadata(path)?.len())
+                fs_err::rename(&tmp, path)?;
+                Ok(fs_err::metadata(path)?.len())
             })();
             match result {
                 Ok(after) => Ok((before, after)),
                 Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
+                    let _ = fs_err::remove_file(&tmp);
                     Err(e).with_context(what)
                 }
             }
@@ -248,12 +248,12 @@ pub fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn remove_leftovers(dir: &Path) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+    for e in fs_err::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
         if p.is_dir() {
             remove_leftovers(&p);
         } else if p.extension().is_some_and(|x| x == "widening") {
-            let _ = std::fs::remove_file(p);
+            let _ = fs_err::remove_file(p);
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::store::{Location, RemoteFile};
 /// `out/<Type>.ndjson`; returns the counts.
 pub fn to_ndjson(dataset: impl Into<Location>, out: &Path) -> Result<BTreeMap<String, u64>> {
     let dataset = &dataset.into();
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    fs_err::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut counts = BTreeMap::new();
     for table in crate::dataset::tables(dataset)? {
         let name = table.name;

@@ -28,7 +28,7 @@ impl Credentials {
     /// Reads a private key: PEM, or a JWK set (JSON, as SMART clients keep them); RSA keys sign
     /// with RS384, EC keys with ES384.
     pub fn from_key_file(path: &Path, kid: Option<String>) -> Result<Credentials> {
-        let pem = std::fs::read(path)
+        let pem = fs_err::read(path)
             .with_context(|| format!("cannot read the private key {}", path.display()))?;
         let text = String::from_utf8_lossy(&pem);
         if text.trim_start().starts_with('{') {
@@ -345,7 +345,7 @@ mod tests {
             let claims =
                 serde_json::json!({"sub": "c", "exp": chrono::Utc::now().timestamp() + 60});
             let jwt = jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap();
-            let pem = std::fs::read(dir.join(public)).unwrap();
+            let pem = fs_err::read(dir.join(public)).unwrap();
             let decoding = match alg {
                 Algorithm::RS384 => jsonwebtoken::DecodingKey::from_rsa_pem(&pem),
                 _ => jsonwebtoken::DecodingKey::from_ec_pem(&pem),

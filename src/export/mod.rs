@@ -97,7 +97,7 @@ impl Progress {
 /// run's own, or the latest of its `previous_runs`).
 pub fn last_transaction_time(out: &Location) -> Result<String> {
     let record = match out {
-        Location::Local(dir) => std::fs::read(dir.join(crate::convert::RUN_RECORD)).ok(),
+        Location::Local(dir) => fs_err::read(dir.join(crate::convert::RUN_RECORD)).ok(),
         Location::Remote(r) => r.read(crate::convert::RUN_RECORD)?.map(|b| b.to_vec()),
     };
     let record: Option<Value> = record.and_then(|b| serde_json::from_slice(&b).ok());
@@ -217,7 +217,7 @@ impl EventLog {
             ExportDir::Remote(..) => lines.push_str(&format!("{line}\n")),
             ExportDir::Local(d) => {
                 let append = || -> std::io::Result<()> {
-                    std::fs::create_dir_all(d)?;
+                    fs_err::create_dir_all(d)?;
                     let mut f = std::fs::OpenOptions::new()
                         .create(true)
                         .append(true)

@@ -44,12 +44,12 @@ impl ExportDir {
     pub fn write(&self, name: &str, data: &[u8]) -> Result<()> {
         match self {
             ExportDir::Local(d) => {
-                std::fs::create_dir_all(d)
+                fs_err::create_dir_all(d)
                     .with_context(|| format!("cannot create {}", d.display()))?;
                 // Written beside, then renamed: a state file is never half written.
                 let tmp = d.join(format!(".{name}.tmp"));
-                std::fs::write(&tmp, data)
-                    .and_then(|()| std::fs::rename(&tmp, d.join(name)))
+                fs_err::write(&tmp, data)
+                    .and_then(|()| fs_err::rename(&tmp, d.join(name)))
                     .with_context(|| format!("cannot write {}", self.display(name)))
             }
             ExportDir::Remote(r, p) => r.put(&Self::rel(p, name), data.to_vec()),
@@ -59,7 +59,7 @@ impl ExportDir {
     /// `name` read whole, or `None` when it does not exist.
     pub fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
         match self {
-            ExportDir::Local(d) => match std::fs::read(d.join(name)) {
+            ExportDir::Local(d) => match fs_err::read(d.join(name)) {
                 Ok(b) => Ok(Some(b)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e).with_context(|| format!("cannot read {}", self.display(name))),
@@ -82,7 +82,7 @@ impl ExportDir {
     pub fn remove(&self, name: &str) {
         match self {
             ExportDir::Local(d) => {
-                let _ = std::fs::remove_file(d.join(name));
+                let _ = fs_err::remove_file(d.join(name));
             }
             ExportDir::Remote(r, p) => {
                 let _ = r.delete(vec![r.path(&Self::rel(p, name))]);
@@ -94,7 +94,7 @@ impl ExportDir {
     pub fn remove_all(&self) {
         match self {
             ExportDir::Local(d) => {
-                let _ = std::fs::remove_dir_all(d);
+                let _ = fs_err::remove_dir_all(d);
             }
             ExportDir::Remote(r, p) => {
                 if let Ok(all) = r.list(p) {
@@ -120,7 +120,7 @@ impl ExportDir {
     pub fn spool(&self, name: &str) -> Result<Spool> {
         let sink = match self {
             ExportDir::Local(d) => {
-                std::fs::create_dir_all(d)
+                fs_err::create_dir_all(d)
                     .with_context(|| format!("cannot create {}", d.display()))?;
                 let part = d.join(format!(".{name}.part"));
                 let f = std::fs::File::create(&part)
@@ -171,7 +171,7 @@ impl Spool {
             SpoolSink::File(f, part, name) => {
                 let f = f.into_inner().map_err(|e| e.into_error())?;
                 f.sync_all()?;
-                std::fs::rename(&part, &name)
+                fs_err::rename(&part, &name)
                     .with_context(|| format!("cannot write {}", name.display()))
             }
             SpoolSink::Store(s) => {

@@ -73,7 +73,7 @@ pub(super) fn remote_sources(remote: &Remote, manifest: ObjPath) -> Result<Vec<S
 /// The files a manifest lists: a relative path is taken from the manifest's folder, a URL by the
 /// file of the same name beside the manifest.
 pub(super) fn sources(manifest: &Path) -> Result<Vec<Source>> {
-    let text = std::fs::read_to_string(manifest)
+    let text = fs_err::read_to_string(manifest)
         .with_context(|| format!("cannot read manifest {}", manifest.display()))?;
     let m = parse(&text, &manifest.display().to_string())?;
     let dir = manifest.parent().unwrap_or(Path::new("."));
@@ -95,7 +95,7 @@ pub(super) fn sources(manifest: &Path) -> Result<Vec<Source>> {
 
 /// The files of a local manifest's `deleted` section, found beside it as its `output` files.
 pub(crate) fn deleted_files(manifest: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(manifest)
+    let text = fs_err::read_to_string(manifest)
         .with_context(|| format!("cannot read manifest {}", manifest.display()))?;
     let m = parse(&text, &manifest.display().to_string())?;
     let dir = manifest.parent().unwrap_or(Path::new("."));

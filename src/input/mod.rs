@@ -78,7 +78,7 @@ fn is_ndjson(p: &Path) -> bool {
 }
 
 fn file_source(path: PathBuf, expected_count: Option<u64>) -> Result<Source> {
-    let meta = std::fs::metadata(&path)
+    let meta = fs_err::metadata(&path)
         .with_context(|| format!("cannot read input {}: check the path", path.display()))?;
     let gzip = path.extension().is_some_and(|e| e == "gz");
     Ok(Source {
@@ -182,7 +182,7 @@ pub fn resolve(inputs: &[Location]) -> Result<Vec<Source>> {
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in
-        std::fs::read_dir(dir).with_context(|| format!("cannot read folder {}", dir.display()))?
+        fs_err::read_dir(dir).with_context(|| format!("cannot read folder {}", dir.display()))?
     {
         let path = entry?.path();
         if path.is_dir() {

@@ -19,7 +19,7 @@ use serde_json::Value;
 /// Reads every StructureDefinition found in the JSON files of `dir` (bundles or single resources)
 /// and renders the model file.
 pub fn generate_model(dir: &Path) -> Result<String> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+    let mut files: Vec<_> = fs_err::read_dir(dir)
         .with_context(|| format!("cannot read the definitions folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
@@ -27,7 +27,7 @@ pub fn generate_model(dir: &Path) -> Result<String> {
     files.sort();
     let mut defs = Vec::new();
     for file in &files {
-        let text = std::fs::read_to_string(file)
+        let text = fs_err::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
         let value: Value = serde_json::from_str(&text)
             .with_context(|| format!("{} is not JSON", file.display()))?;

@@ -334,7 +334,7 @@ pub fn run(args: SqlArgs, stores: &StoreOptions) -> Result<i32> {
             shell.run_and_print(c, &mut out)?;
         }
         for f in &args.file {
-            let sql = std::fs::read_to_string(f)
+            let sql = fs_err::read_to_string(f)
                 .with_context(|| format!("cannot read {}", f.display()))?;
             shell.run_and_print(&sql, &mut out)?;
         }

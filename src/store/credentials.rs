@@ -218,7 +218,7 @@ fn aws_file(var: &str, default: &str) -> Option<String> {
     let path = env(var)
         .map(PathBuf::from)
         .or_else(|| home().map(|h| h.join(".aws").join(default)))?;
-    std::fs::read_to_string(path).ok()
+    fs_err::read_to_string(path).ok()
 }
 
 /// The profile's keys from `~/.aws/credentials` (or `[profile NAME]` of `~/.aws/config`). An

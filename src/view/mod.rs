@@ -49,7 +49,7 @@ use crate::sql::Shell;
 /// Reads a ViewDefinition file.
 pub fn load(path: &Path) -> Result<ViewDefinition> {
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        fs_err::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     ViewDefinition::from_json(&v).with_context(|| format!("{}", path.display()))
@@ -159,7 +159,7 @@ pub fn view_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+            let mut files: Vec<PathBuf> = fs_err::read_dir(p)
                 .with_context(|| format!("cannot read {}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.extension().is_some_and(|e| e == "json"))
@@ -244,7 +244,7 @@ pub fn run(args: ViewArgs, stores: &crate::store::StoreOptions) -> Result<i32> {
                 views.len()
             ),
             None => {
-                std::fs::create_dir_all(out)
+                fs_err::create_dir_all(out)
                     .with_context(|| format!("cannot create {}", out.display()))?;
                 for (name, df) in views {
                     let path = out.join(format!("{name}.parquet"));
@@ -263,7 +263,7 @@ fn write(shell: &Shell, df: DataFrame, path: &Path, fmt: FileFormat) -> Result<u
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs_err::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         path.file_name().and_then(|s| s.to_str()).unwrap_or("view"),
@@ -293,12 +293,12 @@ fn write(shell: &Shell, df: DataFrame, path: &Path, fmt: FileFormat) -> Result<u
     })();
     match result {
         Ok(rows) => {
-            std::fs::rename(&tmp, path)
+            fs_err::rename(&tmp, path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(rows)
         }
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = fs_err::remove_file(&tmp);
             Err(e)
         }
     }

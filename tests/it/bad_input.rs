@@ -139,3 +139,30 @@ fn a_line_of_tens_of_megabytes_is_fine() {
     );
     assert!(crate::read_lines(&back.join("Binary.ndjson"))[0].len() > 24_000_000);
 }
+
+/// File errors name the file and what to do, whichever command meets them.
+#[test]
+fn file_errors_name_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-thing");
+    let m = missing.to_str().unwrap();
+    let view = tmp.path().join("no-view.json");
+    let v = view.to_str().unwrap();
+    for args in [
+        vec!["convert", m, "-o", tmp.path().join("o").to_str().unwrap()],
+        vec!["sql", m, "-c", "SELECT 1"],
+        vec!["view", v, "--data", m],
+        vec!["to-ndjson", m, "-o", tmp.path().join("n").to_str().unwrap()],
+        vec!["history", m],
+        vec!["warehouse", "duckdb", m],
+    ] {
+        let o = crate::bin(&args);
+        assert!(!o.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("no-such-thing") || err.contains("no-view.json"),
+            "{args:?}: {err}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}: printed before failing");
+    }
+}
