@@ -34,6 +34,13 @@ impl Credentials {
         if text.trim_start().starts_with('{') {
             return from_jwks(&pem, kid).with_context(|| format!("{}: a JWK set", path.display()));
         }
+        if text.contains("PUBLIC KEY-----") || text.contains("BEGIN CERTIFICATE") {
+            bail!(
+                "{} holds a public key: --key takes the private key (the server keeps the public \
+                 one, or its JWK set)",
+                path.display()
+            );
+        }
         let (key, alg) = if text.contains("BEGIN EC PRIVATE KEY")
             || (text.contains("BEGIN PRIVATE KEY") && EncodingKey::from_ec_pem(&pem).is_ok())
         {
@@ -362,5 +369,11 @@ mod tests {
         // The public-only key is never taken for signing.
         let e = Credentials::from_key_file(&dir.join("ec.jwks.json"), Some("ec-public".into()));
         assert!(e.is_err());
+        // A public key PEM given as --key says so.
+        for public in ["rsa.pub.pem", "ec.pub.pem"] {
+            let e = Credentials::from_key_file(&dir.join(public), None).err().unwrap();
+            let msg = format!("{e:#}");
+            assert!(msg.contains("public key") && msg.contains(public), "{msg}");
+        }
     }
 }
