@@ -14,9 +14,11 @@ pub mod exit {
     pub const FATAL: i32 = 1;
     /// Bad command-line usage (clap's own code).
     pub const USAGE: i32 = 2;
-    /// The run finished, but some lines were rejected, an input was damaged or a manifest count
-    /// did not match.
+    /// The run finished, but some lines were rejected, an input was damaged, a manifest count
+    /// did not match, or the server reported files it could not export (`--allow-partial`).
     pub const WITH_REJECTS: i32 = 3;
+    /// Stopped by Ctrl-C (128 + SIGINT): nothing was published.
+    pub const INTERRUPTED: i32 = 130;
 }
 
 #[derive(Parser, Debug)]
@@ -153,9 +155,17 @@ pub struct ExportArgs {
     /// Leave the job on the server at the end (default: DELETE it).
     #[arg(long)]
     pub keep_job: bool,
-    /// Continue the job kept in OUT/_export/state.json (after a crash or a kill).
+    /// Continue the job kept in OUT/_export/state.json (after a crash or a kill), signing in
+    /// as it did (its client id, key file, kid and scope are kept with it).
     #[arg(long)]
     pub resume: bool,
+    /// Delete an unfinished export kept in OUT (on the server too) and start a new one.
+    #[arg(long, conflicts_with = "resume")]
+    pub restart: bool,
+    /// Publish what came when the server's error files report failures: the run record names
+    /// the incomplete types and the exit code is 3. Without it such an export fails.
+    #[arg(long)]
+    pub allow_partial: bool,
     /// The longest wait between two status requests, in seconds, whatever the server asks.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub max_poll: u64,

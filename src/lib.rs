@@ -15,6 +15,7 @@ pub mod encode;
 pub mod export;
 pub mod fuzz;
 pub mod input;
+pub mod interrupt;
 pub mod json;
 pub mod schema;
 pub mod sql;

@@ -38,6 +38,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         // The reader of our output went away (`| head`): not an error of ours.
         Err(e) if is_broken_pipe(&e) => exit::OK,
+        Err(e) if fhir2parquet::interrupt::is_interrupt(&e) => {
+            eprintln!("error: {}", redact(&message(&e)));
+            exit::INTERRUPTED
+        }
         Err(e) => {
             // Store errors can quote request URLs: never with their signatures or tokens.
             eprintln!("error: {}", redact(&message(&e)));
@@ -92,26 +96,41 @@ fn report(record: &convert::RunRecord, quiet: bool) -> anyhow::Result<i32> {
 fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Result<i32> {
     use fhir2parquet::export::{self, auth, ExportOptions, Level};
     let out = Location::parse(&a.out, stores)?;
-    let base = match (&a.base, a.resume) {
-        (Some(b), _) => b.clone(),
-        // Resuming: the server is in the kept state.
-        (None, _) => export::resumable_base(&out)?,
+    // Resuming: the server and the sign-in are in the kept state; what is given wins.
+    let (base, kept) = match (&a.base, a.resume) {
+        (Some(b), false) => (b.clone(), export::SignIn::default()),
+        (b, true) => {
+            let (base, kept) = export::resumable(&out)?;
+            (b.clone().unwrap_or(base), kept)
+        }
+        (None, false) => anyhow::bail!("export needs the server's base URL (or --resume)"),
+    };
+    let sign_in = export::SignIn {
+        client_id: a.client_id.clone().or(kept.client_id),
+        key: match &a.key {
+            // Kept absolute, so a resume works from any folder.
+            Some(k) => Some(std::path::absolute(k).unwrap_or_else(|_| k.clone())),
+            None => kept.key,
+        },
+        kid: a.kid.clone().or(kept.kid),
+        scope: a.scope.clone().or(kept.scope),
+        client_secret_env: a.client_secret_env.clone().or(kept.client_secret_env),
     };
     let http = reqwest::Client::new();
-    let credentials = match (&a.key, &a.client_secret_env) {
-        (Some(k), _) => Some(auth::Credentials::from_key_file(k, a.kid.clone())?),
+    let credentials = match (&sign_in.key, &sign_in.client_secret_env) {
+        (Some(k), _) => Some(auth::Credentials::from_key_file(k, sign_in.kid.clone())?),
         (None, Some(var)) => Some(auth::Credentials::Secret(std::env::var(var).map_err(
             |_| anyhow::anyhow!("--client-secret-env {var}: the variable is not set"),
         )?)),
         (None, None) => None,
     };
-    let auth = match (a.client_id.clone(), credentials) {
+    let auth = match (sign_in.client_id.clone(), credentials) {
         (Some(id), Some(c)) => Some(fhir2parquet::store::block_on(auth::Auth::discover(
             &http,
             &base,
             id,
             c,
-            a.scope.clone(),
+            sign_in.scope.clone(),
         ))?),
         (Some(_), None) => anyhow::bail!("--client-id needs --key or --client-secret-env"),
         _ => None,
@@ -150,6 +169,10 @@ fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Re
         max_poll: std::time::Duration::from_secs(a.max_poll.max(1)),
         progress,
         keep_ndjson: a.keep_ndjson.clone(),
+        allow_partial: a.allow_partial,
+        restart: a.restart,
+        sign_in,
+        quiet: a.quiet,
     };
     let convert = ConvertOptions {
         out,
@@ -174,8 +197,44 @@ fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Re
         batch_rows: 8192,
         progress,
     };
-    let record = export::run(opts, &convert)?;
-    report(&record, a.quiet)
+    // Ctrl-C asks the export to stop at its next download or before its commit (what was
+    // fetched is kept for --resume, the dataset lock released); a second one exits at once.
+    on_interrupt_request_stop();
+    match export::run(opts, &convert)? {
+        export::Exported::Published(record) => report(&record, a.quiet),
+        export::Exported::AlreadyPublished { job, run_id } => {
+            eprintln!(
+                "the export {job} is already published in {} (run {run_id}); its leftovers are \
+                 cleaned up",
+                a.out
+            );
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Installs the export's Ctrl-C handler: the first asks running work to stop
+/// ([`fhir2parquet::interrupt`]), a second exits with 130 at once.
+fn on_interrupt_request_stop() {
+    extern "C" fn on_interrupt(_: libc::c_int) {
+        if fhir2parquet::interrupt::requested() {
+            // SAFETY: _exit(2) is async-signal-safe.
+            unsafe { libc::_exit(130) }
+        }
+        let msg = b"\nstopping: the finished downloads are kept (Ctrl-C again to quit now)\n";
+        // SAFETY: write(2) is async-signal-safe; request() is one atomic store.
+        unsafe {
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+        }
+        fhir2parquet::interrupt::request();
+    }
+    // SAFETY: installs a handler that only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {

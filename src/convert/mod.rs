@@ -691,6 +691,8 @@ fn convert(
         rec.files += f.names.len() as u64;
         rec.parquet_bytes += f.bytes;
     }
+    // The last point a stop asked for (Ctrl-C in an export) ends the run with nothing published.
+    crate::interrupt::check()?;
     if opts.format == Format::Delta {
         record.seconds = started.elapsed().as_secs_f64();
         match &opts.out {

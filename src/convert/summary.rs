@@ -145,6 +145,30 @@ impl RunRecord {
                 super::REJECTS_DIR
             ));
         }
+        let failures = self
+            .export
+            .as_ref()
+            .and_then(|e| e["server_failures"].as_array())
+            .map_or(0, Vec::len);
+        if failures > 0 {
+            let types = self
+                .export
+                .as_ref()
+                .and_then(|e| e["incomplete_types"].as_array());
+            let types: Vec<&str> = types
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str())
+                .collect();
+            out.push(format!(
+                "the server reported {failures} failure(s) in its error files: the dataset is \
+                 partial ({}); see _export/outcome-*.ndjson",
+                match types.is_empty() {
+                    true => "it names no type".to_string(),
+                    false => format!("incomplete: {}", types.join(", ")),
+                }
+            ));
+        }
         for i in &self.inputs {
             if let Some(e) = &i.error {
                 out.push(format!(

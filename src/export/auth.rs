@@ -371,7 +371,9 @@ mod tests {
         assert!(e.is_err());
         // A public key PEM given as --key says so.
         for public in ["rsa.pub.pem", "ec.pub.pem"] {
-            let e = Credentials::from_key_file(&dir.join(public), None).err().unwrap();
+            let e = Credentials::from_key_file(&dir.join(public), None)
+                .err()
+                .unwrap();
             let msg = format!("{e:#}");
             assert!(msg.contains("public key") && msg.contains(public), "{msg}");
         }

@@ -59,6 +59,33 @@ pub struct ExportOptions {
     pub progress: bool,
     /// Keep the downloads (gzipped NDJSON) here instead of only until the export is published.
     pub keep_ndjson: Option<PathBuf>,
+    /// Publish what came when the manifest's error files report failures (the run record and
+    /// the exit code say the dataset is partial); without it such an export fails.
+    pub allow_partial: bool,
+    /// Delete an unfinished export kept in OUT (on the server too) and start a new one;
+    /// without it a new export into such a folder is refused.
+    pub restart: bool,
+    /// How the client signed in, kept with the job (never the key or secret itself) so that
+    /// `--resume` needs nothing but OUT.
+    pub sign_in: SignIn,
+    /// No notes on stderr (retries, waits).
+    pub quiet: bool,
+}
+
+/// The sign-in settings of an export, kept in its state for `--resume`: the client id, the
+/// key file's path, the kid, the scope, the name of the secret's environment variable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SignIn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
 }
 
 /// The job, kept in `OUT/_export/state.json` while it runs.
@@ -71,6 +98,8 @@ struct State {
     /// name of its copy.
     #[serde(default)]
     done: std::collections::BTreeMap<usize, String>,
+    #[serde(default)]
+    sign_in: SignIn,
 }
 
 const STATE: &str = "state.json";
@@ -116,13 +145,70 @@ pub fn last_transaction_time(out: &Location) -> Result<String> {
     })
 }
 
-/// The base URL of the export kept in OUT, to resume it.
-pub fn resumable_base(out: &Location) -> Result<String> {
+/// The export kept in OUT to resume: its server's base URL and how the client signed in.
+pub fn resumable(out: &Location) -> Result<(String, SignIn)> {
     let dir = ExportDir::under(out, "_export");
     let state = dir
         .read(STATE)?
         .ok_or_else(|| anyhow!("no export to resume: {} is missing", dir.display(STATE)))?;
-    Ok(serde_json::from_slice::<State>(&state)?.base)
+    let state: State = serde_json::from_slice(&state)
+        .with_context(|| format!("{} is damaged", dir.display(STATE)))?;
+    Ok((state.base, state.sign_in))
+}
+
+/// The command that resumes the export kept in OUT (its sign-in is kept with it).
+fn resume_command(out: &Location) -> String {
+    format!("fhir2parquet export --resume -o {}", out.display())
+}
+
+/// The export's manifest error files, read: failures (issues of severity error or fatal)
+/// and the types they name (an issue's expression or location, else a type of the request
+/// named in its text).
+fn server_failures(dir: &ExportDir, files: usize, types: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut failures = Vec::new();
+    let mut named = std::collections::BTreeSet::new();
+    for i in 0..files {
+        let Ok(Some(body)) = dir.read(&format!("outcome-{i}.ndjson")) else {
+            continue;
+        };
+        for line in body.split(|b| *b == b'\n') {
+            let Ok(outcome) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            for issue in outcome["issue"].as_array().into_iter().flatten() {
+                if !matches!(issue["severity"].as_str(), Some("error" | "fatal") | None) {
+                    continue;
+                }
+                let text = issue["diagnostics"]
+                    .as_str()
+                    .or(issue["details"]["text"].as_str())
+                    .unwrap_or("");
+                failures.push(format!(
+                    "{}: {text}",
+                    issue["code"].as_str().unwrap_or("unknown")
+                ));
+                let paths = ["expression", "location"]
+                    .iter()
+                    .flat_map(|k| issue[*k].as_array().cloned().unwrap_or_default())
+                    .filter_map(|p| p.as_str().map(str::to_string));
+                for p in paths {
+                    let t = p.split(['.', '/', '(']).next().unwrap_or_default();
+                    if crate::schema::node::resource_members(t).is_some() {
+                        named.insert(t.to_string());
+                    }
+                }
+                for t in types {
+                    if text
+                        .split(|c: char| !c.is_ascii_alphanumeric())
+                        .any(|w| w == t)
+                    {
+                        named.insert(t.clone());
+                    }
+                }
+            }
+        }
+    }
+    (failures, named.into_iter().collect())
 }
 
 /// A status request is answered within these bounds, whatever Retry-After says (servers send
@@ -163,8 +249,31 @@ fn outcome_text(body: &Value) -> String {
         })
         .collect();
     match parts.is_empty() {
-        true => "no OperationOutcome".into(),
+        true => "an OperationOutcome with no issue".into(),
         false => parts.join("; "),
+    }
+}
+
+/// What a server said in a response body, for a message: an OperationOutcome's issues, an
+/// OAuth error, or its text (one line, at most 300 characters; "no message" when empty).
+fn server_text(body: &[u8]) -> String {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        if v["resourceType"] == "OperationOutcome" {
+            return outcome_text(&v);
+        }
+        if let Some(e) = v["error"].as_str() {
+            return match v["error_description"].as_str() {
+                Some(d) => format!("{e}: {d}"),
+                None => e.to_string(),
+            };
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.chars().count() {
+        0 => "no message".into(),
+        n if n > 300 => format!("{}...", line.chars().take(300).collect::<String>()),
+        _ => line,
     }
 }
 
@@ -174,8 +283,12 @@ fn is_transient(body: &Value) -> bool {
         .is_some_and(|is| !is.is_empty() && is.iter().all(|i| i["code"] == "transient"))
 }
 
-/// `OUT/_export/log.ndjson`: one event per line, in the form bulk-data-client writes
-/// (`exportId`, `timestamp` in ms, `eventId`, `eventDetail`), so existing tooling reads it.
+/// `OUT/_export/log.ndjson`: one event per line, in the form of the Bulk Data client log
+/// (bulk-data-client's `log.ndjson`): `exportId` (the status URL, once there is one),
+/// `timestamp` (ISO 8601), `eventId` and `eventDetail`, with its events (`kickoff`,
+/// `status_progress`, `status_complete`, `status_page_complete`, `status_error`,
+/// `manifest_complete`, `download_request`, `download_complete`, `download_error`,
+/// `export_complete`, `export_error`) and two of ours: `request_retry` and `resume`.
 /// On a store the log is written whole at milestones (an object cannot be appended to).
 #[derive(Clone)]
 struct EventLog {
@@ -194,9 +307,15 @@ impl EventLog {
             ExportDir::Remote(..) => dir.read(LOG).ok().flatten().unwrap_or_default(),
             ExportDir::Local(_) => Vec::new(),
         };
+        // Until the kick-off gives a status URL: an id of this attempt.
+        let id = format!(
+            "fhir2parquet-{}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+            std::process::id()
+        );
         EventLog {
             dir,
-            export_id: Default::default(),
+            export_id: Arc::new(std::sync::Mutex::new(id)),
             lines: Arc::new(std::sync::Mutex::new(
                 String::from_utf8_lossy(&before).into_owned(),
             )),
@@ -206,7 +325,7 @@ impl EventLog {
     fn log(&self, event: &str, detail: Value) {
         let line = serde_json::json!({
             "exportId": self.export_id.lock().expect("no panic").clone(),
-            "timestamp": chrono::Utc::now().timestamp_millis(),
+            "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "eventId": event,
             "eventDetail": detail,
         });
@@ -244,6 +363,9 @@ struct Client {
     http: reqwest::Client,
     auth: Option<Auth>,
     max_poll: Duration,
+    log: EventLog,
+    /// No retry notes on stderr.
+    quiet: bool,
 }
 
 impl Client {
@@ -270,7 +392,8 @@ impl Client {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) if attempt < ATTEMPTS => {
-                    let _ = e;
+                    let why = format!("{}", e.without_url());
+                    self.retrying(url, None, &why, backoff, attempt);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.max_poll);
                     continue;
@@ -296,21 +419,46 @@ impl Client {
                         .and_then(|v| v.to_str().ok()),
                     self.max_poll,
                 );
+                let bytes = resp.bytes().await.unwrap_or_default();
                 // A 5xx with an OperationOutcome that is not transient is the job's failure.
                 if status.is_server_error() {
-                    let body: Value =
-                        serde_json::from_slice(&resp.bytes().await.unwrap_or_default())
-                            .unwrap_or_default();
+                    let body: Value = serde_json::from_slice(&bytes).unwrap_or_default();
                     if body["resourceType"] == "OperationOutcome" && !is_transient(&body) {
                         bail!("{}: {status}: {}", strip(url), outcome_text(&body));
                     }
                 }
-                tokio::time::sleep(wait.unwrap_or(backoff)).await;
+                let wait = wait.unwrap_or(backoff);
+                let why = format!("{status}: {}", server_text(&bytes));
+                self.retrying(url, Some(status.as_u16()), &why, wait, attempt);
+                tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(self.max_poll);
                 continue;
             }
             return Ok(resp);
         }
+    }
+}
+
+impl Client {
+    /// Says that a request is tried again, and after how long: on stderr (a long wait must not
+    /// look like a hang, on a terminal or not) and in the log.
+    fn retrying(&self, url: &str, code: Option<u16>, why: &str, wait: Duration, attempt: u32) {
+        if !self.quiet {
+            eprintln!(
+                "fhir2parquet: {} failed ({why}); trying again in {:.1} s (attempt {} of {ATTEMPTS})",
+                strip(url),
+                wait.as_secs_f64(),
+                attempt + 1
+            );
+        }
+        self.log.log(
+            "request_retry",
+            serde_json::json!({
+                "url": strip(url), "code": code, "message": why,
+                "waitMs": wait.as_millis() as u64, "attempt": attempt + 1,
+                "attempts": ATTEMPTS,
+            }),
+        );
     }
 }
 
@@ -376,9 +524,64 @@ fn parameters_resource(params: &[(String, String)]) -> Value {
     serde_json::json!({"resourceType": "Parameters", "parameter": parameter})
 }
 
+/// Kicks the export off; logs `kickoff` (with the server's status and text when refused);
+/// the status URL.
 async fn kick_off(c: &Client, o: &ExportOptions) -> Result<String> {
     let url = kickoff_url(o);
     let params = parameters(o);
+    let logged = |code: Option<u16>, body: Option<String>| {
+        // The `patient` parameter names patients: never logged.
+        let request: std::collections::BTreeMap<&str, &str> = params
+            .iter()
+            .filter(|(k, _)| k != "patient")
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        c.log.log(
+            "kickoff",
+            serde_json::json!({
+                "exportUrl": url,
+                "errorCode": code,
+                "errorBody": body,
+                "requestParameters": request,
+            }),
+        );
+        c.log.flush();
+    };
+    let resp = match kick_off_request(c, o, &url, &params).await {
+        Ok(r) => r,
+        Err(e) => {
+            logged(None, Some(format!("{e:#}")));
+            return Err(e);
+        }
+    };
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get(header::CONTENT_LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if status != StatusCode::ACCEPTED {
+        let text = server_text(&resp.bytes().await.unwrap_or_default());
+        logged(Some(status.as_u16()), Some(text.clone()));
+        bail!("{url}: the kick-off was refused ({status}): {text}");
+    }
+    let Some(location) = location else {
+        logged(None, Some("202 without a Content-Location".into()));
+        bail!("{url}: 202 without a Content-Location (the status URL)");
+    };
+    *c.log.export_id.lock().expect("no panic") = strip(&location);
+    logged(None, None);
+    Ok(location)
+}
+
+async fn kick_off_request(
+    c: &Client,
+    o: &ExportOptions,
+    url: &str,
+    params: &[(String, String)],
+) -> Result<reqwest::Response> {
+    let url = url.to_string();
+    let params = params.to_vec();
     let resp = if o.post {
         let body = serde_json::to_vec(&parameters_resource(&params))?;
         c.send(Method::POST, &url, true, &|r| {
@@ -396,20 +599,7 @@ async fn kick_off(c: &Client, o: &ExportOptions) -> Result<String> {
         })
         .await?
     };
-    let status = resp.status();
-    let location = resp
-        .headers()
-        .get(header::CONTENT_LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if status != StatusCode::ACCEPTED {
-        let body: Value = serde_json::from_slice(&resp.bytes().await?).unwrap_or_default();
-        bail!(
-            "{url}: the kick-off was refused ({status}): {}",
-            outcome_text(&body)
-        );
-    }
-    location.ok_or_else(|| anyhow!("{url}: 202 without a Content-Location (the status URL)"))
+    Ok(resp)
 }
 
 /// Polls the status URL until the manifest is ready.
@@ -457,23 +647,55 @@ async fn poll(
             }
             s => {
                 let outcome: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let text = server_text(&body);
+                log.log(
+                    "status_error",
+                    serde_json::json!({"code": s.as_u16(), "body": text, "message": format!("{s}: {text}")}),
+                );
                 if is_transient(&outcome) {
+                    c.retrying(job, Some(s.as_u16()), &text, backoff, 1);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(c.max_poll);
                     continue;
                 }
-                bail!(
-                    "{}: the export failed ({s}): {}",
-                    strip(job),
-                    outcome_text(&outcome)
-                );
+                bail!("{}: the export failed ({s}): {text}", strip(job));
             }
         }
     }
 }
 
+/// Every URL of a manifest page (its files, error and deleted files, next page) must be an
+/// absolute http(s) URL: anything else (`file:///etc/hostname`, a relative path) is refused,
+/// naming the entry. No local file is ever read because a server said so.
+fn check_urls(page: &Value) -> Result<()> {
+    let mut urls: Vec<(String, Option<&str>)> = Vec::new();
+    for key in ["output", "error", "outcome", "deleted"] {
+        for (i, e) in page[key].as_array().into_iter().flatten().enumerate() {
+            urls.push((format!("{key}[{i}].url"), e["url"].as_str()));
+        }
+    }
+    for (i, l) in page["link"].as_array().into_iter().flatten().enumerate() {
+        urls.push((format!("link[{i}].url"), l["url"].as_str()));
+    }
+    for (at, url) in urls {
+        let Some(url) = url else {
+            bail!("the manifest's {at} is missing: the server's manifest is not valid");
+        };
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+            _ => bail!(
+                "the manifest's {at} is not an absolute http(s) URL ({}): the server's manifest \
+                 is not valid; nothing is read from it",
+                strip(url)
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// The manifest's entries of one kind over every page (`link` with relation `next`).
 async fn all_pages(c: &Client, first: Value) -> Result<Vec<Value>> {
+    check_urls(&first)?;
     let mut pages = vec![first];
     loop {
         let next = pages.last().and_then(|p| {
@@ -491,10 +713,19 @@ async fn all_pages(c: &Client, first: Value) -> Result<Vec<Value>> {
                 r.header(header::ACCEPT, "application/json")
             })
             .await?;
-        if !resp.status().is_success() {
-            bail!("{}: a manifest page: {}", strip(&url), resp.status());
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "{}: a manifest page: {status}: {}",
+                strip(&url),
+                server_text(&body)
+            );
         }
-        pages.push(serde_json::from_slice(&resp.bytes().await?)?);
+        let page: Value = serde_json::from_slice(&body)
+            .with_context(|| format!("{}: the manifest page is not JSON", strip(&url)))?;
+        check_urls(&page)?;
+        pages.push(page);
     }
 }
 
@@ -511,6 +742,33 @@ struct Download {
     /// Where the copy goes.
     copies: ExportDir,
     progress: Arc<Progress>,
+    /// The file links of fresh manifests, shared by every download of the export.
+    links: Arc<tokio::sync::Mutex<Links>>,
+}
+
+/// The file links of the latest fresh manifest, asked for once however many downloads find
+/// their links expired at once.
+#[derive(Default)]
+struct Links {
+    /// How many fresh manifests were asked for (0: the links are the first manifest's).
+    generation: u64,
+    /// The fresh manifest's file URLs, by entry.
+    urls: Vec<String>,
+}
+
+/// Said of files a server no longer has.
+const GONE: &str = "so --resume cannot help";
+
+/// A file request's answer that a fresh link may cure: signed links expire (a 403 from
+/// S3-style storage, 401, 404 or 410 elsewhere).
+fn link_expired(s: StatusCode) -> bool {
+    [
+        StatusCode::UNAUTHORIZED,
+        StatusCode::FORBIDDEN,
+        StatusCode::NOT_FOUND,
+        StatusCode::GONE,
+    ]
+    .contains(&s)
 }
 
 impl Download {
@@ -533,33 +791,56 @@ impl Download {
             .await
     }
 
-    /// The file, asking the status URL for a new link once if this one has expired.
-    async fn fetch(&self, url: &str) -> Result<reqwest::Response> {
+    /// The file, asking the status URL for new links if this one has expired: once per
+    /// manifest, whichever download finds it first (the others wait for its answer and take
+    /// their new links from it). `generation`: the manifest `url` came from.
+    async fn fetch(&self, url: &str, generation: u64) -> Result<reqwest::Response> {
         let resp = self.get(url).await?;
-        let expired = [
-            StatusCode::UNAUTHORIZED,
-            StatusCode::FORBIDDEN,
-            StatusCode::NOT_FOUND,
-            StatusCode::GONE,
-        ]
-        .contains(&resp.status());
-        if !expired {
+        let status = resp.status();
+        if !link_expired(status) {
             return Ok(resp);
         }
-        // Signed file links expire (a 403 from S3-style storage, 404 or 410 elsewhere); the
-        // status URL answers with the manifest, and fresh links, until the job is deleted
-        // (export.html, "Bulk Data Status Request": complete status).
+        let said = server_text(&resp.bytes().await.unwrap_or_default());
         self.log.log(
             "download_error",
-            serde_json::json!({"fileUrl": strip(url), "status": resp.status().as_u16(), "action": "refetching the manifest"}),
+            serde_json::json!({
+                "fileUrl": strip(url), "code": status.as_u16(), "body": said,
+                "message": format!("{status}: {said}; asking the status URL for new links"),
+                "responseHeaders": null,
+            }),
         );
-        match self.fresh_link().await {
-            Some(fresh) if fresh != url => self.get(&fresh).await,
-            _ => Ok(resp),
+        // The status URL answers with the manifest, and fresh links, until the job is deleted
+        // (export.html, "Bulk Data Status Request": complete status).
+        let fresh = {
+            let mut links = self.links.lock().await;
+            if links.generation <= generation {
+                links.urls = self.fresh_links().await.unwrap_or_default();
+                links.generation += 1;
+            }
+            links.urls.get(self.entry).cloned()
+        };
+        let gone = |why: String| {
+            anyhow!(
+                "{}: {status} ({said}), and {why}: the server no longer has the job's files, \
+                 {GONE}: export again",
+                strip(url)
+            )
+        };
+        let Some(fresh) = fresh else {
+            return Err(gone("the status URL gives no new manifest".into()));
+        };
+        let resp = self.get(&fresh).await?;
+        if link_expired(resp.status()) {
+            return Err(gone(format!(
+                "the new manifest's link answers {} too",
+                resp.status()
+            )));
         }
+        Ok(resp)
     }
 
-    async fn fresh_link(&self) -> Option<String> {
+    /// The file URLs of a fresh manifest (every page), by entry.
+    async fn fresh_links(&self) -> Option<Vec<String>> {
         let c = &self.client;
         let resp = c
             .send(Method::GET, &self.job, true, &|r| {
@@ -572,27 +853,32 @@ impl Download {
         }
         let first: Value = serde_json::from_slice(&resp.bytes().await.ok()?).ok()?;
         let pages = all_pages(c, first).await.ok()?;
-        let outputs: Vec<&Value> = pages
+        pages
             .iter()
             .flat_map(|p| p["output"].as_array().into_iter().flatten())
-            .collect();
-        outputs.get(self.entry)?["url"].as_str().map(str::to_string)
+            .map(|o| o["url"].as_str().map(str::to_string))
+            .collect()
     }
 }
 
 /// Opens a download as it streams, copying it into OUT/_export/files (or `--keep-ndjson`).
 fn opener(d: Arc<Download>, url: String) -> Opener {
     Opener(Arc::new(move || {
+        if crate::interrupt::requested() {
+            return Err(std::io::Error::other(crate::interrupt::MESSAGE));
+        }
         d.log.log(
             "download_request",
-            serde_json::json!({"fileUrl": strip(&url), "itemType": d.item}),
+            serde_json::json!({"fileUrl": strip(&url), "itemType": "output", "resourceType": d.item}),
         );
-        let resp = block_on(d.fetch(&url)).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-        if !resp.status().is_success() {
+        let resp =
+            block_on(d.fetch(&url, 0)).map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let said = server_text(&block_on(resp.bytes()).unwrap_or_default());
             return Err(std::io::Error::other(format!(
-                "{}: {}",
-                strip(&url),
-                resp.status()
+                "{}: {status}: {said}",
+                strip(&url)
             )));
         }
         let gzip = resp
@@ -608,12 +894,19 @@ fn opener(d: Arc<Download>, url: String) -> Opener {
             .copies
             .spool(&name)
             .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-        let (progress, entry) = (d.progress.clone(), d.entry);
+        let (progress, entry, log) = (d.progress.clone(), d.entry, d.log.clone());
+        let file_url = strip(&url);
         let tee = Tee::new(
             download,
             copy,
             gzip,
-            Box::new(move || progress.done(entry, name)),
+            Box::new(move |bytes, lines| {
+                log.log(
+                    "download_complete",
+                    serde_json::json!({"fileUrl": file_url, "resourceCount": lines, "fileSize": bytes}),
+                );
+                progress.done(entry, name)
+            }),
         );
         Ok(match gzip {
             true => Box::new(flate2::read::MultiGzDecoder::new(tee)) as Box<dyn std::io::Read>,
@@ -722,82 +1015,95 @@ fn write_deleted(dir: &ExportDir, rows: &[(String, String)], when: &str) -> Resu
     dir.write(&format!("deleted-{name}.parquet"), &bytes)
 }
 
-/// What Ctrl-C prints: how to go on (set once, before the handler is installed).
-static INTERRUPTED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-
-/// On Ctrl-C (SIGINT), tells the user how to resume before exiting with 130: the job and the
-/// finished downloads are in OUT/_export/, nothing of the run is published.
-fn note_how_to_resume_on_interrupt(out: &Location) {
-    extern "C" fn on_interrupt(_: libc::c_int) {
-        if let Some(msg) = INTERRUPTED.get() {
-            // SAFETY: write(2) and _exit(2) are async-signal-safe; the message was set before
-            // the handler was installed and is never changed.
-            unsafe {
-                libc::write(2, msg.as_ptr().cast(), msg.len());
-            }
-        }
-        unsafe { libc::_exit(130) }
-    }
-    let msg = format!(
-        "\ninterrupted: the job and the finished downloads are kept; run `fhir2parquet export \
-         --resume -o {}` to go on\n",
-        out.display()
-    );
-    if INTERRUPTED.set(msg.into_bytes()).is_ok() {
-        // SAFETY: installs a handler that only calls async-signal-safe functions.
-        unsafe {
-            libc::signal(
-                libc::SIGINT,
-                on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            );
-        }
-    }
+/// What an export did.
+#[derive(Debug)]
+pub enum Exported {
+    /// The files were converted and published: the run record.
+    Published(Box<RunRecord>),
+    /// `--resume` of a job OUT's run record already names as published (the process was
+    /// stopped after its commit): only the job's leftovers were cleaned up.
+    AlreadyPublished { job: String, run_id: String },
 }
 
-/// Runs an export into `convert.out`; returns the run record.
-pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
-    note_how_to_resume_on_interrupt(&convert.out);
+/// The run id of OUT's last run when it published the export of `job`.
+fn published_run(out: &Location, job: &str) -> Option<String> {
+    let record = match out {
+        Location::Local(dir) => fs_err::read(dir.join(crate::convert::RUN_RECORD)).ok()?,
+        Location::Remote(r) => r.read(crate::convert::RUN_RECORD).ok()??.to_vec(),
+    };
+    let record: Value = serde_json::from_slice(&record).ok()?;
+    (record["export"]["job"].as_str() == Some(job))
+        .then(|| record["run_id"].as_str().unwrap_or_default().to_string())
+}
+
+/// Runs an export into `convert.out`.
+///
+/// A stop asked for with [`crate::interrupt::request`] (the binary's Ctrl-C) ends it at the
+/// next download or before its commit, with an error that says how to resume.
+pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<Exported> {
     let dir = ExportDir::under(&convert.out, "_export");
+    let log = EventLog::new(dir.clone());
     let client = Arc::new(Client {
         http: reqwest::Client::builder()
             .user_agent(concat!("fhir2parquet/", env!("CARGO_PKG_VERSION")))
             .build()?,
         auth: o.auth,
         max_poll: o.max_poll,
+        log: log.clone(),
+        quiet: o.quiet,
     });
-    let bar = match o.progress {
-        true => indicatif::ProgressBar::new_spinner(),
-        false => indicatif::ProgressBar::hidden(),
-    };
     let o = ExportOptions { auth: None, ..o };
-    let log = EventLog::new(dir.clone());
-    let state = match o.resume {
-        true => {
-            let kept = dir
-                .read(STATE)?
+    let kept = dir.read(STATE)?;
+    let state = match (o.resume, kept) {
+        (true, kept) => {
+            let kept = kept
                 .ok_or_else(|| anyhow!("no export to resume: {} is missing", dir.display(STATE)))?;
-            serde_json::from_slice::<State>(&kept)
-                .with_context(|| format!("{} is damaged", dir.display(STATE)))?
-        }
-        false => {
-            let job = block_on(kick_off(&client, &o));
-            log.log(
-                "kickoff",
-                serde_json::json!({
-                    "exportUrl": kickoff_url(&o),
-                    "errorCode": null,
-                    "errorBody": job.as_ref().err().map(|e| format!("{e:#}")),
-                    "requestParameters": parameters(&o).into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-                }),
-            );
-            log.flush();
-            State {
-                base: o.base.clone(),
-                job: job?,
-                kicked_off: chrono::Utc::now().to_rfc3339(),
-                done: Default::default(),
+            let state = serde_json::from_slice::<State>(&kept)
+                .with_context(|| format!("{} is damaged", dir.display(STATE)))?;
+            *log.export_id.lock().expect("no panic") = strip(&state.job);
+            if let Some(run_id) = published_run(&convert.out, &strip(&state.job)) {
+                // Committed, then stopped before the job's leftovers went: only clean up.
+                log.log(
+                    "resume",
+                    serde_json::json!({"alreadyPublished": true, "runId": run_id}),
+                );
+                log.flush();
+                finish(&client, &o, &dir, &state.job, convert);
+                return Ok(Exported::AlreadyPublished {
+                    job: strip(&state.job),
+                    run_id,
+                });
             }
+            state
         }
+        (false, Some(kept)) => {
+            let old: Option<State> = serde_json::from_slice(&kept).ok();
+            let what = old
+                .as_ref()
+                .map(|s| format!(" ({}, kicked off {})", strip(&s.job), s.kicked_off))
+                .unwrap_or_default();
+            if !o.restart {
+                bail!(
+                    "{} holds an unfinished export{what}: `{}` goes on with it; --restart \
+                     deletes it (on the server too) and starts a new one",
+                    convert.out.display(),
+                    resume_command(&convert.out)
+                );
+            }
+            if let Some(old) = old {
+                if !o.quiet {
+                    eprintln!(
+                        "fhir2parquet: deleting the unfinished export {} and starting anew",
+                        strip(&old.job)
+                    );
+                }
+                let _ = block_on(client.send(Method::DELETE, &old.job, true, &|r| r));
+            }
+            dir.remove(STATE);
+            ExportDir::under(&convert.out, "_export/files").remove_all();
+            new_job(&client, &o)?
+        }
+        (false, None) => new_job(&client, &o)?,
     };
     let job = state.job.clone();
     let progress = Arc::new(Progress {
@@ -805,20 +1111,81 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
         state: std::sync::Mutex::new(state),
     });
     progress.save(&progress.state.lock().expect("no panic"))?;
-    *log.export_id.lock().expect("no panic") = strip(&job);
-    let manifest = block_on(poll(&client, &job, &bar, &log))?;
+    let result = download_and_convert(&client, &o, convert, &dir, &job, progress.clone());
+    match result {
+        Ok(record) => {
+            finish(&client, &o, &dir, &job, convert);
+            Ok(Exported::Published(Box::new(record)))
+        }
+        Err(e) => {
+            log.log(
+                "export_error",
+                serde_json::json!({"message": format!("{e:#}")}),
+            );
+            log.flush();
+            Err(e)
+        }
+    }
+}
+
+/// Kicks off a new job; its state.
+fn new_job(client: &Client, o: &ExportOptions) -> Result<State> {
+    let job = block_on(kick_off(client, o))?;
+    Ok(State {
+        base: o.base.clone(),
+        job,
+        kicked_off: chrono::Utc::now().to_rfc3339(),
+        done: Default::default(),
+        sign_in: o.sign_in.clone(),
+    })
+}
+
+/// After the commit: the job deleted on the server (unless kept), the state and the copies
+/// of the downloads removed (unless kept).
+fn finish(client: &Client, o: &ExportOptions, dir: &ExportDir, job: &str, c: &ConvertOptions) {
+    if !o.keep_job {
+        let _ = block_on(client.send(Method::DELETE, job, true, &|r| r));
+    }
+    dir.remove(STATE);
+    if o.keep_ndjson.is_none() {
+        ExportDir::under(&c.out, "_export/files").remove_all();
+    }
+}
+
+/// Polls, reads the manifest, downloads and converts; the run record.
+fn download_and_convert(
+    client: &Arc<Client>,
+    o: &ExportOptions,
+    convert: &ConvertOptions,
+    dir: &ExportDir,
+    job: &str,
+    progress: Arc<Progress>,
+) -> Result<RunRecord> {
+    let log = &client.log;
+    let bar = match o.progress {
+        true => indicatif::ProgressBar::new_spinner(),
+        false => indicatif::ProgressBar::hidden(),
+    };
+    let manifest = block_on(poll(client, job, &bar, log))?;
     bar.finish_and_clear();
+    check_urls(&manifest)?;
     let count = |m: &Value, k: &str| m[k].as_array().map_or(0, Vec::len);
     log.log(
         "status_complete",
-        serde_json::json!({
-            "transactionTime": manifest["transactionTime"],
-            "outputFileCount": count(&manifest, "output"),
-            "deletedFileCount": count(&manifest, "deleted"),
-            "errorFileCount": count(&manifest, "error") + count(&manifest, "outcome"),
-        }),
+        serde_json::json!({"transactionTime": manifest["transactionTime"]}),
     );
-    let pages = block_on(all_pages(&client, manifest.clone()))?;
+    let pages = block_on(all_pages(client, manifest.clone()))?;
+    for p in &pages {
+        log.log(
+            "status_page_complete",
+            serde_json::json!({
+                "transactionTime": manifest["transactionTime"],
+                "outputFileCount": count(p, "output"),
+                "deletedFileCount": count(p, "deleted"),
+                "errorFileCount": count(p, "error") + count(p, "outcome"),
+            }),
+        );
+    }
     log.log(
         "manifest_complete",
         serde_json::json!({
@@ -839,8 +1206,10 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
         None => ExportDir::under(&convert.out, "_export/files"),
     };
     let done = progress.state.lock().expect("no panic").done.clone();
+    let links = Arc::new(tokio::sync::Mutex::new(Links::default()));
     let mut sources = Vec::new();
     let mut extra = Vec::new();
+    let mut types: Vec<String> = Vec::new();
     let mut reused = 0;
     for page in &pages {
         for e in page["output"].as_array().into_iter().flatten() {
@@ -850,15 +1219,20 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
             let entry = sources.len();
             let name = strip(url);
             let count = e["count"].as_u64();
+            let item = e["type"].as_str().unwrap_or_default().to_string();
+            if !types.contains(&item) {
+                types.push(item.clone());
+            }
             let download = Arc::new(Download {
                 client: client.clone(),
-                job: job.clone(),
+                job: job.to_string(),
                 entry,
                 with_token: token_for_files,
-                item: e["type"].as_str().unwrap_or_default().to_string(),
+                item,
                 log: log.clone(),
                 copies: copies.clone(),
                 progress: progress.clone(),
+                links: links.clone(),
             });
             let open = match done.get(&entry) {
                 Some(copy) if *copy == download.name() && copies.exists(copy) => {
@@ -885,12 +1259,31 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
             serde_json::json!({"filesKept": reused, "filesToDownload": sources.len() - reused}),
         );
     }
-    let (extra_lines, deleted) = block_on(save_extra(&client, &extra, &dir))?;
-    write_deleted(
-        &ExportDir::under(&convert.out, "_deleted"),
-        &deleted,
-        manifest["transactionTime"].as_str().unwrap_or_default(),
-    )?;
+    let (extra_lines, deleted) = block_on(save_extra(client, &extra, dir))?;
+    let outcome_files = extra.iter().filter(|e| e.0 == "outcome").count();
+    // The server's own report of what it could not export: a partial dataset is not
+    // published as whole.
+    let (failures, incomplete) = server_failures(dir, outcome_files, &types);
+    if !failures.is_empty() && !o.allow_partial {
+        let which = match incomplete.is_empty() {
+            true => "it names no type, so any may be incomplete".to_string(),
+            false => format!("incomplete: {}", incomplete.join(", ")),
+        };
+        bail!(
+            "the server reports {} failure(s) in this export's error files ({which}): {}; \
+             nothing was published. The error files are in {}. `{} --allow-partial` publishes \
+             what came (exit code 3), or export again",
+            failures.len(),
+            failures
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+            dir.display(""),
+            resume_command(&convert.out),
+        );
+    }
 
     let mut convert = convert.clone();
     // A download that fails stops the run before anything is published: what was fetched is
@@ -898,11 +1291,14 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
     convert.strict_inputs = true;
     convert.export = Some(serde_json::json!({
         "server": o.base,
+        "job": strip(job),
         "request": manifest["request"],
         "transactionTime": manifest["transactionTime"],
         "files": sources.len(),
         "outcome_and_deleted_lines": extra_lines,
         "deleted_resources": deleted.len(),
+        "server_failures": failures,
+        "incomplete_types": incomplete,
     }));
     // A merge reads its input twice (its plan, then the conversion): every file is downloaded
     // (and kept, as for --resume) first, then read from its copy.
@@ -931,15 +1327,28 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
         })
         .collect();
     let record = crate::convert::run_merge(&sources, &convert, &deletes).map_err(|e| {
-        log.log("export_error", serde_json::json!({"message": format!("{e:#}")}));
-        log.flush();
         let kept = progress.state.lock().expect("no panic").done.len();
+        // Files the server no longer has: a resume would meet the same.
+        if format!("{e:#}").contains(GONE) {
+            return e.context(format!(
+                "the export stopped with {kept} of {} files downloaded",
+                sources.len()
+            ));
+        }
         e.context(format!(
-            "the export stopped; {kept} of {} files are kept: run `fhir2parquet export --resume -o {}` to go on",
+            "the export stopped; {kept} of {} files are kept: run `{}` to go on",
             sources.len(),
-            convert.out.display()
+            resume_command(&convert.out)
         ))
     })?;
+    // Published: the server's deleted resources recorded beside the data.
+    if let Err(e) = write_deleted(
+        &ExportDir::under(&convert.out, "_deleted"),
+        &deleted,
+        manifest["transactionTime"].as_str().unwrap_or_default(),
+    ) {
+        eprintln!("warning: the list of deleted resources was not written: {e:#}");
+    }
     let rows: u64 = record.types.values().map(|t| t.rows).sum();
     log.log(
         "export_complete",
@@ -947,17 +1356,11 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<RunRecord> {
             "files": sources.len(),
             "resources": rows,
             "bytes": record.inputs.iter().map(|i| i.size).sum::<u64>(),
+            "attachments": null,
             "duration": (record.seconds * 1000.0) as u64,
         }),
     );
     log.flush();
-    if !o.keep_job {
-        let _ = block_on(client.send(Method::DELETE, &job, true, &|r| r));
-    }
-    dir.remove(STATE);
-    if o.keep_ndjson.is_none() {
-        copies.remove_all();
-    }
     Ok(record)
 }
 
@@ -1001,6 +1404,10 @@ mod tests {
             max_poll: Duration::from_secs(60),
             progress: false,
             keep_ndjson: None,
+            allow_partial: false,
+            restart: false,
+            sign_in: SignIn::default(),
+            quiet: true,
         };
         assert_eq!(kickoff_url(&o), "http://x/fhir/Group/g1/$export");
         let p = parameters(&o);

@@ -188,8 +188,14 @@ impl Spool {
 pub struct Tee<R> {
     inner: R,
     out: Option<TeeOut>,
-    done: Option<Box<dyn FnOnce() + Send>>,
+    done: Option<Done>,
+    /// Bytes read, as sent; lines (when sent plain).
+    bytes: u64,
+    lines: Option<u64>,
 }
+
+/// Called at the end of a download with its size as sent and its lines (when sent plain).
+pub type Done = Box<dyn FnOnce(u64, Option<u64>) + Send>;
 
 enum TeeOut {
     /// The server sent gzip: copied as it is.
@@ -199,7 +205,7 @@ enum TeeOut {
 
 impl<R: Read> Tee<R> {
     /// `gzip`: the bytes read are gzip already.
-    pub fn new(inner: R, spool: Spool, gzip: bool, done: Box<dyn FnOnce() + Send>) -> Self {
+    pub fn new(inner: R, spool: Spool, gzip: bool, done: Done) -> Self {
         let out = match gzip {
             true => TeeOut::Raw(spool),
             false => TeeOut::Gzip(Box::new(flate2::write::GzEncoder::new(
@@ -211,6 +217,8 @@ impl<R: Read> Tee<R> {
             inner,
             out: Some(out),
             done: Some(done),
+            bytes: 0,
+            lines: (!gzip).then_some(0),
         }
     }
 
@@ -224,7 +232,7 @@ impl<R: Read> Tee<R> {
             .finish()
             .map_err(|e| io::Error::other(format!("{e:#}")))?;
         if let Some(done) = self.done.take() {
-            done();
+            done(self.bytes, self.lines);
         }
         Ok(())
     }
@@ -232,7 +240,14 @@ impl<R: Read> Tee<R> {
 
 impl<R: Read> Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if crate::interrupt::requested() {
+            return Err(io::Error::other(crate::interrupt::MESSAGE));
+        }
         let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        if let Some(lines) = &mut self.lines {
+            *lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        }
         match (&mut self.out, n) {
             (Some(_), 0) if !buf.is_empty() => self.end()?,
             (Some(TeeOut::Raw(s)), _) => s.write_all(&buf[..n])?,

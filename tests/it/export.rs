@@ -49,6 +49,14 @@ struct Config {
     /// Each file's body is sent after this delay (a slow server, so downloads overlap and a
     /// run can be killed between two files).
     file_delay: Duration,
+    /// The severity of the OperationOutcome in the manifest's error file (export.html, "Response
+    /// - Complete Status": `error` lists files of OperationOutcomes, errors and, on some
+    /// servers, warnings).
+    error_severity: &'static str,
+    /// The first output entry's URL is this (not a URL of the server's).
+    first_url: Option<String>,
+    /// Error responses in plain text (as many servers and proxies send them).
+    plain_text_errors: bool,
 }
 
 impl Default for Config {
@@ -69,6 +77,9 @@ impl Default for Config {
             file_503: false,
             link_ttl: None,
             file_delay: Duration::ZERO,
+            error_severity: "warning",
+            first_url: None,
+            plain_text_errors: false,
         }
     }
 }
@@ -361,12 +372,11 @@ fn handle(
             st.lock().unwrap().token_to_files += 1;
         }
         if needs && !valid {
-            return respond(
-                conn,
-                "401 Unauthorized",
-                &[],
-                &outcome("login", "a valid access token is needed"),
-            );
+            let body = match cfg.plain_text_errors {
+                true => b"Token expired".to_vec(),
+                false => outcome("login", "a valid access token is needed"),
+            };
+            return respond(conn, "401 Unauthorized", &[], &body);
         }
     }
     // Kick-off (export.html "Bulk Data Kick-off Request"): Accept application/fhir+json and
@@ -494,7 +504,7 @@ fn handle(
             false => format!("{base}/files/{name}{expires}"),
         };
         st.lock().unwrap().manifests += 1;
-        let all: Vec<serde_json::Value> = files()
+        let mut all: Vec<serde_json::Value> = files()
             .iter()
             .map(|(name, p)| {
                 let t = name.trim_end_matches(".ndjson");
@@ -502,6 +512,9 @@ fn handle(
                 serde_json::json!({"type": t, "url": file_url(name), "count": count})
             })
             .collect();
+        if let Some(u) = &cfg.first_url {
+            all[0]["url"] = u.clone().into();
+        }
         let (first, second) = match cfg.paged {
             true => all.split_at(all.len() / 2),
             false => (&all[..], &all[..0]),
@@ -550,16 +563,12 @@ fn handle(
     // to a location that needs no token.
     if let Some(name) = path.strip_prefix("/files/") {
         if name == "errors.ndjson" {
-            return respond(
-                conn,
-                "200 OK",
-                &[],
-                &[
-                    outcome("processing", "3 resources could not be exported"),
-                    b"\n".to_vec(),
-                ]
-                .concat(),
-            );
+            let o = serde_json::json!({
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": cfg.error_severity, "code": "processing",
+                           "diagnostics": "3 Observation resources could not be exported"}]
+            });
+            return respond(conn, "200 OK", &[], &[json(o), b"\n".to_vec()].concat());
         }
         if name == "deleted.ndjson" {
             let b = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "DELETE", "url": "Patient/gone"}}]});
@@ -1231,4 +1240,270 @@ fn a_since_export_is_merged_by_id() {
     assert_eq!(m["deletes_of_unknown_ids"], 1, "{m}");
     let o = crate::bin(&["history", out.to_str().unwrap(), "Patient", "--json"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("\"MERGE\""));
+}
+
+/// The manifest's error files report failures (severity error): the export fails before
+/// publishing, naming the incomplete type and the server's words; `--resume --allow-partial`
+/// then publishes what came, with exit code 3 and the run record saying the dataset is partial.
+#[test]
+fn server_reported_failures_fail_the_run_unless_partial_is_allowed() {
+    let server = start(Config {
+        error_severity: "error",
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = export(&[&server.base(), "-o", out.to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("incomplete: Observation")
+            && err.contains("could not be exported")
+            && err.contains("nothing was published")
+            && err.contains("--allow-partial"),
+        "{err}"
+    );
+    assert!(!out.join("Patient").exists());
+    assert!(
+        !server.state.lock().unwrap().deleted,
+        "the job is kept for a resume"
+    );
+    let o = export(&[
+        "--resume",
+        "--allow-partial",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_exported(&out);
+    let record = run_record(&out);
+    assert_eq!(
+        record["export"]["incomplete_types"],
+        serde_json::json!(["Observation"])
+    );
+    assert_eq!(
+        record["export"]["server_failures"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let s = server.state.lock().unwrap();
+    assert_eq!(s.kickoffs, 1);
+    assert!(s.deleted);
+}
+
+/// A manifest entry whose URL is not an absolute http(s) URL is refused at once, naming the
+/// entry; nothing local is read.
+#[test]
+fn a_manifest_with_a_file_or_relative_url_is_refused_at_once() {
+    for bad in ["file:///etc/hostname", "../Patient.ndjson"] {
+        let server = start(Config {
+            first_url: Some(bad.into()),
+            ..Default::default()
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let started = Instant::now();
+        let o = export(&[&server.base(), "-o", out.to_str().unwrap(), "-q"]);
+        assert!(started.elapsed() < Duration::from_secs(20), "{bad}: slow");
+        assert_eq!(o.status.code(), Some(1), "{bad}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("output[0].url") && err.contains("not an absolute http(s) URL"),
+            "{bad}: {err}"
+        );
+        assert!(
+            server.state.lock().unwrap().served.is_empty(),
+            "{bad}: files were fetched"
+        );
+        assert!(!out.join("Patient").exists());
+    }
+}
+
+/// Links that a fresh manifest does not cure: one status request for all the downloads that
+/// failed at once, and an error that says a resume cannot help (not to resume).
+#[test]
+fn expired_links_a_fresh_manifest_cannot_cure() {
+    let server = start(Config {
+        link_ttl: Some(Duration::ZERO),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "--parallel",
+        "3",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--resume cannot help"), "{err}");
+    assert!(!err.contains("to go on"), "{err}");
+    let s = server.state.lock().unwrap();
+    assert!(s.expired >= 2, "{}", s.expired);
+    assert_eq!(
+        s.manifests, 2,
+        "one fresh manifest for every failed download"
+    );
+}
+
+/// Plain-text error bodies are shown as the server wrote them.
+#[test]
+fn a_servers_plain_text_error_is_shown() {
+    let server = start(Config {
+        client: Some((
+            "c".into(),
+            key("rsa.pub.pem"),
+            jsonwebtoken::Algorithm::RS384,
+        )),
+        plain_text_errors: true,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = export(&[&server.base(), "-o", out.to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("401") && err.contains("Token expired"),
+        "{err}"
+    );
+    // The kick-off's failure is in the log, with the server's status.
+    let log = std::fs::read_to_string(out.join("_export/log.ndjson")).unwrap();
+    let kickoff: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(kickoff["eventId"], "kickoff");
+    assert_eq!(kickoff["eventDetail"]["errorCode"], 401);
+    assert_eq!(kickoff["eventDetail"]["errorBody"], "Token expired");
+}
+
+/// A protected export stopped with Ctrl-C resumes with `--resume -o OUT` alone: the client id,
+/// key file and kid are kept with the job (the key itself is not). A new export into a folder
+/// with an unfinished job is refused until --restart, which deletes the old job.
+#[test]
+fn a_resume_signs_in_as_the_export_did_and_unfinished_jobs_are_not_dropped() {
+    let server = start(Config {
+        client: Some((
+            "c".into(),
+            key("rsa.pub.pem"),
+            jsonwebtoken::Algorithm::RS384,
+        )),
+        file_delay: Duration::from_millis(300),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let child = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .args(["export", &server.base(), "-o", out.to_str().unwrap()])
+        .args([
+            "--client-id",
+            "c",
+            "--key",
+            key("rsa.pem").to_str().unwrap(),
+        ])
+        .args(["--kid", "rsa-test", "--parallel", "1", "-q"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stopped = interrupt_when_served(&server, child, 3);
+    assert_eq!(stopped.status.code(), Some(130));
+    let state = std::fs::read_to_string(out.join("_export/state.json")).unwrap();
+    assert!(
+        state.contains("\"client_id\": \"c\"") && state.contains("rsa.pem"),
+        "{state}"
+    );
+    assert!(!state.contains("PRIVATE KEY"), "{state}");
+    // A new export is refused: the unfinished one is named, with both ways on.
+    let o = export(&[&server.base(), "-o", out.to_str().unwrap(), "-q"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("unfinished export") && err.contains("--restart"),
+        "{err}"
+    );
+    assert_eq!(server.state.lock().unwrap().kickoffs, 1);
+    // The resume needs nothing but OUT.
+    let o = export(&["--resume", "-o", out.to_str().unwrap(), "-q"]);
+    assert_ok(&o);
+    assert_exported(&out);
+    assert_eq!(server.state.lock().unwrap().kickoffs, 1);
+    // The log, in the Bulk Data client log's form: ISO timestamps, the status URL as exportId,
+    // a download_complete per file with its size.
+    let log = std::fs::read_to_string(out.join("_export/log.ndjson")).unwrap();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let job = format!("{}/jobs/1", server.base());
+    for e in &events {
+        let t = e["timestamp"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok(), "{t}");
+    }
+    assert!(
+        events.iter().all(|e| e["exportId"] == job.as_str()),
+        "{log}"
+    );
+    let completed: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["eventId"] == "download_complete")
+        .collect();
+    assert_eq!(completed.len(), files().len(), "{log}");
+    for c in completed {
+        let name = c["eventDetail"]["fileUrl"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap();
+        let (_, path) = files().into_iter().find(|(n, _)| n == name).unwrap();
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(c["eventDetail"]["fileSize"], bytes, "{name}");
+        assert_eq!(
+            c["eventDetail"]["resourceCount"],
+            crate::read_lines(&path).len(),
+            "{name}"
+        );
+    }
+    // --restart after another unfinished job: the old job is deleted on the server.
+    let child = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .args(["export", &server.base(), "-o", out.to_str().unwrap()])
+        .args([
+            "--client-id",
+            "c",
+            "--key",
+            key("rsa.pem").to_str().unwrap(),
+        ])
+        .args(["--parallel", "1", "-q"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    server.state.lock().unwrap().deleted = false;
+    let served = server.state.lock().unwrap().served_total();
+    let stopped = interrupt_when_served(&server, child, served + 2);
+    assert_eq!(stopped.status.code(), Some(130));
+    let o = export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "--restart",
+        "--client-id",
+        "c",
+        "--key",
+        key("rsa.pem").to_str().unwrap(),
+        "-q",
+    ]);
+    assert_ok(&o);
+    assert_exported(&out);
+    let s = server.state.lock().unwrap();
+    assert_eq!(s.kickoffs, 3);
+    assert!(s.deleted);
 }
