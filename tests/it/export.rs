@@ -49,9 +49,9 @@ struct Config {
     /// Each file's body is sent after this delay (a slow server, so downloads overlap and a
     /// run can be killed between two files).
     file_delay: Duration,
-    /// The severity of the OperationOutcome in the manifest's error file (export.html, "Response
-    /// - Complete Status": `error` lists files of OperationOutcomes, errors and, on some
-    /// servers, warnings).
+    /// The severity of the OperationOutcome in the manifest's error file (export.html, complete
+    /// status response: `error` lists files of OperationOutcomes, errors and, on some servers,
+    /// warnings).
     error_severity: &'static str,
     /// The first output entry's URL is this (not a URL of the server's).
     first_url: Option<String>,
