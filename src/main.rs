@@ -196,6 +196,7 @@ fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Re
         strict_inputs: true,
         batch_rows: 8192,
         progress,
+        header_type: None,
     };
     // Ctrl-C asks the export to stop at its next download or before its commit (what was
     // fetched is kept for --resume, the dataset lock released); a second one exits at once.
@@ -270,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 strict_inputs: false,
                 batch_rows: a.batch_rows.max(1),
                 progress: !a.quiet && std::io::stderr().is_terminal(),
+                header_type: None,
             };
             let inputs = a
                 .inputs

@@ -63,6 +63,9 @@ pub struct ConvertOptions {
     pub strict_inputs: bool,
     pub batch_rows: usize,
     pub progress: bool,
+    /// A resource type whose lines are headers of the files, not data: counted per input, not
+    /// converted (`Parameters` in an export organized by patient, `organizeOutputBy`).
+    pub header_type: Option<String>,
 }
 
 /// The name of the run record in OUT.
@@ -109,6 +112,8 @@ struct Worker<'a> {
     rejects: rejects::RejectWriter,
     reject_counts: BTreeMap<RejectReason, u64>,
     per_source: HashMap<usize, u64>,
+    /// Header lines (see [`ConvertOptions::header_type`]) per source.
+    headers: HashMap<usize, u64>,
     /// Where each line's JSON is parsed.
     arena: bumpalo::Bump,
     resources: &'a AtomicU64,
@@ -127,6 +132,7 @@ struct WorkerResult {
     reject_counts: BTreeMap<RejectReason, u64>,
     reject_file: Option<PathBuf>,
     per_source: HashMap<usize, u64>,
+    headers: HashMap<usize, u64>,
 }
 
 impl Worker<'_> {
@@ -225,6 +231,10 @@ impl Worker<'_> {
                 raw,
             );
         };
+        if self.opts.header_type.as_deref() == Some(rt) {
+            *self.headers.entry(source).or_default() += 1;
+            return Ok(());
+        }
         let part = self
             .opts
             .partition_by
@@ -333,6 +343,7 @@ impl Worker<'_> {
             reject_counts: self.reject_counts,
             reject_file: self.rejects.finish()?,
             per_source: self.per_source,
+            headers: self.headers,
         })
     }
 }
@@ -553,6 +564,7 @@ fn convert(
                         ),
                         reject_counts: BTreeMap::new(),
                         per_source: HashMap::new(),
+                        headers: HashMap::new(),
                         arena: bumpalo::Bump::new(),
                         resources,
                         start: id * 7,
@@ -604,6 +616,7 @@ fn convert(
                         lines: o.lines,
                         expected_count: source.expected_count,
                         resources: 0,
+                        headers: 0,
                         error: o.error,
                     },
                     Err(e) => InputRecord {
@@ -613,6 +626,7 @@ fn convert(
                         lines: 0,
                         expected_count: source.expected_count,
                         resources: 0,
+                        headers: 0,
                         error: Some(format!("cannot read: {e}")),
                     },
                 };
@@ -673,6 +687,10 @@ fn convert(
         }
         for (s, n) in r.per_source {
             record.inputs[s].resources += n;
+        }
+        for (s, n) in r.headers {
+            record.inputs[s].resources -= n;
+            record.inputs[s].headers += n;
         }
     }
     // One Parquet schema per table: files of a type that hold different columns (see

@@ -71,6 +71,9 @@ pub struct InputRecord {
     pub lines: u64,
     /// Non-blank lines: rows plus rejects.
     pub resources: u64,
+    /// Header lines, not resources of the data (see `ConvertOptions::header_type`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub headers: u64,
     /// What a bulk manifest said the file holds.
     pub expected_count: Option<u64>,
     pub error: Option<String>,
@@ -177,7 +180,8 @@ impl RunRecord {
                 ));
             }
             if let Some(n) = i.expected_count {
-                if n != i.resources {
+                // A manifest may count a file's header lines or not.
+                if n != i.resources && n != i.resources + i.headers {
                     out.push(format!(
                         "{}: the manifest says {n} resources, the file holds {}",
                         i.path, i.resources

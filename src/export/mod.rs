@@ -1289,6 +1289,15 @@ fn download_and_convert(
     // A download that fails stops the run before anything is published: what was fetched is
     // kept for --resume.
     convert.strict_inputs = true;
+    // An export organized by patient (asked now, or by the job resumed, as its manifest's
+    // request says) starts each patient's block with a Parameters header: not data.
+    let organized = o.params.iter().any(|(k, _)| k == "organizeOutputBy")
+        || manifest["request"]
+            .as_str()
+            .is_some_and(|r| r.contains("organizeOutputBy="));
+    if organized {
+        convert.header_type = Some("Parameters".into());
+    }
     convert.export = Some(serde_json::json!({
         "server": o.base,
         "job": strip(job),

@@ -623,7 +623,15 @@ fn handle(
                 &outcome("not-found", "no such file"),
             );
         };
-        let data = std::fs::read(p).unwrap();
+        let mut data = std::fs::read(p).unwrap();
+        if st
+            .lock()
+            .unwrap()
+            .kickoff_query
+            .contains("organizeOutputBy=Patient")
+        {
+            data = organized_by_patient(&data);
+        }
         let gzip = cfg.gzip
             && req
                 .headers
@@ -650,6 +658,42 @@ fn handle(
         &[],
         &outcome("not-found", "unknown path"),
     )
+}
+
+/// A file organized by patient (export.html, `organizeOutputBy`): its resources in blocks, one
+/// per patient, each after a header, a Parameters resource referencing the patient.
+fn organized_by_patient(ndjson: &[u8]) -> Vec<u8> {
+    let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
+    for line in String::from_utf8_lossy(ndjson)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let patient = match v["resourceType"].as_str() {
+            Some("Patient") => format!("Patient/{}", v["id"].as_str().unwrap_or_default()),
+            _ => ["subject", "patient", "beneficiary"]
+                .iter()
+                .find_map(|k| v[*k]["reference"].as_str())
+                .unwrap_or("none")
+                .trim_start_matches("urn:uuid:")
+                .to_string(),
+        };
+        match blocks.iter_mut().find(|b| b.0 == patient) {
+            Some(b) => b.1.push(line.to_string()),
+            None => blocks.push((patient, vec![line.to_string()])),
+        }
+    }
+    let mut out = String::new();
+    for (patient, lines) in blocks {
+        let header = serde_json::json!({"resourceType": "Parameters", "parameter": [
+            {"name": "header", "valueReference": {"reference": patient}}]});
+        out.push_str(&format!("{header}\n"));
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    out.into_bytes()
 }
 
 impl State {
@@ -1506,4 +1550,38 @@ fn a_resume_signs_in_as_the_export_did_and_unfinished_jobs_are_not_dropped() {
     let s = server.state.lock().unwrap();
     assert_eq!(s.kickoffs, 3);
     assert!(s.deleted);
+}
+
+/// `organizeOutputBy=Patient`: each patient's block starts with a Parameters header, which is
+/// not data: no Parameters table, no count mismatch, every resource exported.
+#[test]
+fn an_export_organized_by_patient_skips_its_headers() {
+    let server = start(Config::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "--param",
+        "organizeOutputBy=Patient",
+        "-q",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!out.join("Parameters").exists());
+    assert_exported(&out);
+    let record = run_record(&out);
+    let headers: u64 = record["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["headers"].as_u64().unwrap_or(0))
+        .sum();
+    // One header per patient block of each file: at least one per file.
+    assert!(headers >= files().len() as u64, "{headers}");
 }

@@ -71,6 +71,7 @@ pub fn convert_opts(out: &Path) -> fhir2parquet::convert::ConvertOptions {
         strict_inputs: false,
         batch_rows: 1000,
         progress: false,
+        header_type: None,
     }
 }
 
