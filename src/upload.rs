@@ -180,18 +180,24 @@ pub fn run(dataset: &Path, dest: &Remote, progress: bool) -> Result<UploadSummar
             dataset.display()
         );
     }
-    // The dataset as published: finish a publish a killed run left; refuse while one writes.
-    if let Some(owner) = crate::dataset::lock::holder(dataset) {
-        let _reader = crate::dataset::lock::try_acquire(dataset, "upload").ok_or_else(|| {
-            anyhow::anyhow!(
+    // The dataset as published: finish a publish a killed run left; refuse while one writes,
+    // and hold the dataset's lock to the end, so that no convert replaces what is being sent.
+    let _reader = crate::dataset::lock::try_acquire(dataset, "upload").ok_or_else(|| {
+        match crate::dataset::lock::holder(dataset) {
+            Some(owner) => anyhow::anyhow!(
                 "{} is being written by run {} (pid {}): upload it when that run is done",
                 dataset.display(),
                 owner.run_id,
                 owner.pid
-            )
-        })?;
-    }
+            ),
+            None => anyhow::anyhow!(
+                "cannot lock {} for the upload: check that the folder is writable",
+                dataset.display()
+            ),
+        }
+    })?;
     crate::dataset::finish_abandoned_publish(dataset);
+    crate::dataset::commit::failpoint("upload-locked");
     // One writer per destination, as for convert.
     let run_id = format!("upload-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
     let _lock = crate::dataset::lock::acquire(

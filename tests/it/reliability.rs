@@ -283,3 +283,25 @@ fn a_full_disk_keeps_the_previous_data() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `upload` holds the dataset's lock for the whole upload (a convert cannot replace folders
+/// while their files are being sent): killed mid-upload, the lock it held names it.
+#[test]
+fn upload_holds_the_dataset_lock_to_its_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let patients = shared("fhir-data/synthea-r4-small/Patient.ndjson");
+    ok(&convert_cmd(&patients, &out, &[]).output().unwrap());
+    assert!(!out.join("_fhir2parquet.lock").exists());
+    let o = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .args(["upload", out.to_str().unwrap(), "s3://bucket/fhir", "-q"])
+        .env("FHIR2PARQUET_FAILPOINT", "upload-locked")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_fhir2parquet.lock")).unwrap()).unwrap();
+    assert_eq!(lock["run_id"], "upload", "{lock}");
+    // A convert meanwhile (the upload's process is gone: its lock is taken over) still works.
+    ok(&convert_cmd(&patients, &out, &[]).output().unwrap());
+}
