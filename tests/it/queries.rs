@@ -27,8 +27,18 @@ pub fn id_of(reference: &Value) -> String {
         .to_string()
 }
 
+/// Microseconds since the epoch of a FHIR date (`2020-01-01`, as UTC midnight) or dateTime
+/// with its offset, read with chrono (not the crate's own parser).
 fn micros(s: &str) -> i64 {
-    fhir2parquet::decode::datetime::parse_datetime(s).unwrap()
+    match chrono::DateTime::parse_from_rfc3339(s) {
+        Ok(t) => t.timestamp_micros(),
+        Err(_) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_micros(),
+    }
 }
 
 fn has(cc: &Value, system: &str, code: &str) -> bool {
