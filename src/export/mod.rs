@@ -1114,6 +1114,7 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<Exported> {
     let result = download_and_convert(&client, &o, convert, &dir, &job, progress.clone());
     match result {
         Ok(record) => {
+            crate::dataset::commit::failpoint("export-committed");
             finish(&client, &o, &dir, &job, convert);
             Ok(Exported::Published(Box::new(record)))
         }

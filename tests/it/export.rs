@@ -1585,3 +1585,39 @@ fn an_export_organized_by_patient_skips_its_headers() {
     // One header per patient block of each file: at least one per file.
     assert!(headers >= files().len() as u64, "{headers}");
 }
+
+/// Killed after its commit, before the job's leftovers went: `--resume` sees the job in the
+/// run record and only cleans up (no second conversion: with --append, no doubled rows).
+#[test]
+fn a_resume_after_the_commit_only_cleans_up() {
+    let server = start(Config::default());
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .args([
+            "export",
+            &server.base(),
+            "-o",
+            out.to_str().unwrap(),
+            "--append",
+            "-q",
+        ])
+        .env("FHIR2PARQUET_FAILPOINT", "export-committed")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(out.join("_export/state.json").exists());
+    let run_id = run_record(&out)["run_id"].clone();
+    assert_exported(&out);
+    assert!(!server.state.lock().unwrap().deleted);
+    let o = export(&["--resume", "--append", "-o", out.to_str().unwrap(), "-q"]);
+    let err = assert_ok(&o);
+    assert!(err.contains("already published"), "{err}");
+    assert_eq!(run_record(&out)["run_id"], run_id, "converted again");
+    assert_exported(&out);
+    assert!(!out.join("_export/state.json").exists());
+    assert!(!out.join("_export/files").exists());
+    let s = server.state.lock().unwrap();
+    assert!(s.deleted);
+    assert_eq!(s.kickoffs, 1);
+}
