@@ -1254,7 +1254,7 @@ fn download_and_convert(
             extra.push(("deleted".to_string(), e, token_for_files));
         }
     }
-    if reused > 0 {
+    if o.resume {
         log.log(
             "resume",
             serde_json::json!({"filesKept": reused, "filesToDownload": sources.len() - reused}),

@@ -1009,6 +1009,14 @@ fn a_killed_export_resumes_its_job() {
     let s = server.state.lock().unwrap();
     assert_eq!(s.kickoffs, 1, "the job was kicked off again");
     assert!(s.deleted);
+    // Killed while polling: the resume is logged all the same, nothing kept.
+    let log = std::fs::read_to_string(out.join("_export/log.ndjson")).unwrap();
+    let resume = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["eventId"] == "resume")
+        .expect("a resume event");
+    assert_eq!(resume["eventDetail"]["filesKept"], 0);
 }
 
 #[test]
@@ -1090,6 +1098,8 @@ fn a_killed_download_resumes_with_only_the_missing_files() {
     let done = state["done"].as_object().unwrap().len();
     assert!(done >= 4, "{state}");
     assert!(!out.join("Patient").exists(), "a killed export published");
+    // Ctrl-C ends the run as an error would: the dataset's lock is released.
+    assert!(!out.join("_fhir2parquet.lock").exists(), "the lock stayed behind");
     let o = export(&["--resume", "-o", out.to_str().unwrap(), "-q"]);
     assert_ok(&o);
     assert_exported(&out);
