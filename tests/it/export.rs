@@ -1099,7 +1099,10 @@ fn a_killed_download_resumes_with_only_the_missing_files() {
     assert!(done >= 4, "{state}");
     assert!(!out.join("Patient").exists(), "a killed export published");
     // Ctrl-C ends the run as an error would: the dataset's lock is released.
-    assert!(!out.join("_fhir2parquet.lock").exists(), "the lock stayed behind");
+    assert!(
+        !out.join("_fhir2parquet.lock").exists(),
+        "the lock stayed behind"
+    );
     let o = export(&["--resume", "-o", out.to_str().unwrap(), "-q"]);
     assert_ok(&o);
     assert_exported(&out);

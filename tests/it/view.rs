@@ -621,7 +621,36 @@ fn fhirpath_beyond_the_suite() {
     );
     assert_eq!(column("active xor true"), [json!([]), json!([false])]);
     assert_eq!(column("active implies false"), [json!([]), json!([false])]);
-    assert_eq!(column("gender ~ 'female'"), [json!([true]), json!([])]);
+    // `~`: one side empty is false (FHIRPath 6.1.3), case and white space aside.
+    assert_eq!(column("gender ~ 'female'"), [json!([true]), json!([false])]);
+    assert_eq!(
+        column("gender ~ ' FEMALE'"),
+        [json!([true]), json!([false])]
+    );
+    // String `+` with an empty side is empty; `&` reads empty as ''.
+    assert_eq!(column("gender + '!'"), [json!(["female!"]), json!([])]);
+    assert_eq!(column("gender & '!'"), [json!(["female!"]), json!(["!"])]);
+    // Union drops repeats; collection equality needs the same items in order.
+    assert_eq!(
+        column("(name.family | name.family).count()"),
+        [json!([2.0]), json!([0.0])]
+    );
+    assert_eq!(
+        column("name.given = ('G1' | 'G2')"),
+        [json!([false]), json!([])]
+    );
+    assert_eq!(
+        column("name.first().given = ('G1' | 'G2')"),
+        [json!([true]), json!([])]
+    );
+    assert_eq!(
+        column("name.where(given = 'G3').family"),
+        [json!(["F2"]), json!([])]
+    );
+    // Dates by their components, to the precision both have.
+    assert_eq!(column("birthDate > @1970"), [json!([]), json!([])]);
+    assert_eq!(column("birthDate > @1969"), [json!([true]), json!([])]);
+    assert_eq!(column("birthDate = @1970-06-15"), [json!([]), json!([])]);
     assert_eq!(
         column("name.family.first() & '-' & gender"),
         [json!(["F1-female"]), json!(["-"])]

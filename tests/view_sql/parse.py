@@ -20,11 +20,11 @@ from sqlglot.errors import ErrorLevel
 # Snowflake's SQL functions (docs.snowflake.com/sql-reference/functions) the compiled views may
 # call, and the keywords that precede a parenthesis.
 SNOWFLAKE_FUNCTIONS = {
-    "ARRAY_CAT", "ARRAY_COMPACT", "ARRAY_CONSTRUCT", "ARRAY_FLATTEN", "ARRAY_SIZE",
+    "ARRAY_CAT", "ARRAY_COMPACT", "ARRAY_CONSTRUCT", "ARRAY_DISTINCT", "ARRAY_FLATTEN", "ARRAY_SIZE",
     "ARRAY_TO_STRING", "AS_ARRAY", "BASE64_DECODE_BINARY", "BASE64_ENCODE", "CHARINDEX",
-    "COALESCE", "FILTER", "FLATTEN", "FLOOR", "GET", "LAST_DAY", "LEFT", "LENGTH", "LOWER",
+    "COALESCE", "FILTER", "FLATTEN", "FLOOR", "GET", "LAST_DAY", "LEAST", "LEFT", "LENGTH", "LOWER",
     "NULLIF", "OBJECT_CONSTRUCT", "REGEXP_INSTR", "REGEXP_REPLACE", "REGEXP_SUBSTR", "RPAD",
-    "STRIP_NULL_VALUE", "SUBSTR", "TO_DATE", "TO_NUMBER", "TO_VARCHAR", "TRANSFORM", "TRUNC",
+    "STRIP_NULL_VALUE", "SUBSTR", "TO_DATE", "TO_NUMBER", "TO_VARCHAR", "TRANSFORM", "TRIM", "TRUNC",
     "TRY_PARSE_JSON",
 }
 KEYWORDS = {"CAST", "AS", "IN", "AND", "OR", "NOT", "THEN", "ELSE", "WHEN", "ON", "SELECT",

@@ -578,6 +578,12 @@ impl Scope<'_> {
                 let common = common_type(&ld, &rd).ok_or_else(|| {
                     format!("cannot compare {} with {}", lt.describe(), rt.describe())
                 })?;
+                let temporal = |t: &Ty| matches!(t, Ty::Prim { fhir, .. } if matches!(fhir.as_str(), "date" | "dateTime" | "time"));
+                // Dates, date-times and times kept as text: compared by their components, to
+                // the precision both have (an instant's column is a timestamp, compared as one).
+                if common == DataType::Utf8 && (temporal(&lt) || temporal(&rt)) {
+                    return Ok((Node::Temporal(op, l, r), boolean));
+                }
                 let l = cast_to(*l, &lt, &common);
                 let r = cast_to(*r, &rt, &common);
                 Ok((Node::Compare(op, Box::new(l), Box::new(r)), boolean))
@@ -590,7 +596,7 @@ impl Scope<'_> {
                 Ty::prim("string", DataType::Utf8),
             )),
             Op::Add if lt.data_type() == DataType::Utf8 && rt.data_type() == DataType::Utf8 => {
-                Ok((Node::Concat(l, r), Ty::prim("string", DataType::Utf8)))
+                Ok((Node::Plus(l, r), Ty::prim("string", DataType::Utf8)))
             }
             Op::Add | Op::Sub | Op::Mul | Op::Div | Op::IntDiv | Op::Mod => {
                 let numeric = |t: &Ty| {

@@ -107,6 +107,253 @@ impl Coll {
     }
 }
 
+/// Two value arrays of one type: an all-empty side (of no type) takes the other's.
+fn same_type(l: &ArrayRef, r: &ArrayRef) -> EvalResult<(ArrayRef, ArrayRef)> {
+    let to = |a: &ArrayRef, dt: &DataType| cast(a, dt).map_err(|e| e.to_string());
+    Ok(match (l.data_type(), r.data_type()) {
+        (DataType::Null, dt) if dt != &DataType::Null => (to(l, dt)?, r.clone()),
+        (dt, DataType::Null) if dt != &DataType::Null => (l.clone(), to(r, dt)?),
+        _ => (l.clone(), r.clone()),
+    })
+}
+
+/// Each value of `values` as bytes that are equal exactly when the values are (FHIRPath `=`
+/// on values of one type, structs included).
+fn comparable(values: &ArrayRef) -> EvalResult<arrow::row::Rows> {
+    use arrow::row::{RowConverter, SortField};
+    let conv = RowConverter::new(vec![SortField::new(values.data_type().clone())])
+        .map_err(|e| e.to_string())?;
+    conv.convert_columns(std::slice::from_ref(values))
+        .map_err(|e| e.to_string())
+}
+
+/// Per row, the values without repeats, the first of each kept in its place.
+fn distinct(c: &Coll) -> EvalResult<Coll> {
+    if c.values.data_type() == &DataType::Null || c.values.is_empty() {
+        return Ok(c.clone());
+    }
+    let rows = comparable(&c.values)?;
+    let mut keep = Vec::with_capacity(c.values.len());
+    let mut lens = Vec::with_capacity(c.rows());
+    for r in 0..c.rows() {
+        let mut seen = std::collections::HashSet::new();
+        let start = keep.len();
+        for i in c.offsets[r]..c.offsets[r + 1] {
+            if seen.insert(rows.row(i as usize)) {
+                keep.push(i as u32);
+            }
+        }
+        lens.push(keep.len() - start);
+    }
+    if keep.len() == c.values.len() {
+        return Ok(c.clone());
+    }
+    Ok(Coll {
+        offsets: OffsetBuffer::from_lengths(lens),
+        values: take_idx(&c.values, keep)?,
+    })
+}
+
+/// Text as `~` compares it: lower case, runs of white space as one space, trimmed.
+fn equivalent_text(a: &ArrayRef) -> ArrayRef {
+    let s = a.as_string::<i32>();
+    let out: StringArray = s
+        .iter()
+        .map(|v| {
+            v.map(|t| {
+                t.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase()
+            })
+        })
+        .collect();
+    Arc::new(out)
+}
+
+/// `=`, `!=`, `~`, `!~` of two collections, per row. `=`: empty when either side is empty,
+/// false when their lengths differ, else true when the items are equal in order. `~`: true for
+/// two empty sides, false when one is; the items equal in any order, text compared without
+/// regard to case and runs of white space.
+fn equality(op: Op, l: &Coll, r: &Coll) -> EvalResult<Coll> {
+    let n = l.rows();
+    let equiv = matches!(op, Op::Equiv | Op::NotEquiv);
+    let negate = matches!(op, Op::Ne | Op::NotEquiv);
+    let (mut lv, mut rv) = same_type(&l.values, &r.values)?;
+    if equiv && lv.data_type() == &DataType::Utf8 {
+        (lv, rv) = (equivalent_text(&lv), equivalent_text(&rv));
+    }
+    let both = arrow::compute::concat(&[lv.as_ref(), rv.as_ref()]).map_err(|e| e.to_string())?;
+    let rows = match both.data_type() {
+        DataType::Null => None,
+        _ => Some(comparable(&both)?),
+    };
+    let key = |i: usize| rows.as_ref().map(|r| r.row(i).as_ref().to_vec());
+    let split = lv.len();
+    let out: BooleanArray = (0..n)
+        .map(|row| {
+            let a: Vec<usize> = (l.offsets[row] as usize..l.offsets[row + 1] as usize).collect();
+            let b: Vec<usize> =
+                (r.offsets[row] as usize + split..r.offsets[row + 1] as usize + split).collect();
+            let same = match (a.len(), b.len()) {
+                (0, 0) if equiv => Some(true),
+                (0, _) | (_, 0) if equiv => Some(false),
+                (0, _) | (_, 0) => None,
+                (x, y) if x != y => Some(false),
+                _ if equiv => {
+                    let mut ka: Vec<_> = a.iter().map(|&i| key(i)).collect();
+                    let mut kb: Vec<_> = b.iter().map(|&i| key(i)).collect();
+                    ka.sort();
+                    kb.sort();
+                    Some(ka == kb)
+                }
+                _ => Some(a.iter().zip(&b).all(|(&i, &j)| key(i) == key(j))),
+            };
+            same.map(|s| s != negate)
+        })
+        .collect();
+    Coll::from_nullable(Arc::new(out))
+}
+
+/// A date, date-time or time read from its text (`@` and `T` prefixes allowed): its
+/// components to the precision written (year, month, day, hour, minute, second in
+/// microseconds; a time: hour, minute, second), whether it is a time, and its offset in
+/// minutes when it has one.
+struct Moment {
+    parts: Vec<i64>,
+    time: bool,
+    offset: Option<i64>,
+}
+
+fn moment(text: &str) -> Option<Moment> {
+    let t = text.trim_start_matches('@');
+    let (time, t) = match t.strip_prefix('T') {
+        Some(rest) => (true, rest),
+        None => (t.len() >= 3 && t.as_bytes()[2] == b':', t),
+    };
+    let mut parts = Vec::new();
+    let (date, clock) = match time {
+        true => ("", t),
+        false => t.split_once('T').unwrap_or((t, "")),
+    };
+    if !date.is_empty() {
+        for p in date.split('-') {
+            parts.push(p.parse::<i64>().ok()?);
+        }
+        if parts.len() > 3 {
+            return None;
+        }
+    }
+    let mut offset = None;
+    if !clock.is_empty() {
+        let (clock, zone) = match clock.find(['Z', '+', '-']) {
+            Some(i) => (&clock[..i], &clock[i..]),
+            None => (clock, ""),
+        };
+        offset = match zone {
+            "" => None,
+            "Z" => Some(0),
+            z => {
+                let sign = if z.starts_with('-') { -1 } else { 1 };
+                let (h, m) = z[1..].split_once(':')?;
+                Some(sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?))
+            }
+        };
+        for (k, p) in clock.split(':').enumerate() {
+            match k {
+                0 | 1 => parts.push(p.parse().ok()?),
+                2 => {
+                    let secs: f64 = p.parse().ok()?;
+                    parts.push((secs * 1e6).round() as i64);
+                }
+                _ => return None,
+            }
+        }
+    }
+    (!parts.is_empty()).then_some(Moment {
+        parts,
+        time,
+        offset,
+    })
+}
+
+impl Moment {
+    /// The same moment in UTC (a date-time with an offset, to the hour or finer).
+    fn in_utc(mut self) -> Moment {
+        let Some(off) = self.offset.filter(|_| !self.time && self.parts.len() >= 4) else {
+            return self;
+        };
+        let p = &self.parts;
+        let get = |i: usize| p.get(i).copied().unwrap_or(0);
+        let Some(t) = chrono::NaiveDate::from_ymd_opt(get(0) as i32, get(1) as u32, get(2) as u32)
+            .and_then(|d| d.and_hms_opt(get(3) as u32, get(4) as u32, 0))
+        else {
+            return self;
+        };
+        let t = t - chrono::Duration::minutes(off);
+        use chrono::{Datelike, Timelike};
+        let utc = [
+            t.year() as i64,
+            t.month() as i64,
+            t.day() as i64,
+            t.hour() as i64,
+            t.minute() as i64,
+        ];
+        for (i, v) in utc.iter().enumerate().take(self.parts.len().min(5)) {
+            self.parts[i] = *v;
+        }
+        self.offset = Some(0);
+        self
+    }
+}
+
+/// FHIRPath's comparison of two dates, date-times or times (see [`Node::Temporal`]).
+fn temporal(op: Op, a: &str, b: &str) -> Option<bool> {
+    let (a, b) = (moment(a)?, moment(b)?);
+    let ordering = if a.time != b.time {
+        None
+    } else {
+        let timed = |m: &Moment| m.time || m.parts.len() >= 4;
+        // One with an offset and one without cannot be put in order (no local zone is assumed).
+        if timed(&a) && timed(&b) && a.offset.is_some() != b.offset.is_some() {
+            None
+        } else {
+            let (a, b) = (a.in_utc(), b.in_utc());
+            let common = a.parts.len().min(b.parts.len());
+            match (0..common)
+                .map(|i| a.parts[i].cmp(&b.parts[i]))
+                .find(|o| o.is_ne())
+            {
+                Some(o) => Some(o),
+                None if a.parts.len() == b.parts.len() => Some(std::cmp::Ordering::Equal),
+                None => None,
+            }
+        }
+    };
+    use std::cmp::Ordering::*;
+    match op {
+        Op::Eq => ordering.map(|o| o == Equal),
+        Op::Ne => ordering.map(|o| o != Equal),
+        Op::Equiv => Some(ordering == Some(Equal)),
+        Op::NotEquiv => Some(ordering != Some(Equal)),
+        Op::Lt => ordering.map(|o| o == Less),
+        Op::Le => ordering.map(|o| o != Greater),
+        Op::Gt => ordering.map(|o| o == Greater),
+        Op::Ge => ordering.map(|o| o != Less),
+        _ => None,
+    }
+}
+
+/// A column as booleans: an all-empty one (`{}`, of no type) is all NULL; anything else that
+/// is not boolean is an error, never a panic.
+fn booleans(a: &ArrayRef) -> EvalResult<BooleanArray> {
+    match a.data_type() {
+        DataType::Boolean => Ok(a.as_boolean().clone()),
+        DataType::Null => Ok(BooleanArray::new_null(a.len())),
+        other => Err(format!("a boolean was expected, not {other}")),
+    }
+}
+
 fn take_opt(values: &ArrayRef, idx: Vec<Option<u32>>) -> EvalResult<ArrayRef> {
     take(values.as_ref(), &UInt32Array::from(idx), None).map_err(|e| e.to_string())
 }
@@ -168,7 +415,13 @@ pub enum Node {
     Logic(Op, Box<Node>, Box<Node>),
     Arith(Op, Box<Node>, Box<Node>),
     Concat(Box<Node>, Box<Node>),
-    /// Values of both sides, in order, per row.
+    /// String `+`: empty when either side is (only `&` reads empty as `''`).
+    Plus(Box<Node>, Box<Node>),
+    /// A comparison of dates, date-times or times (their text): by their components to the
+    /// precision both have, across time-zone offsets; empty when the precisions differ and
+    /// the values agree as far as both go (`~`: false).
+    Temporal(Op, Box<Node>, Box<Node>),
+    /// Values of both sides, duplicates removed (the first of each kept), per row.
     Union(Box<Node>, Box<Node>),
     Cast(Box<Node>, DataType),
     /// The id a Reference points to, when its type is the given one (or any).
@@ -314,8 +567,8 @@ impl Node {
                 Coll::from_nullable(take_opt(&s.values, idx)?)
             }
             Node::Not(src) => {
-                let s = src.eval(focus, env)?.singleton()?;
-                let b = not(s.as_boolean()).map_err(|e| e.to_string())?;
+                let s = booleans(&src.eval(focus, env)?.singleton()?)?;
+                let b = not(&s).map_err(|e| e.to_string())?;
                 Coll::from_nullable(Arc::new(b))
             }
             Node::Join(src, sep) => {
@@ -340,6 +593,26 @@ impl Node {
                 }
                 Coll::from_nullable(Arc::new(b.finish()))
             }
+            Node::Compare(op @ (Op::Eq | Op::Ne | Op::Equiv | Op::NotEquiv), l, r) => {
+                let (l, r) = (l.eval(focus, env)?, r.eval(focus, env)?);
+                equality(*op, &l, &r)
+            }
+            Node::Temporal(op, l, r) => {
+                let l = cast(&l.eval(focus, env)?.singleton()?, &DataType::Utf8)
+                    .map_err(|e| e.to_string())?;
+                let r = cast(&r.eval(focus, env)?.singleton()?, &DataType::Utf8)
+                    .map_err(|e| e.to_string())?;
+                let (l, r) = (l.as_string::<i32>(), r.as_string::<i32>());
+                let b: BooleanArray = (0..n)
+                    .map(|i| {
+                        if l.is_null(i) || r.is_null(i) {
+                            return None;
+                        }
+                        temporal(*op, l.value(i), r.value(i))
+                    })
+                    .collect();
+                Coll::from_nullable(Arc::new(b))
+            }
             Node::Compare(op, l, r) => {
                 let l = l.eval(focus, env)?.singleton()?;
                 let r = r.eval(focus, env)?.singleton()?;
@@ -358,7 +631,8 @@ impl Node {
             Node::Logic(op, l, r) => {
                 let l = l.eval(focus, env)?.singleton()?;
                 let r = r.eval(focus, env)?.singleton()?;
-                let (l, r) = (l.as_boolean(), r.as_boolean());
+                let (l, r) = (booleans(&l)?, booleans(&r)?);
+                let (l, r) = (&l, &r);
                 let b = match op {
                     Op::And => and_kleene(l, r),
                     Op::Or => or_kleene(l, r),
@@ -386,9 +660,26 @@ impl Node {
                 }
                 Ok(Coll::singletons(Arc::new(b.finish())))
             }
+            Node::Plus(l, r) => {
+                let l = l.eval(focus, env)?.singleton()?;
+                let r = r.eval(focus, env)?.singleton()?;
+                let (l, r) = (l.as_string::<i32>(), r.as_string::<i32>());
+                let out: StringArray = (0..n)
+                    .map(|i| match (l.is_valid(i), r.is_valid(i)) {
+                        (true, true) => Some(format!("{}{}", l.value(i), r.value(i))),
+                        _ => None,
+                    })
+                    .collect();
+                Coll::from_nullable(Arc::new(out))
+            }
             Node::Union(l, r) => {
                 let l = l.eval(focus, env)?;
                 let r = r.eval(focus, env)?;
+                if l.values.data_type() == &DataType::Null
+                    && r.values.data_type() == &DataType::Null
+                {
+                    return Ok(Coll::empty(n, &DataType::Null));
+                }
                 let mut pairs = Vec::with_capacity(l.values.len() + r.values.len());
                 let mut lens = Vec::with_capacity(n);
                 for row in 0..n {
@@ -396,9 +687,10 @@ impl Node {
                     pairs.extend((r.offsets[row]..r.offsets[row + 1]).map(|i| (1, i as usize)));
                     lens.push(l.len(row) + r.len(row));
                 }
-                let values = interleave(&[l.values.as_ref(), r.values.as_ref()], &pairs)
-                    .map_err(|e| e.to_string())?;
-                Ok(Coll {
+                let (lv, rv) = same_type(&l.values, &r.values)?;
+                let values =
+                    interleave(&[lv.as_ref(), rv.as_ref()], &pairs).map_err(|e| e.to_string())?;
+                distinct(&Coll {
                     offsets: OffsetBuffer::from_lengths(lens),
                     values,
                 })

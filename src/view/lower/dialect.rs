@@ -202,6 +202,49 @@ impl Dialect {
         }
     }
 
+    /// The items of `list` (of items of type `dt`) without repeats, the first of each kept in
+    /// its place (FHIRPath's union).
+    pub fn distinct(self, list: &str, var: &str, dt: &DataType) -> String {
+        let _ = dt;
+        match self {
+            Duckdb => format!(
+                "list_filter({list}, lambda {var}, {var}_i: list_position({list}, {var}) = {var}_i)"
+            ),
+            Spark | Trino => format!("array_distinct({list})"),
+            Snowflake => format!("ARRAY_DISTINCT({list})"),
+            Bigquery => format!(
+                "ARRAY(SELECT ANY_VALUE({var}) FROM UNNEST({list}) AS {var} WITH OFFSET AS \
+                 {var}_o GROUP BY TO_JSON_STRING({var}) ORDER BY MIN({var}_o))"
+            ),
+        }
+    }
+
+    /// The first `n` characters of `s`.
+    pub fn prefix(self, s: &str, n: &str) -> String {
+        match self {
+            Snowflake | Bigquery => format!("LEFT({s}, {n})"),
+            _ => format!("substr({s}, 1, {n})"),
+        }
+    }
+
+    /// Whether two lists hold equal items in the same order.
+    pub fn lists_equal(self, a: &str, b: &str) -> String {
+        match self {
+            Bigquery => format!("(TO_JSON_STRING({a}) = TO_JSON_STRING({b}))"),
+            _ => format!("({a} = {b})"),
+        }
+    }
+
+    /// Text as FHIRPath's `~` compares it: lower case, runs of white space as one space,
+    /// trimmed.
+    pub fn equivalent_text(self, s: &str) -> String {
+        let ws = self.string(r"\s+");
+        match self {
+            Duckdb => format!("lower(trim(regexp_replace({s}, {ws}, ' ', 'g')))"),
+            _ => format!("lower(trim(regexp_replace({s}, {ws}, ' ')))"),
+        }
+    }
+
     pub fn join_strings(self, list: &str, sep: &str) -> String {
         match self {
             Duckdb => format!("array_to_string({list}, {sep})"),

@@ -482,6 +482,75 @@ impl Lower {
                     DataType::Utf8,
                 )
             }
+            Node::Compare(op @ (Op::Eq | Op::Ne | Op::Equiv | Op::NotEquiv), l, r) => {
+                let (lv, rv) = (self.lower(l, cx, at)?, self.lower(r, cx, at)?);
+                let equiv = matches!(op, Op::Equiv | Op::NotEquiv);
+                let not = if matches!(op, Op::Ne | Op::NotEquiv) {
+                    "NOT "
+                } else {
+                    ""
+                };
+                let text = Self::dt(&lv) == DataType::Utf8 || Self::dt(&rv) == DataType::Utf8;
+                match (&lv, &rv) {
+                    (Val::One(..), Val::One(..)) => {
+                        let (mut a, mut b) = (self.one(&lv, at)?, self.one(&rv, at)?);
+                        if equiv && text {
+                            (a, b) = (d.equivalent_text(&a), d.equivalent_text(&b));
+                        }
+                        boolean(match equiv {
+                            true => format!(
+                                "({not}(CASE WHEN {a} IS NULL AND {b} IS NULL THEN TRUE \
+                                 WHEN {a} IS NULL OR {b} IS NULL THEN FALSE ELSE {a} = {b} END))"
+                            ),
+                            false => format!("({not}({a} = {b}))"),
+                        })
+                    }
+                    _ if equiv => {
+                        return self.unsupported(at, "~ or !~ of collections of several items")
+                    }
+                    // Collections: empty when either is, else equal items in order.
+                    _ => {
+                        let (a, b) = (self.many(&lv, at)?, self.many(&rv, at)?);
+                        boolean(format!(
+                            "(CASE WHEN {} = 0 OR {} = 0 THEN NULL ELSE {not}{} END)",
+                            d.len(&a),
+                            d.len(&b),
+                            d.lists_equal(&a, &b)
+                        ))
+                    }
+                }
+            }
+            Node::Temporal(op, l, r) => {
+                // The text of dates compared to the precision both have: empty when they
+                // agree that far and one goes further. Exact for dates and for date-times
+                // written with the same offset; the offsets are not reconciled here.
+                let a = self.one(&self.lower(l, cx, at)?, at)?;
+                let b = self.one(&self.lower(r, cx, at)?, at)?;
+                let (a, b) = (
+                    self.cast(&a, &DataType::Utf8, at)?,
+                    self.cast(&b, &DataType::Utf8, at)?,
+                );
+                let m = format!("least(length({a}), length({b}))");
+                let (pa, pb) = (d.prefix(&a, &m), d.prefix(&b, &m));
+                let sym = match op {
+                    Op::Eq | Op::Equiv => "=",
+                    Op::Ne | Op::NotEquiv => "<>",
+                    Op::Lt => "<",
+                    Op::Le => "<=",
+                    Op::Gt => ">",
+                    Op::Ge => ">=",
+                    _ => bail!("{at}: internal error: {op:?} is not a comparison"),
+                };
+                let undecided = match op {
+                    Op::Equiv => "FALSE",
+                    Op::NotEquiv => "TRUE",
+                    _ => "NULL",
+                };
+                boolean(format!(
+                    "(CASE WHEN {pa} <> {pb} THEN {pa} {sym} {pb} \
+                     WHEN length({a}) = length({b}) THEN {a} {sym} {b} ELSE {undecided} END)"
+                ))
+            }
             Node::Compare(op, l, r) => {
                 let a = self.one(&self.lower(l, cx, at)?, at)?;
                 let b = self.one(&self.lower(r, cx, at)?, at)?;
@@ -548,6 +617,12 @@ impl Lower {
                     DataType::Utf8,
                 )
             }
+            Node::Plus(l, r) => {
+                let a = self.one(&self.lower(l, cx, at)?, at)?;
+                let b = self.one(&self.lower(r, cx, at)?, at)?;
+                // NULL when either is (FHIRPath: empty).
+                Val::One(d.concat_strings(&a, &b), DataType::Utf8)
+            }
             Node::Union(l, r) => {
                 let lv = self.lower(l, cx, at)?;
                 let rv = self.lower(r, cx, at)?;
@@ -555,10 +630,8 @@ impl Lower {
                     DataType::Null => Self::dt(&rv),
                     t => t,
                 };
-                Val::Many(
-                    d.concat_lists(&self.many(&lv, at)?, &self.many(&rv, at)?),
-                    dt,
-                )
+                let both = d.concat_lists(&self.many(&lv, at)?, &self.many(&rv, at)?);
+                Val::Many(d.distinct(&both, &self.var(), &dt), dt)
             }
             Node::Cast(src, dt) => match self.lower(src, cx, at)? {
                 Val::One(x, _) => Val::One(self.cast(&x, dt, at)?, dt.clone()),
