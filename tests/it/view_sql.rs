@@ -284,7 +284,13 @@ fn the_official_suite_compiled_to_bigquery_trino_and_snowflake_sql_parses() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let cases = suite(tmp.path());
+    let mut cases = suite(tmp.path());
+    // And the FHIRPath functions beyond the suite.
+    cases.push(Case {
+        id: "functions/patient".into(),
+        case: json!({"view": functions_view()}),
+        dataset: tmp.path().to_path_buf(),
+    });
     let mut problems = Vec::new();
     for d in [Dialect::Bigquery, Dialect::Trino, Dialect::Snowflake] {
         problems.extend(parse(d, &cases, tmp.path()));
@@ -439,4 +445,91 @@ fn example_views_compiled_for_duckdb_give_the_rows_of_view() {
         "Patient",
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("give TYPE=NAME"));
+}
+
+/// FHIRPath beyond the SQL on FHIR suite (string functions, `take`/`skip`/`tail`, `distinct`,
+/// union and `combine`, `iif`, `in`/`contains`, `is`, collection equality, dates to the
+/// precision both have): compiled for DuckDB (1.4 and 2.x) and Spark SQL, run by them over the
+/// Synthea sample, the same rows as `fhirpath view`.
+#[test]
+fn fhirpath_functions_compiled_give_the_rows_of_view() {
+    let duckdb = python_has(
+        "duckdb, duckdb_ext",
+        "duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205",
+    );
+    let spark = python_has("pyspark", "pyspark")
+        && crate::cloud::installed("java", "a Java runtime (apt install default-jre-headless)");
+    let duckdb2 = crate::duckdb2();
+    let view = functions_view();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = crate::convert_quiet(&shared("fhir-data/synthea-r4-small"), &out);
+    assert!(o.status.success());
+    let shell = fhir2parquet::sql::Shell::open(&out, None).unwrap();
+    let v = ViewDefinition::from_json(&view).unwrap();
+    let want = crate::view::batches_to_rows(&shell.view_batches(&v).unwrap());
+    assert!(!want.is_empty());
+    let round = |rows: &[Value]| -> Vec<String> {
+        let r: Vec<Value> = rows.iter().map(rounded).collect();
+        canonical(&r)
+    };
+    for (engine, here) in [
+        (Engine::Duckdb, duckdb),
+        (Engine::Duckdb2, duckdb2),
+        (Engine::Spark, spark),
+    ] {
+        if !here {
+            continue;
+        }
+        let sql = to_sql(&v, &SqlOptions::new(engine.dialect())).unwrap();
+        let mut jobs = vec![json!({"id": "v", "dataset": out, "sql": sql})];
+        with_setup(&mut jobs, engine.dialect(), engine);
+        let tag = format!("functions-{}", engine.name());
+        let results = script("run.py", Some(engine), &jobs, tmp.path(), &tag);
+        let got = results["v"]["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: {}", engine.name(), results["v"]));
+        assert_eq!(round(got), round(&want), "{}", engine.name());
+    }
+}
+
+/// A Patient view of FHIRPath beyond the SQL on FHIR suite (see
+/// `fhirpath_functions_compiled_give_the_rows_of_view`).
+fn functions_view() -> Value {
+    let paths = [
+        "name.given.first().startsWith('J')",
+        "name.family.first().endsWith('n')",
+        "gender.upper()",
+        "gender.length()",
+        "name.family.first().indexOf('a')",
+        "name.family.first().substring(1, 2)",
+        "name.family.first().substring(2)",
+        "gender.replace('male', 'M')",
+        "id.matches('^[0-9a-f-]+$')",
+        "gender.replaceMatches('(m)ale', '$1!')",
+        "name.given.take(1)",
+        "name.given.skip(1)",
+        "name.given.tail()",
+        "(name.given | name.given).count()",
+        "name.given.combine(name.given).count()",
+        "name.given.distinct().count()",
+        "iif(gender = 'male', 'M', 'F')",
+        "'male' in gender",
+        "name.given contains 'John'",
+        "gender is code",
+        "name.given = name.given",
+        "birthDate > @1970",
+        "birthDate < @1990-06",
+        "gender ~ 'MALE'",
+    ];
+    let columns: Vec<Value> = std::iter::once(json!({"name": "id", "path": "id"}))
+        .chain(
+            paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| json!({"name": format!("c{i}"), "path": p, "collection": true})),
+        )
+        .collect();
+    json!({"resourceType": "ViewDefinition", "resource": "Patient", "status": "active",
+                      "select": [{"column": columns}]})
 }

@@ -12,7 +12,7 @@ use datafusion::common::ScalarValue;
 use crate::schema::model::Kind;
 use crate::schema::node::{struct_fields, Member, Prim, Shape, DECIMAL_PRECISION, DECIMAL_SCALE};
 
-use super::eval::{Boundary, JsonKind, Node};
+use super::eval::{Boundary, Conversion, JsonKind, Node, StrFn};
 use super::parse::{Ast, Op};
 
 /// The static type of a FHIRPath collection's items.
@@ -207,6 +207,61 @@ impl Scope<'_> {
                     ));
                 }
                 Ok((Node::Index(Box::new(node), Box::new(i)), ty))
+            }
+            // `combine()` and `union()`: the argument is relative to the same focus as the
+            // input, as the two sides of `|` are.
+            Ast::Call(src, name, args)
+                if matches!(name.as_str(), "combine" | "union") && args.len() == 1 =>
+            {
+                let (ln, lt) = match src.as_deref() {
+                    Some(s) => self.compile(s, focus)?,
+                    None => (Node::Focus, focus.clone()),
+                };
+                let (rn, rt) = self.compile(&args[0], focus)?;
+                let (node, ty) = self.binary(Op::Union, ln, lt, rn, rt)?;
+                match (name.as_str(), node) {
+                    ("combine", Node::Union(l, r)) => Ok((Node::Combine(l, r), ty)),
+                    (_, node) => Ok((node, ty)),
+                }
+            }
+            // `iif()` at the start of an expression: its arguments over the same focus.
+            Ast::Call(None, name, args) if name == "iif" => {
+                if !(2..=3).contains(&args.len()) {
+                    return Err(format!("iif() takes 2 or 3 arguments, not {}", args.len()));
+                }
+                let (c, ct) = self.compile(&args[0], focus)?;
+                if !ct.is_boolean() {
+                    return Err(format!(
+                        "the condition of iif() is {}, not a boolean",
+                        ct.describe()
+                    ));
+                }
+                let (a, at) = self.compile(&args[1], focus)?;
+                let (b, bt) = match args.get(2) {
+                    Some(x) => self.compile(x, focus)?,
+                    None => (Node::Lit(ScalarValue::Null), Ty::Nothing),
+                };
+                let ty = match (&at, &bt) {
+                    (Ty::Nothing, t) | (t, Ty::Nothing) => t.clone(),
+                    (x, y) if x.data_type() == y.data_type() => x.clone(),
+                    _ => {
+                        return Err(format!(
+                            "iif() of {} and {}: the types differ",
+                            at.describe(),
+                            bt.describe()
+                        ))
+                    }
+                };
+                let dt = ty.data_type();
+                let c = cast_to(c, &ct, &DataType::Boolean);
+                Ok((
+                    Node::Iif(
+                        Box::new(c),
+                        Box::new(cast_to(a, &at, &dt)),
+                        Box::new(cast_to(b, &bt, &dt)),
+                    ),
+                    ty,
+                ))
             }
             Ast::Call(src, name, args) => {
                 let (node, ty) = match src.as_deref() {
@@ -437,6 +492,99 @@ impl Scope<'_> {
                 };
                 Ok((Node::Join(b, sep), Ty::prim("string", DataType::Utf8)))
             }
+            name if StrFn::from_name(name).is_some() => {
+                let (f, n) = StrFn::from_name(name).expect("a string function");
+                arity(n)?;
+                self.no_choice(&ty, name)?;
+                if !matches!(ty, Ty::Prim { .. } | Ty::Nothing) {
+                    return Err(format!("{name}() of {}, not a string", ty.describe()));
+                }
+                let src = cast_to(node, &ty, &DataType::Utf8);
+                let mut compiled = Vec::new();
+                for a in args {
+                    let (an, at) = self.compile(a, &ty)?;
+                    compiled.push(cast_to(an, &at, &f.arg_type()));
+                }
+                let (fhir, dt) = f.result();
+                Ok((Node::Str(f, Box::new(src), compiled), Ty::prim(fhir, dt)))
+            }
+            "take" | "skip" | "tail" => {
+                arity(if name == "tail" { 0..=0 } else { 1..=1 })?;
+                self.no_choice(&ty, name)?;
+                let count = |a: &Ast| -> CompileResult<Node> {
+                    match a {
+                        Ast::Int(i) => Ok(Node::Lit(ScalarValue::Int32(Some(*i as i32)))),
+                        Ast::Var(v) => match self.constants.get(v) {
+                            Some((c @ ScalarValue::Int32(_), _)) => Ok(Node::Lit(c.clone())),
+                            _ => Err(format!("%{v} is not an integer constant")),
+                        },
+                        _ => Err(format!("{name}() takes an integer")),
+                    }
+                };
+                let one = Node::Lit(ScalarValue::Int32(Some(1)));
+                let zero = Node::Lit(ScalarValue::Int32(Some(0)));
+                let (skip, take) = match name {
+                    "take" => (zero, Some(Box::new(count(&args[0])?))),
+                    "skip" => (count(&args[0])?, None),
+                    _ => (one, None),
+                };
+                Ok((
+                    Node::Slice {
+                        src: b,
+                        skip: Box::new(skip),
+                        take,
+                    },
+                    ty,
+                ))
+            }
+            "distinct" => {
+                arity(0..=0)?;
+                self.no_choice(&ty, name)?;
+                Ok((Node::Distinct(b), ty))
+            }
+            "isDistinct" => {
+                arity(0..=0)?;
+                self.no_choice(&ty, name)?;
+                let distinct = Node::Count(Box::new(Node::Distinct(b.clone())));
+                Ok((
+                    Node::Compare(Op::Eq, Box::new(distinct), Box::new(Node::Count(b))),
+                    boolean,
+                ))
+            }
+            "is" | "as" => {
+                arity(1..=1)?;
+                let (of, of_ty) = self.call(node.clone(), ty.clone(), "ofType", args)?;
+                if name == "as" {
+                    return Ok((of, of_ty));
+                }
+                Ok((
+                    Node::Iif(
+                        Box::new(Node::Exists(Box::new(node))),
+                        Box::new(Node::Exists(Box::new(of))),
+                        Box::new(Node::Lit(ScalarValue::Boolean(None))),
+                    ),
+                    boolean,
+                ))
+            }
+            name if conversion(name).is_some() => {
+                arity(0..=0)?;
+                self.no_choice(&ty, name)?;
+                if !matches!(ty, Ty::Prim { .. } | Ty::Nothing) {
+                    return Err(format!("{name}() of {}, not a value", ty.describe()));
+                }
+                let (to, test) = conversion(name).expect("a conversion");
+                let out = match (test, to) {
+                    (true, _) => boolean,
+                    (_, Conversion::Boolean) => boolean,
+                    (_, Conversion::Integer) => Ty::prim("integer", DataType::Int32),
+                    (_, Conversion::Decimal) => Ty::prim("decimal", decimal_type()),
+                    (_, Conversion::String) => Ty::prim("string", DataType::Utf8),
+                    (_, Conversion::Date) => Ty::prim("date", DataType::Utf8),
+                    (_, Conversion::DateTime) => Ty::prim("dateTime", DataType::Utf8),
+                    (_, Conversion::Time) => Ty::prim("time", DataType::Utf8),
+                };
+                Ok((Node::Convert { src: b, to, test }, out))
+            }
             "ofType" => {
                 arity(1..=1)?;
                 let want = type_name(&args[0])?;
@@ -588,6 +736,25 @@ impl Scope<'_> {
                 let r = cast_to(*r, &rt, &common);
                 Ok((Node::Compare(op, Box::new(l), Box::new(r)), boolean))
             }
+            Op::In | Op::Contains => {
+                let (ld, rd) = (lt.data_type(), rt.data_type());
+                let common = common_type(&ld, &rd).ok_or_else(|| {
+                    format!(
+                        "{op:?} of {} and {}: the types differ",
+                        lt.describe(),
+                        rt.describe()
+                    )
+                })?;
+                let l = Box::new(cast_to(*l, &lt, &common));
+                let r = Box::new(cast_to(*r, &rt, &common));
+                Ok((
+                    match op {
+                        Op::In => Node::Member(l, r),
+                        _ => Node::Member(r, l),
+                    },
+                    boolean,
+                ))
+            }
             Op::Concat => Ok((
                 Node::Concat(
                     Box::new(cast_to(*l, &lt, &DataType::Utf8)),
@@ -659,6 +826,26 @@ fn is_choice_of(column: &str, base: &str, fhir_type: &str) -> bool {
 }
 
 /// A type specifier: `Quantity`, `FHIR.Quantity`, `System.String`.
+/// `toInteger()` and the rest: what they convert to, and whether they only test
+/// (`convertsTo...`).
+fn conversion(name: &str) -> Option<(Conversion, bool)> {
+    let (test, what) = match name.strip_prefix("convertsTo") {
+        Some(w) => (true, w),
+        None => (false, name.strip_prefix("to")?),
+    };
+    let to = match what {
+        "Boolean" => Conversion::Boolean,
+        "Integer" => Conversion::Integer,
+        "Decimal" => Conversion::Decimal,
+        "String" => Conversion::String,
+        "Date" => Conversion::Date,
+        "DateTime" => Conversion::DateTime,
+        "Time" => Conversion::Time,
+        _ => return None,
+    };
+    Some((to, test))
+}
+
 fn type_name(a: &Ast) -> CompileResult<String> {
     match a {
         Ast::Member(None, n) => Ok(n.clone()),
@@ -669,15 +856,35 @@ fn type_name(a: &Ast) -> CompileResult<String> {
     }
 }
 
+/// Whether a value of FHIR type `fhir` is a `want`: the type itself or one it specializes
+/// (`code` is a `string`, `positiveInt` an `integer`, `url` a `uri`), or the System type of
+/// the same name (`String` for `string`).
 fn same_type(fhir: &str, want: &str) -> bool {
-    fhir == want
-        || (want.starts_with(|c: char| c.is_ascii_uppercase())
-            && fhir.eq_ignore_ascii_case(want)
-            && fhir.starts_with(|c: char| c.is_ascii_lowercase())
+    let mut t = Some(fhir);
+    while let Some(x) = t {
+        let system = want.starts_with(|c: char| c.is_ascii_uppercase())
+            && x.eq_ignore_ascii_case(want)
+            && x.starts_with(|c: char| c.is_ascii_lowercase())
             && matches!(
                 want,
                 "String" | "Boolean" | "Integer" | "Decimal" | "Date" | "DateTime" | "Time"
-            ))
+            );
+        if x == want || system {
+            return true;
+        }
+        t = fhir_parent(x);
+    }
+    false
+}
+
+/// The primitive a FHIR primitive type specializes (R4 `baseDefinition`).
+fn fhir_parent(t: &str) -> Option<&'static str> {
+    Some(match t {
+        "code" | "id" | "markdown" => "string",
+        "positiveInt" | "unsignedInt" => "integer",
+        "url" | "canonical" | "oid" | "uuid" => "uri",
+        _ => return None,
+    })
 }
 
 fn cast_to(node: Node, ty: &Ty, dt: &DataType) -> Node {

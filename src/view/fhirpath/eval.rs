@@ -344,6 +344,220 @@ fn temporal(op: Op, a: &str, b: &str) -> Option<bool> {
     }
 }
 
+/// A string function over one string per row and its arguments (one per row each).
+fn string_fn(f: StrFn, s: &ArrayRef, args: &[ArrayRef]) -> EvalResult<Coll> {
+    let n = s.len();
+    if s.data_type() == &DataType::Null {
+        return Ok(Coll::empty(n, &f.result().1));
+    }
+    let s = cast(s, &DataType::Utf8).map_err(|e| e.to_string())?;
+    let s = s.as_string::<i32>();
+    let typed: Vec<ArrayRef> = args
+        .iter()
+        .map(|a| cast(a, &f.arg_type()).map_err(|e| e.to_string()))
+        .collect::<EvalResult<_>>()?;
+    let text = |k: usize, r: usize| -> Option<&str> {
+        let a = typed.get(k)?.as_string_opt::<i32>()?;
+        a.is_valid(r).then(|| a.value(r))
+    };
+    let int = |k: usize, r: usize| -> Option<i32> {
+        let a = typed.get(k)?.as_primitive_opt::<Int32Type>()?;
+        a.is_valid(r).then(|| a.value(r))
+    };
+    let mut cache: std::collections::HashMap<String, regex::Regex> = Default::default();
+    let mut regex = |p: &str| -> EvalResult<regex::Regex> {
+        if let Some(r) = cache.get(p) {
+            return Ok(r.clone());
+        }
+        let r = regex::Regex::new(p).map_err(|e| format!("the regular expression {p:?}: {e}"))?;
+        cache.insert(p.to_string(), r.clone());
+        Ok(r)
+    };
+    let values: ArrayRef = match f {
+        StrFn::StartsWith | StrFn::EndsWith | StrFn::Contains | StrFn::Matches => {
+            let mut out = Vec::with_capacity(n);
+            for r in 0..n {
+                out.push(match (s.is_valid(r), text(0, r)) {
+                    (true, Some(a)) => {
+                        let v = s.value(r);
+                        Some(match f {
+                            StrFn::StartsWith => v.starts_with(a),
+                            StrFn::EndsWith => v.ends_with(a),
+                            StrFn::Contains => v.contains(a),
+                            _ => regex(a)?.is_match(v),
+                        })
+                    }
+                    _ => None,
+                });
+            }
+            Arc::new(BooleanArray::from(out))
+        }
+        StrFn::Length | StrFn::IndexOf => {
+            let out: Int32Array = (0..n)
+                .map(|r| {
+                    if !s.is_valid(r) {
+                        return None;
+                    }
+                    let v = s.value(r);
+                    match f {
+                        StrFn::Length => Some(v.chars().count() as i32),
+                        _ => text(0, r).map(|a| match v.find(a) {
+                            Some(b) => v[..b].chars().count() as i32,
+                            None => -1,
+                        }),
+                    }
+                })
+                .collect();
+            Arc::new(out)
+        }
+        _ => {
+            let mut out = StringBuilder::new();
+            for r in 0..n {
+                if !s.is_valid(r) {
+                    out.append_null();
+                    continue;
+                }
+                let v = s.value(r);
+                let res: Option<String> = match f {
+                    StrFn::Upper => Some(v.to_uppercase()),
+                    StrFn::Lower => Some(v.to_lowercase()),
+                    StrFn::Trim => Some(v.trim().to_string()),
+                    StrFn::Substring => {
+                        let chars: Vec<char> = v.chars().collect();
+                        match int(0, r) {
+                            Some(start) if start >= 0 && (start as usize) < chars.len() => {
+                                let start = start as usize;
+                                let end = match (typed.len() > 1, int(1, r)) {
+                                    (true, Some(l)) => (start + l.max(0) as usize).min(chars.len()),
+                                    _ => chars.len(),
+                                };
+                                Some(chars[start..end].iter().collect())
+                            }
+                            _ => None,
+                        }
+                    }
+                    StrFn::Replace => match (text(0, r), text(1, r)) {
+                        // An empty pattern: the substitution between every character and at
+                        // both ends.
+                        (Some(""), Some(w)) => {
+                            let mut o = String::from(w);
+                            for c in v.chars() {
+                                o.push(c);
+                                o.push_str(w);
+                            }
+                            Some(o)
+                        }
+                        (Some(p), Some(w)) => Some(v.replace(p, w)),
+                        _ => None,
+                    },
+                    StrFn::ReplaceMatches => match (text(0, r), text(1, r)) {
+                        (Some(p), Some(w)) => Some(regex(p)?.replace_all(v, w).into_owned()),
+                        _ => None,
+                    },
+                    _ => unreachable!("a function that gives a string"),
+                };
+                match res {
+                    Some(x) => out.append_value(x),
+                    None => out.append_null(),
+                }
+            }
+            Arc::new(out.finish())
+        }
+    };
+    Coll::from_nullable(values)
+}
+
+/// FHIRPath's conversions (5.5) of one value per row: the converted value, or (`test`)
+/// whether it converts; empty for an empty input.
+fn convert(s: &ArrayRef, to: Conversion, test: bool) -> EvalResult<Coll> {
+    let n = s.len();
+    let from = s.data_type().clone();
+    let text = cast(s, &DataType::Utf8).map_err(|e| e.to_string())?;
+    let text = text.as_string::<i32>();
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    // The converted text (typed below); None: it does not convert.
+    let one = |r: usize| -> Option<String> {
+        let t = text.value(r);
+        match to {
+            Conversion::String => Some(match &from {
+                DataType::Decimal128(..) => decimal_text(t),
+                _ => t.to_string(),
+            }),
+            Conversion::Boolean => match (&from, t) {
+                (DataType::Boolean, _) => Some(t.to_string()),
+                (DataType::Decimal128(..), _) => match decimal_text(t).as_str() {
+                    "1" => Some("true".into()),
+                    "0" => Some("false".into()),
+                    _ => None,
+                },
+                (_, x) => match x.to_ascii_lowercase().as_str() {
+                    "true" | "t" | "yes" | "y" | "1" | "1.0" => Some("true".into()),
+                    "false" | "f" | "no" | "n" | "0" | "0.0" => Some("false".into()),
+                    _ => None,
+                },
+            },
+            Conversion::Integer => match &from {
+                DataType::Boolean => Some(if t == "true" { "1" } else { "0" }.into()),
+                DataType::Int32 => Some(t.to_string()),
+                DataType::Utf8 => {
+                    let body = t.strip_prefix(['+', '-']).unwrap_or(t);
+                    digits(body)
+                        .then(|| t.parse::<i32>().ok().map(|v| v.to_string()))
+                        .flatten()
+                }
+                _ => None,
+            },
+            Conversion::Decimal => match &from {
+                DataType::Boolean => Some(if t == "true" { "1" } else { "0" }.into()),
+                DataType::Int32 | DataType::Decimal128(..) => Some(t.to_string()),
+                DataType::Utf8 => {
+                    let body = t.strip_prefix(['+', '-']).unwrap_or(t);
+                    let ok = match body.split_once('.') {
+                        Some((i, f)) => digits(i) && digits(f),
+                        None => digits(body),
+                    };
+                    ok.then(|| t.to_string())
+                }
+                _ => None,
+            },
+            Conversion::Date => moment(t)
+                .filter(|m| !m.time && m.parts.len() <= 3)
+                .map(|_| t.trim_start_matches('@').to_string()),
+            Conversion::DateTime => moment(t)
+                .filter(|m| !m.time)
+                .map(|_| t.trim_start_matches('@').to_string()),
+            Conversion::Time => moment(t)
+                .filter(|m| m.time)
+                .map(|_| t.trim_start_matches(['@', 'T']).to_string()),
+        }
+    };
+    if test {
+        let out: BooleanArray = (0..n)
+            .map(|r| text.is_valid(r).then(|| one(r).is_some()))
+            .collect();
+        return Coll::from_nullable(Arc::new(out));
+    }
+    let out: StringArray = (0..n)
+        .map(|r| if text.is_valid(r) { one(r) } else { None })
+        .collect();
+    let out: ArrayRef = Arc::new(out);
+    let dt = match to {
+        Conversion::Boolean => DataType::Boolean,
+        Conversion::Integer => DataType::Int32,
+        Conversion::Decimal => DataType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE),
+        _ => DataType::Utf8,
+    };
+    Coll::from_nullable(cast(&out, &dt).map_err(|e| e.to_string())?)
+}
+
+/// A decimal's text without the zeros the schema's scale adds (`1.500000000000000000`: `1.5`).
+fn decimal_text(t: &str) -> String {
+    match t.contains('.') {
+        true => t.trim_end_matches('0').trim_end_matches('.').to_string(),
+        false => t.to_string(),
+    }
+}
+
 /// A column as booleans: an all-empty one (`{}`, of no type) is all NULL; anything else that
 /// is not boolean is an error, never a panic.
 fn booleans(a: &ArrayRef) -> EvalResult<BooleanArray> {
@@ -423,6 +637,30 @@ pub enum Node {
     Temporal(Op, Box<Node>, Box<Node>),
     /// Values of both sides, duplicates removed (the first of each kept), per row.
     Union(Box<Node>, Box<Node>),
+    /// Values of both sides, in order, duplicates kept (`combine()`).
+    Combine(Box<Node>, Box<Node>),
+    /// The values without repeats (`distinct()`).
+    Distinct(Box<Node>),
+    /// A string function of the one string of the input, its arguments evaluated on it.
+    Str(StrFn, Box<Node>, Vec<Node>),
+    /// `iif(condition, then, else)`: the condition over the input (one boolean per row).
+    Iif(Box<Node>, Box<Node>, Box<Node>),
+    /// The items from `skip` on, at most `take` of them (`skip()`, `take()`, `tail()`).
+    Slice {
+        src: Box<Node>,
+        skip: Box<Node>,
+        take: Option<Box<Node>>,
+    },
+    /// Whether the one item on the left is in the collection on the right (`in`,
+    /// `contains`): empty when the left is empty.
+    Member(Box<Node>, Box<Node>),
+    /// A conversion of the one item of the input (`toInteger()`, ...), or with `test` whether
+    /// it converts (`convertsToInteger()`, ...).
+    Convert {
+        src: Box<Node>,
+        to: Conversion,
+        test: bool,
+    },
     Cast(Box<Node>, DataType),
     /// The id a Reference points to, when its type is the given one (or any).
     ReferenceKey(Box<Node>, Option<String>),
@@ -444,6 +682,74 @@ pub enum Node {
     /// The property of JSON objects (items as JSON text): objects stay text, primitives become
     /// their typed values; arrays are flattened.
     JsonField(Box<Node>, String, JsonKind),
+}
+
+/// The string functions of FHIRPath (5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrFn {
+    StartsWith,
+    EndsWith,
+    Contains,
+    Upper,
+    Lower,
+    Length,
+    IndexOf,
+    Substring,
+    Replace,
+    Matches,
+    ReplaceMatches,
+    Trim,
+}
+
+impl StrFn {
+    pub fn from_name(name: &str) -> Option<(StrFn, std::ops::RangeInclusive<usize>)> {
+        Some(match name {
+            "startsWith" => (StrFn::StartsWith, 1..=1),
+            "endsWith" => (StrFn::EndsWith, 1..=1),
+            "contains" => (StrFn::Contains, 1..=1),
+            "upper" => (StrFn::Upper, 0..=0),
+            "lower" => (StrFn::Lower, 0..=0),
+            "length" => (StrFn::Length, 0..=0),
+            "indexOf" => (StrFn::IndexOf, 1..=1),
+            "substring" => (StrFn::Substring, 1..=2),
+            "replace" => (StrFn::Replace, 2..=2),
+            "matches" => (StrFn::Matches, 1..=1),
+            "replaceMatches" => (StrFn::ReplaceMatches, 2..=2),
+            "trim" => (StrFn::Trim, 0..=0),
+            _ => return None,
+        })
+    }
+
+    /// The FHIRPath type of the result.
+    pub fn result(self) -> (&'static str, DataType) {
+        match self {
+            StrFn::StartsWith | StrFn::EndsWith | StrFn::Contains | StrFn::Matches => {
+                ("boolean", DataType::Boolean)
+            }
+            StrFn::Length | StrFn::IndexOf => ("integer", DataType::Int32),
+            _ => ("string", DataType::Utf8),
+        }
+    }
+
+    /// The argument types (integers for substring, strings otherwise).
+    pub fn arg_type(self) -> DataType {
+        match self {
+            StrFn::Substring => DataType::Int32,
+            _ => DataType::Utf8,
+        }
+    }
+}
+
+/// What [`Node::Convert`] converts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    Boolean,
+    Integer,
+    Decimal,
+    String,
+    Date,
+    DateTime,
+    Time,
 }
 
 /// What a [`Node::JsonField`] reads.
@@ -672,7 +978,102 @@ impl Node {
                     .collect();
                 Coll::from_nullable(Arc::new(out))
             }
-            Node::Union(l, r) => {
+            Node::Distinct(src) => distinct(&src.eval(focus, env)?),
+            Node::Str(f, src, args) => {
+                let s = src.eval(focus, env)?.singleton()?;
+                let item = Coll::singletons(s.clone());
+                let args = args
+                    .iter()
+                    .map(|a| a.eval(&item, env)?.singleton())
+                    .collect::<EvalResult<Vec<_>>>()?;
+                string_fn(*f, &s, &args)
+            }
+            Node::Iif(cond, a, b) => {
+                let c = booleans(&cond.eval(focus, env)?.singleton()?)?;
+                let (a, b) = (a.eval(focus, env)?, b.eval(focus, env)?);
+                let (av, bv) = same_type(&a.values, &b.values)?;
+                let mut pairs = Vec::new();
+                let mut lens = Vec::with_capacity(n);
+                for r in 0..n {
+                    let yes = c.is_valid(r) && c.value(r);
+                    let (which, from) = if yes { (0, &a) } else { (1, &b) };
+                    pairs.extend(
+                        (from.offsets[r]..from.offsets[r + 1]).map(|i| (which, i as usize)),
+                    );
+                    lens.push(from.len(r));
+                }
+                let values =
+                    interleave(&[av.as_ref(), bv.as_ref()], &pairs).map_err(|e| e.to_string())?;
+                Ok(Coll {
+                    offsets: OffsetBuffer::from_lengths(lens),
+                    values,
+                })
+            }
+            Node::Slice { src, skip, take } => {
+                let s = src.eval(focus, env)?;
+                let k = skip.eval(focus, env)?.singleton()?;
+                let k = cast(&k, &DataType::Int32).map_err(|e| e.to_string())?;
+                let k = k.as_primitive::<Int32Type>().clone();
+                let t = match take {
+                    Some(t) => {
+                        let t = cast(&t.eval(focus, env)?.singleton()?, &DataType::Int32)
+                            .map_err(|e| e.to_string())?;
+                        Some(t.as_primitive::<Int32Type>().clone())
+                    }
+                    None => None,
+                };
+                let mut idx = Vec::new();
+                let mut lens = Vec::with_capacity(n);
+                for r in 0..n {
+                    let skip = if k.is_valid(r) { k.value(r).max(0) } else { 0 };
+                    let start = s.offsets[r] as i64 + i64::from(skip);
+                    let end = match &t {
+                        Some(t) if t.is_null(r) => start,
+                        Some(t) => start + i64::from(t.value(r).max(0)),
+                        None => s.offsets[r + 1] as i64,
+                    };
+                    let end = end.min(s.offsets[r + 1] as i64);
+                    let before = idx.len();
+                    idx.extend((start..end.max(start)).map(|i| i as u32));
+                    lens.push(idx.len() - before);
+                }
+                Ok(Coll {
+                    offsets: OffsetBuffer::from_lengths(lens),
+                    values: take_idx(&s.values, idx)?,
+                })
+            }
+            Node::Member(item, coll) => {
+                let i = item.eval(focus, env)?;
+                let c = coll.eval(focus, env)?;
+                let one = i.singleton()?;
+                let (iv, cv) = same_type(&one, &c.values)?;
+                let both = arrow::compute::concat(&[iv.as_ref(), cv.as_ref()])
+                    .map_err(|e| e.to_string())?;
+                let rows = match both.data_type() {
+                    DataType::Null => None,
+                    _ => Some(comparable(&both)?),
+                };
+                let split = iv.len();
+                let out: BooleanArray = (0..n)
+                    .map(|r| {
+                        if iv.is_null(r) {
+                            return None;
+                        }
+                        let rows = rows.as_ref()?;
+                        let key = rows.row(r);
+                        Some(
+                            (c.offsets[r]..c.offsets[r + 1])
+                                .any(|j| rows.row(j as usize + split) == key),
+                        )
+                    })
+                    .collect();
+                Coll::from_nullable(Arc::new(out))
+            }
+            Node::Convert { src, to, test } => {
+                let s = src.eval(focus, env)?.singleton()?;
+                convert(&s, *to, *test)
+            }
+            Node::Combine(l, r) | Node::Union(l, r) => {
                 let l = l.eval(focus, env)?;
                 let r = r.eval(focus, env)?;
                 if l.values.data_type() == &DataType::Null
@@ -690,10 +1091,14 @@ impl Node {
                 let (lv, rv) = same_type(&l.values, &r.values)?;
                 let values =
                     interleave(&[lv.as_ref(), rv.as_ref()], &pairs).map_err(|e| e.to_string())?;
-                distinct(&Coll {
+                let all = Coll {
                     offsets: OffsetBuffer::from_lengths(lens),
                     values,
-                })
+                };
+                match self {
+                    Node::Union(..) => distinct(&all),
+                    _ => Ok(all),
+                }
             }
             Node::Cast(src, dt) => {
                 let s = src.eval(focus, env)?;

@@ -54,22 +54,31 @@ pub enum Op {
     Or,
     Xor,
     Implies,
+    /// `a in b`: the item `a` is in the collection `b`.
+    In,
+    /// `a contains b`: the collection `a` holds the item `b`.
+    Contains,
 }
 
 impl Op {
     fn precedence(self) -> u8 {
         match self {
-            Op::Mul | Op::Div | Op::IntDiv | Op::Mod => 7,
-            Op::Add | Op::Sub | Op::Concat => 6,
-            Op::Union => 5,
-            Op::Lt | Op::Le | Op::Gt | Op::Ge => 4,
-            Op::Eq | Op::Ne | Op::Equiv | Op::NotEquiv => 3,
+            Op::Mul | Op::Div | Op::IntDiv | Op::Mod => 9,
+            Op::Add | Op::Sub | Op::Concat => 8,
+            // 7: the type operators `is` and `as` (see `Parser::expr`).
+            Op::Union => 6,
+            Op::Lt | Op::Le | Op::Gt | Op::Ge => 5,
+            Op::Eq | Op::Ne | Op::Equiv | Op::NotEquiv => 4,
+            Op::In | Op::Contains => 3,
             Op::And => 2,
             Op::Or | Op::Xor => 1,
             Op::Implies => 0,
         }
     }
 }
+
+/// The precedence of the type operators `is` and `as` (between `+` and `|`).
+const TYPE_OPERATORS: u8 = 7;
 
 /// A syntax error: what was wrong and at which character.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +124,13 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, SyntaxError> {
         if c == b'/' && b.get(i + 1) == Some(&b'/') {
             while i < b.len() && b[i] != b'\n' {
                 i += 1;
+            }
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            match src[i + 2..].find("*/") {
+                Some(end) => i += 2 + end + 2,
+                None => return Err(err(start, "unterminated /* comment */")),
             }
             continue;
         }
@@ -353,15 +369,50 @@ impl Parser {
                 "or" => Op::Or,
                 "xor" => Op::Xor,
                 "implies" => Op::Implies,
+                "in" => Op::In,
+                "contains" => Op::Contains,
                 _ => return None,
             },
             _ => return None,
         })
     }
 
+    /// A type name after `is` or `as`: `Quantity`, `FHIR.string`, `System.Integer`.
+    fn type_specifier(&mut self) -> Result<Ast, SyntaxError> {
+        let mut ty = match self.next() {
+            Tok::Ident(n) => Ast::Member(None, n),
+            _ => {
+                self.pos -= 1;
+                return Err(self.error("expected a type name"));
+            }
+        };
+        while self.peek() == &Tok::Sym(".") {
+            self.next();
+            match self.next() {
+                Tok::Ident(n) => ty = Ast::Member(Some(Box::new(ty)), n),
+                _ => {
+                    self.pos -= 1;
+                    return Err(self.error("expected a type name"));
+                }
+            }
+        }
+        Ok(ty)
+    }
+
     fn expr(&mut self, min: u8) -> Result<Ast, SyntaxError> {
         let mut left = self.unary()?;
-        while let Some(op) = self.binary_op() {
+        loop {
+            // `x is Type`, `x as Type`: the functions `is(Type)`, `as(Type)`.
+            if let Tok::Ident(kw) = self.peek() {
+                if (kw == "is" || kw == "as") && TYPE_OPERATORS >= min {
+                    let kw = kw.clone();
+                    self.next();
+                    let ty = self.type_specifier()?;
+                    left = Ast::Call(Some(Box::new(left)), kw, vec![ty]);
+                    continue;
+                }
+            }
+            let Some(op) = self.binary_op() else { break };
             let prec = op.precedence();
             if prec < min {
                 break;

@@ -219,6 +219,93 @@ impl Dialect {
         }
     }
 
+    /// The items of `list` from the 0-based `skip` on, at most `take` of them.
+    pub fn slice(
+        self,
+        list: &str,
+        skip: &str,
+        take: Option<&str>,
+        var: &str,
+        dt: &DataType,
+    ) -> String {
+        let _ = dt;
+        match self {
+            Duckdb => match take {
+                Some(t) => format!("{list}[{skip} + 1:{skip} + {t}]"),
+                None => format!("{list}[{skip} + 1:]"),
+            },
+            Spark | Trino => {
+                let size = match self {
+                    Spark => format!("size({list})"),
+                    _ => format!("cardinality({list})"),
+                };
+                let t = take.map_or(size.clone(), str::to_string);
+                format!(
+                    "(CASE WHEN {skip} >= {size} OR {t} = 0 THEN {} ELSE slice({list}, {skip} + 1, {t}) END)",
+                    self.empty_list()
+                )
+            }
+            Snowflake => match take {
+                Some(t) => format!("ARRAY_SLICE({list}, {skip}, {skip} + {t})"),
+                None => format!("ARRAY_SLICE({list}, {skip}, ARRAY_SIZE({list}))"),
+            },
+            Bigquery => {
+                let upto = take.map_or(String::new(), |t| format!(" AND {var}_o < {skip} + {t}"));
+                format!(
+                    "ARRAY(SELECT {var} FROM UNNEST({list}) AS {var} WITH OFFSET AS {var}_o \
+                     WHERE {var}_o >= {skip}{upto} ORDER BY {var}_o)"
+                )
+            }
+        }
+    }
+
+    /// Whether `list` holds `x`.
+    pub fn list_contains(self, list: &str, x: &str) -> String {
+        match self {
+            Duckdb => format!("list_contains({list}, {x})"),
+            Spark => format!("array_contains({list}, {x})"),
+            Trino => format!("contains({list}, {x})"),
+            Bigquery => format!("({x} IN UNNEST({list}))"),
+            Snowflake => format!("ARRAY_CONTAINS(TO_VARIANT({x}), {list})"),
+        }
+    }
+
+    /// Every match of a regular expression in `s` replaced (`$1` for a group, as FHIRPath
+    /// writes it).
+    pub fn regex_replace(self, s: &str, pattern: &str, with: &str) -> String {
+        let groups_backslashed = with
+            .split('$')
+            .enumerate()
+            .map(|(i, part)| match i {
+                0 => part.to_string(),
+                _ if part.starts_with(|c: char| c.is_ascii_digit()) => format!("\\{part}"),
+                _ => format!("${part}"),
+            })
+            .collect::<String>();
+        match self {
+            Duckdb => format!(
+                "regexp_replace({s}, {}, {}, 'g')",
+                self.string(pattern),
+                self.string(&groups_backslashed)
+            ),
+            Spark | Trino => format!(
+                "regexp_replace({s}, {}, {})",
+                self.string(pattern),
+                self.string(with)
+            ),
+            Bigquery => format!(
+                "REGEXP_REPLACE({s}, {}, {})",
+                self.string(pattern),
+                self.string(&groups_backslashed)
+            ),
+            Snowflake => format!(
+                "REGEXP_REPLACE({s}, {}, {})",
+                self.string(&posix_groups(pattern, 0).0),
+                self.string(&groups_backslashed)
+            ),
+        }
+    }
+
     /// The first `n` characters of `s`.
     pub fn prefix(self, s: &str, n: &str) -> String {
         match self {
