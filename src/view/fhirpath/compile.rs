@@ -557,10 +557,13 @@ impl Scope<'_> {
                 if name == "as" {
                     return Ok((of, of_ty));
                 }
+                // Empty for an empty input (`exists()` reads a choice's alternatives).
+                let (input, _) = self.call(node, ty, "exists", &[])?;
+                let (is, _) = self.call(of, of_ty, "exists", &[])?;
                 Ok((
                     Node::Iif(
-                        Box::new(Node::Exists(Box::new(node))),
-                        Box::new(Node::Exists(Box::new(of))),
+                        Box::new(input),
+                        Box::new(is),
                         Box::new(Node::Lit(ScalarValue::Boolean(None))),
                     ),
                     boolean,
@@ -856,35 +859,18 @@ fn type_name(a: &Ast) -> CompileResult<String> {
     }
 }
 
-/// Whether a value of FHIR type `fhir` is a `want`: the type itself or one it specializes
-/// (`code` is a `string`, `positiveInt` an `integer`, `url` a `uri`), or the System type of
-/// the same name (`String` for `string`).
+/// Whether a value of FHIR type `fhir` is a `want`: the type itself (a `code` is not a
+/// `string` to `ofType()`, `is` and `as`, as the official FHIRPath suite has it), or the System
+/// type of the same name (`String` for `string`).
 fn same_type(fhir: &str, want: &str) -> bool {
-    let mut t = Some(fhir);
-    while let Some(x) = t {
-        let system = want.starts_with(|c: char| c.is_ascii_uppercase())
-            && x.eq_ignore_ascii_case(want)
-            && x.starts_with(|c: char| c.is_ascii_lowercase())
+    fhir == want
+        || (want.starts_with(|c: char| c.is_ascii_uppercase())
+            && fhir.eq_ignore_ascii_case(want)
+            && fhir.starts_with(|c: char| c.is_ascii_lowercase())
             && matches!(
                 want,
                 "String" | "Boolean" | "Integer" | "Decimal" | "Date" | "DateTime" | "Time"
-            );
-        if x == want || system {
-            return true;
-        }
-        t = fhir_parent(x);
-    }
-    false
-}
-
-/// The primitive a FHIR primitive type specializes (R4 `baseDefinition`).
-fn fhir_parent(t: &str) -> Option<&'static str> {
-    Some(match t {
-        "code" | "id" | "markdown" => "string",
-        "positiveInt" | "unsignedInt" => "integer",
-        "url" | "canonical" | "oid" | "uuid" => "uri",
-        _ => return None,
-    })
+            ))
 }
 
 fn cast_to(node: Node, ty: &Ty, dt: &DataType) -> Node {

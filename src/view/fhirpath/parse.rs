@@ -208,8 +208,12 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, SyntaxError> {
                 i += 1;
             }
             let s = i;
+            // Digits, separators, `T`, `Z`; a `.` only before the digits of a fraction (after
+            // the literal, `.` starts an invocation: `@2015.is(Date)`).
             while i < b.len()
-                && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'-' | b':' | b'.' | b'+'))
+                && (b[i].is_ascii_digit()
+                    || matches!(b[i], b'-' | b':' | b'+' | b'T' | b'Z')
+                    || (b[i] == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)))
             {
                 i += 1;
             }
