@@ -521,6 +521,21 @@ fn functions_view() -> Value {
         "birthDate > @1970",
         "birthDate < @1990-06",
         "gender ~ 'MALE'",
+        "name.select(given.first())",
+        "name.all(family.exists())",
+        "name.given.exclude(name.given.first())",
+        "name.given.intersect(name.given.first() | 'x')",
+        "name.given.first().subsetOf(name.given)",
+        "name.given.supersetOf(name.given.first())",
+        "id.matchesFull('[0-9a-f-]+')",
+        "name.given.trace('given').count()",
+        "(0 - name.given.count()).abs()",
+        "(name.given.count() / -3).abs()",
+        "name.given.count().ceiling()",
+        "(name.given.count() / 3).floor()",
+        "(name.given.count() / 3).truncate()",
+        "(name.given.count() / 3).round()",
+        "name.given.count().sqrt().round(3) = name.given.count().sqrt().round(3)",
     ];
     let columns: Vec<Value> = std::iter::once(json!({"name": "id", "path": "id"}))
         .chain(

@@ -12,7 +12,7 @@ use datafusion::common::ScalarValue;
 use crate::schema::model::Kind;
 use crate::schema::node::{struct_fields, Member, Prim, Shape, DECIMAL_PRECISION, DECIMAL_SCALE};
 
-use super::eval::{Boundary, Conversion, JsonKind, Node, StrFn};
+use super::eval::{Boundary, Conversion, JsonKind, MathFn, Node, StrFn};
 use super::parse::{Ast, Op};
 
 /// The static type of a FHIRPath collection's items.
@@ -210,6 +210,40 @@ impl Scope<'_> {
             }
             // `combine()` and `union()`: the argument is relative to the same focus as the
             // input, as the two sides of `|` are.
+            Ast::Call(src, name, args)
+                if matches!(
+                    name.as_str(),
+                    "exclude" | "intersect" | "subsetOf" | "supersetOf"
+                ) && args.len() == 1 =>
+            {
+                let (ln, lt) = match src.as_deref() {
+                    Some(s) => self.compile(s, focus)?,
+                    None => (Node::Focus, focus.clone()),
+                };
+                let (rn, rt) = self.compile(&args[0], focus)?;
+                // Of one type, as the sides of `|` are.
+                let Node::Union(l, r) = self.binary(Op::Union, ln, lt.clone(), rn, rt.clone())?.0
+                else {
+                    unreachable!("a union")
+                };
+                let ty = match lt {
+                    Ty::Nothing => rt,
+                    t => t,
+                };
+                Ok(match name.as_str() {
+                    "exclude" | "intersect" => (
+                        Node::Filter {
+                            src: l,
+                            other: r,
+                            keep: name == "intersect",
+                            distinct: name == "intersect",
+                        },
+                        ty,
+                    ),
+                    "subsetOf" => (Node::SubsetOf(l, r), Ty::prim("boolean", DataType::Boolean)),
+                    _ => (Node::SubsetOf(r, l), Ty::prim("boolean", DataType::Boolean)),
+                })
+            }
             Ast::Call(src, name, args)
                 if matches!(name.as_str(), "combine" | "union") && args.len() == 1 =>
             {
@@ -536,6 +570,66 @@ impl Scope<'_> {
                     },
                     ty,
                 ))
+            }
+            "select" => {
+                arity(1..=1)?;
+                self.no_choice(&ty, "select()")?;
+                let (p, pt) = self.compile(&args[0], &ty)?;
+                Ok((Node::Select(b, Box::new(p)), pt))
+            }
+            "all" => {
+                arity(1..=1)?;
+                self.no_choice(&ty, "all()")?;
+                let (cond, ct) = self.compile(&args[0], &ty)?;
+                if !ct.is_boolean() {
+                    return Err(format!(
+                        "the criteria of all() are {}, not a boolean",
+                        ct.describe()
+                    ));
+                }
+                Ok((
+                    Node::All(b, Box::new(cast_to(cond, &ct, &DataType::Boolean))),
+                    boolean,
+                ))
+            }
+            "trace" => {
+                arity(1..=2)?;
+                Ok((node, ty))
+            }
+            name if MathFn::from_name(name).is_some() => {
+                let (f, n) = MathFn::from_name(name).expect("a math function");
+                arity(n)?;
+                let numeric = |t: &Ty| {
+                    matches!(t, Ty::Nothing)
+                        || matches!(t.data_type(), DataType::Int32 | DataType::Decimal128(_, _))
+                };
+                if !numeric(&ty) {
+                    return Err(format!("{name}() of {}, not a number", ty.describe()));
+                }
+                let arg = match args.first() {
+                    Some(a) => {
+                        let (an, at) = self.compile(a, &ty)?;
+                        if !numeric(&at) {
+                            return Err(format!("{name}() takes a number, not {}", at.describe()));
+                        }
+                        Some((an, at))
+                    }
+                    None => None,
+                };
+                let ints = ty.data_type() == DataType::Int32
+                    && arg
+                        .as_ref()
+                        .is_none_or(|(_, t)| t.data_type() == DataType::Int32);
+                let out = match f {
+                    MathFn::Ceiling | MathFn::Floor | MathFn::Truncate => true,
+                    MathFn::Abs | MathFn::Power => ints,
+                    _ => false,
+                };
+                let out = match out {
+                    true => Ty::prim("integer", DataType::Int32),
+                    false => Ty::prim("decimal", decimal_type()),
+                };
+                Ok((Node::Math(f, b, arg.map(|(a, _)| Box::new(a))), out))
             }
             "distinct" => {
                 arity(0..=0)?;

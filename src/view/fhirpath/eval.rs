@@ -344,6 +344,94 @@ fn temporal(op: Op, a: &str, b: &str) -> Option<bool> {
     }
 }
 
+/// For every item of `a`, whether the same row of `b` holds an equal item.
+fn membership(a: &Coll, b: &Coll) -> EvalResult<Vec<bool>> {
+    let (av, bv) = same_type(&a.values, &b.values)?;
+    if av.is_empty() {
+        return Ok(Vec::new());
+    }
+    if bv.is_empty() || bv.data_type() == &DataType::Null {
+        return Ok(vec![false; av.len()]);
+    }
+    let both = arrow::compute::concat(&[av.as_ref(), bv.as_ref()]).map_err(|e| e.to_string())?;
+    let rows = comparable(&both)?;
+    let split = av.len();
+    let mut out = vec![false; av.len()];
+    for r in 0..a.rows() {
+        let theirs: std::collections::HashSet<_> = (b.offsets[r]..b.offsets[r + 1])
+            .map(|j| rows.row(j as usize + split))
+            .collect();
+        for i in a.offsets[r]..a.offsets[r + 1] {
+            out[i as usize] = theirs.contains(&rows.row(i as usize));
+        }
+    }
+    Ok(out)
+}
+
+/// A math function of one number per row (and its argument): integers stay integers where
+/// FHIRPath says so (abs, ceiling, floor, truncate; power of two integers).
+fn math(f: MathFn, s: &ArrayRef, arg: Option<&ArrayRef>) -> EvalResult<Coll> {
+    let n = s.len();
+    if s.data_type() == &DataType::Null {
+        return Ok(Coll::empty(n, &DataType::Null));
+    }
+    let ints =
+        s.data_type() == &DataType::Int32 && arg.is_none_or(|a| a.data_type() == &DataType::Int32);
+    let x = cast(s, &DataType::Float64).map_err(|e| e.to_string())?;
+    let x = x.as_primitive::<arrow::datatypes::Float64Type>();
+    let y = match arg {
+        Some(a) => Some(cast(a, &DataType::Float64).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let y = y
+        .as_ref()
+        .map(|y| y.as_primitive::<arrow::datatypes::Float64Type>());
+    let value = |r: usize| -> Option<f64> {
+        if x.is_null(r) {
+            return None;
+        }
+        let v = x.value(r);
+        let a = y.and_then(|y| y.is_valid(r).then(|| y.value(r)));
+        let out = match f {
+            MathFn::Abs => v.abs(),
+            MathFn::Ceiling => v.ceil(),
+            MathFn::Floor => v.floor(),
+            MathFn::Truncate => v.trunc(),
+            MathFn::Round => {
+                let p = 10f64.powi(a.unwrap_or(0.0) as i32);
+                (v * p).round() / p
+            }
+            MathFn::Sqrt => v.sqrt(),
+            MathFn::Exp => v.exp(),
+            MathFn::Ln => v.ln(),
+            MathFn::Log => v.ln() / a?.ln(),
+            MathFn::Power => v.powf(a?),
+        };
+        out.is_finite().then_some(out)
+    };
+    let integral = match f {
+        MathFn::Ceiling | MathFn::Floor | MathFn::Truncate => true,
+        MathFn::Abs | MathFn::Power => ints,
+        _ => false,
+    };
+    let out: ArrayRef = match integral {
+        true => Arc::new(
+            (0..n)
+                .map(|r| value(r).map(|v| v as i32))
+                .collect::<Int32Array>(),
+        ),
+        false => {
+            let d: arrow::array::Float64Array = (0..n).map(value).collect();
+            cast(
+                &(Arc::new(d) as ArrayRef),
+                &DataType::Decimal128(DECIMAL_PRECISION, DECIMAL_SCALE),
+            )
+            .map_err(|e| e.to_string())?
+        }
+    };
+    Coll::from_nullable(out)
+}
+
 /// A string function over one string per row and its arguments (one per row each).
 fn string_fn(f: StrFn, s: &ArrayRef, args: &[ArrayRef]) -> EvalResult<Coll> {
     let n = s.len();
@@ -374,7 +462,11 @@ fn string_fn(f: StrFn, s: &ArrayRef, args: &[ArrayRef]) -> EvalResult<Coll> {
         Ok(r)
     };
     let values: ArrayRef = match f {
-        StrFn::StartsWith | StrFn::EndsWith | StrFn::Contains | StrFn::Matches => {
+        StrFn::StartsWith
+        | StrFn::EndsWith
+        | StrFn::Contains
+        | StrFn::Matches
+        | StrFn::MatchesFull => {
             let mut out = Vec::with_capacity(n);
             for r in 0..n {
                 out.push(match (s.is_valid(r), text(0, r)) {
@@ -384,6 +476,7 @@ fn string_fn(f: StrFn, s: &ArrayRef, args: &[ArrayRef]) -> EvalResult<Coll> {
                             StrFn::StartsWith => v.starts_with(a),
                             StrFn::EndsWith => v.ends_with(a),
                             StrFn::Contains => v.contains(a),
+                            StrFn::MatchesFull => regex(&format!("^(?:{a})$"))?.is_match(v),
                             _ => regex(a)?.is_match(v),
                         })
                     }
@@ -641,6 +734,23 @@ pub enum Node {
     Combine(Box<Node>, Box<Node>),
     /// The values without repeats (`distinct()`).
     Distinct(Box<Node>),
+    /// `select(projection)`: the projection of every item, flattened, in order.
+    Select(Box<Node>, Box<Node>),
+    /// `all(criteria)`: whether every item meets the criteria (true for none).
+    All(Box<Node>, Box<Node>),
+    /// The items of the left side that are (`keep`) or are not in the right side
+    /// (`intersect()` with `distinct`, `exclude()`).
+    Filter {
+        src: Box<Node>,
+        other: Box<Node>,
+        keep: bool,
+        distinct: bool,
+    },
+    /// Whether every item of the left side is in the right side (`subsetOf()`; `supersetOf()`
+    /// the other way round).
+    SubsetOf(Box<Node>, Box<Node>),
+    /// A math function of the one number of the input.
+    Math(MathFn, Box<Node>, Option<Box<Node>>),
     /// A string function of the one string of the input, its arguments evaluated on it.
     Str(StrFn, Box<Node>, Vec<Node>),
     /// `iif(condition, then, else)`: the condition over the input (one boolean per row).
@@ -697,6 +807,7 @@ pub enum StrFn {
     Substring,
     Replace,
     Matches,
+    MatchesFull,
     ReplaceMatches,
     Trim,
 }
@@ -714,6 +825,7 @@ impl StrFn {
             "substring" => (StrFn::Substring, 1..=2),
             "replace" => (StrFn::Replace, 2..=2),
             "matches" => (StrFn::Matches, 1..=1),
+            "matchesFull" => (StrFn::MatchesFull, 1..=1),
             "replaceMatches" => (StrFn::ReplaceMatches, 2..=2),
             "trim" => (StrFn::Trim, 0..=0),
             _ => return None,
@@ -723,9 +835,11 @@ impl StrFn {
     /// The FHIRPath type of the result.
     pub fn result(self) -> (&'static str, DataType) {
         match self {
-            StrFn::StartsWith | StrFn::EndsWith | StrFn::Contains | StrFn::Matches => {
-                ("boolean", DataType::Boolean)
-            }
+            StrFn::StartsWith
+            | StrFn::EndsWith
+            | StrFn::Contains
+            | StrFn::Matches
+            | StrFn::MatchesFull => ("boolean", DataType::Boolean),
             StrFn::Length | StrFn::IndexOf => ("integer", DataType::Int32),
             _ => ("string", DataType::Utf8),
         }
@@ -737,6 +851,39 @@ impl StrFn {
             StrFn::Substring => DataType::Int32,
             _ => DataType::Utf8,
         }
+    }
+}
+
+/// The math functions of FHIRPath (5.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MathFn {
+    Abs,
+    Ceiling,
+    Floor,
+    Round,
+    Truncate,
+    Sqrt,
+    Exp,
+    Ln,
+    Log,
+    Power,
+}
+
+impl MathFn {
+    pub fn from_name(name: &str) -> Option<(MathFn, std::ops::RangeInclusive<usize>)> {
+        Some(match name {
+            "abs" => (MathFn::Abs, 0..=0),
+            "ceiling" => (MathFn::Ceiling, 0..=0),
+            "floor" => (MathFn::Floor, 0..=0),
+            "round" => (MathFn::Round, 0..=1),
+            "truncate" => (MathFn::Truncate, 0..=0),
+            "sqrt" => (MathFn::Sqrt, 0..=0),
+            "exp" => (MathFn::Exp, 0..=0),
+            "ln" => (MathFn::Ln, 0..=0),
+            "log" => (MathFn::Log, 1..=1),
+            "power" => (MathFn::Power, 1..=1),
+            _ => return None,
+        })
     }
 }
 
@@ -979,6 +1126,63 @@ impl Node {
                 Coll::from_nullable(Arc::new(out))
             }
             Node::Distinct(src) => distinct(&src.eval(focus, env)?),
+            Node::Select(src, projection) => {
+                let s = src.eval(focus, env)?;
+                let items = Coll::singletons(s.values.clone());
+                let inner = env.for_items(&s.row_of_values());
+                let p = projection.eval(&items, &inner)?;
+                // Item i's values are p's row i: a row's values are those of its items.
+                let lens: Vec<usize> = (0..n)
+                    .map(|r| {
+                        (s.offsets[r]..s.offsets[r + 1])
+                            .map(|i| p.len(i as usize))
+                            .sum()
+                    })
+                    .collect();
+                Ok(Coll {
+                    offsets: OffsetBuffer::from_lengths(lens),
+                    values: p.values,
+                })
+            }
+            Node::All(src, cond) => {
+                let s = src.eval(focus, env)?;
+                let mask = item_mask(&s, cond, env)?;
+                let out: BooleanArray = (0..n)
+                    .map(|r| Some((s.offsets[r]..s.offsets[r + 1]).all(|i| mask[i as usize])))
+                    .collect();
+                Ok(Coll::singletons(Arc::new(out)))
+            }
+            Node::Filter {
+                src,
+                other,
+                keep,
+                distinct: dedupe,
+            } => {
+                let (a, b) = (src.eval(focus, env)?, other.eval(focus, env)?);
+                let inside = membership(&a, &b)?;
+                let kept =
+                    filter_items(&a, &inside.iter().map(|&x| x == *keep).collect::<Vec<_>>())?;
+                match dedupe {
+                    true => distinct(&kept),
+                    false => Ok(kept),
+                }
+            }
+            Node::SubsetOf(a, b) => {
+                let (a, b) = (a.eval(focus, env)?, b.eval(focus, env)?);
+                let inside = membership(&a, &b)?;
+                let out: BooleanArray = (0..n)
+                    .map(|r| Some((a.offsets[r]..a.offsets[r + 1]).all(|i| inside[i as usize])))
+                    .collect();
+                Ok(Coll::singletons(Arc::new(out)))
+            }
+            Node::Math(f, src, arg) => {
+                let s = src.eval(focus, env)?.singleton()?;
+                let a = match arg {
+                    Some(a) => Some(a.eval(focus, env)?.singleton()?),
+                    None => None,
+                };
+                math(*f, &s, a.as_ref())
+            }
             Node::Str(f, src, args) => {
                 let s = src.eval(focus, env)?.singleton()?;
                 let item = Coll::singletons(s.clone());

@@ -34,7 +34,7 @@ use datafusion::common::ScalarValue;
 
 pub use dialect::Dialect;
 
-use super::fhirpath::eval::{Boundary, Node, StrFn};
+use super::fhirpath::eval::{Boundary, MathFn, Node, StrFn};
 use super::fhirpath::parse::Op;
 use super::plan::{compile_view_with, Step};
 use super::udf::Output;
@@ -629,6 +629,102 @@ impl Lower {
                     dt,
                 )
             }
+            Node::Select(src, projection) => {
+                let sv = self.lower(src, cx, at)?;
+                let dt = Self::dt(&sv);
+                let list = self.many(&sv, at)?;
+                let v = self.var();
+                let inner = Cx {
+                    focus: Val::One(v.clone(), dt.clone()),
+                    index: cx.index.clone(),
+                };
+                let p = self.lower(projection, &inner, at)?;
+                let pdt = Self::dt(&p);
+                let f = self.many(&p, at)?;
+                Val::Many(d.flat_map(&list, &v, &dt, &f), pdt)
+            }
+            Node::All(src, cond) => {
+                let sv = self.lower(src, cx, at)?;
+                let dt = Self::dt(&sv);
+                let list = self.many(&sv, at)?;
+                let v = self.var();
+                let inner = Cx {
+                    focus: Val::One(v.clone(), dt.clone()),
+                    index: cx.index.clone(),
+                };
+                let c = self.one(&self.lower(cond, &inner, at)?, at)?;
+                let failing = d.filter(&list, &v, &dt, &format!("NOT coalesce({c}, FALSE)"));
+                boolean(format!("({} = 0)", d.len(&failing)))
+            }
+            Node::Filter {
+                src,
+                other,
+                keep,
+                distinct,
+            } => {
+                let av = self.lower(src, cx, at)?;
+                let dt = Self::dt(&av);
+                let a = self.many(&av, at)?;
+                let b = self.many(&self.lower(other, cx, at)?, at)?;
+                let v = self.var();
+                let inside = d.list_contains(&b, &v);
+                let cond = match keep {
+                    true => format!("coalesce({inside}, FALSE)"),
+                    false => format!("NOT coalesce({inside}, FALSE)"),
+                };
+                let kept = d.filter(&a, &v, &dt, &cond);
+                match distinct {
+                    true => Val::Many(d.distinct(&kept, &self.var(), &dt), dt),
+                    false => Val::Many(kept, dt),
+                }
+            }
+            Node::SubsetOf(a, b) => {
+                let av = self.lower(a, cx, at)?;
+                let dt = Self::dt(&av);
+                let a = self.many(&av, at)?;
+                let b = self.many(&self.lower(b, cx, at)?, at)?;
+                let v = self.var();
+                let outside = d.filter(
+                    &a,
+                    &v,
+                    &dt,
+                    &format!("NOT coalesce({}, FALSE)", d.list_contains(&b, &v)),
+                );
+                boolean(format!("({} = 0)", d.len(&outside)))
+            }
+            Node::Math(f, src, arg) => {
+                let x = self.one(&self.lower(src, cx, at)?, at)?;
+                let ints = matches!(f, MathFn::Ceiling | MathFn::Floor | MathFn::Truncate);
+                let e = match (f, arg) {
+                    (MathFn::Abs, None) => format!("abs({x})"),
+                    (MathFn::Ceiling, None) => format!("ceil({x})"),
+                    (MathFn::Floor, None) => format!("floor({x})"),
+                    (MathFn::Truncate, None) => {
+                        format!("(CASE WHEN {x} < 0 THEN ceil({x}) ELSE floor({x}) END)")
+                    }
+                    (MathFn::Round, None) => format!("round({x})"),
+                    (MathFn::Round, Some(p)) => {
+                        format!("round({x}, {})", self.one(&self.lower(p, cx, at)?, at)?)
+                    }
+                    (MathFn::Sqrt, None) => format!("sqrt({x})"),
+                    (MathFn::Exp, None) => format!("exp({x})"),
+                    (MathFn::Ln, None) => format!("ln({x})"),
+                    (f, _) => {
+                        let name = format!("{f:?}").to_lowercase();
+                        return self.unsupported(at, &format!("{name}()"));
+                    }
+                };
+                match (ints, f) {
+                    (true, _) => Val::One(format!("CAST({e} AS INTEGER)"), DataType::Int32),
+                    (_, MathFn::Abs) if Self::dt(&self.lower(src, cx, at)?) == DataType::Int32 => {
+                        Val::One(e, DataType::Int32)
+                    }
+                    _ => {
+                        let dec = DataType::Decimal128(38, 18);
+                        Val::One(self.cast(&e, &dec, at)?, dec)
+                    }
+                }
+            }
             Node::Distinct(src) => {
                 let v = self.lower(src, cx, at)?;
                 let dt = Self::dt(&v);
@@ -694,6 +790,9 @@ impl Lower {
                     }
                     StrFn::Replace => format!("replace({s}, {}, {})", a[0], a[1]),
                     StrFn::Matches => d.regex_test(&s, &literal(0, "matches()")?),
+                    StrFn::MatchesFull => {
+                        d.regex_test(&s, &format!("^(?:{})$", literal(0, "matchesFull()")?))
+                    }
                     StrFn::ReplaceMatches => d.regex_replace(
                         &s,
                         &literal(0, "replaceMatches()")?,
