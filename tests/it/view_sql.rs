@@ -536,6 +536,13 @@ fn functions_view() -> Value {
         "(name.given.count() / 3).truncate()",
         "(name.given.count() / 3).round()",
         "name.given.count().sqrt().round(3) = name.given.count().sqrt().round(3)",
+        "name.select(given.exists()).allTrue()",
+        "name.select(family.exists()).anyFalse()",
+        "name.given.first().hasValue()",
+        "(name.family.first() + ',a,,b').split(',')",
+        "birthDate < today()",
+        "name = name",
+        "name.first() = name.last()",
     ];
     let columns: Vec<Value> = std::iter::once(json!({"name": "id", "path": "id"}))
         .chain(

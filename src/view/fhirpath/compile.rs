@@ -304,6 +304,17 @@ impl Scope<'_> {
                         Node::Lit(ScalarValue::Utf8(Some(text.clone()))),
                         Ty::prim("decimal", decimal_type()),
                     ),
+                    Some(Ast::Neg(x))
+                        if name.ends_with("Boundary") && matches!(**x, Ast::Dec(_)) =>
+                    {
+                        let Ast::Dec(text) = &**x else {
+                            unreachable!("a decimal")
+                        };
+                        (
+                            Node::Lit(ScalarValue::Utf8(Some(format!("-{text}")))),
+                            Ty::prim("decimal", decimal_type()),
+                        )
+                    }
                     Some(s) => self.compile(s, focus)?,
                     None => (Node::Focus, focus.clone()),
                 };
@@ -631,6 +642,56 @@ impl Scope<'_> {
                 };
                 Ok((Node::Math(f, b, arg.map(|(a, _)| Box::new(a))), out))
             }
+            "allTrue" | "anyTrue" | "allFalse" | "anyFalse" => {
+                arity(0..=0)?;
+                if !ty.is_boolean() {
+                    return Err(format!("{name}() of {}, not booleans", ty.describe()));
+                }
+                let item = match name {
+                    "allTrue" | "anyTrue" => Node::Focus,
+                    _ => Node::Not(Box::new(Node::Focus)),
+                };
+                Ok((
+                    match name {
+                        "allTrue" | "allFalse" => Node::All(b, Box::new(item)),
+                        _ => Node::Exists(Box::new(Node::Where(b, Box::new(item)))),
+                    },
+                    boolean,
+                ))
+            }
+            "hasValue" => {
+                arity(0..=0)?;
+                if !matches!(ty, Ty::Prim { .. } | Ty::Nothing) {
+                    return Ok((Node::Lit(ScalarValue::Boolean(Some(false))), boolean));
+                }
+                Ok((Node::Exists(b), boolean))
+            }
+            "today" | "now" => {
+                arity(0..=0)?;
+                let fhir = if name == "today" { "date" } else { "dateTime" };
+                Ok((Node::Now(name == "now"), Ty::prim(fhir, DataType::Utf8)))
+            }
+            "encode" | "decode" => {
+                arity(1..=1)?;
+                let form = self.string_arg(&args[0])?;
+                if !matches!(form.as_str(), "base64" | "urlbase64" | "hex") {
+                    return Err(format!("{name}('{form}'): base64, urlbase64 or hex"));
+                }
+                let src = cast_to(node, &ty, &DataType::Utf8);
+                Ok((
+                    Node::Encode(Box::new(src), form, name == "encode"),
+                    Ty::prim("string", DataType::Utf8),
+                ))
+            }
+            "split" => {
+                arity(1..=1)?;
+                let sep = self.string_arg(&args[0])?;
+                let src = cast_to(node, &ty, &DataType::Utf8);
+                Ok((
+                    Node::Split(Box::new(src), sep),
+                    Ty::prim("string", DataType::Utf8),
+                ))
+            }
             "distinct" => {
                 arity(0..=0)?;
                 self.no_choice(&ty, name)?;
@@ -738,6 +799,10 @@ impl Scope<'_> {
                 let precision = match args.first() {
                     None => None,
                     Some(Ast::Int(p)) if (0..=28).contains(p) => Some(*p as u8),
+                    // A precision no value has: empty (FHIRPath 5.7).
+                    Some(Ast::Int(_)) | Some(Ast::Neg(_)) => {
+                        return Ok((Node::Lit(ScalarValue::Null), Ty::Nothing))
+                    }
                     Some(_) => return Err(format!("{name}(): the precision must be 0 to 28")),
                 };
                 let high = name == "highBoundary";
@@ -796,7 +861,8 @@ impl Scope<'_> {
         for t in [&lt, &rt] {
             self.no_choice(t, &format!("{op:?}"))?;
             if let Ty::Object { fhir, .. } = t {
-                if op != Op::Union {
+                let equality = matches!(op, Op::Eq | Op::Ne | Op::Equiv | Op::NotEquiv);
+                if op != Op::Union && !equality {
                     return Err(format!("{op:?} of a {fhir} (an object, not a value)"));
                 }
             }

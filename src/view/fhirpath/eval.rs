@@ -734,6 +734,12 @@ pub enum Node {
     Combine(Box<Node>, Box<Node>),
     /// The values without repeats (`distinct()`).
     Distinct(Box<Node>),
+    /// `today()` (a date) or `now()` (a date-time in UTC), when the view runs.
+    Now(bool),
+    /// `encode(form)` (`true`) or `decode(form)` of one string: base64, urlbase64, hex.
+    Encode(Box<Node>, String, bool),
+    /// `split(separator)` of one string: its parts.
+    Split(Box<Node>, String),
     /// `select(projection)`: the projection of every item, flattened, in order.
     Select(Box<Node>, Box<Node>),
     /// `all(criteria)`: whether every item meets the criteria (true for none).
@@ -1126,6 +1132,66 @@ impl Node {
                 Coll::from_nullable(Arc::new(out))
             }
             Node::Distinct(src) => distinct(&src.eval(focus, env)?),
+            Node::Now(time) => {
+                let t = chrono::Utc::now();
+                let text = match time {
+                    true => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    false => t.format("%Y-%m-%d").to_string(),
+                };
+                Ok(Coll::singletons(Arc::new(StringArray::from(vec![text; n]))))
+            }
+            Node::Encode(src, form, encode) => {
+                use base64::Engine;
+                let s = src.eval(focus, env)?.singleton()?;
+                let s = s.as_string::<i32>();
+                let engine = match form.as_str() {
+                    "urlbase64" => base64::engine::general_purpose::URL_SAFE,
+                    _ => base64::engine::general_purpose::STANDARD,
+                };
+                let out: StringArray = s
+                    .iter()
+                    .map(|v| {
+                        let v = v?;
+                        match (encode, form.as_str()) {
+                            (true, "hex") => Some(v.bytes().map(|b| format!("{b:02x}")).collect()),
+                            (true, _) => Some(engine.encode(v)),
+                            (false, "hex") => {
+                                let bytes: Option<Vec<u8>> = (0..v.len())
+                                    .step_by(2)
+                                    .map(|i| u8::from_str_radix(v.get(i..i + 2)?, 16).ok())
+                                    .collect();
+                                String::from_utf8(bytes?).ok()
+                            }
+                            (false, _) => String::from_utf8(engine.decode(v).ok()?).ok(),
+                        }
+                    })
+                    .collect();
+                Coll::from_nullable(Arc::new(out))
+            }
+            Node::Split(src, sep) => {
+                let s = src.eval(focus, env)?.singleton()?;
+                let s = s.as_string::<i32>();
+                let mut values = StringBuilder::new();
+                let mut lens = Vec::with_capacity(n);
+                for r in 0..n {
+                    if s.is_null(r) {
+                        lens.push(0);
+                        continue;
+                    }
+                    let parts: Vec<&str> = match sep.is_empty() {
+                        true => vec![s.value(r)],
+                        false => s.value(r).split(sep.as_str()).collect(),
+                    };
+                    lens.push(parts.len());
+                    for p in parts {
+                        values.append_value(p);
+                    }
+                }
+                Ok(Coll {
+                    offsets: OffsetBuffer::from_lengths(lens),
+                    values: Arc::new(values.finish()),
+                })
+            }
             Node::Select(src, projection) => {
                 let s = src.eval(focus, env)?;
                 let items = Coll::singletons(s.values.clone());

@@ -259,6 +259,18 @@ impl Dialect {
         }
     }
 
+    /// The parts of `s` between the occurrences of `sep` (a literal).
+    pub fn split(self, s: &str, sep: &str) -> String {
+        match self {
+            Duckdb => format!("string_split({s}, {})", self.string(sep)),
+            // Spark splits by a regular expression: the separator quoted.
+            Spark => format!("split({s}, {}, -1)", self.string(&format!("\\Q{sep}\\E"))),
+            Trino => format!("split({s}, {})", self.string(sep)),
+            Bigquery => format!("SPLIT({s}, {})", self.string(sep)),
+            Snowflake => format!("SPLIT({s}, {})", self.string(sep)),
+        }
+    }
+
     /// Whether `list` holds `x`.
     pub fn list_contains(self, list: &str, x: &str) -> String {
         match self {

@@ -725,6 +725,26 @@ impl Lower {
                     }
                 }
             }
+            Node::Now(false) => Val::One(
+                self.cast("current_date", &DataType::Utf8, at)?,
+                DataType::Utf8,
+            ),
+            Node::Now(true) => return self.unsupported(at, "now()"),
+            Node::Encode(_, form, encode) => {
+                let name = if *encode { "encode" } else { "decode" };
+                return self.unsupported(at, &format!("{name}('{form}')"));
+            }
+            Node::Split(src, sep) => {
+                let x = self.one(&self.lower(src, cx, at)?, at)?;
+                Val::Many(
+                    format!(
+                        "(CASE WHEN {x} IS NULL THEN {} ELSE {} END)",
+                        d.empty_list(),
+                        d.split(&x, sep)
+                    ),
+                    DataType::Utf8,
+                )
+            }
             Node::Distinct(src) => {
                 let v = self.lower(src, cx, at)?;
                 let dt = Self::dt(&v);
