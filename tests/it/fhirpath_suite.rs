@@ -129,8 +129,10 @@ fn same(want: &(String, String), got: &Value) -> bool {
             same(&("decimal".into(), value.into()), &got["value"])
                 && (got["code"] == unit || got["unit"] == unit)
         }
-        // No type given (the decimal boundary tests): a number by value, else the text.
+        // No type given (the boundary tests): a number by value, a date or time by its text
+        // after `@`, else the text.
         "" if text.parse::<f64>().is_ok() => same(&("decimal".into(), text.clone()), got),
+        "" if text.starts_with('@') => same(&("dateTime".into(), text.clone()), got),
         _ => got.as_str() == Some(text.as_str()),
     }
 }

@@ -310,9 +310,16 @@ impl Moment {
 /// FHIRPath's comparison of two dates, date-times or times (see [`Node::Temporal`]).
 fn temporal(op: Op, a: &str, b: &str) -> Option<bool> {
     let (a, b) = (moment(a)?, moment(b)?);
-    let ordering = if a.time != b.time {
-        None
-    } else {
+    use std::cmp::Ordering::*;
+    // A time and a date are never equal, and not in order.
+    if a.time != b.time {
+        return match op {
+            Op::Eq | Op::Equiv => Some(false),
+            Op::Ne | Op::NotEquiv => Some(true),
+            _ => None,
+        };
+    }
+    let ordering = {
         let timed = |m: &Moment| m.time || m.parts.len() >= 4;
         // One with an offset and one without cannot be put in order (no local zone is assumed).
         if timed(&a) && timed(&b) && a.offset.is_some() != b.offset.is_some() {
@@ -330,7 +337,6 @@ fn temporal(op: Op, a: &str, b: &str) -> Option<bool> {
             }
         }
     };
-    use std::cmp::Ordering::*;
     match op {
         Op::Eq => ordering.map(|o| o == Equal),
         Op::Ne => ordering.map(|o| o != Equal),
@@ -544,6 +550,8 @@ fn string_fn(f: StrFn, s: &ArrayRef, args: &[ArrayRef]) -> EvalResult<Coll> {
                         _ => None,
                     },
                     StrFn::ReplaceMatches => match (text(0, r), text(1, r)) {
+                        // An empty expression matches nothing to replace.
+                        (Some(""), Some(_)) => Some(v.to_string()),
                         (Some(p), Some(w)) => Some(regex(p)?.replace_all(v, w).into_owned()),
                         _ => None,
                     },
@@ -619,8 +627,8 @@ fn convert(s: &ArrayRef, to: Conversion, test: bool) -> EvalResult<Coll> {
             Conversion::DateTime => moment(t)
                 .filter(|m| !m.time)
                 .map(|_| t.trim_start_matches('@').to_string()),
-            Conversion::Time => moment(t)
-                .filter(|m| m.time)
+            Conversion::Time => moment(&format!("T{}", t.trim_start_matches(['@', 'T'])))
+                .filter(|m| m.time && m.offset.is_none())
                 .map(|_| t.trim_start_matches(['@', 'T']).to_string()),
         }
     };

@@ -813,11 +813,11 @@ impl Lower {
                     StrFn::MatchesFull => {
                         d.regex_test(&s, &format!("^(?:{})$", literal(0, "matchesFull()")?))
                     }
-                    StrFn::ReplaceMatches => d.regex_replace(
-                        &s,
-                        &literal(0, "replaceMatches()")?,
-                        &literal(1, "replaceMatches()")?,
-                    ),
+                    StrFn::ReplaceMatches => match literal(0, "replaceMatches()")?.as_str() {
+                        // An empty expression matches nothing to replace.
+                        "" => s.clone(),
+                        p => d.regex_replace(&s, p, &literal(1, "replaceMatches()")?),
+                    },
                 };
                 Val::One(e, dt)
             }
