@@ -543,6 +543,8 @@ fn functions_view() -> Value {
         "birthDate < today()",
         "name = name",
         "name.first() = name.last()",
+        "name.given.sort()",
+        "name.given.sort(-$this)",
     ];
     let columns: Vec<Value> = std::iter::once(json!({"name": "id", "path": "id"}))
         .chain(

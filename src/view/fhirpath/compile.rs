@@ -666,6 +666,21 @@ impl Scope<'_> {
                 }
                 Ok((Node::Exists(b), boolean))
             }
+            "sort" => {
+                self.no_choice(&ty, "sort()")?;
+                if !matches!(ty, Ty::Prim { .. } | Ty::Nothing) {
+                    return Err(format!(
+                        "sort() of {}: sort values, or by $this",
+                        ty.describe()
+                    ));
+                }
+                let descending = match args {
+                    [] | [Ast::This] => false,
+                    [Ast::Neg(x)] if matches!(**x, Ast::This) => true,
+                    _ => return Err("sort() takes no key, $this or -$this".into()),
+                };
+                Ok((Node::Sort(b, descending), ty))
+            }
             "today" | "now" => {
                 arity(0..=0)?;
                 let fhir = if name == "today" { "date" } else { "dateTime" };

@@ -742,6 +742,8 @@ pub enum Node {
     Combine(Box<Node>, Box<Node>),
     /// The values without repeats (`distinct()`).
     Distinct(Box<Node>),
+    /// `sort()`, `sort($this)` (`false`) or `sort(-$this)` (`true`: descending) of values.
+    Sort(Box<Node>, bool),
     /// `today()` (a date) or `now()` (a date-time in UTC), when the view runs.
     Now(bool),
     /// `encode(form)` (`true`) or `decode(form)` of one string: base64, urlbase64, hex.
@@ -1140,6 +1142,31 @@ impl Node {
                 Coll::from_nullable(Arc::new(out))
             }
             Node::Distinct(src) => distinct(&src.eval(focus, env)?),
+            Node::Sort(src, descending) => {
+                let s = src.eval(focus, env)?;
+                if s.values.is_empty() || s.values.data_type() == &DataType::Null {
+                    return Ok(s);
+                }
+                let rows = comparable(&s.values)?;
+                let mut idx = Vec::with_capacity(s.values.len());
+                for r in 0..n {
+                    let mut items: Vec<u32> =
+                        (s.offsets[r] as u32..s.offsets[r + 1] as u32).collect();
+                    items.sort_by(|&a, &b| {
+                        let o = rows.row(a as usize).cmp(&rows.row(b as usize));
+                        if *descending {
+                            o.reverse()
+                        } else {
+                            o
+                        }
+                    });
+                    idx.extend(items);
+                }
+                Ok(Coll {
+                    offsets: s.offsets.clone(),
+                    values: take_idx(&s.values, idx)?,
+                })
+            }
             Node::Now(time) => {
                 let t = chrono::Utc::now();
                 let text = match time {

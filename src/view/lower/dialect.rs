@@ -271,6 +271,26 @@ impl Dialect {
         }
     }
 
+    /// The items of `list` in order, ascending or descending.
+    pub fn sort(self, list: &str, descending: bool, var: &str) -> String {
+        let dir = if descending { "DESC" } else { "ASC" };
+        match self {
+            Duckdb => format!("list_sort({list}, '{dir}')"),
+            Spark => format!("sort_array({list}, {})", !descending),
+            Trino => match descending {
+                false => format!("array_sort({list})"),
+                true => format!("reverse(array_sort({list}))"),
+            },
+            Bigquery => {
+                format!("ARRAY(SELECT {var} FROM UNNEST({list}) AS {var} ORDER BY {var} {dir})")
+            }
+            Snowflake => format!(
+                "ARRAY_SORT({list}, {})",
+                if descending { "FALSE" } else { "TRUE" }
+            ),
+        }
+    }
+
     /// Whether `list` holds `x`.
     pub fn list_contains(self, list: &str, x: &str) -> String {
         match self {

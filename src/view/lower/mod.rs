@@ -725,6 +725,12 @@ impl Lower {
                     }
                 }
             }
+            Node::Sort(src, descending) => {
+                let v = self.lower(src, cx, at)?;
+                let dt = Self::dt(&v);
+                let list = self.many(&v, at)?;
+                Val::Many(d.sort(&list, *descending, &self.var()), dt)
+            }
             Node::Now(false) => Val::One(
                 self.cast("current_date", &DataType::Utf8, at)?,
                 DataType::Utf8,
