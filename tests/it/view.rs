@@ -651,6 +651,15 @@ fn fhirpath_beyond_the_suite() {
     assert_eq!(column("birthDate > @1970"), [json!([]), json!([])]);
     assert_eq!(column("birthDate > @1969"), [json!([true]), json!([])]);
     assert_eq!(column("birthDate = @1970-06-15"), [json!([]), json!([])]);
+    // A calendar duration added to a date keeps its precision.
+    assert_eq!(
+        column("birthDate + 18 years"),
+        [json!(["1988-06"]), json!([])]
+    );
+    assert_eq!(
+        column("birthDate - 7 months"),
+        [json!(["1969-11"]), json!([])]
+    );
     assert_eq!(
         column("name.family.first() & '-' & gender"),
         [json!(["F1-female"]), json!(["-"])]

@@ -320,6 +320,39 @@ impl Scope<'_> {
                 };
                 self.call(node, ty, name, args)
             }
+            // A date or date-time plus or minus a time-valued quantity.
+            Ast::Binary(op @ (Op::Add | Op::Sub), l, r) if matches!(**r, Ast::Quantity(..)) => {
+                let Ast::Quantity(n, unit) = &**r else {
+                    unreachable!("a quantity")
+                };
+                let (ln, lt) = self.compile(l, focus)?;
+                let dated = matches!(&lt, Ty::Prim { fhir, .. } if matches!(fhir.as_str(), "date" | "dateTime" | "instant"));
+                if !dated {
+                    return Err(format!(
+                        "{op:?} of {} and the quantity {n} '{unit}': only a date or date-time \
+                         takes a duration",
+                        lt.describe()
+                    ));
+                }
+                let amount: f64 = n.parse().map_err(|_| format!("the number {n}"))?;
+                let amount = if *op == Op::Sub { -amount } else { amount };
+                if crate::view::fhirpath::eval::add_duration("2000-01-01", 1.0, unit).is_none() {
+                    return Err(format!("'{unit}' is not a unit of time"));
+                }
+                let src = cast_to(ln, &lt, &DataType::Utf8);
+                let fhir = match &lt {
+                    Ty::Prim { fhir, .. } if fhir == "date" => "date",
+                    _ => "dateTime",
+                };
+                Ok((
+                    Node::DateAdd(Box::new(src), amount, unit.clone()),
+                    Ty::prim(fhir, DataType::Utf8),
+                ))
+            }
+            Ast::Quantity(n, unit) => Err(format!(
+                "the quantity {n} '{unit}': quantities are not supported yet, but for adding \
+                 a duration to a date"
+            )),
             Ast::Binary(op, l, r) => {
                 let (ln, lt) = self.compile(l, focus)?;
                 let (rn, rt) = self.compile(r, focus)?;

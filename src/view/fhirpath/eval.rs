@@ -307,6 +307,98 @@ impl Moment {
     }
 }
 
+/// A date or date-time plus a calendar duration (whole units: a fraction is dropped), written
+/// back to its own precision: years and months by the calendar, the day of month kept where
+/// it exists (else the last); hours and finer leave a date as it is (FHIRPath 6.6.1).
+pub fn add_duration(text: &str, amount: f64, unit: &str) -> Option<String> {
+    use chrono::{Datelike, Months, NaiveDate, TimeDelta, Timelike};
+    let m = moment(text)?;
+    if m.time {
+        return None;
+    }
+    let unit = match unit {
+        // UCUM's `a` and `mo` are definite durations, not calendar ones: no date arithmetic.
+        "year" | "years" => "year",
+        "month" | "months" => "month",
+        "week" | "weeks" | "wk" => "week",
+        "day" | "days" | "d" => "day",
+        "hour" | "hours" | "h" => "hour",
+        "minute" | "minutes" | "min" => "minute",
+        "second" | "seconds" | "s" => "second",
+        "millisecond" | "milliseconds" | "ms" => "millisecond",
+        _ => return None,
+    };
+    let p = &m.parts;
+    let get = |i: usize, d: i64| p.get(i).copied().unwrap_or(d);
+    let date = NaiveDate::from_ymd_opt(get(0, 0) as i32, get(1, 1) as u32, get(2, 1) as u32)?;
+    let micros = get(5, 0);
+    let t = date.and_hms_micro_opt(
+        get(3, 0) as u32,
+        get(4, 0) as u32,
+        (micros / 1_000_000) as u32,
+        (micros % 1_000_000) as u32,
+    )?;
+    let whole = amount.trunc() as i64;
+    let t = match unit {
+        "year" | "month" => {
+            let months = if unit == "year" { whole * 12 } else { whole };
+            match months >= 0 {
+                true => t.checked_add_months(Months::new(months as u32))?,
+                false => t.checked_sub_months(Months::new((-months) as u32))?,
+            }
+        }
+        _ => {
+            let micros_per = match unit {
+                "week" => 7 * 86_400_000_000i64,
+                "day" => 86_400_000_000,
+                "hour" => 3_600_000_000,
+                "minute" => 60_000_000,
+                "second" => 1_000_000,
+                _ => 1_000,
+            };
+            // Whole units: the fraction of a quantity is dropped (`7.7 days`: 7 days).
+            let delta = whole * micros_per;
+            if p.len() <= 3 && micros_per < 86_400_000_000 {
+                // Hours and finer do not change a date.
+                t
+            } else {
+                t.checked_add_signed(TimeDelta::microseconds(delta))?
+            }
+        }
+    };
+    // Back to the text, to the precision written.
+    let (date_text, rest) = text
+        .trim_start_matches('@')
+        .split_once('T')
+        .unwrap_or((text.trim_start_matches('@'), ""));
+    let _ = date_text;
+    let zone = rest.find(['Z', '+', '-']).map(|i| &rest[i..]).unwrap_or("");
+    let fraction = rest
+        .split_once('.')
+        .map(|(_, f)| f.chars().take_while(char::is_ascii_digit).count());
+    Some(match p.len() {
+        1 => format!("{:04}", t.year()),
+        2 => format!("{:04}-{:02}", t.year(), t.month()),
+        3 => t.format("%Y-%m-%d").to_string(),
+        4 => format!("{}T{:02}{zone}", t.format("%Y-%m-%d"), t.hour()),
+        5 => format!("{}{zone}", t.format("%Y-%m-%dT%H:%M")),
+        _ => {
+            let base = t.format("%Y-%m-%dT%H:%M:%S").to_string();
+            match fraction {
+                Some(k) if k > 0 => {
+                    let f = format!("{:06}", t.nanosecond() / 1000);
+                    let mut f: String = f.chars().take(k.min(6)).collect();
+                    while f.len() < k {
+                        f.push('0');
+                    }
+                    format!("{base}.{f}{zone}")
+                }
+                _ => format!("{base}{zone}"),
+            }
+        }
+    })
+}
+
 /// FHIRPath's comparison of two dates, date-times or times (see [`Node::Temporal`]).
 fn temporal(op: Op, a: &str, b: &str) -> Option<bool> {
     let (a, b) = (moment(a)?, moment(b)?);
@@ -744,6 +836,9 @@ pub enum Node {
     Distinct(Box<Node>),
     /// `sort()`, `sort($this)` (`false`) or `sort(-$this)` (`true`: descending) of values.
     Sort(Box<Node>, bool),
+    /// A date or date-time plus (or minus: a negative amount) a time-valued quantity
+    /// (FHIRPath 6.6.1): the amount, its unit (`year` .. `millisecond`, UCUM `a` .. `ms`).
+    DateAdd(Box<Node>, f64, String),
     /// `today()` (a date) or `now()` (a date-time in UTC), when the view runs.
     Now(bool),
     /// `encode(form)` (`true`) or `decode(form)` of one string: base64, urlbase64, hex.
@@ -1166,6 +1261,13 @@ impl Node {
                     offsets: s.offsets.clone(),
                     values: take_idx(&s.values, idx)?,
                 })
+            }
+            Node::DateAdd(src, amount, unit) => {
+                let s = cast(&src.eval(focus, env)?.singleton()?, &DataType::Utf8)
+                    .map_err(|e| e.to_string())?;
+                let s = s.as_string::<i32>();
+                let out: StringArray = s.iter().map(|v| add_duration(v?, *amount, unit)).collect();
+                Coll::from_nullable(Arc::new(out))
             }
             Node::Now(time) => {
                 let t = chrono::Utc::now();

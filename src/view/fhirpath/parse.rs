@@ -30,6 +30,8 @@ pub enum Ast {
     Binary(Op, Box<Ast>, Box<Ast>),
     /// Unary minus.
     Neg(Box<Ast>),
+    /// A quantity literal: the number's text and the unit (`4 days`, `10 'mg'`).
+    Quantity(String, String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,26 @@ impl Op {
         }
     }
 }
+
+/// The calendar duration units a quantity literal may be written with, unquoted.
+pub const CALENDAR_UNITS: &[&str] = &[
+    "year",
+    "years",
+    "month",
+    "months",
+    "week",
+    "weeks",
+    "day",
+    "days",
+    "hour",
+    "hours",
+    "minute",
+    "minutes",
+    "second",
+    "seconds",
+    "millisecond",
+    "milliseconds",
+];
 
 /// The precedence of the type operators `is` and `as` (between `+` and `|`).
 const TYPE_OPERATORS: u8 = 7;
@@ -498,6 +520,16 @@ impl Parser {
             }
             Tok::Num(n) => {
                 self.next();
+                // A quantity: a number and a unit (a UCUM code in quotes, or a calendar one).
+                let unit = match self.peek().clone() {
+                    Tok::Str(u) => Some(u),
+                    Tok::Ident(u) if CALENDAR_UNITS.contains(&u.as_str()) => Some(u),
+                    _ => None,
+                };
+                if let Some(u) = unit {
+                    self.next();
+                    return Ok(Ast::Quantity(n, u));
+                }
                 if n.contains('.') {
                     Ok(Ast::Dec(n))
                 } else {

@@ -736,6 +736,7 @@ impl Lower {
                 DataType::Utf8,
             ),
             Node::Now(true) => return self.unsupported(at, "now()"),
+            Node::DateAdd(..) => return self.unsupported(at, "a date plus a duration"),
             Node::Encode(_, form, encode) => {
                 let name = if *encode { "encode" } else { "decode" };
                 return self.unsupported(at, &format!("{name}('{form}')"));
