@@ -169,6 +169,38 @@ impl Scope<'_> {
                 },
             },
             Ast::This => Ok((Node::Focus, focus.clone())),
+            // `type().name`, `type().namespace`: the static type of the input (System for
+            // literals, FHIR for elements), one per item.
+            Ast::Member(Some(call), part)
+                if matches!(&**call, Ast::Call(_, f, a) if f == "type" && a.is_empty())
+                    && (part == "name" || part == "namespace") =>
+            {
+                let Ast::Call(src, _, _) = &**call else { unreachable!("a call") };
+                let (node, ty) = match src.as_deref() {
+                    Some(s) => self.compile(s, focus)?,
+                    None => (Node::Focus, focus.clone()),
+                };
+                let literal = matches!(
+                    src.as_deref(),
+                    Some(Ast::Int(_) | Ast::Dec(_) | Ast::Str(_) | Ast::Bool(_) | Ast::DateTime(_) | Ast::Time(_))
+                );
+                let (namespace, name) = match &ty {
+                    Ty::Prim { fhir, .. } if literal => {
+                        let mut n = fhir.clone();
+                        n[..1].make_ascii_uppercase();
+                        ("System", n)
+                    }
+                    Ty::Prim { fhir, .. } | Ty::Object { fhir, .. } | Ty::Json { fhir, .. } => {
+                        ("FHIR", fhir.clone())
+                    }
+                    Ty::Nothing => return Ok((Node::Lit(ScalarValue::Null), Ty::Nothing)),
+                    other => return Err(format!("type() of {}", other.describe())),
+                };
+                let text = if part == "name" { name } else { namespace.to_string() };
+                // The input's items, each replaced by the text.
+                let (each, _) = self.call(node, ty, "select", &[Ast::Str(text)])?;
+                Ok((each, Ty::prim("string", DataType::Utf8)))
+            }
             Ast::Member(src, name) => {
                 let (node, ty) = match src {
                     Some(s) => self.compile(s, focus)?,
