@@ -17,7 +17,7 @@ use crate::view::batches_to_rows;
 use crate::{convert_opts, shared};
 
 /// Tests that pass today, a floor: raise it as the evaluator grows (never lower it).
-const AT_LEAST: usize = 785;
+const AT_LEAST: usize = 848;
 
 struct Case {
     group: String,
@@ -123,11 +123,18 @@ fn same(want: &(String, String), got: &Value) -> bool {
                 .is_some_and(|g| g.trim_start_matches('T') == w || same_instant(g, w))
         }
         "Quantity" => {
-            // `4 'kg'`, `41 'a'`.
+            // `4 'kg'`, `41 'a'`: an element's value and code or unit; a quantity computed by
+            // a view is the text of its literal (`4 'kg'`).
             let (value, unit) = text.split_once(' ').unwrap_or((text, ""));
             let unit = unit.trim_matches('\'');
-            same(&("decimal".into(), value.into()), &got["value"])
-                && (got["code"] == unit || got["unit"] == unit)
+            let (gv, gu) = match got {
+                Value::String(t) => {
+                    let (v, u) = t.split_once(' ').unwrap_or((t, ""));
+                    (json!(v), json!(u.trim_matches('\'')))
+                }
+                _ => (got["value"].clone(), got["code"].clone()),
+            };
+            same(&("decimal".into(), value.into()), &gv) && (gu == unit || got["unit"] == unit)
         }
         // No type given (the boundary tests): a number by value, a date or time by its text
         // after `@`, else the text.

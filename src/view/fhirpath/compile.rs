@@ -175,14 +175,23 @@ impl Scope<'_> {
                 if matches!(&**call, Ast::Call(_, f, a) if f == "type" && a.is_empty())
                     && (part == "name" || part == "namespace") =>
             {
-                let Ast::Call(src, _, _) = &**call else { unreachable!("a call") };
+                let Ast::Call(src, _, _) = &**call else {
+                    unreachable!("a call")
+                };
                 let (node, ty) = match src.as_deref() {
                     Some(s) => self.compile(s, focus)?,
                     None => (Node::Focus, focus.clone()),
                 };
                 let literal = matches!(
                     src.as_deref(),
-                    Some(Ast::Int(_) | Ast::Dec(_) | Ast::Str(_) | Ast::Bool(_) | Ast::DateTime(_) | Ast::Time(_))
+                    Some(
+                        Ast::Int(_)
+                            | Ast::Dec(_)
+                            | Ast::Str(_)
+                            | Ast::Bool(_)
+                            | Ast::DateTime(_)
+                            | Ast::Time(_)
+                    )
                 );
                 let (namespace, name) = match &ty {
                     Ty::Prim { fhir, .. } if literal => {
@@ -196,7 +205,11 @@ impl Scope<'_> {
                     Ty::Nothing => return Ok((Node::Lit(ScalarValue::Null), Ty::Nothing)),
                     other => return Err(format!("type() of {}", other.describe())),
                 };
-                let text = if part == "name" { name } else { namespace.to_string() };
+                let text = if part == "name" {
+                    name
+                } else {
+                    namespace.to_string()
+                };
                 // The input's items, each replaced by the text.
                 let (each, _) = self.call(node, ty, "select", &[Ast::Str(text)])?;
                 Ok((each, Ty::prim("string", DataType::Utf8)))
@@ -290,6 +303,13 @@ impl Scope<'_> {
                     (_, node) => Ok((node, ty)),
                 }
             }
+            // `x.iif(...)`: its arguments relative to the one item of x.
+            Ast::Call(Some(src), name, args) if name == "iif" => {
+                let (node, ty) = self.compile(src, focus)?;
+                self.no_choice(&ty, "iif()")?;
+                let (body, bt) = self.compile(&Ast::Call(None, name.clone(), args.clone()), &ty)?;
+                Ok((Node::With(Box::new(node), Box::new(body)), bt))
+            }
             // `iif()` at the start of an expression: its arguments over the same focus.
             Ast::Call(None, name, args) if name == "iif" => {
                 if !(2..=3).contains(&args.len()) {
@@ -381,9 +401,15 @@ impl Scope<'_> {
                     Ty::prim(fhir, DataType::Utf8),
                 ))
             }
-            Ast::Quantity(n, unit) => Err(format!(
-                "the quantity {n} '{unit}': quantities are not supported yet, but for adding \
-                 a duration to a date"
+            Ast::Quantity(n, unit) => Ok((
+                // Calendar units as written (`1 week`), UCUM codes quoted (`1 'wk'`).
+                Node::Lit(ScalarValue::Utf8(Some(
+                    match crate::view::fhirpath::parse::CALENDAR_UNITS.contains(&unit.as_str()) {
+                        true => format!("{n} {unit}"),
+                        false => format!("{n} '{unit}'"),
+                    },
+                ))),
+                Ty::prim("Quantity", DataType::Utf8),
             )),
             Ast::Binary(op, l, r) => {
                 let (ln, lt) = self.compile(l, focus)?;
@@ -588,6 +614,17 @@ impl Scope<'_> {
             }
             "not" => {
                 arity(0..=0)?;
+                // One item of another type counts as true (FHIRPath 4.5, singleton
+                // evaluation): not() of it is false.
+                if matches!(ty, Ty::Prim { .. }) && !ty.is_boolean() {
+                    // Of one item only: more is an error.
+                    let body = Node::Iif(
+                        Box::new(Node::Exists(Box::new(Node::Focus))),
+                        Box::new(Node::Lit(ScalarValue::Boolean(Some(false)))),
+                        Box::new(Node::Lit(ScalarValue::Boolean(None))),
+                    );
+                    return Ok((Node::With(b, Box::new(body)), boolean));
+                }
                 if !ty.is_boolean() {
                     return Err(format!("not() of {}, not a boolean", ty.describe()));
                 }
@@ -763,6 +800,18 @@ impl Scope<'_> {
                     Ty::prim("string", DataType::Utf8),
                 ))
             }
+            "escape" | "unescape" => {
+                arity(1..=1)?;
+                let form = self.string_arg(&args[0])?;
+                if !matches!(form.as_str(), "html" | "json") {
+                    return Err(format!("{name}('{form}'): html or json"));
+                }
+                let src = cast_to(node, &ty, &DataType::Utf8);
+                Ok((
+                    Node::Encode(Box::new(src), form, name == "escape"),
+                    Ty::prim("string", DataType::Utf8),
+                ))
+            }
             "split" => {
                 arity(1..=1)?;
                 let sep = self.string_arg(&args[0])?;
@@ -820,6 +869,7 @@ impl Scope<'_> {
                     (_, Conversion::Date) => Ty::prim("date", DataType::Utf8),
                     (_, Conversion::DateTime) => Ty::prim("dateTime", DataType::Utf8),
                     (_, Conversion::Time) => Ty::prim("time", DataType::Utf8),
+                    (_, Conversion::Quantity) => Ty::prim("Quantity", DataType::Utf8),
                 };
                 Ok((Node::Convert { src: b, to, test }, out))
             }
@@ -938,6 +988,17 @@ impl Scope<'_> {
     }
 
     fn binary(&self, op: Op, ln: Node, lt: Ty, rn: Node, rt: Ty) -> CompileResult<(Node, Ty)> {
+        let comparison = matches!(
+            op,
+            Op::Eq | Op::Ne | Op::Equiv | Op::NotEquiv | Op::Lt | Op::Le | Op::Gt | Op::Ge
+        );
+        if comparison && (is_quantity(&lt) || is_quantity(&rt)) {
+            let (l, r) = (quantity_text(ln, &lt)?, quantity_text(rn, &rt)?);
+            return Ok((
+                Node::QuantityCmp(op, Box::new(l), Box::new(r)),
+                Ty::prim("boolean", DataType::Boolean),
+            ));
+        }
         for t in [&lt, &rt] {
             self.no_choice(t, &format!("{op:?}"))?;
             if let Ty::Object { fhir, .. } = t {
@@ -1069,6 +1130,43 @@ fn is_choice_of(column: &str, base: &str, fhir_type: &str) -> bool {
 }
 
 /// A type specifier: `Quantity`, `FHIR.Quantity`, `System.String`.
+/// Whether a value is a quantity: a literal or conversion, a Quantity element (or one of its
+/// kinds), a choice that may be one.
+fn is_quantity(t: &Ty) -> bool {
+    const KINDS: &[&str] = &[
+        "Quantity",
+        "Age",
+        "Duration",
+        "Distance",
+        "Count",
+        "SimpleQuantity",
+        "MoneyQuantity",
+    ];
+    match t {
+        Ty::Prim { fhir, .. } => fhir == "Quantity",
+        Ty::Object { fhir, .. } | Ty::Json { fhir, .. } => KINDS.contains(&fhir.as_str()),
+        Ty::Choice { alts } => alts.iter().any(|a| KINDS.contains(&a.0.as_str())),
+        Ty::Nothing => false,
+    }
+}
+
+/// A quantity's text (see [`Node::QuantityText`]), from a literal or an element.
+fn quantity_text(node: Node, t: &Ty) -> CompileResult<Node> {
+    match t {
+        Ty::Prim { fhir, .. } if fhir == "Quantity" => Ok(node),
+        Ty::Nothing => Ok(node),
+        Ty::Object { .. } => Ok(Node::QuantityText(Box::new(node))),
+        Ty::Choice { alts } => match alts.iter().find(|a| a.0 == "Quantity") {
+            Some((_, Some(n), _)) => Ok(Node::QuantityText(Box::new(n.clone()))),
+            _ => Err("a Quantity past the typed columns cannot be compared yet".into()),
+        },
+        other => Err(format!(
+            "a quantity cannot be compared with {}",
+            other.describe()
+        )),
+    }
+}
+
 /// `toInteger()` and the rest: what they convert to, and whether they only test
 /// (`convertsTo...`).
 fn conversion(name: &str) -> Option<(Conversion, bool)> {
@@ -1084,6 +1182,7 @@ fn conversion(name: &str) -> Option<(Conversion, bool)> {
         "Date" => Conversion::Date,
         "DateTime" => Conversion::DateTime,
         "Time" => Conversion::Time,
+        "Quantity" => Conversion::Quantity,
         _ => return None,
     };
     Some((to, test))

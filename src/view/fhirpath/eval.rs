@@ -399,6 +399,93 @@ pub fn add_duration(text: &str, amount: f64, unit: &str) -> Option<String> {
     })
 }
 
+/// A quantity's text (`4.0 'g'`, `7 days`, `1 'wk'`): its value and unit.
+pub fn quantity(text: &str) -> Option<(f64, String)> {
+    let t = text.trim();
+    let (n, unit) = match t.split_once(' ') {
+        Some((n, u)) => (n, u.trim().trim_matches('\'').to_string()),
+        None => (t, "1".to_string()),
+    };
+    let v: f64 = n.parse().ok()?;
+    if unit.is_empty() {
+        return None;
+    }
+    Some((v, unit))
+}
+
+/// A unit's dimension and its size in that dimension's base unit (UCUM codes and the calendar
+/// words for weeks and shorter; years and months only equal themselves).
+fn unit_scale(unit: &str) -> Option<(&'static str, f64)> {
+    Some(match unit {
+        "g" => ("mass", 1.0),
+        "mg" => ("mass", 1e-3),
+        "ug" => ("mass", 1e-6),
+        "kg" => ("mass", 1e3),
+        "[lb_av]" => ("mass", 453.59237),
+        "m" => ("length", 1.0),
+        "cm" => ("length", 1e-2),
+        "mm" => ("length", 1e-3),
+        "km" => ("length", 1e3),
+        "[in_i]" => ("length", 0.0254),
+        "ms" | "millisecond" | "milliseconds" => ("time", 1e-3),
+        "s" | "second" | "seconds" => ("time", 1.0),
+        "min" | "minute" | "minutes" => ("time", 60.0),
+        "h" | "hour" | "hours" => ("time", 3600.0),
+        "d" | "day" | "days" => ("time", 86400.0),
+        "wk" | "week" | "weeks" => ("time", 604800.0),
+        "1" => ("one", 1.0),
+        _ => return None,
+    })
+}
+
+/// FHIRPath's comparison of two quantities: in one unit where they convert; empty (for `~`:
+/// false) when they do not.
+fn quantity_cmp(op: Op, a: &str, b: &str) -> Option<bool> {
+    let ((x, ux), (y, uy)) = (quantity(a)?, quantity(b)?);
+    let pair = match (unit_scale(&ux), unit_scale(&uy)) {
+        _ if ux == uy => Some((x, y)),
+        (Some((dx, fx)), Some((dy, fy))) if dx == dy => Some((x * fx, y * fy)),
+        _ => None,
+    };
+    let Some((x, y)) = pair else {
+        return match op {
+            Op::Equiv => Some(false),
+            Op::NotEquiv => Some(true),
+            _ => None,
+        };
+    };
+    let mut eq = (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0);
+    if matches!(op, Op::Equiv | Op::NotEquiv) && !eq {
+        // `~`: to the precision of the less precise side, in its unit (`4 'g' ~ 4040 'mg'`).
+        let places = |t: &str| {
+            t.trim()
+                .split(' ')
+                .next()
+                .and_then(|n| n.split_once('.'))
+                .map_or(0, |(_, f)| f.len() as i32)
+        };
+        let (pa, pb) = (places(a), places(b));
+        let (keep, scale) = match pa <= pb {
+            true => (pa, unit_scale(&ux).map_or(1.0, |u| u.1)),
+            false => (pb, unit_scale(&uy).map_or(1.0, |u| u.1)),
+        };
+        let round = |v: f64| {
+            let f = 10f64.powi(keep);
+            ((v / scale) * f).round() / f
+        };
+        eq = round(x) == round(y);
+    }
+    Some(match op {
+        Op::Eq | Op::Equiv => eq,
+        Op::Ne | Op::NotEquiv => !eq,
+        Op::Lt => !eq && x < y,
+        Op::Le => eq || x < y,
+        Op::Gt => !eq && x > y,
+        Op::Ge => eq || x > y,
+        _ => return None,
+    })
+}
+
 /// FHIRPath's comparison of two dates, date-times or times (see [`Node::Temporal`]).
 fn temporal(op: Op, a: &str, b: &str) -> Option<bool> {
     let (a, b) = (moment(a)?, moment(b)?);
@@ -719,6 +806,28 @@ fn convert(s: &ArrayRef, to: Conversion, test: bool) -> EvalResult<Coll> {
             Conversion::DateTime => moment(t)
                 .filter(|m| !m.time)
                 .map(|_| t.trim_start_matches('@').to_string()),
+            Conversion::Quantity => match &from {
+                DataType::Int32 | DataType::Decimal128(..) => {
+                    Some(format!("{} '1'", decimal_text(t)))
+                }
+                DataType::Boolean => {
+                    Some(format!("{} '1'", if t == "true" { "1.0" } else { "0.0" }))
+                }
+                _ => {
+                    let q = quantity(t)?;
+                    // A unit written as a word is a calendar one; quoted, a UCUM code.
+                    let unit = t.trim().split_once(' ').map(|(_, u)| u.trim());
+                    match unit {
+                        Some(u)
+                            if !u.starts_with('\'')
+                                && !super::parse::CALENDAR_UNITS.contains(&u) =>
+                        {
+                            None
+                        }
+                        _ => Some(format!("{} '{}'", decimal_text(&q.0.to_string()), q.1)),
+                    }
+                }
+            },
             Conversion::Time => moment(&format!("T{}", t.trim_start_matches(['@', 'T'])))
                 .filter(|m| m.time && m.offset.is_none())
                 .map(|_| t.trim_start_matches(['@', 'T']).to_string()),
@@ -839,9 +948,19 @@ pub enum Node {
     /// A date or date-time plus (or minus: a negative amount) a time-valued quantity
     /// (FHIRPath 6.6.1): the amount, its unit (`year` .. `millisecond`, UCUM `a` .. `ms`).
     DateAdd(Box<Node>, f64, String),
+    /// A Quantity (a struct with `value` and `code` or `unit`) as the text of a quantity
+    /// literal: `185 '[lb_av]'`.
+    QuantityText(Box<Node>),
+    /// A comparison of two quantities (their texts, see [`Node::QuantityText`]): the values
+    /// in one unit where the units convert (mass, length, time), else only in the same unit.
+    QuantityCmp(Op, Box<Node>, Box<Node>),
+    /// `body` evaluated with the one item of `src` (or none) as its focus: a function whose
+    /// arguments are relative to its input (`('a').iif($this = 'a', ...)`).
+    With(Box<Node>, Box<Node>),
     /// `today()` (a date) or `now()` (a date-time in UTC), when the view runs.
     Now(bool),
-    /// `encode(form)` (`true`) or `decode(form)` of one string: base64, urlbase64, hex.
+    /// `encode(form)` (`true`) or `decode(form)` of one string: base64, urlbase64, hex; and
+    /// `escape(form)` (`true`) or `unescape(form)`: html, json.
     Encode(Box<Node>, String, bool),
     /// `split(separator)` of one string: its parts.
     Split(Box<Node>, String),
@@ -1008,6 +1127,7 @@ pub enum Conversion {
     Date,
     DateTime,
     Time,
+    Quantity,
 }
 
 /// What a [`Node::JsonField`] reads.
@@ -1269,6 +1389,55 @@ impl Node {
                 let out: StringArray = s.iter().map(|v| add_duration(v?, *amount, unit)).collect();
                 Coll::from_nullable(Arc::new(out))
             }
+            Node::QuantityText(src) => {
+                let s = src.eval(focus, env)?;
+                let v = s.values.as_struct_opt().ok_or("a Quantity was expected")?;
+                let value = v
+                    .column_by_name("value")
+                    .map(|c| cast(c, &DataType::Utf8))
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                let code = v
+                    .column_by_name("code")
+                    .or_else(|| v.column_by_name("unit"))
+                    .cloned();
+                let out: StringArray = (0..v.len())
+                    .map(|i| {
+                        let value = value.as_ref()?.as_string::<i32>();
+                        if value.is_null(i) {
+                            return None;
+                        }
+                        let unit = code.as_ref().and_then(|c| {
+                            let c = c.as_string_opt::<i32>()?;
+                            c.is_valid(i).then(|| c.value(i).to_string())
+                        });
+                        Some(format!(
+                            "{} '{}'",
+                            decimal_text(value.value(i)),
+                            unit.unwrap_or_else(|| "1".into())
+                        ))
+                    })
+                    .collect();
+                compact(s.offsets, Arc::new(out))
+            }
+            Node::QuantityCmp(op, l, r) => {
+                let l = l.eval(focus, env)?.singleton()?;
+                let r = r.eval(focus, env)?.singleton()?;
+                let (l, r) = (l.as_string::<i32>(), r.as_string::<i32>());
+                let out: BooleanArray = (0..n)
+                    .map(|i| {
+                        if l.is_null(i) || r.is_null(i) {
+                            return None;
+                        }
+                        quantity_cmp(*op, l.value(i), r.value(i))
+                    })
+                    .collect();
+                Coll::from_nullable(Arc::new(out))
+            }
+            Node::With(src, body) => {
+                let s = src.eval(focus, env)?.singleton()?;
+                body.eval(&Coll::from_nullable(s)?, env)
+            }
             Node::Now(time) => {
                 let t = chrono::Utc::now();
                 let text = match time {
@@ -1290,6 +1459,39 @@ impl Node {
                     .map(|v| {
                         let v = v?;
                         match (encode, form.as_str()) {
+                            (true, "html") => Some(
+                                v.replace('&', "&amp;")
+                                    .replace('<', "&lt;")
+                                    .replace('>', "&gt;")
+                                    .replace('"', "&quot;")
+                                    .replace('\'', "&#39;"),
+                            ),
+                            (false, "html") => Some(
+                                v.replace("&lt;", "<")
+                                    .replace("&gt;", ">")
+                                    .replace("&quot;", "\"")
+                                    .replace("&#39;", "'")
+                                    .replace("&apos;", "'")
+                                    .replace("&amp;", "&"),
+                            ),
+                            (true, "json") => {
+                                let quoted = serde_json::to_string(v).ok()?;
+                                Some(quoted[1..quoted.len() - 1].to_string())
+                            }
+                            (false, "json") => {
+                                // Quotes the text left bare are its own.
+                                let mut quoted = String::from('"');
+                                let mut escaped = false;
+                                for c in v.chars() {
+                                    if c == '"' && !escaped {
+                                        quoted.push('\\');
+                                    }
+                                    escaped = c == '\\' && !escaped;
+                                    quoted.push(c);
+                                }
+                                quoted.push('"');
+                                serde_json::from_str(&quoted).ok()
+                            }
                             (true, "hex") => Some(v.bytes().map(|b| format!("{b:02x}")).collect()),
                             (true, _) => Some(engine.encode(v)),
                             (false, "hex") => {

@@ -737,8 +737,25 @@ impl Lower {
             ),
             Node::Now(true) => return self.unsupported(at, "now()"),
             Node::DateAdd(..) => return self.unsupported(at, "a date plus a duration"),
+            Node::With(src, body) => {
+                let sv = self.lower(src, cx, at)?;
+                let dt = Self::dt(&sv);
+                let inner = Cx {
+                    focus: Val::One(self.one(&sv, at)?, dt),
+                    index: cx.index.clone(),
+                };
+                self.lower(body, &inner, at)?
+            }
+            Node::QuantityText(..) | Node::QuantityCmp(..) => {
+                return self.unsupported(at, "a comparison of quantities")
+            }
             Node::Encode(_, form, encode) => {
-                let name = if *encode { "encode" } else { "decode" };
+                let name = match (form.as_str(), encode) {
+                    ("html" | "json", true) => "escape",
+                    ("html" | "json", false) => "unescape",
+                    (_, true) => "encode",
+                    (_, false) => "decode",
+                };
                 return self.unsupported(at, &format!("{name}('{form}')"));
             }
             Node::Split(src, sep) => {
