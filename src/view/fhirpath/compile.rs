@@ -1033,7 +1033,49 @@ impl Scope<'_> {
                 let temporal = |t: &Ty| matches!(t, Ty::Prim { fhir, .. } if matches!(fhir.as_str(), "date" | "dateTime" | "time"));
                 // Dates, date-times and times kept as text: compared by their components, to
                 // the precision both have (an instant's column is a timestamp, compared as one).
-                if common == DataType::Utf8 && (temporal(&lt) || temporal(&rt)) {
+                // A date and a string are values of different types (no implicit conversion
+                // from String): never equal.
+                let text = |t: &Ty| {
+                    matches!(
+                        t,
+                        Ty::Prim {
+                            dt: DataType::Utf8,
+                            ..
+                        }
+                    ) && !temporal(t)
+                };
+                let dated =
+                    |t: &Ty| temporal(t) || matches!(t, Ty::Prim { fhir, .. } if fhir == "instant");
+                if matches!(op, Op::Eq | Op::Ne | Op::Equiv | Op::NotEquiv)
+                    && ((dated(&lt) && text(&rt)) || (text(&lt) && dated(&rt)))
+                {
+                    let both = Node::Logic(
+                        Op::And,
+                        Box::new(Node::Exists(l)),
+                        Box::new(Node::Exists(r)),
+                    );
+                    let differ = matches!(op, Op::Ne | Op::NotEquiv);
+                    let otherwise = match op {
+                        Op::Equiv => Some(false),
+                        Op::NotEquiv => Some(true),
+                        _ => None,
+                    };
+                    return Ok((
+                        Node::Iif(
+                            Box::new(both),
+                            Box::new(Node::Lit(ScalarValue::Boolean(Some(differ)))),
+                            Box::new(Node::Lit(ScalarValue::Boolean(otherwise))),
+                        ),
+                        boolean,
+                    ));
+                }
+                // An instant (a timestamp column) beside a date or date-time literal: compared
+                // as dates are, to the precision both have.
+                let instant = |t: &Ty| matches!(t, Ty::Prim { fhir, .. } if fhir == "instant");
+                if (common == DataType::Utf8 && (temporal(&lt) || temporal(&rt)))
+                    || (instant(&lt) && temporal(&rt))
+                    || (temporal(&lt) && instant(&rt))
+                {
                     return Ok((Node::Temporal(op, l, r), boolean));
                 }
                 let l = cast_to(*l, &lt, &common);
