@@ -5,7 +5,7 @@ mod cloud;
 mod convert;
 mod delta;
 mod export;
-mod fhirpath_oracle;
+pub(crate) mod fhirpath_oracle;
 mod fhirpath_suite;
 mod fuzz;
 mod interop;

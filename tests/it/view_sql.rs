@@ -557,3 +557,118 @@ fn functions_view() -> Value {
     json!({"resourceType": "ViewDefinition", "resource": "Patient", "status": "active",
                       "select": [{"column": columns}]})
 }
+
+/// The expressions generated for the differential test against fhirpath.js
+/// (`fhirpath_oracle.rs`) over the Synthea sample, compiled to DuckDB (1.4 and 2.x) SQL and run
+/// there: every value the engine gives is the one `view` gives (whose answers agree with
+/// fhirpath.js). Expressions a dialect refuses (see the README) are left out, and counted.
+#[test]
+fn generated_fhirpath_compiled_to_duckdb_gives_the_answers_of_view() {
+    let duckdb = python_has(
+        "duckdb, duckdb_ext",
+        "duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205",
+    );
+    let duckdb2 = crate::duckdb2();
+    if !duckdb && !duckdb2 {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = shared("fhir-data/synthea-r4-small");
+    let out = tmp.path().join("out");
+    assert!(crate::convert_quiet(&src, &out).status.success());
+    let shell = fhir2parquet::sql::Shell::open(&out, None).unwrap();
+    let options = SqlOptions::new(Dialect::Duckdb);
+    let mut jobs = Vec::new();
+    let mut want: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let (mut columns, mut refused) = (0, 0);
+    for file in crate::ndjson_files(&src) {
+        let resources: Vec<Value> = crate::read_lines(&file)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let t = resources[0]["resourceType"].as_str().unwrap().to_string();
+        let view_of = |exprs: &[&String]| {
+            let mut cols = vec![json!({"name": "id", "path": "id"})];
+            cols.extend(
+                exprs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| json!({"name": format!("c{i}"), "path": e, "collection": true})),
+            );
+            ViewDefinition::from_json(&json!({"resourceType": "ViewDefinition",
+                "resource": t, "status": "active", "select": [{"column": cols}]}))
+            .unwrap()
+        };
+        // What both the view and the dialect take.
+        let exprs = crate::fhirpath_oracle::expressions(&t, &resources);
+        let kept: Vec<&String> = exprs
+            .iter()
+            .filter(|e| {
+                let v = view_of(&[*e]);
+                let ok = shell.view_frame(&v).is_ok() && to_sql(&v, &options).is_ok();
+                if !ok {
+                    refused += 1;
+                }
+                ok
+            })
+            .collect();
+        columns += kept.len();
+        let v = view_of(&kept);
+        let rows = crate::view::batches_to_rows(&shell.view_batches(&v).unwrap());
+        want.insert(t.clone(), rows);
+        names.insert(t.clone(), kept.iter().map(|e| e.to_string()).collect());
+        jobs.push(json!({"id": t, "dataset": out, "sql": to_sql(&v, &options).unwrap()}));
+    }
+    let mut engines = Vec::new();
+    if duckdb {
+        engines.push(Engine::Duckdb);
+    }
+    if duckdb2 {
+        engines.push(Engine::Duckdb2);
+    }
+    for engine in engines {
+        let mut jobs = jobs.clone();
+        with_setup(&mut jobs, Dialect::Duckdb, engine);
+        let tag = format!("generated-{}", engine.name());
+        let results = script("run.py", Some(engine), &jobs, tmp.path(), &tag);
+        let (mut cells, mut differ) = (0, Vec::new());
+        for (t, rows) in &want {
+            let got = results[t]["rows"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{} {t}: {}", engine.name(), results[t]));
+            assert_eq!(got.len(), rows.len(), "{} {t}", engine.name());
+            let by_id: BTreeMap<&str, &Value> =
+                got.iter().map(|r| (r["id"].as_str().unwrap(), r)).collect();
+            for w in rows {
+                let g = by_id[w["id"].as_str().unwrap()];
+                for (k, v) in w.as_object().unwrap() {
+                    cells += 1;
+                    // An empty list and NULL are both an empty collection.
+                    let empty = |x: &Value| x.is_null() || x.as_array().is_some_and(Vec::is_empty);
+                    if !(crate::fhirpath_oracle::same(&g[k], v) || (empty(&g[k]) && empty(v))) {
+                        let expr = k
+                            .strip_prefix('c')
+                            .and_then(|i| i.parse::<usize>().ok())
+                            .map_or(k.as_str(), |i| names[t][i].as_str());
+                        differ.push(format!(
+                            "{t} {}: {expr}: {} gives {}, view {v}",
+                            w["id"],
+                            engine.name(),
+                            g[k]
+                        ));
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "{}: {cells} values of {columns} generated columns ({refused} refused by the dialect)",
+            engine.name()
+        );
+        assert!(
+            differ.is_empty(),
+            "{}",
+            differ[..differ.len().min(20)].join("\n")
+        );
+    }
+}

@@ -1069,6 +1069,17 @@ impl Scope<'_> {
                         boolean,
                     ));
                 }
+                // A string is not in order with a date (no implicit conversion from String).
+                if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge)
+                    && ((dated(&lt) && text(&rt)) || (text(&lt) && dated(&rt)))
+                {
+                    return Err(format!(
+                        "cannot put {} and {} in order: convert the text first (toDate(), \
+                         toDateTime())",
+                        lt.describe(),
+                        rt.describe()
+                    ));
+                }
                 // An instant (a timestamp column) beside a date or date-time literal: compared
                 // as dates are, to the precision both have.
                 let instant = |t: &Ty| matches!(t, Ty::Prim { fhir, .. } if fhir == "instant");

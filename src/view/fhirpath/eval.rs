@@ -860,6 +860,25 @@ fn decimal_text(t: &str) -> String {
     }
 }
 
+/// Timestamps (UTC microseconds) as FHIR instant text in UTC to the millisecond:
+/// `2010-01-09T19:04:32.819Z`.
+fn instant_text(a: &ArrayRef) -> EvalResult<ArrayRef> {
+    let micros = cast(
+        a,
+        &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+    )
+    .map_err(|e| e.to_string())?;
+    let micros = micros.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    let out: StringArray = micros
+        .iter()
+        .map(|v| {
+            let t = chrono::DateTime::from_timestamp_micros(v?)?;
+            Some(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
 /// A column as booleans: an all-empty one (`{}`, of no type) is all NULL; anything else that
 /// is not boolean is an error, never a panic.
 fn booleans(a: &ArrayRef) -> EvalResult<BooleanArray> {
@@ -1711,7 +1730,11 @@ impl Node {
             }
             Node::Cast(src, dt) => {
                 let s = src.eval(focus, env)?;
-                let values = cast(&s.values, dt).map_err(|e| e.to_string())?;
+                let values = match (s.values.data_type(), dt) {
+                    // An instant's text: UTC, to the millisecond (as every dialect writes it).
+                    (DataType::Timestamp(..), DataType::Utf8) => instant_text(&s.values)?,
+                    _ => cast(&s.values, dt).map_err(|e| e.to_string())?,
+                };
                 compact(s.offsets, values)
             }
             Node::ReferenceKey(src, want) => {

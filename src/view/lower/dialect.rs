@@ -338,6 +338,25 @@ impl Dialect {
         }
     }
 
+    /// An instant (a timestamp) as FHIR instant text in UTC to the millisecond
+    /// (`2010-01-09T19:04:32.819Z`), whatever the session's time zone.
+    pub fn instant_text(self, x: &str) -> String {
+        match self {
+            Duckdb => format!("strftime(timezone('UTC', {x}), '%Y-%m-%dT%H:%M:%S.%gZ')"),
+            Spark => format!(
+                "date_format(from_utc_timestamp(to_utc_timestamp({x}, current_timezone()), 'UTC'), \
+                 \"yyyy-MM-dd'T'HH:mm:ss.SSS'Z'\")"
+            ),
+            Trino => format!(
+                "format_datetime({x} AT TIME ZONE 'UTC', 'yyyy-MM-dd''T''HH:mm:ss.SSS''Z''')"
+            ),
+            Bigquery => format!("FORMAT_TIMESTAMP('%Y-%m-%dT%H:%M:%E3SZ', {x}, 'UTC')"),
+            Snowflake => format!(
+                "TO_VARCHAR(CONVERT_TIMEZONE('UTC', {x}), 'YYYY-MM-DD\"T\"HH24:MI:SS.FF3\"Z\"')"
+            ),
+        }
+    }
+
     /// The first `n` characters of `s`.
     pub fn prefix(self, s: &str, n: &str) -> String {
         match self {

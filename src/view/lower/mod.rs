@@ -524,12 +524,15 @@ impl Lower {
                 // The text of dates compared to the precision both have: empty when they
                 // agree that far and one goes further. Exact for dates and for date-times
                 // written with the same offset; the offsets are not reconciled here.
-                let a = self.one(&self.lower(l, cx, at)?, at)?;
-                let b = self.one(&self.lower(r, cx, at)?, at)?;
-                let (a, b) = (
-                    self.cast(&a, &DataType::Utf8, at)?,
-                    self.cast(&b, &DataType::Utf8, at)?,
-                );
+                let (lv, rv) = (self.lower(l, cx, at)?, self.lower(r, cx, at)?);
+                let text = |v: &Val| -> Result<String> {
+                    let x = self.one(v, at)?;
+                    match Self::dt(v) {
+                        DataType::Timestamp(..) => Ok(d.instant_text(&x)),
+                        _ => self.cast(&x, &DataType::Utf8, at),
+                    }
+                };
+                let (a, b) = (text(&lv)?, text(&rv)?);
                 let m = format!("least(length({a}), length({b}))");
                 let (pa, pb) = (d.prefix(&a, &m), d.prefix(&b, &m));
                 let sym = match op {
@@ -912,6 +915,13 @@ impl Lower {
                 Val::Many(d.distinct(&both, &self.var(), &dt), dt)
             }
             Node::Cast(src, dt) => match self.lower(src, cx, at)? {
+                Val::One(x, DataType::Timestamp(..)) if dt == &DataType::Utf8 => {
+                    Val::One(d.instant_text(&x), dt.clone())
+                }
+                Val::Many(l, from @ DataType::Timestamp(..)) if dt == &DataType::Utf8 => {
+                    let v = self.var();
+                    Val::Many(d.transform(&l, &v, &from, &d.instant_text(&v)), dt.clone())
+                }
                 Val::One(x, _) => Val::One(self.cast(&x, dt, at)?, dt.clone()),
                 Val::Many(l, from) => {
                     let v = self.var();
