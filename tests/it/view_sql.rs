@@ -92,6 +92,28 @@ fn setup(dataset: &str, dialect: Dialect, engine: Engine) -> Value {
     }
 }
 
+/// The engines here that run compiled SQL: DuckDB 1.4 and 2.x, and (`spark`) Spark SQL. In
+/// CI all of them (see [`crate::present`]).
+fn engines(spark: bool) -> Vec<Engine> {
+    let mut out = Vec::new();
+    if python_has(
+        "duckdb, duckdb_ext",
+        "duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205",
+    ) {
+        out.push(Engine::Duckdb);
+    }
+    if crate::duckdb2() {
+        out.push(Engine::Duckdb2);
+    }
+    if spark
+        && python_has("pyspark", "pyspark")
+        && crate::cloud::installed("java", "a Java runtime (apt install default-jre-headless)")
+    {
+        out.push(Engine::Spark);
+    }
+    out
+}
+
 /// Gives the first job of each dataset the statements that make its tables ([`setup`]).
 fn with_setup(jobs: &mut [Value], dialect: Dialect, engine: Engine) {
     let mut seen = std::collections::BTreeSet::new();
@@ -300,28 +322,16 @@ fn the_official_suite_compiled_to_bigquery_trino_and_snowflake_sql_parses() {
 
 #[test]
 fn the_official_suite_compiled_to_duckdb_1_4_and_2_and_spark_sql() {
-    let duckdb = python_has(
-        "duckdb, duckdb_ext",
-        "duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205",
-    );
-    let spark = python_has("pyspark", "pyspark")
-        && crate::cloud::installed("java", "a Java runtime (apt install default-jre-headless)");
-    let duckdb2 = crate::duckdb2();
-    if !duckdb && !duckdb2 && !spark {
+    let engines = engines(true);
+    if engines.is_empty() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let cases = suite(tmp.path());
     assert_eq!(cases.len(), 134);
     let mut problems = Vec::new();
-    for (engine, here) in [
-        (Engine::Duckdb, duckdb),
-        (Engine::Duckdb2, duckdb2),
-        (Engine::Spark, spark),
-    ] {
-        if here {
-            problems.extend(run(engine, &cases, tmp.path()));
-        }
+    for engine in engines {
+        problems.extend(run(engine, &cases, tmp.path()));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
@@ -374,11 +384,7 @@ fn example_views_compiled_for_duckdb_give_the_rows_of_view() {
         assert!(!rows.is_empty());
         want.insert(name.to_string(), rows);
     }
-    let mut engines = vec![Engine::Duckdb];
-    if crate::duckdb2() {
-        engines.push(Engine::Duckdb2);
-    }
-    for engine in engines {
+    for engine in engines(false) {
         let mut jobs = jobs.clone();
         with_setup(&mut jobs, Dialect::Duckdb, engine);
         let tag = format!("examples-{}", engine.name());
@@ -453,13 +459,6 @@ fn example_views_compiled_for_duckdb_give_the_rows_of_view() {
 /// Synthea sample, the same rows as `fhirpath view`.
 #[test]
 fn fhirpath_functions_compiled_give_the_rows_of_view() {
-    let duckdb = python_has(
-        "duckdb, duckdb_ext",
-        "duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205",
-    );
-    let spark = python_has("pyspark", "pyspark")
-        && crate::cloud::installed("java", "a Java runtime (apt install default-jre-headless)");
-    let duckdb2 = crate::duckdb2();
     let view = functions_view();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
@@ -473,14 +472,7 @@ fn fhirpath_functions_compiled_give_the_rows_of_view() {
         let r: Vec<Value> = rows.iter().map(rounded).collect();
         canonical(&r)
     };
-    for (engine, here) in [
-        (Engine::Duckdb, duckdb),
-        (Engine::Duckdb2, duckdb2),
-        (Engine::Spark, spark),
-    ] {
-        if !here {
-            continue;
-        }
+    for engine in engines(true) {
         let sql = to_sql(&v, &SqlOptions::new(engine.dialect())).unwrap();
         let mut jobs = vec![json!({"id": "v", "dataset": out, "sql": sql})];
         with_setup(&mut jobs, engine.dialect(), engine);
@@ -564,12 +556,8 @@ fn functions_view() -> Value {
 /// fhirpath.js). Expressions a dialect refuses (see the README) are left out, and counted.
 #[test]
 fn generated_fhirpath_compiled_to_duckdb_gives_the_answers_of_view() {
-    let duckdb = python_has(
-        "duckdb, duckdb_ext",
-        "duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205",
-    );
-    let duckdb2 = crate::duckdb2();
-    if !duckdb && !duckdb2 {
+    let engines = engines(false);
+    if engines.is_empty() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -619,13 +607,6 @@ fn generated_fhirpath_compiled_to_duckdb_gives_the_answers_of_view() {
         want.insert(t.clone(), rows);
         names.insert(t.clone(), kept.iter().map(|e| e.to_string()).collect());
         jobs.push(json!({"id": t, "dataset": out, "sql": to_sql(&v, &options).unwrap()}));
-    }
-    let mut engines = Vec::new();
-    if duckdb {
-        engines.push(Engine::Duckdb);
-    }
-    if duckdb2 {
-        engines.push(Engine::Duckdb2);
     }
     for engine in engines {
         let mut jobs = jobs.clone();

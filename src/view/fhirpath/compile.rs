@@ -327,17 +327,7 @@ impl Scope<'_> {
                     Some(x) => self.compile(x, focus)?,
                     None => (Node::Lit(ScalarValue::Null), Ty::Nothing),
                 };
-                let ty = match (&at, &bt) {
-                    (Ty::Nothing, t) | (t, Ty::Nothing) => t.clone(),
-                    (x, y) if x.data_type() == y.data_type() => x.clone(),
-                    _ => {
-                        return Err(format!(
-                            "iif() of {} and {}: the types differ",
-                            at.describe(),
-                            bt.describe()
-                        ))
-                    }
-                };
+                let ty = one_type("iif()", &at, &bt)?;
                 let dt = ty.data_type();
                 let c = cast_to(c, &ct, &DataType::Boolean);
                 Ok((
@@ -712,17 +702,13 @@ impl Scope<'_> {
             name if MathFn::from_name(name).is_some() => {
                 let (f, n) = MathFn::from_name(name).expect("a math function");
                 arity(n)?;
-                let numeric = |t: &Ty| {
-                    matches!(t, Ty::Nothing)
-                        || matches!(t.data_type(), DataType::Int32 | DataType::Decimal128(_, _))
-                };
-                if !numeric(&ty) {
+                if !is_number(&ty) {
                     return Err(format!("{name}() of {}, not a number", ty.describe()));
                 }
                 let arg = match args.first() {
                     Some(a) => {
                         let (an, at) = self.compile(a, &ty)?;
-                        if !numeric(&at) {
+                        if !is_number(&at) {
                             return Err(format!("{name}() takes a number, not {}", at.describe()));
                         }
                         Some((an, at))
@@ -733,12 +719,7 @@ impl Scope<'_> {
                     && arg
                         .as_ref()
                         .is_none_or(|(_, t)| t.data_type() == DataType::Int32);
-                let out = match f {
-                    MathFn::Ceiling | MathFn::Floor | MathFn::Truncate => true,
-                    MathFn::Abs | MathFn::Power => ints,
-                    _ => false,
-                };
-                let out = match out {
+                let out = match f.integer_result(ints) {
                     true => Ty::prim("integer", DataType::Int32),
                     false => Ty::prim("decimal", decimal_type()),
                 };
@@ -1123,11 +1104,7 @@ impl Scope<'_> {
                 Ok((Node::Plus(l, r), Ty::prim("string", DataType::Utf8)))
             }
             Op::Add | Op::Sub | Op::Mul | Op::Div | Op::IntDiv | Op::Mod => {
-                let numeric = |t: &Ty| {
-                    matches!(t, Ty::Nothing)
-                        || matches!(t.data_type(), DataType::Int32 | DataType::Decimal128(_, _))
-                };
-                if !numeric(&lt) || !numeric(&rt) {
+                if !is_number(&lt) || !is_number(&rt) {
                     return Err(format!(
                         "{op:?} of {} and {}: both sides must be numbers",
                         lt.describe(),
@@ -1149,17 +1126,7 @@ impl Scope<'_> {
                 Ok((Node::Arith(op, Box::new(l), Box::new(r)), out))
             }
             Op::Union => {
-                let t = match (&lt, &rt) {
-                    (Ty::Nothing, t) | (t, Ty::Nothing) => t.clone(),
-                    (a, b) if a.data_type() == b.data_type() => a.clone(),
-                    _ => {
-                        return Err(format!(
-                            "union of {} and {}: the types differ",
-                            lt.describe(),
-                            rt.describe()
-                        ))
-                    }
-                };
+                let t = one_type("union", &lt, &rt)?;
                 let dt = t.data_type();
                 Ok((
                     Node::Union(
@@ -1263,6 +1230,26 @@ fn same_type(fhir: &str, want: &str) -> bool {
                 want,
                 "String" | "Boolean" | "Integer" | "Decimal" | "Date" | "DateTime" | "Time"
             ))
+}
+
+/// Whether a value is a number (or nothing).
+fn is_number(t: &Ty) -> bool {
+    matches!(t, Ty::Nothing)
+        || matches!(t.data_type(), DataType::Int32 | DataType::Decimal128(_, _))
+}
+
+/// The one type of two sides that make one collection (`|`, the branches of `iif`): nothing
+/// takes the other's; otherwise they must agree.
+fn one_type(what: &str, a: &Ty, b: &Ty) -> CompileResult<Ty> {
+    match (a, b) {
+        (Ty::Nothing, t) | (t, Ty::Nothing) => Ok(t.clone()),
+        (x, y) if x.data_type() == y.data_type() => Ok(x.clone()),
+        _ => Err(format!(
+            "{what} of {} and {}: the types differ",
+            a.describe(),
+            b.describe()
+        )),
+    }
 }
 
 fn cast_to(node: Node, ty: &Ty, dt: &DataType) -> Node {

@@ -594,12 +594,7 @@ fn math(f: MathFn, s: &ArrayRef, arg: Option<&ArrayRef>) -> EvalResult<Coll> {
         };
         out.is_finite().then_some(out)
     };
-    let integral = match f {
-        MathFn::Ceiling | MathFn::Floor | MathFn::Truncate => true,
-        MathFn::Abs | MathFn::Power => ints,
-        _ => false,
-    };
-    let out: ArrayRef = match integral {
+    let out: ArrayRef = match f.integer_result(ints) {
         true => Arc::new(
             (0..n)
                 .map(|r| value(r).map(|v| v as i32))
@@ -1119,6 +1114,16 @@ pub enum MathFn {
 }
 
 impl MathFn {
+    /// Whether the result is an integer, for an input (and argument) of integers or not: the
+    /// rounding functions always, `abs` and `power` of integers.
+    pub fn integer_result(self, integers: bool) -> bool {
+        match self {
+            MathFn::Ceiling | MathFn::Floor | MathFn::Truncate => true,
+            MathFn::Abs | MathFn::Power => integers,
+            _ => false,
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<(MathFn, std::ops::RangeInclusive<usize>)> {
         Some(match name {
             "abs" => (MathFn::Abs, 0..=0),
@@ -1319,14 +1324,13 @@ impl Node {
             Node::Compare(op, l, r) => {
                 let l = l.eval(focus, env)?.singleton()?;
                 let r = r.eval(focus, env)?.singleton()?;
+                // Equality and equivalence are taken by `equality` above.
                 let b = match op {
-                    Op::Eq | Op::Equiv => cmp::eq(&l, &r),
-                    Op::Ne | Op::NotEquiv => cmp::neq(&l, &r),
                     Op::Lt => cmp::lt(&l, &r),
                     Op::Le => cmp::lt_eq(&l, &r),
                     Op::Gt => cmp::gt(&l, &r),
                     Op::Ge => cmp::gt_eq(&l, &r),
-                    _ => unreachable!("not a comparison"),
+                    _ => unreachable!("not an ordering"),
                 }
                 .map_err(|e| e.to_string())?;
                 Coll::from_nullable(Arc::new(b))
@@ -1671,29 +1675,11 @@ impl Node {
                 })
             }
             Node::Member(item, coll) => {
-                let i = item.eval(focus, env)?;
-                let c = coll.eval(focus, env)?;
-                let one = i.singleton()?;
-                let (iv, cv) = same_type(&one, &c.values)?;
-                let both = arrow::compute::concat(&[iv.as_ref(), cv.as_ref()])
-                    .map_err(|e| e.to_string())?;
-                let rows = match both.data_type() {
-                    DataType::Null => None,
-                    _ => Some(comparable(&both)?),
-                };
-                let split = iv.len();
+                // The one item (none: empty), looked for in the collection.
+                let one = Coll::from_nullable(item.eval(focus, env)?.singleton()?)?;
+                let inside = membership(&one, &coll.eval(focus, env)?)?;
                 let out: BooleanArray = (0..n)
-                    .map(|r| {
-                        if iv.is_null(r) {
-                            return None;
-                        }
-                        let rows = rows.as_ref()?;
-                        let key = rows.row(r);
-                        Some(
-                            (c.offsets[r]..c.offsets[r + 1])
-                                .any(|j| rows.row(j as usize + split) == key),
-                        )
-                    })
+                    .map(|r| (one.len(r) == 1).then(|| inside[one.offsets[r] as usize]))
                     .collect();
                 Coll::from_nullable(Arc::new(out))
             }

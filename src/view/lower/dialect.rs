@@ -202,10 +202,9 @@ impl Dialect {
         }
     }
 
-    /// The items of `list` (of items of type `dt`) without repeats, the first of each kept in
+    /// The items of `list` without repeats, the first of each kept in
     /// its place (FHIRPath's union).
-    pub fn distinct(self, list: &str, var: &str, dt: &DataType) -> String {
-        let _ = dt;
+    pub fn distinct(self, list: &str, var: &str) -> String {
         match self {
             Duckdb => format!(
                 "list_filter({list}, lambda {var}, {var}_i: list_position({list}, {var}) = {var}_i)"
@@ -220,25 +219,14 @@ impl Dialect {
     }
 
     /// The items of `list` from the 0-based `skip` on, at most `take` of them.
-    pub fn slice(
-        self,
-        list: &str,
-        skip: &str,
-        take: Option<&str>,
-        var: &str,
-        dt: &DataType,
-    ) -> String {
-        let _ = dt;
+    pub fn slice(self, list: &str, skip: &str, take: Option<&str>, var: &str) -> String {
         match self {
             Duckdb => match take {
                 Some(t) => format!("{list}[{skip} + 1:{skip} + {t}]"),
                 None => format!("{list}[{skip} + 1:]"),
             },
             Spark | Trino => {
-                let size = match self {
-                    Spark => format!("size({list})"),
-                    _ => format!("cardinality({list})"),
-                };
+                let size = self.len(list);
                 let t = take.map_or(size.clone(), str::to_string);
                 format!(
                     "(CASE WHEN {skip} >= {size} OR {t} = 0 THEN {} ELSE slice({list}, {skip} + 1, {t}) END)",
@@ -247,7 +235,7 @@ impl Dialect {
             }
             Snowflake => match take {
                 Some(t) => format!("ARRAY_SLICE({list}, {skip}, {skip} + {t})"),
-                None => format!("ARRAY_SLICE({list}, {skip}, ARRAY_SIZE({list}))"),
+                None => format!("ARRAY_SLICE({list}, {skip}, {})", self.len(list)),
             },
             Bigquery => {
                 let upto = take.map_or(String::new(), |t| format!(" AND {var}_o < {skip} + {t}"));

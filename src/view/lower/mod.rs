@@ -187,6 +187,29 @@ struct Cx {
     index: String,
 }
 
+impl Cx {
+    /// The same row index, another focus (the items of `where`, `select`, a function's input).
+    fn with_focus(&self, focus: Val) -> Cx {
+        Cx {
+            focus,
+            index: self.index.clone(),
+        }
+    }
+}
+
+/// The SQL operator of a FHIRPath comparison (`~` as `=`: its text is normalized apart).
+fn comparison(op: Op, at: &str) -> Result<&'static str> {
+    Ok(match op {
+        Op::Eq | Op::Equiv => "=",
+        Op::Ne | Op::NotEquiv => "<>",
+        Op::Lt => "<",
+        Op::Le => "<=",
+        Op::Gt => ">",
+        Op::Ge => ">=",
+        _ => bail!("{at}: internal error: {op:?} is not a comparison"),
+    })
+}
+
 struct Lower {
     d: Dialect,
     root_fields: Fields,
@@ -393,10 +416,7 @@ impl Lower {
                     other => (self.many(other, at)?, false),
                 };
                 let v = self.var();
-                let inner = Cx {
-                    focus: Val::One(v.clone(), dt.clone()),
-                    index: cx.index.clone(),
-                };
+                let inner = cx.with_focus(Val::One(v.clone(), dt.clone()));
                 let c = self.one(&self.lower(cond, &inner, at)?, at)?;
                 let keep = match nulls {
                     true => format!("{v} IS NOT NULL AND coalesce({c}, FALSE)"),
@@ -535,15 +555,7 @@ impl Lower {
                 let (a, b) = (text(&lv)?, text(&rv)?);
                 let m = format!("least(length({a}), length({b}))");
                 let (pa, pb) = (d.prefix(&a, &m), d.prefix(&b, &m));
-                let sym = match op {
-                    Op::Eq | Op::Equiv => "=",
-                    Op::Ne | Op::NotEquiv => "<>",
-                    Op::Lt => "<",
-                    Op::Le => "<=",
-                    Op::Gt => ">",
-                    Op::Ge => ">=",
-                    _ => bail!("{at}: internal error: {op:?} is not a comparison"),
-                };
+                let sym = comparison(*op, at)?;
                 let undecided = match op {
                     Op::Equiv => "FALSE",
                     Op::NotEquiv => "TRUE",
@@ -557,15 +569,7 @@ impl Lower {
             Node::Compare(op, l, r) => {
                 let a = self.one(&self.lower(l, cx, at)?, at)?;
                 let b = self.one(&self.lower(r, cx, at)?, at)?;
-                let sym = match op {
-                    Op::Eq | Op::Equiv => "=",
-                    Op::Ne | Op::NotEquiv => "<>",
-                    Op::Lt => "<",
-                    Op::Le => "<=",
-                    Op::Gt => ">",
-                    Op::Ge => ">=",
-                    _ => bail!("{at}: internal error: {op:?} is not a comparison"),
-                };
+                let sym = comparison(*op, at)?;
                 boolean(format!("({a} {sym} {b})"))
             }
             Node::Logic(op, l, r) => {
@@ -637,10 +641,7 @@ impl Lower {
                 let dt = Self::dt(&sv);
                 let list = self.many(&sv, at)?;
                 let v = self.var();
-                let inner = Cx {
-                    focus: Val::One(v.clone(), dt.clone()),
-                    index: cx.index.clone(),
-                };
+                let inner = cx.with_focus(Val::One(v.clone(), dt.clone()));
                 let p = self.lower(projection, &inner, at)?;
                 let pdt = Self::dt(&p);
                 let f = self.many(&p, at)?;
@@ -651,10 +652,7 @@ impl Lower {
                 let dt = Self::dt(&sv);
                 let list = self.many(&sv, at)?;
                 let v = self.var();
-                let inner = Cx {
-                    focus: Val::One(v.clone(), dt.clone()),
-                    index: cx.index.clone(),
-                };
+                let inner = cx.with_focus(Val::One(v.clone(), dt.clone()));
                 let c = self.one(&self.lower(cond, &inner, at)?, at)?;
                 let failing = d.filter(&list, &v, &dt, &format!("NOT coalesce({c}, FALSE)"));
                 boolean(format!("({} = 0)", d.len(&failing)))
@@ -677,7 +675,7 @@ impl Lower {
                 };
                 let kept = d.filter(&a, &v, &dt, &cond);
                 match distinct {
-                    true => Val::Many(d.distinct(&kept, &self.var(), &dt), dt),
+                    true => Val::Many(d.distinct(&kept, &self.var()), dt),
                     false => Val::Many(kept, dt),
                 }
             }
@@ -696,8 +694,8 @@ impl Lower {
                 boolean(format!("({} = 0)", d.len(&outside)))
             }
             Node::Math(f, src, arg) => {
-                let x = self.one(&self.lower(src, cx, at)?, at)?;
-                let ints = matches!(f, MathFn::Ceiling | MathFn::Floor | MathFn::Truncate);
+                let sv = self.lower(src, cx, at)?;
+                let x = self.one(&sv, at)?;
                 let e = match (f, arg) {
                     (MathFn::Abs, None) => format!("abs({x})"),
                     (MathFn::Ceiling, None) => format!("ceil({x})"),
@@ -717,12 +715,10 @@ impl Lower {
                         return self.unsupported(at, &format!("{name}()"));
                     }
                 };
-                match (ints, f) {
-                    (true, _) => Val::One(format!("CAST({e} AS INTEGER)"), DataType::Int32),
-                    (_, MathFn::Abs) if Self::dt(&self.lower(src, cx, at)?) == DataType::Int32 => {
-                        Val::One(e, DataType::Int32)
-                    }
-                    _ => {
+                // The argument of round() is a precision: the value's type decides.
+                match f.integer_result(Self::dt(&sv) == DataType::Int32) {
+                    true => Val::One(format!("CAST({e} AS INTEGER)"), DataType::Int32),
+                    false => {
                         let dec = DataType::Decimal128(38, 18);
                         Val::One(self.cast(&e, &dec, at)?, dec)
                     }
@@ -743,10 +739,7 @@ impl Lower {
             Node::With(src, body) => {
                 let sv = self.lower(src, cx, at)?;
                 let dt = Self::dt(&sv);
-                let inner = Cx {
-                    focus: Val::One(self.one(&sv, at)?, dt),
-                    index: cx.index.clone(),
-                };
+                let inner = cx.with_focus(Val::One(self.one(&sv, at)?, dt));
                 self.lower(body, &inner, at)?
             }
             Node::QuantityText(..) | Node::QuantityCmp(..) => {
@@ -775,15 +768,12 @@ impl Lower {
             Node::Distinct(src) => {
                 let v = self.lower(src, cx, at)?;
                 let dt = Self::dt(&v);
-                Val::Many(d.distinct(&self.many(&v, at)?, &self.var(), &dt), dt)
+                Val::Many(d.distinct(&self.many(&v, at)?, &self.var()), dt)
             }
             Node::Str(f, src, args) => {
                 let sv = self.lower(src, cx, at)?;
                 let s = self.cast(&self.one(&sv, at)?, &DataType::Utf8, at)?;
-                let inner = Cx {
-                    focus: Val::One(s.clone(), DataType::Utf8),
-                    index: cx.index.clone(),
-                };
+                let inner = cx.with_focus(Val::One(s.clone(), DataType::Utf8));
                 let mut a = Vec::new();
                 let mut lits = Vec::new();
                 for arg in args {
@@ -883,7 +873,7 @@ impl Lower {
                     )),
                     None => None,
                 };
-                Val::Many(d.slice(&list, &k, t.as_deref(), &self.var(), &dt), dt)
+                Val::Many(d.slice(&list, &k, t.as_deref(), &self.var()), dt)
             }
             Node::Member(item, coll) => {
                 let x = self.one(&self.lower(item, cx, at)?, at)?;
@@ -912,7 +902,7 @@ impl Lower {
                     t => t,
                 };
                 let both = d.concat_lists(&self.many(&lv, at)?, &self.many(&rv, at)?);
-                Val::Many(d.distinct(&both, &self.var(), &dt), dt)
+                Val::Many(d.distinct(&both, &self.var()), dt)
             }
             Node::Cast(src, dt) => match self.lower(src, cx, at)? {
                 Val::One(x, DataType::Timestamp(..)) if dt == &DataType::Utf8 => {
