@@ -4,9 +4,11 @@
 //! [`crate::schema::node::arrow_schema`] and its Hive partition columns. Identifiers are not
 //! lower-cased, so FHIR's camelCase names work unquoted: `SELECT valueQuantity.value FROM Observation`.
 
+mod correlated;
 mod fhirpath;
 pub mod functions;
 mod idioms;
+mod names;
 mod print;
 mod repl;
 
@@ -176,6 +178,8 @@ impl Shell {
                 let statements = DFParserBuilder::new(sql).build()?.parse_statements()?;
                 let mut last = Vec::new();
                 for mut stmt in statements {
+                    names::rewrite_statement(&mut stmt, &self.tables)
+                        .map_err(datafusion::error::DataFusionError::Plan)?;
                     fhirpath::rewrite_statement(&mut stmt, &self.ctx, &self.tables)
                         .map_err(datafusion::error::DataFusionError::Plan)?;
                     idioms::rewrite_statement(&mut stmt)

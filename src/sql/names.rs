@@ -1,0 +1,768 @@
+//! Names as BigQuery and its FHIR schemas spell them, resolved against the typed schema before
+//! DataFusion plans a statement.
+//!
+//! Published FHIR-on-BigQuery queries were written for the Cloud Healthcare API's schema (and the
+//! SQL on FHIR v1 draft), which spells some things differently from ours, and for BigQuery, which
+//! matches names without regard to case. Each name of a statement is looked up in the tables and
+//! `UNNEST` elements in scope (correlated subqueries see the outer query's), and respelled:
+//!
+//! | written | resolves to |
+//! |---|---|
+//! | `FROM \`project.dataset.medication_request\``, `FROM observation` | the resource table (`MedicationRequest`, `Observation`); the name as written stays the table's alias |
+//! | `o.effectivedatetime`, `o.Subject.Reference` | `o.effectiveDateTime`, `o.subject.reference`: names in any case |
+//! | `value.quantity.value`, `deceased.boolean`, `o.effective.dateTime` | `valueQuantity.value`, `deceasedBoolean`, `o.effectiveDateTime`: a choice element nested by type |
+//! | `subject.patientId`, `serviceProvider.organizationId` (any `<type>Id` of a Reference) | the id the Reference points to when it points to that type, else NULL |
+//! | `FROM Observation o, o.code.coding c` | `UNNEST(o.code.coding) AS c` (an implicit UNNEST) |
+//! | `FROM Patient p, UNNEST(p.extension)` with `url` | the element's fields by name, as an UNNEST without alias allows |
+//! | `"http://loinc.org"` | a string: a double-quoted text that names no table, column or alias |
+//! | `SELECT o.value.quantity.value` | a column named `value`, after the path's last field (`value_1` for a second) |
+//!
+//! A name that resolves to nothing is left as written, for DataFusion's error and its hint.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use arrow::datatypes::DataType;
+use datafusion::sql::sqlparser::ast::{
+    AccessExpr, Expr, GroupByExpr, Ident, ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query,
+    Select, SelectItem, SetExpr, Subscript, TableAlias, TableFactor, Value, Visit, VisitMut,
+    Visitor, VisitorMut,
+};
+
+use datafusion::sql::parser::{CopyToSource, Statement as DfStatement};
+
+use super::idioms::parse_expr;
+use crate::schema::node::arrow_schema;
+
+/// Resolves the names of a parsed statement in place (queries, `EXPLAIN` and `COPY (query) TO`).
+pub fn rewrite_statement(stmt: &mut DfStatement, tables: &[String]) -> Result<(), String> {
+    match stmt {
+        DfStatement::Statement(s) => rewrite(&mut **s, tables),
+        DfStatement::Explain(e) => rewrite_statement(&mut e.statement, tables),
+        DfStatement::CopyTo(c) => match &mut c.source {
+            CopyToSource::Query(q) => rewrite(&mut **q, tables),
+            CopyToSource::Relation(_) => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Resolves the names of a statement in place (see the module docs).
+pub fn rewrite<T: VisitMut + Visit>(node: &mut T, tables: &[String]) -> Result<(), String> {
+    let mut known = Known(HashSet::new());
+    let _ = Visit::visit(&*node, &mut known);
+    let mut names = Names {
+        tables,
+        ctes: known.0.clone(),
+        known: known.0,
+        scopes: Vec::new(),
+        frames: Vec::new(),
+        anonymous: 0,
+        keep: HashSet::new(),
+    };
+    match VisitMut::visit(node, &mut names) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(e) => Err(e),
+    }
+}
+
+/// What a name in FROM stands for.
+#[derive(Clone, Debug)]
+pub(crate) struct Binding {
+    /// The name it is referred to by (an alias, or the table's name as written).
+    pub alias: Option<String>,
+    /// Its row type; None for a subquery or a common table expression (not looked into).
+    pub ty: Option<DataType>,
+    /// The resource type, for a resource table.
+    pub resource: Option<String>,
+}
+
+struct Names<'a> {
+    tables: &'a [String],
+    /// Names of common table expressions and every alias of the statement (lower case).
+    ctes: HashSet<String>,
+    known: HashSet<String>,
+    /// One scope per SELECT, innermost last.
+    scopes: Vec<Vec<Binding>>,
+    /// The number of scopes when each query began.
+    frames: Vec<usize>,
+    anonymous: usize,
+    /// Expressions that are not names to resolve: the field names of `x[1].field` and the
+    /// select-list aliases ORDER BY, GROUP BY and HAVING refer to. Compared by address only.
+    keep: HashSet<*const Expr>,
+}
+
+/// Collects the bare names of an expression that name a select-list column.
+struct AliasRefs<'a>(&'a HashSet<String>, &'a mut HashSet<*const Expr>);
+
+impl Visitor for AliasRefs<'_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Identifier(i) = e {
+            if self.0.contains(&i.value.to_ascii_lowercase()) {
+                self.1.insert(e as *const Expr);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Every alias and common table expression name of a statement, lower case.
+struct Known(HashSet<String>);
+
+impl Visitor for Known {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                self.0.insert(cte.alias.name.value.to_ascii_lowercase());
+                for c in &cte.alias.columns {
+                    self.0.insert(c.name.value.to_ascii_lowercase());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
+        for item in &s.projection {
+            if let SelectItem::ExprWithAlias { alias, .. } = item {
+                self.0.insert(alias.value.to_ascii_lowercase());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+        if let Some(a) = table_alias(t) {
+            self.0.insert(a.name.value.to_ascii_lowercase());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn table_alias(t: &TableFactor) -> Option<&TableAlias> {
+    match t {
+        TableFactor::Table { alias, .. }
+        | TableFactor::Derived { alias, .. }
+        | TableFactor::UNNEST { alias, .. } => alias.as_ref(),
+        _ => None,
+    }
+}
+
+/// `Patient` for `patientId`, `MedicationRequest` for `medicationRequestId`.
+fn id_target(name: &str) -> Option<String> {
+    let stem = name
+        .strip_suffix("Id")
+        .or_else(|| name.strip_suffix("id"))?;
+    let mut chars = stem.chars();
+    let first = chars.next()?;
+    Some(first.to_ascii_uppercase().to_string() + chars.as_str())
+}
+
+/// The field of a struct named `name`, exactly or without regard to case.
+fn field<'f>(
+    fields: &'f arrow::datatypes::Fields,
+    name: &str,
+) -> Option<&'f arrow::datatypes::FieldRef> {
+    fields.iter().find(|f| f.name() == name).or_else(|| {
+        let mut found = fields
+            .iter()
+            .filter(|f| f.name().eq_ignore_ascii_case(name));
+        let one = found.next()?;
+        found.next().is_none().then_some(one)
+    })
+}
+
+/// One resolved step of a path.
+enum Step {
+    Field(String),
+    /// `<type>Id` of a Reference: the referenced id when it points to that type.
+    ReferenceId(String),
+}
+
+/// Walks `names` from a value of type `ty`: the steps, their type, and whether it got there.
+fn walk(ty: &DataType, names: &[&str]) -> Option<(Vec<Step>, DataType)> {
+    let mut steps = Vec::new();
+    let mut ty = ty.clone();
+    let mut i = 0;
+    while i < names.len() {
+        let DataType::Struct(fields) = &ty else {
+            return None;
+        };
+        let name = names[i];
+        if let Some(f) = field(fields, name) {
+            steps.push(Step::Field(f.name().clone()));
+            ty = f.data_type().clone();
+            i += 1;
+            continue;
+        }
+        // A choice element nested by type: value.quantity -> valueQuantity.
+        if let Some(next) = names.get(i + 1) {
+            if let Some(f) = field(fields, &format!("{name}{next}")) {
+                steps.push(Step::Field(f.name().clone()));
+                ty = f.data_type().clone();
+                i += 2;
+                continue;
+            }
+        }
+        let is_reference = field(fields, "reference").is_some() && field(fields, "type").is_some();
+        if is_reference && i + 1 == names.len() {
+            if let Some(target) = id_target(name) {
+                steps.push(Step::ReferenceId(target));
+                return Some((steps, DataType::Utf8));
+            }
+        }
+        return None;
+    }
+    Some((steps, ty))
+}
+
+fn ident(s: &str) -> Ident {
+    Ident::new(s)
+}
+
+/// The expression for `root` (idents) followed by the steps.
+fn path_expr(root: Vec<Ident>, steps: &[Step]) -> Result<Expr, String> {
+    let mut parts = root;
+    for s in steps {
+        match s {
+            Step::Field(f) => parts.push(ident(f)),
+            Step::ReferenceId(target) => {
+                let reference = compound(parts);
+                return parse_expr(&format!(
+                    "CASE WHEN reference_type({reference}) = '{target}' THEN \
+                     reference_id({reference}) END"
+                ));
+            }
+        }
+    }
+    Ok(compound(parts))
+}
+
+fn compound(mut parts: Vec<Ident>) -> Expr {
+    if parts.len() == 1 {
+        Expr::Identifier(parts.remove(0))
+    } else {
+        Expr::CompoundIdentifier(parts)
+    }
+}
+
+impl Names<'_> {
+    /// Leaves a bare name that is one of the select list's column names as it is (ORDER BY,
+    /// GROUP BY and HAVING refer to those first), also inside an expression.
+    fn keep_alias(&mut self, e: &Expr, aliases: &HashSet<String>) {
+        let _ = Visit::visit(e, &mut AliasRefs(aliases, &mut self.keep));
+    }
+
+    /// The canonical resource table a FROM name stands for: `Observation` for `observation`,
+    /// `medication_request` or `` `project.dataset.Observation` ``.
+    fn table(&self, name: &ObjectName) -> Option<String> {
+        let last = name.0.last()?.as_ident()?.value.clone();
+        let last = last.rsplit('.').next().unwrap_or(&last).to_string();
+        let norm = |s: &str| s.replace('_', "").to_ascii_lowercase();
+        if name.0.len() == 1 && self.ctes.contains(&last.to_ascii_lowercase()) {
+            return None;
+        }
+        self.tables.iter().find(|t| norm(t) == norm(&last)).cloned()
+    }
+
+    fn binding_named(&self, name: &str) -> Option<&Binding> {
+        self.scopes
+            .iter()
+            .rev()
+            .flat_map(|s| s.iter().rev())
+            .find(|b| {
+                b.alias
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(name))
+            })
+    }
+
+    /// Resolves a written path (`o.value.quantity.value`, `effectivedatetime`): the expression
+    /// to plan and its type, or None when it resolves to nothing known.
+    fn resolve(&self, parts: &[Ident]) -> Result<Option<(Expr, DataType)>, String> {
+        let names: Vec<&str> = parts.iter().map(|p| p.value.as_str()).collect();
+        // Qualified by a binding's name.
+        if let Some(b) = self.binding_named(names[0]) {
+            let Some(ty) = &b.ty else {
+                return Ok(None);
+            };
+            let alias = b.alias.clone().expect("named");
+            return match walk(ty, &names[1..]) {
+                Some((steps, t)) => Ok(Some((path_expr(vec![ident(&alias)], &steps)?, t))),
+                None => Ok(None),
+            };
+        }
+        // A column (or an UNNEST element's field) of the innermost scope that has it.
+        for scope in self.scopes.iter().rev() {
+            let mut found = scope.iter().filter_map(|b| {
+                let ty = b.ty.as_ref()?;
+                walk(ty, &names).map(|r| (b, r))
+            });
+            let Some((b, (steps, t))) = found.next() else {
+                continue;
+            };
+            if found.next().is_some() {
+                return Ok(None);
+            }
+            // Qualified, so that the name means the same wherever it is read again (an UNNEST
+            // without a name was given one).
+            let root = b.alias.iter().map(|a| ident(a)).collect();
+            return Ok(Some((path_expr(root, &steps)?, t)));
+        }
+        Ok(None)
+    }
+
+    /// The type of an expression that is a path of known bindings.
+    pub(crate) fn type_of(&self, e: &Expr) -> Option<DataType> {
+        match e {
+            Expr::Identifier(i) => self
+                .resolve(std::slice::from_ref(i))
+                .ok()
+                .flatten()
+                .map(|r| r.1),
+            Expr::CompoundIdentifier(parts) => self.resolve(parts).ok().flatten().map(|r| r.1),
+            _ => None,
+        }
+    }
+
+    /// Binds the FROM clause of a SELECT, rewriting table names and implicit UNNESTs.
+    fn bind_from(&mut self, select: &mut Select) -> Result<(), String> {
+        self.scopes.push(Vec::new());
+        for twj in select.from.iter_mut() {
+            self.bind(&mut twj.relation)?;
+            for join in twj.joins.iter_mut() {
+                self.bind(&mut join.relation)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn bind(&mut self, t: &mut TableFactor) -> Result<(), String> {
+        // `o.code.coding c` after `Observation o`: an implicit UNNEST.
+        if let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = t
+        {
+            let implicit = name.0.len() >= 2
+                && name.0[0].as_ident().is_some_and(|first| {
+                    self.scopes.last().is_some_and(|s| {
+                        s.iter().any(|b| {
+                            b.alias
+                                .as_deref()
+                                .is_some_and(|a| a.eq_ignore_ascii_case(&first.value))
+                        })
+                    })
+                });
+            if implicit {
+                let parts: Vec<Ident> = name
+                    .0
+                    .iter()
+                    .filter_map(|p| p.as_ident().cloned())
+                    .collect();
+                *t = TableFactor::UNNEST {
+                    alias: alias.take(),
+                    array_exprs: vec![compound(parts)],
+                    with_offset: false,
+                    with_offset_alias: None,
+                    with_ordinality: false,
+                };
+            }
+        }
+        let binding = match t {
+            TableFactor::Table { name, alias, .. } => match self.table(name) {
+                Some(table) => {
+                    let written = name
+                        .0
+                        .last()
+                        .and_then(|p| p.as_ident())
+                        .map(|i| i.value.rsplit('.').next().unwrap_or(&i.value).to_string());
+                    if alias.is_none() && written.as_deref() != Some(table.as_str()) {
+                        *alias = Some(TableAlias {
+                            explicit: true,
+                            name: ident(written.as_deref().unwrap_or(&table)),
+                            columns: Vec::new(),
+                            at: None,
+                        });
+                    }
+                    *name = ObjectName(vec![ObjectNamePart::Identifier(ident(&table))]);
+                    let ty = arrow_schema(&table).map(|s| DataType::Struct(s.fields().clone()));
+                    Binding {
+                        alias: Some(
+                            alias
+                                .as_ref()
+                                .map_or(table.clone(), |a| a.name.value.clone()),
+                        ),
+                        ty,
+                        resource: Some(table),
+                    }
+                }
+                None => Binding {
+                    alias: Some(
+                        alias
+                            .as_ref()
+                            .map(|a| a.name.value.clone())
+                            .unwrap_or_else(|| name.to_string()),
+                    ),
+                    ty: None,
+                    resource: None,
+                },
+            },
+            TableFactor::UNNEST {
+                alias, array_exprs, ..
+            } => {
+                let mut ty = None;
+                if let [list] = array_exprs.as_mut_slice() {
+                    self.rewrite_expr(list)?;
+                    if let Some(DataType::List(item)) = self.type_of(list) {
+                        ty = Some(item.data_type().clone());
+                    }
+                }
+                if alias.is_none() && matches!(ty, Some(DataType::Struct(_))) {
+                    self.anonymous += 1;
+                    *alias = Some(TableAlias {
+                        explicit: true,
+                        name: ident(&format!("_unnest{}", self.anonymous)),
+                        columns: Vec::new(),
+                        at: None,
+                    });
+                }
+                Binding {
+                    alias: alias.as_ref().map(|a| a.name.value.clone()),
+                    ty,
+                    resource: None,
+                }
+            }
+            other => Binding {
+                alias: table_alias(other).map(|a| a.name.value.clone()),
+                ty: None,
+                resource: None,
+            },
+        };
+        self.scopes.last_mut().expect("pushed").push(binding);
+        Ok(())
+    }
+
+    /// Respells one expression node (its children are done already).
+    fn rewrite_expr(&self, expr: &mut Expr) -> Result<(), String> {
+        match expr {
+            Expr::Identifier(i) => {
+                if let Some((e, _)) = self.resolve(std::slice::from_ref(i))? {
+                    *expr = e;
+                } else if i.quote_style == Some('"')
+                    && self.binding_named(&i.value).is_none()
+                    && !self.known.contains(&i.value.to_ascii_lowercase())
+                {
+                    // BigQuery's string literal.
+                    *expr = Expr::value(Value::SingleQuotedString(i.value.clone()));
+                }
+            }
+            Expr::CompoundIdentifier(parts) => {
+                if let Some((e, _)) = self.resolve(parts)? {
+                    *expr = e;
+                }
+            }
+            Expr::CompoundFieldAccess { root, access_chain } => {
+                // The names before the first index are one path: `a.b.c[1].d` is parsed as `a`
+                // with `.b`, `.c`, `[1]`, `.d`.
+                let mut parts = match &**root {
+                    Expr::Identifier(i) => vec![i.clone()],
+                    Expr::CompoundIdentifier(p) => p.clone(),
+                    _ => return Ok(()),
+                };
+                let leading = access_chain
+                    .iter()
+                    .take_while(|a| matches!(a, AccessExpr::Dot(Expr::Identifier(_))))
+                    .count();
+                for a in &access_chain[..leading] {
+                    if let AccessExpr::Dot(Expr::Identifier(i)) = a {
+                        parts.push(i.clone());
+                    }
+                }
+                let Some((path, mut ty)) = self.resolve(&parts)? else {
+                    return Ok(());
+                };
+                if !matches!(path, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                    return Ok(());
+                }
+                **root = path;
+                access_chain.drain(..leading);
+                let mut i = 0;
+                while i < access_chain.len() {
+                    match (&access_chain[i], &ty) {
+                        (AccessExpr::Subscript(Subscript::Index { .. }), DataType::List(item)) => {
+                            ty = item.data_type().clone();
+                            i += 1;
+                        }
+                        (AccessExpr::Dot(Expr::Identifier(name)), DataType::Struct(_)) => {
+                            let mut names = vec![name.value.clone()];
+                            if let Some(AccessExpr::Dot(Expr::Identifier(next))) =
+                                access_chain.get(i + 1)
+                            {
+                                names.push(next.value.clone());
+                            }
+                            let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+                            // The longest walk of one step: a field, or a choice of two names.
+                            let step = walk(&ty, &refs[..1]).map(|r| (r, 1)).or_else(|| {
+                                (refs.len() == 2)
+                                    .then(|| walk(&ty, &refs[..2]).map(|r| (r, 2)))
+                                    .flatten()
+                            });
+                            let Some(((steps, t), used)) = step else {
+                                return Ok(());
+                            };
+                            match steps.as_slice() {
+                                [Step::Field(f)] => {
+                                    access_chain[i] = AccessExpr::Dot(Expr::Identifier(ident(f)));
+                                    if used == 2 {
+                                        access_chain.remove(i + 1);
+                                    }
+                                }
+                                _ => return Ok(()),
+                            }
+                            ty = t;
+                            i += 1;
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The names a select list gives its columns (lower case).
+fn aliases(select: &Select) -> HashSet<String> {
+    select
+        .projection
+        .iter()
+        .filter_map(|i| match i {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The column name BigQuery gives an unnamed path in a select list: its last field as written.
+fn implicit_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(i.value.clone()),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|p| p.value.clone()),
+        Expr::CompoundFieldAccess { access_chain, .. } => match access_chain.last() {
+            Some(AccessExpr::Dot(Expr::Identifier(i))) => Some(i.value.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Names each unnamed path of a select list after its last field (`value`, then `value_1`).
+fn name_columns(select: &mut Select) {
+    let mut taken: HashSet<String> = select
+        .projection
+        .iter()
+        .filter_map(|i| match i {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    for item in select.projection.iter_mut() {
+        let SelectItem::UnnamedExpr(e) = item else {
+            continue;
+        };
+        let Some(base) = implicit_name(e) else {
+            continue;
+        };
+        let mut name = base.clone();
+        let mut n = 0;
+        while !taken.insert(name.to_ascii_lowercase()) {
+            n += 1;
+            name = format!("{base}_{n}");
+        }
+        *item = SelectItem::ExprWithAlias {
+            expr: e.clone(),
+            alias: ident(&name),
+        };
+    }
+}
+
+impl VisitorMut for Names<'_> {
+    type Break = String;
+
+    fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<String> {
+        self.frames.push(self.scopes.len());
+        if let SetExpr::Select(select) = &mut *q.body {
+            name_columns(select);
+            let aliases = aliases(select);
+            if let Some(OrderBy {
+                kind: OrderByKind::Expressions(items),
+                ..
+            }) = &q.order_by
+            {
+                for item in items {
+                    self.keep_alias(&item.expr, &aliases);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<String> {
+        if let Expr::CompoundFieldAccess { access_chain, .. } = expr {
+            for a in access_chain.iter() {
+                if let AccessExpr::Dot(e) = a {
+                    self.keep.insert(e as *const Expr);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _q: &mut Query) -> ControlFlow<String> {
+        let n = self.frames.pop().unwrap_or(0);
+        self.scopes.truncate(n);
+        if self.frames.is_empty() {
+            self.keep.clear();
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<String> {
+        name_columns(select);
+        let aliases = aliases(select);
+        if let GroupByExpr::Expressions(exprs, _) = &select.group_by {
+            for e in exprs {
+                self.keep_alias(e, &aliases);
+            }
+        }
+        if let Some(h) = &select.having {
+            self.keep_alias(h, &aliases);
+        }
+        match self.bind_from(select) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<String> {
+        if self.keep.remove(&(expr as *const Expr)) {
+            return ControlFlow::Continue(());
+        }
+        let done = self
+            .rewrite_expr(expr)
+            .and_then(|()| super::correlated::rewrite(expr, &Scopes(&self.scopes)));
+        match done {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+}
+
+/// The bindings in scope where an expression stands, innermost last.
+pub(crate) struct Scopes<'a>(pub &'a [Vec<Binding>]);
+
+impl Scopes<'_> {
+    /// The binding a name qualifies by.
+    pub fn named(&self, name: &str) -> Option<&Binding> {
+        self.0.iter().rev().flat_map(|s| s.iter().rev()).find(|b| {
+            b.alias
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// The one resource table of the innermost scope that has a column `name`.
+    pub fn column_owner(&self, name: &str) -> Option<&Binding> {
+        for scope in self.0.iter().rev() {
+            let mut found = scope.iter().filter(|b| {
+                b.resource.is_some()
+                    && matches!(&b.ty, Some(DataType::Struct(f)) if f.iter().any(|f| f.name() == name))
+            });
+            if let Some(b) = found.next() {
+                return found.next().is_none().then_some(b);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn rewritten(sql: &str) -> String {
+        let mut stmt = Parser::parse_sql(&GenericDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        let tables: Vec<String> = [
+            "Observation",
+            "Patient",
+            "Condition",
+            "MedicationRequest",
+            "Encounter",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        super::rewrite(&mut stmt, &tables).unwrap();
+        stmt.to_string()
+    }
+
+    #[test]
+    fn healthcare_api_spellings_resolve_to_the_typed_columns() {
+        assert_eq!(
+            rewritten("SELECT o.value.quantity.value FROM `p.d.observation` o"),
+            "SELECT o.valueQuantity.value AS value FROM Observation o"
+        );
+        assert_eq!(
+            rewritten("SELECT subject.patientId FROM observation WHERE effectivedatetime > '2017'"),
+            "SELECT CASE WHEN reference_type(observation.subject) = 'Patient' THEN \
+             reference_id(observation.subject) END AS patientId FROM Observation AS observation \
+             WHERE observation.effectiveDateTime > '2017'"
+        );
+        assert_eq!(
+            rewritten("SELECT p.deceased.boolean AS d FROM patient p"),
+            "SELECT p.deceasedBoolean AS d FROM Patient p"
+        );
+    }
+
+    #[test]
+    fn implicit_unnest_and_unnamed_unnest() {
+        assert_eq!(
+            rewritten("SELECT c.code FROM Observation o, o.code.coding c"),
+            "SELECT c.code AS code FROM Observation o, UNNEST(o.code.coding) c"
+        );
+        assert_eq!(
+            rewritten("SELECT url FROM Patient p, UNNEST(p.extension)"),
+            "SELECT _unnest1.url AS url FROM Patient p, UNNEST(p.extension) AS _unnest1"
+        );
+    }
+
+    #[test]
+    fn double_quoted_text_is_a_string_unless_it_names_something() {
+        assert_eq!(
+            rewritten("SELECT \"gender\" FROM Patient WHERE gender = \"male\""),
+            "SELECT Patient.gender AS gender FROM Patient WHERE Patient.gender = 'male'"
+        );
+    }
+
+    #[test]
+    fn paths_after_an_index_resolve_too() {
+        assert_eq!(
+            rewritten(
+                "SELECT medication.codeableConcept.coding[SAFE_OFFSET(0)].Code FROM medication_request"
+            ),
+            "SELECT medication_request.medicationCodeableConcept.coding[SAFE_OFFSET(0)].code AS Code \
+             FROM MedicationRequest AS medication_request"
+        );
+    }
+}
