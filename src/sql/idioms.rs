@@ -108,6 +108,28 @@ fn rewrite_expr(expr: &mut Expr) -> Result<(), String> {
                 *expr = e;
             }
         }
+        Expr::Extract { field, expr: x, .. } if field.to_string().eq_ignore_ascii_case("DATE") => {
+            *expr = parse_expr(&format!("CAST({x} AS DATE)"))?;
+        }
+        Expr::Cast { data_type, .. } => {
+            use datafusion::sql::sqlparser::ast::{DataType as SqlType, ExactNumberInfo};
+            let bigquery = match data_type {
+                SqlType::Float64 => Some(SqlType::Double(ExactNumberInfo::None)),
+                SqlType::Int64 => Some(SqlType::BigInt(None)),
+                SqlType::Bool => Some(SqlType::Boolean),
+                SqlType::Custom(name, _) => match name.to_string().to_ascii_uppercase().as_str() {
+                    "NUMERIC" => Some(SqlType::Decimal(ExactNumberInfo::PrecisionAndScale(38, 9))),
+                    "BIGNUMERIC" => {
+                        Some(SqlType::Decimal(ExactNumberInfo::PrecisionAndScale(76, 38)))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(t) = bigquery {
+                *data_type = t;
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -162,8 +184,116 @@ fn bigquery_function(f: &Function) -> Result<Option<Expr>, String> {
     let Some(args) = plain_args(f) else {
         return Ok(None);
     };
+    let sql = |s: String| parse_expr(&s).map(Some);
     match (name.as_str(), args.as_slice()) {
         ("DATE", [x]) => Ok(Some(parse_expr(&format!("CAST({x} AS DATE)"))?)),
+        ("TIMESTAMP", [x]) => sql(format!("CAST({x} AS TIMESTAMP)")),
+        ("TIMESTAMP_MICROS", [x]) => sql(format!("to_timestamp_micros({x})")),
+        ("TIMESTAMP_MILLIS", [x]) => sql(format!("to_timestamp_millis({x})")),
+        ("TIMESTAMP_SECONDS", [x]) => sql(format!("to_timestamp_seconds({x})")),
+        ("UNIX_MICROS", [x]) => sql(format!(
+            "CAST(CAST(CAST({x} AS TIMESTAMP) AS BIGINT) / 1000 AS BIGINT)"
+        )),
+        ("UNIX_SECONDS", [x]) => sql(format!(
+            "CAST(CAST(CAST({x} AS TIMESTAMP) AS BIGINT) / 1000000000 AS BIGINT)"
+        )),
+        ("TIMESTAMP_DIFF" | "DATETIME_DIFF", [a, b, part]) => {
+            let part = part.to_string().to_ascii_uppercase();
+            let nanos: i64 = match part.as_str() {
+                "MICROSECOND" => 1_000,
+                "MILLISECOND" => 1_000_000,
+                "SECOND" => 1_000_000_000,
+                "MINUTE" => 60_000_000_000,
+                "HOUR" => 3_600_000_000_000,
+                "DAY" => 86_400_000_000_000,
+                other => {
+                    return Err(format!(
+                        "{name}(..., {other}): the parts supported are MICROSECOND, MILLISECOND, \
+                         SECOND, MINUTE, HOUR and DAY"
+                    ))
+                }
+            };
+            let ns = |x: &Expr| format!("CAST(CAST({x} AS TIMESTAMP) AS BIGINT)");
+            sql(format!("CAST(({} - {}) / {nanos} AS BIGINT)", ns(a), ns(b)))
+        }
+        (
+            "TIMESTAMP_ADD" | "TIMESTAMP_SUB" | "DATE_ADD" | "DATE_SUB" | "DATETIME_ADD"
+            | "DATETIME_SUB",
+            [x, Expr::Interval(i)],
+        ) => {
+            let unit = i
+                .leading_field
+                .as_ref()
+                .map(|f| f.to_string().to_ascii_lowercase())
+                .ok_or_else(|| format!("{name}: write the interval as INTERVAL n DAY"))?;
+            let n = &i.value;
+            let interval = match &**n {
+                Expr::Value(v) if matches!(v.value, Value::Number(..)) => {
+                    format!("INTERVAL '{n} {unit}'")
+                }
+                _ => format!("(CAST({n} AS BIGINT) * INTERVAL '1 {unit}')"),
+            };
+            let op = if name.ends_with("_SUB") { "-" } else { "+" };
+            let cast = if name.starts_with("DATE_") {
+                "DATE"
+            } else {
+                "TIMESTAMP"
+            };
+            sql(format!("(CAST({x} AS {cast}) {op} {interval})"))
+        }
+        ("DATE_TRUNC" | "TIMESTAMP_TRUNC" | "DATETIME_TRUNC", [x, Expr::Identifier(part)])
+            if part.quote_style.is_none() =>
+        {
+            let part = part.value.to_ascii_lowercase();
+            let truncated = format!("date_trunc('{part}', CAST({x} AS TIMESTAMP))");
+            sql(if name == "DATE_TRUNC" {
+                format!("CAST({truncated} AS DATE)")
+            } else {
+                truncated
+            })
+        }
+        ("IF", [c, a, b]) => sql(format!("CASE WHEN {c} THEN {a} ELSE {b} END")),
+        ("COUNTIF", [c]) => sql(format!("COUNT(CASE WHEN {c} THEN 1 END)")),
+        ("LOGICAL_AND", [c]) => sql(format!("bool_and({c})")),
+        ("LOGICAL_OR", [c]) => sql(format!("bool_or({c})")),
+        ("APPROX_COUNT_DISTINCT", [x]) => sql(format!("approx_distinct({x})")),
+        ("APPROX_QUANTILES", [x, n]) => {
+            let n: u32 = n
+                .to_string()
+                .parse()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    format!("APPROX_QUANTILES({x}, {n}): the number of quantiles is a literal from 1 to 100")
+                })?;
+            let mut items = vec![format!("CAST(min({x}) AS DOUBLE)")];
+            for i in 1..n {
+                items.push(format!(
+                    "CAST(approx_percentile_cont({x}, {}) AS DOUBLE)",
+                    f64::from(i) / f64::from(n)
+                ));
+            }
+            items.push(format!("CAST(max({x}) AS DOUBLE)"));
+            sql(format!("make_array({})", items.join(", ")))
+        }
+        ("APPROX_TOP_COUNT" | "APPROX_TOP_SUM", _) => Err(format!(
+            "{name} is not supported; write SELECT x, COUNT(*) AS n ... GROUP BY x ORDER BY n \
+             DESC LIMIT k"
+        )),
+        ("GENERATE_ARRAY", [a, b]) => sql(format!("generate_series({a}, {b})")),
+        ("GENERATE_ARRAY", [a, b, s]) => sql(format!("generate_series({a}, {b}, {s})")),
+        ("FORMAT_DATE", [f, d]) => sql(format!("to_char(CAST({d} AS DATE), {f})")),
+        ("FORMAT_TIMESTAMP" | "FORMAT_DATETIME", [f, t]) => {
+            sql(format!("to_char(CAST({t} AS TIMESTAMP), {f})"))
+        }
+        ("PARSE_DATE", [f, s]) => sql(format!("to_date({s}, {f})")),
+        ("PARSE_TIMESTAMP" | "PARSE_DATETIME", [f, s]) => sql(format!("to_timestamp({s}, {f})")),
+        ("REGEXP_CONTAINS", [s, r]) => sql(format!("regexp_like({s}, {r})")),
+        ("REGEXP_EXTRACT", [s, r]) => sql(format!("regexp_match({s}, {r})[1]")),
+        ("SAFE_DIVIDE", [a, b]) => sql(format!(
+            "CAST({a} AS DOUBLE) / NULLIF(CAST({b} AS DOUBLE), 0)"
+        )),
+        ("DIV", [a, b]) => sql(format!("CAST(({a}) / ({b}) AS BIGINT)")),
         ("DATE_DIFF", [a, b, part]) => {
             let day = |x: &Expr| format!("CAST(CAST(CAST({x} AS DATE) AS INT) AS BIGINT)");
             let field = |name: &str, x: &Expr| {
