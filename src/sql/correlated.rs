@@ -20,8 +20,8 @@
 //! literals and paths of the element; anything else is an error naming the form that works.
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArguments, GroupByExpr, LimitClause, Query, SelectItem, SetExpr,
-    TableFactor, UnaryOperator, Value,
+    AccessExpr, BinaryOperator, Expr, FunctionArguments, GroupByExpr, LimitClause, Query,
+    SelectItem, SetExpr, Subscript, TableFactor, UnaryOperator, Value,
 };
 
 use super::idioms::parse_expr;
@@ -200,6 +200,29 @@ fn over_list(q: &Query, scopes: &Scopes, want: Want) -> Result<Option<Expr>, Str
     })?))
 }
 
+/// The 0-based position an index names: `[OFFSET(n)]`, `[SAFE_OFFSET(n)]`, `[ORDINAL(n)]`,
+/// `[SAFE_ORDINAL(n)]`, or the shell's 1-based `[n]`; a literal number only.
+fn offset(index: &Expr) -> Option<u64> {
+    let number = |e: &Expr| e.to_string().parse::<u64>().ok();
+    match index {
+        Expr::Function(f) => {
+            let FunctionArguments::List(l) = &f.args else {
+                return None;
+            };
+            let [a] = l.args.as_slice() else {
+                return None;
+            };
+            let n: u64 = a.to_string().parse().ok()?;
+            match f.name.to_string().to_ascii_uppercase().as_str() {
+                "OFFSET" | "SAFE_OFFSET" => Some(n),
+                "ORDINAL" | "SAFE_ORDINAL" => n.checked_sub(1),
+                _ => None,
+            }
+        }
+        e => number(e)?.checked_sub(1),
+    }
+}
+
 /// The UNNEST element of a subquery, by the name it has there (if any).
 struct Element {
     alias: Option<String>,
@@ -241,6 +264,34 @@ impl Element {
                         ))
                     }
                 }
+            }
+            Expr::CompoundFieldAccess { root, access_chain } => {
+                let mut out = self.fhirpath(root)?;
+                for a in access_chain {
+                    match a {
+                        AccessExpr::Dot(Expr::Identifier(i)) => {
+                            out = if out == "$this" {
+                                i.value.clone()
+                            } else {
+                                format!("{out}.{}", i.value)
+                            }
+                        }
+                        AccessExpr::Subscript(Subscript::Index { index }) => {
+                            out = format!(
+                                "{out}[{}]",
+                                offset(index).ok_or_else(|| {
+                                    format!(
+                                        "{index} as an index inside a subquery over an UNNEST of \
+                                     the outer row is not supported; write [OFFSET(n)] with a \
+                                     number"
+                                    )
+                                })?
+                            )
+                        }
+                        _ => return unsupported(),
+                    }
+                }
+                out
             }
             Expr::Value(v) => match &v.value {
                 Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => {

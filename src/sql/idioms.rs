@@ -108,6 +108,13 @@ fn rewrite_expr(expr: &mut Expr) -> Result<(), String> {
                 *expr = e;
             }
         }
+        // BigQuery's raw strings (r'\d'): DataFusion's strings take no escapes either.
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedRawStringLiteral(s) | Value::DoubleQuotedRawStringLiteral(s) => {
+                v.value = Value::SingleQuotedString(s.clone());
+            }
+            _ => {}
+        },
         Expr::Extract { field, expr: x, .. } if field.to_string().eq_ignore_ascii_case("DATE") => {
             *expr = parse_expr(&format!("CAST({x} AS DATE)"))?;
         }

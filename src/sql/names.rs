@@ -49,12 +49,12 @@ pub fn rewrite_statement(stmt: &mut DfStatement, tables: &[String]) -> Result<()
 
 /// Resolves the names of a statement in place (see the module docs).
 pub fn rewrite<T: VisitMut + Visit>(node: &mut T, tables: &[String]) -> Result<(), String> {
-    let mut known = Known(HashSet::new());
+    let mut known = Known::default();
     let _ = Visit::visit(&*node, &mut known);
     let mut names = Names {
         tables,
-        ctes: known.0.clone(),
-        known: known.0,
+        ctes: known.ctes,
+        known: known.names,
         scopes: Vec::new(),
         frames: Vec::new(),
         anonymous: 0,
@@ -79,8 +79,9 @@ pub(crate) struct Binding {
 
 struct Names<'a> {
     tables: &'a [String],
-    /// Names of common table expressions and every alias of the statement (lower case).
+    /// Names of the statement's common table expressions (lower case).
     ctes: HashSet<String>,
+    /// Every name the statement gives (see [`Known`]).
     known: HashSet<String>,
     /// One scope per SELECT, innermost last.
     scopes: Vec<Vec<Binding>>,
@@ -108,8 +109,13 @@ impl Visitor for AliasRefs<'_> {
     }
 }
 
-/// Every alias and common table expression name of a statement, lower case.
-struct Known(HashSet<String>);
+/// The names of a statement's common table expressions, and every name it gives (aliases,
+/// those tables and their columns), lower case.
+#[derive(Default)]
+struct Known {
+    ctes: HashSet<String>,
+    names: HashSet<String>,
+}
 
 impl Visitor for Known {
     type Break = ();
@@ -117,9 +123,11 @@ impl Visitor for Known {
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
         if let Some(with) = &q.with {
             for cte in &with.cte_tables {
-                self.0.insert(cte.alias.name.value.to_ascii_lowercase());
+                let name = cte.alias.name.value.to_ascii_lowercase();
+                self.ctes.insert(name.clone());
+                self.names.insert(name);
                 for c in &cte.alias.columns {
-                    self.0.insert(c.name.value.to_ascii_lowercase());
+                    self.names.insert(c.name.value.to_ascii_lowercase());
                 }
             }
         }
@@ -129,7 +137,7 @@ impl Visitor for Known {
     fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
         for item in &s.projection {
             if let SelectItem::ExprWithAlias { alias, .. } = item {
-                self.0.insert(alias.value.to_ascii_lowercase());
+                self.names.insert(alias.value.to_ascii_lowercase());
             }
         }
         ControlFlow::Continue(())
@@ -137,7 +145,7 @@ impl Visitor for Known {
 
     fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
         if let Some(a) = table_alias(t) {
-            self.0.insert(a.name.value.to_ascii_lowercase());
+            self.names.insert(a.name.value.to_ascii_lowercase());
         }
         ControlFlow::Continue(())
     }

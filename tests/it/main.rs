@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a module per area.
 
 mod bad_input;
+mod bigquery;
 mod cloud;
 mod convert;
 mod delta;

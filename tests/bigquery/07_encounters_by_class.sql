@@ -1,0 +1,15 @@
+-- source: a public FHIR analytics SQL template for the Cloud Healthcare API's BigQuery schema (encounters by class, subject.patientId AS patientId)
+WITH Enc AS (
+  SELECT
+    id,
+    subject.patientId AS patientId,
+    CASE WHEN UPPER(class.code) IN ('IMP', 'ACUTE', 'NONAC') THEN 'IMP/ACUTE/NONAC' ELSE class.code END AS encounter_class
+  FROM Encounter
+)
+SELECT encounter_class, COUNT(*) AS encounters, COUNT(DISTINCT patientId) AS patients
+FROM Enc
+GROUP BY encounter_class
+-- reference: DuckDB over the NDJSON
+SELECT CASE WHEN upper(class.code) IN ('IMP', 'ACUTE', 'NONAC') THEN 'IMP/ACUTE/NONAC' ELSE class.code END,
+       COUNT(*), COUNT(DISTINCT ref_id(subject, 'Patient'))
+FROM Encounter GROUP BY 1
