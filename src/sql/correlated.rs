@@ -80,6 +80,19 @@ fn over_list(q: &Query, scopes: &Scopes, want: Want) -> Result<Option<Expr>, Str
         return Ok(None);
     };
     let [from] = select.from.as_slice() else {
+        // Several FROM items, one of them an UNNEST of the outer row: no form of ours.
+        for twj in &select.from {
+            if let TableFactor::UNNEST { array_exprs, .. } = &twj.relation {
+                if let [list] = array_exprs.as_slice() {
+                    if outer_list(list, scopes).is_some() {
+                        return Err(format!(
+                            "a subquery over UNNEST({list}) with more than one FROM item is not \
+                             supported; {FORM}"
+                        ));
+                    }
+                }
+            }
+        }
         return Ok(None);
     };
     let TableFactor::UNNEST {
@@ -95,25 +108,10 @@ fn over_list(q: &Query, scopes: &Scopes, want: Want) -> Result<Option<Expr>, Str
     let [list] = array_exprs.as_slice() else {
         return Ok(None);
     };
-    let parts: Vec<String> = match list {
-        Expr::Identifier(i) => vec![i.value.clone()],
-        Expr::CompoundIdentifier(p) => p.iter().map(|i| i.value.clone()).collect(),
-        _ => return Ok(None),
+    let Some(outer) = outer_list(list, scopes) else {
+        return Ok(None);
     };
-    // The outer resource table the list belongs to, and the list's path in it.
-    let (table, path) = match scopes.named(&parts[0]) {
-        Some(b) if b.resource.is_some() => (b.alias.clone().expect("named"), parts[1..].to_vec()),
-        Some(_) => {
-            return Err(format!(
-                "a subquery over UNNEST({list}), a list of an UNNEST element of the outer \
-                 query, is not supported; {FORM}"
-            ))
-        }
-        None => match scopes.column_owner(&parts[0]) {
-            Some(b) => (b.alias.clone().expect("named"), parts),
-            None => return Ok(None),
-        },
-    };
+    let (table, path) = outer?;
     let refuse = |what: &str| {
         Err(format!(
             "{what} in a subquery over UNNEST({list}) is not supported; {FORM}"
@@ -220,6 +218,30 @@ fn offset(index: &Expr) -> Option<u64> {
             }
         }
         e => number(e)?.checked_sub(1),
+    }
+}
+
+/// The outer resource table (its name in the query) a subquery's list belongs to, and the
+/// list's path in it; None when the list is not the outer row's; an error when it is a list of an
+/// UNNEST element of the outer query.
+fn outer_list(list: &Expr, scopes: &Scopes) -> Option<Result<(String, Vec<String>), String>> {
+    let parts: Vec<String> = match list {
+        Expr::Identifier(i) => vec![i.value.clone()],
+        Expr::CompoundIdentifier(p) => p.iter().map(|i| i.value.clone()).collect(),
+        _ => return None,
+    };
+    match scopes.named(&parts[0]) {
+        Some(b) if b.resource.is_some() => {
+            Some(Ok((b.alias.clone().expect("named"), parts[1..].to_vec())))
+        }
+        Some(b) if b.ty.is_some() => Some(Err(format!(
+            "a subquery over UNNEST({list}), a list of an UNNEST element of the outer query, \
+             is not supported; {FORM}"
+        ))),
+        Some(_) => None,
+        None => scopes
+            .column_owner(&parts[0])
+            .map(|b| Ok((b.alias.clone().expect("named"), parts))),
     }
 }
 
@@ -399,5 +421,97 @@ impl Element {
             }
             _ => return unsupported(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn rewritten(sql: &str) -> Result<String, String> {
+        let mut stmt = Parser::parse_sql(&GenericDialect {}, sql)
+            .unwrap()
+            .remove(0);
+        let tables = vec!["Observation".to_string(), "Patient".to_string()];
+        super::super::names::rewrite(&mut stmt, &tables)?;
+        Ok(stmt.to_string())
+    }
+
+    #[test]
+    fn exists_over_the_rows_list_is_fhirpath_exists() {
+        assert_eq!(
+            rewritten(
+                "SELECT o.id FROM Observation o WHERE EXISTS (SELECT 1 FROM UNNEST(o.code.coding) c \
+                 WHERE c.system = 'http://loinc.org' AND c.code IN ('1', '2'))"
+            )
+            .unwrap(),
+            "SELECT o.id AS id FROM Observation o WHERE fhirpath('code.coding.where(((system) = \
+             (''http://loinc.org'')) and ((code) in (''1'' | ''2''))).exists()', 'o')[1]"
+        );
+        assert!(rewritten(
+            "SELECT 1 FROM Observation o WHERE NOT EXISTS (SELECT 1 FROM UNNEST(o.category) c)"
+        )
+        .unwrap()
+        .contains("NOT (fhirpath('category.exists()', 'o')[1])"));
+    }
+
+    #[test]
+    fn scalar_array_and_count_subqueries() {
+        let sql = rewritten(
+            "SELECT (SELECT value.string FROM UNNEST(extension) WHERE url = 'u') AS m, \
+             ARRAY(SELECT n.family FROM UNNEST(p.name) n WHERE n.family LIKE 'A%') AS f, \
+             (SELECT COUNT(*) FROM UNNEST(p.address)) AS a FROM Patient p",
+        )
+        .unwrap();
+        assert!(
+            sql.contains(
+                "fhirpath('extension.where((url) = (''u'')).select(valueString)', 'p')[1] AS m"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(
+                "fhirpath('name.where((family).matches(''^A.*$'')).select(family)', 'p') AS f"
+            ),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("fhirpath('address.count()', 'p')[1] AS a"),
+            "{sql}"
+        );
+        let sql = rewritten(
+            "SELECT (SELECT c.valueQuantity.value FROM UNNEST(o.component) c \
+             WHERE c.code.coding[SAFE_OFFSET(0)].code = '8480-6') FROM Observation o",
+        )
+        .unwrap();
+        assert!(
+            sql.contains("component.where((code.coding[0].code) = (''8480-6''))"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn in_unnest_is_array_has() {
+        assert_eq!(
+            rewritten("SELECT 1 FROM Patient p WHERE 'Mr.' NOT IN UNNEST(p.name[1].prefix)")
+                .unwrap(),
+            "SELECT 1 FROM Patient p WHERE CASE WHEN ('Mr.') IS NULL THEN NULL ELSE NOT \
+             coalesce(array_has(p.name[1].prefix, 'Mr.'), false) END"
+        );
+    }
+
+    #[test]
+    fn forms_without_a_counterpart_name_the_ones_that_work() {
+        for sql in [
+            "SELECT ARRAY(SELECT g FROM UNNEST(p.name) n, UNNEST(n.given) g) FROM Patient p",
+            "SELECT 1 FROM Patient p, UNNEST(p.name) n WHERE EXISTS (SELECT 1 FROM UNNEST(n.given) g)",
+            "SELECT (SELECT c.code FROM UNNEST(o.code.coding) c WHERE c.code = o.id) FROM Observation o",
+            "SELECT (SELECT c.code FROM UNNEST(o.code.coding) c ORDER BY c.code) FROM Observation o",
+            "SELECT (SELECT c.code FROM UNNEST(o.code.coding) c WHERE c.code || 'x' = 'y') FROM Observation o",
+        ] {
+            let e = rewritten(sql).unwrap_err();
+            assert!(e.contains("UNNEST(o.list) AS c"), "{sql}: {e}");
+        }
     }
 }

@@ -283,8 +283,8 @@ fn bigquery_function(f: &Function) -> Result<Option<Expr>, String> {
             items.push(format!("CAST(max({x}) AS DOUBLE)"));
             sql(format!("make_array({})", items.join(", ")))
         }
-        ("APPROX_TOP_COUNT" | "APPROX_TOP_SUM", _) => Err(format!(
-            "{name} is not supported; write SELECT x, COUNT(*) AS n ... GROUP BY x ORDER BY n \
+        ("APPROX_TOP_SUM", _) => Err(format!(
+            "{name} is not supported; write SELECT x, SUM(w) AS s ... GROUP BY x ORDER BY s \
              DESC LIMIT k"
         )),
         ("GENERATE_ARRAY", [a, b]) => sql(format!("generate_series({a}, {b})")),
@@ -378,7 +378,10 @@ fn lateral(from: Vec<TableWithJoins>) -> Result<Vec<TableWithJoins>, String> {
         let joins = std::mem::take(&mut twj.joins);
         if i > 0 && is_unnest(&twj.relation) {
             let prev = out.pop().expect("i > 0");
-            out.push(fold(prev, twj.relation, Keep::Matches)?);
+            out.push(fold(Some(prev), twj.relation, Keep::Matches)?);
+        } else if is_unnest(&twj.relation) {
+            // `FROM UNNEST([1, 2]) AS x`: x names the element, as in BigQuery.
+            out.push(fold(None, twj.relation, Keep::Matches)?);
         } else {
             out.push(twj);
         }
@@ -399,7 +402,7 @@ fn lateral(from: Vec<TableWithJoins>) -> Result<Vec<TableWithJoins>, String> {
                 }
             };
             let prev = out.pop().expect("pushed above");
-            out.push(fold(prev, join.relation, keep)?);
+            out.push(fold(Some(prev), join.relation, keep)?);
         }
     }
     Ok(out)
@@ -424,7 +427,12 @@ fn is_unnest(t: &TableFactor) -> bool {
 }
 
 /// `prev` with one more column per UNNEST: `(SELECT *, unnest(list) AS x FROM prev) AS alias`.
-fn fold(prev: TableWithJoins, unnest: TableFactor, keep: Keep) -> Result<TableWithJoins, String> {
+/// Without `prev` (an UNNEST first in FROM): `(SELECT unnest(list) AS x) AS _x`.
+fn fold(
+    prev: Option<TableWithJoins>,
+    unnest: TableFactor,
+    keep: Keep,
+) -> Result<TableWithJoins, String> {
     let TableFactor::UNNEST {
         alias,
         array_exprs,
@@ -445,6 +453,24 @@ fn fold(prev: TableWithJoins, unnest: TableFactor, keep: Keep) -> Result<TableWi
         return Err(format!(
             "UNNEST({list}) in FROM needs a name: UNNEST({list}) AS x"
         ));
+    };
+    let Some(prev) = prev else {
+        let list = list.to_string();
+        let sql = format!(
+            "SELECT * FROM (SELECT unnest({list}) AS {}) AS \"_{}\"",
+            alias.name, alias.name.value
+        );
+        if with_offset || with_ordinality {
+            return Err(format!(
+                "WITH OFFSET on an UNNEST first in FROM is not supported; {FORM}"
+            ));
+        }
+        let query = parse_query(&sql)?;
+        let SetExpr::Select(select) = *query.body else {
+            unreachable!("a SELECT was written")
+        };
+        let mut from = select.from;
+        return Ok(from.remove(0));
     };
     if !prev.joins.is_empty() {
         return Err(format!(

@@ -4,6 +4,7 @@
 //! [`crate::schema::node::arrow_schema`] and its Hive partition columns. Identifiers are not
 //! lower-cased, so FHIR's camelCase names work unquoted: `SELECT valueQuantity.value FROM Observation`.
 
+mod aggregates;
 mod correlated;
 mod fhirpath;
 pub mod functions;
@@ -118,6 +119,7 @@ impl Shell {
         }
         let ctx = SessionContext::new_with_config_rt(config, rt.build_arc()?);
         functions::register(&ctx);
+        aggregates::register(&ctx);
         if let Location::Remote(remote) = dataset {
             ctx.register_object_store(&remote.base, remote.store.clone());
         }
@@ -252,6 +254,14 @@ impl Shell {
         };
         if msg.contains("Did you mean") {
             return msg.to_string();
+        }
+        if msg.contains("OuterReferenceColumn") {
+            return format!(
+                "{msg}\nhint: a subquery may look into the outer row's lists only as \
+                 EXISTS / (SELECT x ...) / ARRAY(SELECT x ...) FROM UNNEST(o.list) AS c [WHERE \
+                 ...]; otherwise unnest the list in the outer FROM (FROM t AS o, UNNEST(o.list) \
+                 AS c)"
+            );
         }
         let mut names: Vec<String> = self.tables.clone();
         names.extend(self.column_names());
