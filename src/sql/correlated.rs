@@ -60,7 +60,10 @@ pub(crate) fn rewrite(expr: &mut Expr, scopes: &Scopes) -> Result<(), String> {
                 }
             })
             .transpose()?,
-        Expr::Subquery(q) => over_list(q, scopes, Want::Scalar)?,
+        Expr::Subquery(q) => match without_from(q)? {
+            Some(e) => Some(e),
+            None => over_list(q, scopes, Want::Scalar)?,
+        },
         Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("ARRAY") => match &f.args {
             FunctionArguments::Subquery(q) => over_list(q, scopes, Want::Array)?,
             _ => None,
@@ -71,6 +74,35 @@ pub(crate) fn rewrite(expr: &mut Expr, scopes: &Scopes) -> Result<(), String> {
         *expr = e;
     }
     Ok(())
+}
+
+/// `(SELECT x)` and `(SELECT x WHERE c)`, as google-fhir-views writes each column: the value
+/// itself (NULL where the condition does not hold).
+fn without_from(q: &Query) -> Result<Option<Expr>, String> {
+    let SetExpr::Select(select) = &*q.body else {
+        return Ok(None);
+    };
+    let plain = select.from.is_empty()
+        && q.with.is_none()
+        && q.order_by.is_none()
+        && q.limit_clause.is_none()
+        && select.having.is_none()
+        && select.distinct.is_none()
+        && matches!(&select.group_by, GroupByExpr::Expressions(g, _) if g.is_empty());
+    let [item] = select.projection.as_slice() else {
+        return Ok(None);
+    };
+    let (SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) = item else {
+        return Ok(None);
+    };
+    // An aggregate without FROM aggregates one row: not the value; left to DataFusion.
+    if !plain || matches!(e, Expr::Function(_)) {
+        return Ok(None);
+    }
+    Ok(Some(match &select.selection {
+        None => Expr::Nested(Box::new(e.clone())),
+        Some(c) => parse_expr(&format!("CASE WHEN {c} THEN {e} END"))?,
+    }))
 }
 
 /// The `fhirpath()` call a subquery over an outer row's list stands for, or None when it is
@@ -488,6 +520,16 @@ mod tests {
         assert!(
             sql.contains("component.where((code.coding[0].code) = (''8480-6''))"),
             "{sql}"
+        );
+    }
+
+    #[test]
+    fn a_subquery_without_from_is_its_value() {
+        assert_eq!(
+            rewritten("SELECT (SELECT birthDate) AS b, (SELECT id WHERE active) AS i FROM Patient")
+                .unwrap(),
+            "SELECT (Patient.birthDate) AS b, CASE WHEN Patient.active THEN Patient.id END AS i \
+             FROM Patient"
         );
     }
 
