@@ -64,6 +64,10 @@ echo
 echo "queries (best of 3; ours includes process start and table registration):"
 python3 bench/queries.py "$work/out" "$work/input" "$cores"
 echo
+echo "BigQuery query corpus (tests/bigquery, best of 3): as written in our shell, and its DuckDB form"
+echo "by DuckDB on the same Parquet:"
+python3 bench/bigquery.py "$work/out" "$cores"
+echo
 echo "views (best of 3, written to Parquet; includes process start):"
 python3 bench/views.py "$work/out" examples/views/patient_demographics.json examples/views/observations.json
 # The benchmark input holds few patients and observations; views get inputs of their own type too:

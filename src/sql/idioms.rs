@@ -162,6 +162,15 @@ fn function_name(f: &Function) -> String {
 
 /// `OFFSET(i)` and friends inside `[...]`, as DataFusion's 1-based index.
 fn bigquery_index(index: &Expr) -> Result<Option<Expr>, String> {
+    if index.to_string() == "0" {
+        // BigQuery reads a bare [0] as the first element (an offset); here [1] is the first.
+        // NULL would be a silent wrong answer.
+        return Err(
+            "[0]: indexes in the shell are 1-based ([1] is the first element); BigQuery's \
+             0-based form is [OFFSET(0)] or [SAFE_OFFSET(0)]"
+                .to_string(),
+        );
+    }
     let Expr::Function(f) = index else {
         return Ok(None);
     };
@@ -580,5 +589,62 @@ mod tests {
         .remove(0);
         let e = rewrite(&mut stmt).unwrap_err();
         assert!(e.contains("needs a name"), "{e}");
+        let mut stmt = Parser::parse_sql(&GenericDialect {}, "SELECT code.coding[0] FROM t")
+            .unwrap()
+            .remove(0);
+        let e = rewrite(&mut stmt).unwrap_err();
+        assert!(e.contains("[OFFSET(0)]"), "{e}");
+    }
+
+    fn expr(sql: &str) -> String {
+        let mut stmt = Parser::parse_sql(&GenericDialect {}, &format!("SELECT {sql}"))
+            .unwrap()
+            .remove(0);
+        rewrite(&mut stmt).unwrap();
+        stmt.to_string().trim_start_matches("SELECT ").to_string()
+    }
+
+    #[test]
+    fn bigquery_functions_become_datafusion_forms() {
+        for (bigquery, datafusion) in [
+            ("IF(a, 1, 2)", "CASE WHEN a THEN 1 ELSE 2 END"),
+            ("COUNTIF(a > 1)", "COUNT(CASE WHEN a > 1 THEN 1 END)"),
+            ("LOGICAL_AND(a)", "bool_and(a)"),
+            ("TIMESTAMP(x)", "CAST(x AS TIMESTAMP)"),
+            (
+                "TIMESTAMP_DIFF(a, b, HOUR)",
+                "CAST((CAST(CAST(a AS TIMESTAMP) AS BIGINT) - CAST(CAST(b AS TIMESTAMP) AS \
+                 BIGINT)) / 3600000000000 AS BIGINT)",
+            ),
+            (
+                "TIMESTAMP_ADD(t, INTERVAL 3 DAY)",
+                "(CAST(t AS TIMESTAMP) + INTERVAL '3 day')",
+            ),
+            (
+                "DATE_SUB(d, INTERVAL n MONTH)",
+                "(CAST(d AS DATE) - (CAST(n AS BIGINT) * INTERVAL '1 month'))",
+            ),
+            (
+                "DATE_TRUNC(d, MONTH)",
+                "CAST(date_trunc('month', CAST(d AS TIMESTAMP)) AS DATE)",
+            ),
+            ("EXTRACT(DATE FROM t)", "CAST(t AS DATE)"),
+            ("CAST(x AS FLOAT64)", "CAST(x AS DOUBLE)"),
+            ("GENERATE_ARRAY(1, 9, 2)", "generate_series(1, 9, 2)"),
+            ("FORMAT_DATE('%Y', d)", "to_char(CAST(d AS DATE), '%Y')"),
+            ("PARSE_DATE('%Y%m%d', s)", "to_date(s, '%Y%m%d')"),
+            ("REGEXP_CONTAINS(s, r'\\d')", "regexp_like(s, '\\d')"),
+            (
+                "SAFE_DIVIDE(a, b)",
+                "CAST(a AS DOUBLE) / NULLIF(CAST(b AS DOUBLE), 0)",
+            ),
+            (
+                "APPROX_QUANTILES(x, 2)",
+                "make_array(CAST(min(x) AS DOUBLE), CAST(approx_percentile_cont(x, 0.5) AS \
+                 DOUBLE), CAST(max(x) AS DOUBLE))",
+            ),
+        ] {
+            assert_eq!(expr(bigquery), datafusion, "{bigquery}");
+        }
     }
 }

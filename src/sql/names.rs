@@ -51,10 +51,18 @@ pub fn rewrite_statement(stmt: &mut DfStatement, tables: &[String]) -> Result<()
 pub fn rewrite<T: VisitMut + Visit>(node: &mut T, tables: &[String]) -> Result<(), String> {
     let mut known = Known::default();
     let _ = Visit::visit(&*node, &mut known);
+    // A table of unknown columns (a registered view) may have a column by any name: there a
+    // double-quoted text stays an identifier.
+    let norm = |s: &str| s.replace('_', "").to_ascii_lowercase();
+    let strings = known
+        .read
+        .iter()
+        .all(|t| known.ctes.contains(t) || tables.iter().any(|r| norm(r) == norm(t)));
     let mut names = Names {
         tables,
         ctes: known.ctes,
         known: known.names,
+        strings,
         scopes: Vec::new(),
         frames: Vec::new(),
         anonymous: 0,
@@ -83,6 +91,9 @@ struct Names<'a> {
     ctes: HashSet<String>,
     /// Every name the statement gives (see [`Known`]).
     known: HashSet<String>,
+    /// Whether a double-quoted text that names nothing is a string: every table read is a
+    /// resource table or a common table expression.
+    strings: bool,
     /// One scope per SELECT, innermost last.
     scopes: Vec<Vec<Binding>>,
     /// The number of scopes when each query began.
@@ -115,6 +126,8 @@ impl Visitor for AliasRefs<'_> {
 struct Known {
     ctes: HashSet<String>,
     names: HashSet<String>,
+    /// The last part of every table name read (lower case).
+    read: HashSet<String>,
 }
 
 impl Visitor for Known {
@@ -146,6 +159,12 @@ impl Visitor for Known {
     fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
         if let Some(a) = table_alias(t) {
             self.names.insert(a.name.value.to_ascii_lowercase());
+        }
+        if let TableFactor::Table { name, .. } = t {
+            if let Some(last) = name.0.last().and_then(|p| p.as_ident()) {
+                let last = last.value.rsplit('.').next().unwrap_or(&last.value);
+                self.read.insert(last.to_ascii_lowercase());
+            }
         }
         ControlFlow::Continue(())
     }
@@ -464,6 +483,7 @@ impl Names<'_> {
                 if let Some((e, _)) = self.resolve(std::slice::from_ref(i))? {
                     *expr = e;
                 } else if i.quote_style == Some('"')
+                    && self.strings
                     && self.binding_named(&i.value).is_none()
                     && !self.known.contains(&i.value.to_ascii_lowercase())
                 {
@@ -760,6 +780,14 @@ mod tests {
         assert_eq!(
             rewritten("SELECT \"gender\" FROM Patient WHERE gender = \"male\""),
             "SELECT Patient.gender AS gender FROM Patient WHERE Patient.gender = 'male'"
+        );
+    }
+
+    #[test]
+    fn double_quotes_stay_identifiers_beside_a_table_of_unknown_columns() {
+        assert_eq!(
+            rewritten("SELECT \"patient_id\" FROM patient_view WHERE \"x\" = 'male'"),
+            "SELECT \"patient_id\" AS patient_id FROM patient_view WHERE \"x\" = 'male'"
         );
     }
 
