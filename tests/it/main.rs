@@ -12,6 +12,7 @@ mod fuzz;
 mod interop;
 mod overflow;
 mod queries;
+mod readme;
 mod reliability;
 mod schema;
 mod sql;

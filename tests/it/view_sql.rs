@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::view::{canonical, check_rows, current_expectation, rounded, suite_files, SUPERSEDED};
 use crate::{python_has, shared};
 
-/// Cases a dialect does not pass yet, with why (also in the README's dialect matrix).
+/// Cases a dialect does not pass yet, with why (also in the dialect matrix of docs/views.md).
 const NOT_YET: &[(Dialect, &str, &str)] = &[];
 
 /// One case of the suite: its id, the case (with the current expectation where superseded) and
@@ -259,7 +259,7 @@ fn run(engine: Engine, cases: &[Case], tmp: &Path) -> Vec<String> {
     for (_, id, _) in NOT_YET.iter().filter(|k| k.0 == dialect) {
         if outcomes[*id].is_ok() {
             problems.push(format!(
-                "- {} {id} passes now: take it off NOT_YET and the README",
+                "- {} {id} passes now: take it off NOT_YET and docs/views.md",
                 dialect.name()
             ));
         }
