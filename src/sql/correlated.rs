@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::idioms::parse_expr;
-use super::names::Scopes;
+use super::scope::Scopes;
 
 const FORM: &str = "write the list's UNNEST in the outer FROM (FROM t AS o, UNNEST(o.list) AS c) \
                     or use fhirpath('list.where(...)')";

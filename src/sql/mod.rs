@@ -10,6 +10,7 @@ mod fhirpath;
 pub mod functions;
 mod idioms;
 mod names;
+mod scope;
 mod print;
 mod repl;
 

@@ -32,6 +32,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::parser::{CopyToSource, Statement as DfStatement};
 
 use super::idioms::parse_expr;
+use super::scope::{Binding, Scopes};
 use crate::schema::node::arrow_schema;
 
 /// Resolves the names of a parsed statement in place (queries, `EXPLAIN` and `COPY (query) TO`).
@@ -72,17 +73,6 @@ pub fn rewrite<T: VisitMut + Visit>(node: &mut T, tables: &[String]) -> Result<(
         ControlFlow::Continue(()) => Ok(()),
         ControlFlow::Break(e) => Err(e),
     }
-}
-
-/// What a name in FROM stands for.
-#[derive(Clone, Debug)]
-pub(crate) struct Binding {
-    /// The name it is referred to by (an alias, or the table's name as written).
-    pub alias: Option<String>,
-    /// Its row type; None for a subquery or a common table expression (not looked into).
-    pub ty: Option<DataType>,
-    /// The resource type, for a resource table.
-    pub resource: Option<String>,
 }
 
 struct Names<'a> {
@@ -297,15 +287,7 @@ impl Names<'_> {
     }
 
     fn binding_named(&self, name: &str) -> Option<&Binding> {
-        self.scopes
-            .iter()
-            .rev()
-            .flat_map(|s| s.iter().rev())
-            .find(|b| {
-                b.alias
-                    .as_deref()
-                    .is_some_and(|a| a.eq_ignore_ascii_case(name))
-            })
+        Scopes(&self.scopes).named(name)
     }
 
     /// Resolves a written path (`o.value.quantity.value`, `effectivedatetime`): the expression
@@ -691,34 +673,6 @@ impl VisitorMut for Names<'_> {
             Ok(()) => ControlFlow::Continue(()),
             Err(e) => ControlFlow::Break(e),
         }
-    }
-}
-
-/// The bindings in scope where an expression stands, innermost last.
-pub(crate) struct Scopes<'a>(pub &'a [Vec<Binding>]);
-
-impl Scopes<'_> {
-    /// The binding a name qualifies by.
-    pub fn named(&self, name: &str) -> Option<&Binding> {
-        self.0.iter().rev().flat_map(|s| s.iter().rev()).find(|b| {
-            b.alias
-                .as_deref()
-                .is_some_and(|a| a.eq_ignore_ascii_case(name))
-        })
-    }
-
-    /// The one resource table of the innermost scope that has a column `name`.
-    pub fn column_owner(&self, name: &str) -> Option<&Binding> {
-        for scope in self.0.iter().rev() {
-            let mut found = scope.iter().filter(|b| {
-                b.resource.is_some()
-                    && matches!(&b.ty, Some(DataType::Struct(f)) if f.iter().any(|f| f.name() == name))
-            });
-            if let Some(b) = found.next() {
-                return found.next().is_none().then_some(b);
-            }
-        }
-        None
     }
 }
 
