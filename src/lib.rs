@@ -4,7 +4,8 @@
 //! [`input`] (files, folders, manifests, gzip, stdin → lines) →
 //! [`decode`] (a FHIR resource → typed Arrow columns, driven by [`schema`]) →
 //! [`convert`] (the parallel pipeline and the Parquet dataset) →
-//! [`encode`] (Parquet rows back to FHIR JSON), [`sql`] (DataFusion over the dataset) and
+//! [`encode`] (Parquet rows back to FHIR JSON); [`session`] (a DataFusion session over the
+//! dataset) and [`output`] (results printed and collected) below [`sql`] (the shell) and
 //! [`view`] (SQL on FHIR ViewDefinitions compiled to DataFusion plans).
 
 pub mod cli;
@@ -17,7 +18,10 @@ pub mod fuzz;
 pub mod input;
 pub mod interrupt;
 pub mod json;
+pub mod output;
+pub mod reference;
 pub mod schema;
+pub mod session;
 pub mod sql;
 pub mod store;
 pub mod upload;

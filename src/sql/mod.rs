@@ -1,94 +1,65 @@
-//! `sql`: a DataFusion SQL shell over a converted dataset.
+//! `sql`: a SQL shell over a converted dataset, on a [`Session`].
 //!
-//! Every resource type folder of the dataset is a table of the same name, with the schema of
-//! [`crate::schema::node::arrow_schema`] and its Hive partition columns. Identifiers are not
-//! lower-cased, so FHIR's camelCase names work unquoted: `SELECT valueQuantity.value FROM Observation`.
+//! Every resource type is a table of the same name (see [`crate::session`]). Statements may be
+//! written as for BigQuery's FHIR schemas: before DataFusion plans one, `names` respells its
+//! names against the typed schema, `correlated` turns subqueries over a row's lists into
+//! FHIRPath, `fhirpath` compiles `fhirpath()` calls, and `idioms` rewrites BigQuery's functions
+//! and FROM forms (see docs/bigquery.md).
 
-mod aggregates;
 mod correlated;
 mod fhirpath;
-pub mod functions;
 mod idioms;
 mod names;
-mod scope;
-mod print;
 mod repl;
+mod scope;
 
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
-use crate::store::{Location, StoreOptions};
 use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::DFParserBuilder;
 
 use crate::cli::{PrintFormat, SqlArgs};
 use crate::dataset::delta::AsOf;
-use crate::dataset::provider::SnapshotTable;
+use crate::output::{collect_with_schema, print_batches};
 use crate::schema::node::arrow_schema;
+use crate::session::Session;
+use crate::store::{Location, StoreOptions};
 
-pub use print::print_batches;
-pub(crate) use print::readable;
-
-/// A session over a dataset: its context and the names it knows.
+/// The shell: a [`Session`] (which it derefs to), the format results print in, and whether
+/// each statement's time is said.
 pub struct Shell {
-    pub ctx: SessionContext,
-    pub tables: Vec<String>,
+    pub session: Session,
     pub format: PrintFormat,
     pub timing: bool,
-    runtime: tokio::runtime::Runtime,
 }
 
-/// The batches of `df`; no rows is one empty batch, so printers and writers still know the
-/// columns (a CSV header, a Parquet schema).
-pub async fn collect_with_schema(
-    df: datafusion::dataframe::DataFrame,
-) -> datafusion::error::Result<Vec<RecordBatch>> {
-    let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let mut batches = df.collect().await?;
-    batches.retain(|b| b.num_rows() > 0);
-    if batches.is_empty() {
-        batches.push(RecordBatch::new_empty(schema));
+impl Deref for Shell {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.session
     }
-    Ok(batches)
 }
 
-/// Parses sizes like `2G`, `512M`, `1048576`.
-fn parse_size(s: &str) -> Result<usize> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('k' | 'K') => (&s[..s.len() - 1], 1usize << 10),
-        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
-        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    let hint = || format!("--memory-limit {s:?}: use a size like 2G or 512M");
-    let n: f64 = num.trim().parse().with_context(hint)?;
-    let bytes = n * mult as f64;
-    // At least a megabyte: less cannot hold one batch, and 0 would fail every query.
-    if !bytes.is_finite() || bytes < (1 << 20) as f64 {
-        anyhow::bail!("{}, of at least 1M", hint());
+impl DerefMut for Shell {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.session
     }
-    Ok(bytes as usize)
 }
 
 impl Shell {
     /// Opens a dataset written by `convert` in a local folder.
     pub fn open(dataset: &Path, memory_limit: Option<&str>) -> Result<Shell> {
-        Self::open_at(&Location::Local(dataset.to_path_buf()), memory_limit)
+        Ok(Shell::new(Session::open(dataset, memory_limit)?))
     }
 
     /// Opens a dataset written by `convert`, in a folder or on an object store.
     pub fn open_at(dataset: &Location, memory_limit: Option<&str>) -> Result<Shell> {
-        Self::open_as_of(dataset, memory_limit, None)
+        Ok(Shell::new(Session::open_at(dataset, memory_limit)?))
     }
 
     /// Opens a dataset as it was at `as_of` (its Delta tables' versions then), or as it is.
@@ -97,86 +68,25 @@ impl Shell {
         memory_limit: Option<&str>,
         as_of: Option<AsOf>,
     ) -> Result<Shell> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        let mut config = SessionConfig::new().with_information_schema(true);
-        config.options_mut().sql_parser.enable_ident_normalization = false;
-        // Statistics of every column of every file are gathered at planning otherwise: with a
-        // thousand columns per resource table that costs more than most queries.
-        config.options_mut().execution.collect_statistics = false;
-        // convert writes one file per type, a few MB where the data is a few hundred thousand
-        // wide rows, in a row group per worker. DataFusion splits a file into equal byte ranges,
-        // one per partition, and reads a row group in the range where it starts: with as many
-        // ranges as row groups, the footer at the end pushes every start into the first ranges
-        // and one core reads them all. Twice as many partitions as cores, and files split from
-        // 1 MB (not 10), give each row group its own range.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        config.options_mut().execution.target_partitions = 2 * cores;
-        config.options_mut().optimizer.repartition_file_min_size = 1 << 20;
-        let mut rt = RuntimeEnvBuilder::new();
-        if let Some(limit) = memory_limit {
-            rt = rt.with_memory_limit(parse_size(limit)?, 1.0);
-        }
-        let ctx = SessionContext::new_with_config_rt(config, rt.build_arc()?);
-        functions::register(&ctx);
-        aggregates::register(&ctx);
-        if let Location::Remote(remote) = dataset {
-            ctx.register_object_store(&remote.base, remote.store.clone());
-        }
-        let mut tables = Vec::new();
-        for table in crate::dataset::tables_as_of(dataset, as_of)? {
-            let schema = arrow_schema(&table.name).expect("a resource table");
-            if table.delta.is_some() {
-                let store = match dataset {
-                    Location::Local(_) => "file:///".to_string(),
-                    Location::Remote(remote) => remote.base.to_string(),
-                };
-                let provider = SnapshotTable::new(&table, schema, &store)?;
-                ctx.register_table(
-                    datafusion::common::TableReference::bare(table.name.clone()),
-                    Arc::new(provider),
-                )?;
-                tables.push(table.name);
-                continue;
-            }
-            let name = table.name;
-            let url = ListingTableUrl::parse(&table.url)?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet")
-                .with_table_partition_cols(
-                    table
-                        .partitions
-                        .iter()
-                        .map(|p| (p.clone(), DataType::Utf8))
-                        .collect(),
-                );
-            let config = ListingTableConfig::new(url)
-                .with_listing_options(options)
-                .with_schema(Arc::new(schema));
-            ctx.register_table(
-                datafusion::common::TableReference::bare(name.clone()),
-                Arc::new(ListingTable::try_new(config)?),
-            )?;
-            tables.push(name);
-        }
-        Ok(Shell {
-            ctx,
-            tables,
-            format: PrintFormat::Table,
-            timing: false,
-            runtime,
-        })
+        Ok(Shell::new(Session::open_as_of(
+            dataset,
+            memory_limit,
+            as_of,
+        )?))
     }
 
-    /// The runtime the session's queries run on.
-    pub fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.runtime
+    /// A shell on a session, printing tables.
+    pub fn new(session: Session) -> Shell {
+        Shell {
+            session,
+            format: PrintFormat::Table,
+            timing: false,
+        }
     }
 
     /// Runs every statement of `sql`; returns the batches of the last one.
     pub fn run_sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        self.runtime
+        self.runtime()
             .block_on(async {
                 let statements = DFParserBuilder::new(sql).build()?.parse_statements()?;
                 let mut last = Vec::new();
@@ -339,9 +249,7 @@ pub fn run(args: SqlArgs, stores: &StoreOptions) -> Result<i32> {
     for f in &views {
         let v = crate::view::load(f)?;
         let name = crate::view::table_name(&v, f);
-        shell
-            .register_view(&name, &v)
-            .with_context(|| format!("{}", f.display()))?;
+        crate::view::register(&mut shell, &name, &v).with_context(|| format!("{}", f.display()))?;
     }
     let mut out = std::io::stdout();
     if !args.command.is_empty() || !args.file.is_empty() {
@@ -360,18 +268,4 @@ pub fn run(args: SqlArgs, stores: &StoreOptions) -> Result<i32> {
         return repl::run_script(&mut shell, std::io::stdin().lock(), &mut out);
     }
     repl::run_interactive(&mut shell, args.quiet)
-}
-
-#[cfg(test)]
-mod size_tests {
-    #[test]
-    fn sizes_are_positive_and_bounded() {
-        assert_eq!(super::parse_size("2G").unwrap(), 2 << 30);
-        assert_eq!(super::parse_size("512m").unwrap(), 512 << 20);
-        assert_eq!(super::parse_size("1.5G").unwrap(), 3 << 29);
-        for bad in ["-1G", "0", "0M", "NaN", "inf", "12K", "G", "", "two"] {
-            let e = super::parse_size(bad).unwrap_err();
-            assert!(format!("{e:#}").contains("--memory-limit"), "{bad}");
-        }
-    }
 }

@@ -12,8 +12,9 @@ use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 
-use super::{functions, Shell};
+use super::Shell;
 use crate::cli::PrintFormat;
+use crate::session::functions;
 
 const HELP: &str = "\
 Statements end with ';' and may span lines. Meta-commands:
@@ -68,7 +69,7 @@ fn meta(shell: &mut Shell, line: &str, out: &mut dyn Write) -> Result<Action> {
                 Some(n) => n.to_string(),
                 None => crate::view::table_name(&view, path),
             };
-            shell.register_view(&name, &view)?;
+            crate::view::register(shell, &name, &view)?;
             writeln!(out, "view {name} registered: SELECT * FROM \"{name}\"")?;
         }
         other => anyhow::bail!("unknown meta-command {other}: \\? lists them"),

@@ -41,4 +41,3 @@ impl<'a> Scopes<'a> {
         None
     }
 }
-

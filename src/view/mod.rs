@@ -12,10 +12,10 @@
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! use fhir2parquet::sql::Shell;
-//! use fhir2parquet::view::ViewDefinition;
+//! use fhir2parquet::session::Session;
+//! use fhir2parquet::view::{self, ViewDefinition};
 //!
-//! let shell = Shell::open("out".as_ref(), None)?;
+//! let session = Session::open("out".as_ref(), None)?;
 //! let view = ViewDefinition::from_json(&serde_json::json!({
 //!     "resource": "Patient",
 //!     "select": [{"column": [
@@ -23,7 +23,7 @@
 //!         {"name": "family", "path": "name.where(use = 'official').family.first()"}
 //!     ]}]
 //! }))?;
-//! let batches = shell.view_batches(&view)?;
+//! let batches = view::batches(&session, &view)?;
 //! # Ok(()) }
 //! ```
 
@@ -44,7 +44,8 @@ use futures::StreamExt;
 pub use definition::ViewDefinition;
 
 use crate::cli::ViewArgs;
-use crate::sql::Shell;
+use crate::output::{collect_with_schema, print_batches, readable};
+use crate::session::Session;
 
 /// Reads a ViewDefinition file.
 pub fn load(path: &Path) -> Result<ViewDefinition> {
@@ -65,57 +66,50 @@ pub fn table_name(view: &ViewDefinition, path: &Path) -> String {
     })
 }
 
-impl Shell {
-    /// The view as a DataFrame over this dataset. A resource type with no data gives no rows.
-    pub fn view_frame(&self, view: &ViewDefinition) -> Result<DataFrame> {
-        self.view_frame_with(view, false)
-    }
+/// The view as a DataFrame over the session's dataset. A resource type with no data gives no
+/// rows.
+pub fn frame(session: &Session, view: &ViewDefinition) -> Result<DataFrame> {
+    frame_with(session, view, false)
+}
 
-    /// The view with every path evaluated over the resources' JSON instead of the typed
-    /// columns (see [`plan::plan_with`]): the same rows, for checks and measurements.
-    pub fn view_frame_over_json(&self, view: &ViewDefinition) -> Result<DataFrame> {
-        self.view_frame_with(view, true)
-    }
+/// The view with every path evaluated over the resources' JSON instead of the typed columns
+/// (see [`plan::plan_with`]): the same rows, for checks and measurements.
+pub fn frame_over_json(session: &Session, view: &ViewDefinition) -> Result<DataFrame> {
+    frame_with(session, view, true)
+}
 
-    fn view_frame_with(&self, view: &ViewDefinition, all_json: bool) -> Result<DataFrame> {
-        let table = if self.tables.contains(&view.resource) {
-            self.block_on(self.ctx.table(datafusion::common::TableReference::bare(
-                view.resource.as_str(),
-            )))?
-        } else {
-            let schema = crate::schema::node::arrow_schema(&view.resource)
-                .ok_or_else(|| anyhow!("{} is not an R4 resource type", view.resource))?;
-            self.ctx
-                .read_batch(RecordBatch::new_empty(Arc::new(schema)))?
-        };
-        plan::plan_with(view, table, all_json)
-    }
+fn frame_with(session: &Session, view: &ViewDefinition, all_json: bool) -> Result<DataFrame> {
+    let table = if session.tables.contains(&view.resource) {
+        session.block_on(session.ctx.table(datafusion::common::TableReference::bare(
+            view.resource.as_str(),
+        )))?
+    } else {
+        let schema = crate::schema::node::arrow_schema(&view.resource)
+            .ok_or_else(|| anyhow!("{} is not an R4 resource type", view.resource))?;
+        session
+            .ctx
+            .read_batch(RecordBatch::new_empty(Arc::new(schema)))?
+    };
+    plan::plan_with(view, table, all_json)
+}
 
-    /// Runs a view and collects its rows.
-    pub fn view_batches(&self, view: &ViewDefinition) -> Result<Vec<RecordBatch>> {
-        let df = self.view_frame(view)?;
-        self.block_on(df.collect())
-    }
+/// Runs a view and collects its rows.
+pub fn batches(session: &Session, view: &ViewDefinition) -> Result<Vec<RecordBatch>> {
+    let df = frame(session, view)?;
+    session.block_on(df.collect())
+}
 
-    /// Registers a view as a table, to query and join in SQL.
-    pub fn register_view(&mut self, name: &str, view: &ViewDefinition) -> Result<()> {
-        let df = self.view_frame(view)?;
-        self.ctx.register_table(
-            datafusion::common::TableReference::bare(name),
-            df.into_view(),
-        )?;
-        if !self.tables.iter().any(|t| t == name) {
-            self.tables.push(name.to_string());
-        }
-        Ok(())
+/// Registers a view as a table of the session, to query and join in SQL.
+pub fn register(session: &mut Session, name: &str, view: &ViewDefinition) -> Result<()> {
+    let df = frame(session, view)?;
+    session.ctx.register_table(
+        datafusion::common::TableReference::bare(name),
+        df.into_view(),
+    )?;
+    if !session.tables.iter().any(|t| t == name) {
+        session.tables.push(name.to_string());
     }
-
-    fn block_on<T>(
-        &self,
-        f: impl std::future::Future<Output = datafusion::error::Result<T>>,
-    ) -> Result<T> {
-        self.runtime().block_on(f).map_err(|e| anyhow!("{e}"))
-    }
+    Ok(())
 }
 
 /// `view --sql`: one statement per view, for the engine to run.
@@ -211,14 +205,11 @@ pub fn run(args: ViewArgs, stores: &crate::store::StoreOptions) -> Result<i32> {
         .as_deref()
         .map(crate::dataset::delta::AsOf::parse)
         .transpose()?;
-    let mut shell = Shell::open_as_of(&data, args.memory_limit.as_deref(), as_of)?;
-    shell.format = args.format;
+    let session = Session::open_as_of(&data, args.memory_limit.as_deref(), as_of)?;
     let mut views = Vec::new();
     for f in &files {
         let v = load(f)?;
-        let df = shell
-            .view_frame(&v)
-            .with_context(|| format!("{}", f.display()))?;
+        let df = frame(&session, &v).with_context(|| format!("{}", f.display()))?;
         views.push((table_name(&v, f), df));
     }
     match &args.out {
@@ -228,14 +219,14 @@ pub fn run(args: ViewArgs, stores: &crate::store::StoreOptions) -> Result<i32> {
                 if files.len() > 1 {
                     eprintln!("-- {name}");
                 }
-                let batches = shell.block_on(crate::sql::collect_with_schema(df))?;
-                crate::sql::print_batches(&batches, args.format, &mut out)?;
+                let batches = session.block_on(collect_with_schema(df))?;
+                print_batches(&batches, args.format, &mut out)?;
             }
         }
         Some(out) => match file_format(out) {
             Some(fmt) if views.len() == 1 => {
                 let (name, df) = views.pop().expect("one view");
-                let rows = write(&shell, df, out, fmt)?;
+                let rows = write(&session, df, out, fmt)?;
                 eprintln!("{name}: {rows} rows → {}", out.display());
             }
             Some(_) => bail!(
@@ -248,7 +239,7 @@ pub fn run(args: ViewArgs, stores: &crate::store::StoreOptions) -> Result<i32> {
                     .with_context(|| format!("cannot create {}", out.display()))?;
                 for (name, df) in views {
                     let path = out.join(format!("{name}.parquet"));
-                    let rows = write(&shell, df, &path, FileFormat::Parquet)?;
+                    let rows = write(&session, df, &path, FileFormat::Parquet)?;
                     eprintln!("{name}: {rows} rows → {}", path.display());
                 }
             }
@@ -258,7 +249,7 @@ pub fn run(args: ViewArgs, stores: &crate::store::StoreOptions) -> Result<i32> {
 }
 
 /// Streams a view into a file: written under a temporary name, renamed when complete.
-fn write(shell: &Shell, df: DataFrame, path: &Path, fmt: FileFormat) -> Result<usize> {
+fn write(session: &Session, df: DataFrame, path: &Path, fmt: FileFormat) -> Result<usize> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -273,7 +264,7 @@ fn write(shell: &Shell, df: DataFrame, path: &Path, fmt: FileFormat) -> Result<u
         let file = std::fs::File::create(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         let file = std::io::BufWriter::new(file);
-        shell.runtime().block_on(async {
+        session.runtime().block_on(async {
             let mut stream = df.execute_stream().await?;
             let schema = stream.schema();
             let mut sink = Sink::new(fmt, file, schema.clone())?;
@@ -340,7 +331,7 @@ impl Sink {
     fn write(&mut self, b: &RecordBatch) -> Result<()> {
         match self {
             Sink::Parquet(w) => w.write(b)?,
-            Sink::Csv(w) => w.write(&crate::sql::readable(b, true)?)?,
+            Sink::Csv(w) => w.write(&readable(b, true)?)?,
             Sink::Ndjson(w) => w.write(b)?,
             Sink::Json(w) => w.write(b)?,
         }

@@ -260,7 +260,7 @@ fn ours(
     };
     let mut ok: Vec<(usize, &String)> = Vec::new();
     for (i, e) in exprs.iter().enumerate() {
-        match view(&[(i, e)]).and_then(|v| shell.view_frame(&v)) {
+        match view(&[(i, e)]).and_then(|v| fhir2parquet::view::frame(shell, &v)) {
             Ok(_) => ok.push((i, e)),
             Err(err) => {
                 refused.insert(e.clone(), format!("{err:#}"));
@@ -269,8 +269,7 @@ fn ours(
     }
     let run = |cols: &[(usize, &String)]| -> Result<Vec<Value>, String> {
         let v = view(cols).map_err(|e| format!("{e:#}"))?;
-        shell
-            .view_batches(&v)
+        fhir2parquet::view::batches(shell, &v)
             .map(|b| batches_to_rows(&b))
             .map_err(|e| format!("{e:#}"))
     };

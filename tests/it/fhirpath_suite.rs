@@ -169,7 +169,8 @@ fn run(case: &Case, sets: &BTreeMap<String, (String, Shell)>) -> Outcome {
     let view = json!({"resourceType": "ViewDefinition", "resource": resource, "status": "active",
                       "select": [{"column": [{"name": "v", "path": path, "collection": true}]}]});
     let expect_error = case.invalid.is_some();
-    let compiled = ViewDefinition::from_json(&view).and_then(|v| shell.view_frame(&v));
+    let compiled =
+        ViewDefinition::from_json(&view).and_then(|v| fhir2parquet::view::frame(shell, &v));
     let frame = match compiled {
         Ok(f) => f,
         Err(_) if expect_error => return Outcome::Pass,

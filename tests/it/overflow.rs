@@ -71,7 +71,7 @@ fn resources(inputs: &[PathBuf], resource_type: &str) -> BTreeMap<String, Value>
 /// Rows of a view as JSON objects.
 fn rows(shell: &Shell, view: Value) -> Vec<Value> {
     let v = ViewDefinition::from_json(&view).unwrap();
-    batches_to_rows(&shell.view_batches(&v).unwrap())
+    batches_to_rows(&fhir2parquet::view::batches(shell, &v).unwrap())
 }
 
 /// Checks that the FHIRPath `path` gives, for every resource, the values the walker finds, and
@@ -269,9 +269,8 @@ fn views_read_every_kind_of_overflow_in_the_spec_examples() {
     // An element that FHIR does not define stays an error, past the cut as well.
     let bad = json!({"resource": "Questionnaire", "select": [{"column": [
         {"name": "x", "path": "item.item.item.item.nonsense", "collection": true}]}]});
-    let err = shell
-        .view_batches(&ViewDefinition::from_json(&bad).unwrap())
-        .unwrap_err();
+    let err =
+        fhir2parquet::view::batches(&shell, &ViewDefinition::from_json(&bad).unwrap()).unwrap_err();
     assert!(
         format!("{err:#}").contains("no element 'nonsense'"),
         "{err:#}"

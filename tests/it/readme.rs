@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-/// The commands of a Markdown file's `sh` blocks, continuation lines joined, comments removed.
+/// The commands of a Markdown file's `sh` blocks, continuation lines and quoted arguments over
+/// several lines joined, comments removed.
 pub fn commands(markdown: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut in_sh = false;
@@ -32,6 +33,11 @@ pub fn commands(markdown: &str) -> Vec<String> {
             continue;
         }
         pending.push_str(code.trim_start());
+        // A quoted argument may span lines (a query): the command goes on.
+        if pending.matches('"').count() % 2 == 1 {
+            pending.push('\n');
+            continue;
+        }
         let cmd = std::mem::take(&mut pending);
         if !cmd.trim().is_empty() {
             out.push(cmd.trim().to_string());
@@ -46,18 +52,25 @@ fn the_readmes_local_commands_run_as_written() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(root.join("examples"), tmp.path().join("examples")).unwrap();
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_fhir2parquet")).parent().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .parent()
+        .unwrap();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
     let (mut ran, mut left_out) = (0, Vec::new());
     for cmd in commands(&readme) {
-        if cmd.contains("s3://") || cmd.contains("https://") || cmd.starts_with("cargo install")
+        if cmd.contains("s3://")
+            || cmd.contains("https://")
+            || cmd.starts_with("cargo install")
             || cmd == "cargo test"
         {
             left_out.push(cmd);
             continue;
         }
         let cmd = cmd.replace("cargo run --release --", "fhir2parquet");
-        assert!(cmd.starts_with("fhir2parquet "), "a command of the README: {cmd}");
+        assert!(
+            cmd.starts_with("fhir2parquet "),
+            "a command of the README: {cmd}"
+        );
         let out = Command::new("sh")
             .args(["-c", &cmd])
             .current_dir(tmp.path())

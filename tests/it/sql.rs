@@ -26,7 +26,7 @@ pub fn query(sql: &str) -> Vec<Vec<String>> {
     let shell = Shell::open(dataset(), None).unwrap();
     let batches = shell.run_sql(sql).unwrap();
     let mut out = Vec::new();
-    fhir2parquet::sql::print_batches(&batches, PrintFormat::Csv, &mut out).unwrap();
+    fhir2parquet::output::print_batches(&batches, PrintFormat::Csv, &mut out).unwrap();
     let mut r = csv_rows(&String::from_utf8(out).unwrap());
     if r.is_empty() {
         r.push(Vec::new());
@@ -446,7 +446,7 @@ fn files_of_present_columns_read_as_the_full_tables() {
     let rows = |shell: &Shell, sql: &str| {
         let batches = shell.run_sql(sql).unwrap();
         let mut out = Vec::new();
-        fhir2parquet::sql::print_batches(&batches, PrintFormat::Csv, &mut out).unwrap();
+        fhir2parquet::output::print_batches(&batches, PrintFormat::Csv, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     };
     for sql in [

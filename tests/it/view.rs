@@ -107,10 +107,10 @@ fn run_case(shell: &Shell, case: &Value) -> Result<(), String> {
 fn run_case_with(shell: &Shell, case: &Value, over_json: bool) -> Result<(), String> {
     let outcome = ViewDefinition::from_json(&case["view"])
         .and_then(|v| match over_json {
-            false => shell.view_batches(&v),
+            false => fhir2parquet::view::batches(shell, &v),
             true => Ok(shell
                 .runtime()
-                .block_on(shell.view_frame_over_json(&v)?.collect())?),
+                .block_on(fhir2parquet::view::frame_over_json(shell, &v)?.collect())?),
         })
         .map_err(|e| format!("{e:#}"));
     if case.get("expectError").and_then(Value::as_bool) == Some(true) {
@@ -499,7 +499,7 @@ fn an_invalid_view_names_the_bad_part_and_writes_nothing() {
     let shell = Shell::open(&out, None).unwrap();
     for (view, want) in cases {
         let err = ViewDefinition::from_json(&view)
-            .and_then(|v| shell.view_frame(&v))
+            .and_then(|v| fhir2parquet::view::frame(&shell, &v))
             .map(|_| ())
             .unwrap_err();
         let msg = format!("{err:#}");
@@ -507,8 +507,7 @@ fn an_invalid_view_names_the_bad_part_and_writes_nothing() {
     }
     // More than one value where a column expects one: an error at run time, with the column.
     let many = json!({"resource": "Patient", "select": [{"column": [{"name": "g", "path": "name.given"}]}]});
-    let err = shell
-        .view_batches(&ViewDefinition::from_json(&many).unwrap())
+    let err = fhir2parquet::view::batches(&shell, &ViewDefinition::from_json(&many).unwrap())
         .unwrap_err();
     assert!(
         format!("{err:#}").contains("select[0].column[0].path"),
@@ -593,7 +592,7 @@ fn fhirpath_beyond_the_suite() {
         let view = json!({"resource": "Patient", "select": [{"column": [
             {"name": "id", "path": "id"}, {"name": "v", "path": path, "collection": true}]}]});
         let v = ViewDefinition::from_json(&view).unwrap();
-        let mut rows = batches_to_rows(&shell.view_batches(&v).unwrap());
+        let mut rows = batches_to_rows(&fhir2parquet::view::batches(&shell, &v).unwrap());
         rows.sort_by_key(|r| r["id"].as_str().unwrap().to_string());
         rows.into_iter().map(|r| normalize(&r["v"])).collect()
     };

@@ -466,7 +466,7 @@ fn fhirpath_functions_compiled_give_the_rows_of_view() {
     assert!(o.status.success());
     let shell = fhir2parquet::sql::Shell::open(&out, None).unwrap();
     let v = ViewDefinition::from_json(&view).unwrap();
-    let want = crate::view::batches_to_rows(&shell.view_batches(&v).unwrap());
+    let want = crate::view::batches_to_rows(&fhir2parquet::view::batches(&shell, &v).unwrap());
     assert!(!want.is_empty());
     let round = |rows: &[Value]| -> Vec<String> {
         let r: Vec<Value> = rows.iter().map(rounded).collect();
@@ -594,7 +594,8 @@ fn generated_fhirpath_compiled_to_duckdb_gives_the_answers_of_view() {
             .iter()
             .filter(|e| {
                 let v = view_of(&[*e]);
-                let ok = shell.view_frame(&v).is_ok() && to_sql(&v, &options).is_ok();
+                let ok =
+                    fhir2parquet::view::frame(&shell, &v).is_ok() && to_sql(&v, &options).is_ok();
                 if !ok {
                     refused += 1;
                 }
@@ -603,7 +604,7 @@ fn generated_fhirpath_compiled_to_duckdb_gives_the_answers_of_view() {
             .collect();
         columns += kept.len();
         let v = view_of(&kept);
-        let rows = crate::view::batches_to_rows(&shell.view_batches(&v).unwrap());
+        let rows = crate::view::batches_to_rows(&fhir2parquet::view::batches(&shell, &v).unwrap());
         want.insert(t.clone(), rows);
         names.insert(t.clone(), kept.iter().map(|e| e.to_string()).collect());
         jobs.push(json!({"id": t, "dataset": out, "sql": to_sql(&v, &options).unwrap()}));

@@ -1732,7 +1732,7 @@ impl Node {
                 let text = refs.values.as_string::<i32>();
                 let keys: StringArray = (0..text.len())
                     .map(|i| {
-                        let (t, id) = crate::sql::functions::parse_reference(text.value(i));
+                        let (t, id) = crate::reference::parse_reference(text.value(i));
                         match want {
                             Some(w) if t != Some(w.as_str()) => None,
                             _ => id,

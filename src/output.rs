@@ -1,4 +1,5 @@
-//! Printing results as a table, CSV, JSON or NDJSON.
+//! Results as people and files take them: printed as a table, CSV, JSON or NDJSON, and collected
+//! with their columns even when there are no rows.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -8,6 +9,20 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Decimal128Type, Field, Schema};
 
 use crate::cli::PrintFormat;
+
+/// The batches of `df`; no rows is one empty batch, so printers and writers still know the
+/// columns (a CSV header, a Parquet schema).
+pub async fn collect_with_schema(
+    df: datafusion::dataframe::DataFrame,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut batches = df.collect().await?;
+    batches.retain(|b| b.num_rows() > 0);
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    Ok(batches)
+}
 
 /// A batch as people read it in a table or CSV: decimals without the trailing zeros of their
 /// scale (`1.5`, not `1.500000000000000000`) and, for CSV, lists and structs as JSON text.
