@@ -751,6 +751,7 @@ pub fn complete_all(
     pending: impl IntoIterator<Item = PendingUpload>,
 ) -> Option<(object_store::path::Path, object_store::Error)> {
     use futures::StreamExt;
+    let pending: Vec<PendingUpload> = pending.into_iter().collect();
     let results: Vec<_> = crate::store::block_on(
         futures::stream::iter(pending.into_iter().map(|u| {
             let path = u.path.clone();

@@ -374,11 +374,26 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Runs a store request to its end from synchronous code (a worker thread, the main thread).
-pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    match tokio::runtime::Handle::try_current() {
-        // Already inside a runtime (the SQL shell): let it run other tasks meanwhile.
-        Ok(h) => tokio::task::block_in_place(|| h.block_on(f)),
+/// Runs a store request to its end from synchronous code (a worker thread, the main thread),
+/// from inside any tokio runtime or none.
+pub fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        // Inside a multi-threaded runtime (the SQL shell): let it run other tasks meanwhile.
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(f))
+        }
+        // Inside a current-thread runtime (a library user's `#[tokio::test]`), which cannot
+        // block in place: the request runs on the store runtime from a thread of its own.
+        Ok(_) => std::thread::scope(|s| {
+            s.spawn(|| runtime().block_on(f))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
         Err(_) => runtime().block_on(f),
     }
 }
@@ -450,5 +465,19 @@ mod tests {
         };
         assert_eq!(r.url("Patient/"), "s3://bucket/Patient/");
         assert!(Location::parse("gopher://x/y", &opts).is_err());
+    }
+}
+
+#[cfg(test)]
+mod block_on_tests {
+    /// From no runtime, a multi-threaded one and a current-thread one (where `block_in_place`
+    /// would panic), the future runs to its end.
+    #[test]
+    fn block_on_works_from_any_runtime() {
+        assert_eq!(super::block_on(async { 1 }), 1);
+        let multi = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+        assert_eq!(multi.block_on(async { super::block_on(async { 2 }) }), 2);
+        let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(current.block_on(async { super::block_on(async { 3 }) }), 3);
     }
 }
