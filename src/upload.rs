@@ -22,7 +22,7 @@ use object_store::{
     WriteMultipart,
 };
 
-use crate::convert::RUN_RECORD;
+use crate::dataset::layout::RUN_RECORD;
 use crate::store::{block_on, Remote, PART_BYTES};
 
 /// Files uploading at once.

@@ -234,7 +234,7 @@ fn rewrite_for_merge(
         let gone: &mut Vec<String> = removes.entry(rt.clone()).or_default();
         for (k, f) in files.iter().enumerate() {
             let props = opts.write.properties(rt, fhir_version, &schema);
-            let name = format!("part-{}-m{k:05}.parquet", record.run_id);
+            let name = crate::dataset::layout::merged_part_file(&record.run_id, k);
             if let Some(new) = super::merge::rewrite(dataset, rt, f, drop, &name, props)? {
                 let rec = record.types.entry(rt.clone()).or_default();
                 rec.files += 1;

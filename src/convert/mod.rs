@@ -68,11 +68,10 @@ pub struct ConvertOptions {
     pub header_type: Option<String>,
 }
 
-/// The name of the run record in OUT.
-pub const RUN_RECORD: &str = "_fhir2parquet.json";
 /// The folder of rejected lines in OUT.
-pub const REJECTS_DIR: &str = "_rejects";
-const TMP_PREFIX: &str = ".fhir2parquet-tmp-";
+use crate::dataset::layout::{tmp_dir, TMP_PREFIX};
+/// The name of the run record in OUT.
+pub use crate::dataset::layout::{REJECTS_DIR, RUN_RECORD};
 /// What the Parquet row groups in progress may hold together: past it the largest is written
 /// out, so memory grows neither with the input nor with the number of threads. Each type (or
 /// partition) has one row group in progress, shared by the workers (see [`writer::Folder`]).
@@ -479,7 +478,7 @@ fn run_with(
                 }
                 clean_stale_tmp(out);
             }
-            let tmp = out.join(format!("{TMP_PREFIX}{run_id}"));
+            let tmp = out.join(tmp_dir(&run_id));
             (tmp.clone(), writer::Target::Dir(tmp))
         }
         Location::Remote(remote) => {

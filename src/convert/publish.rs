@@ -25,7 +25,7 @@ use super::writer::{abort_all, complete_all};
 use super::{RunRecord, REJECTS_DIR, RUN_RECORD};
 use crate::store::{block_on, PendingUpload, Remote};
 
-const PENDING_PREFIX: &str = "_fhir2parquet-pending-";
+use crate::dataset::layout::{is_pending_list, pending_list};
 
 /// The list a run writes before it makes its files visible.
 #[derive(Serialize, Deserialize)]
@@ -80,7 +80,7 @@ impl RemoteRun<'_> {
             })
             .collect();
         files.extend(reject_names.iter().cloned());
-        let marker = format!("{PENDING_PREFIX}{}.json", self.run_id);
+        let marker = pending_list(&self.run_id);
         let prepared = self.obsolete(&files).and_then(|obsolete| {
             let pending = Pending {
                 run_id: self.run_id.to_string(),
@@ -162,11 +162,7 @@ pub fn clean_remote(remote: &Remote) -> Result<()> {
     let markers: Vec<_> = listing
         .objects
         .into_iter()
-        .filter(|m| {
-            m.location
-                .filename()
-                .is_some_and(|f| f.starts_with(PENDING_PREFIX) && f.ends_with(".json"))
-        })
+        .filter(|m| m.location.filename().is_some_and(is_pending_list))
         .collect();
     if markers.is_empty() {
         return Ok(());

@@ -49,7 +49,8 @@ const WRITE_BATCH: usize = 8192;
 const DICTIONARY_PAGE_BYTES: usize = 8 << 20;
 
 /// Output compression (`--compression`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
     Zstd,
@@ -70,7 +71,8 @@ pub struct WriteOptions {
 }
 
 /// Which of the typed schema's leaf columns a file holds.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Columns {
     /// Every column of the type's typed schema, in every file.
     All,
@@ -494,7 +496,7 @@ impl SharedFile {
         }
         if self.current.is_none() {
             self.page_index = None;
-            let name = format!("part-{}-{:05}.parquet", set.prefix, self.seq);
+            let name = crate::dataset::layout::part_file(&set.prefix, self.seq);
             self.seq += 1;
             let sink = set.target.create(&self.dir, &name)?;
             self.current = Some(SerializedFileWriter::new(

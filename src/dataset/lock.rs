@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{block_on, Location, Remote};
 
 /// The lock's name in a dataset.
-pub const LOCK: &str = "_fhir2parquet.lock";
+pub use super::layout::LOCK;
 
 /// Who holds a lock.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

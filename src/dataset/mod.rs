@@ -7,6 +7,7 @@
 pub mod commit;
 pub mod delta;
 pub mod history;
+pub mod layout;
 pub mod lock;
 pub mod provider;
 pub mod unify;
@@ -19,7 +20,8 @@ use object_store::path::Path as ObjPath;
 use crate::store::{Location, Remote};
 
 /// How a dataset's tables are kept.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
     /// A Delta Lake table per type: commits, versions, one truth of which files are the table.
     #[default]

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::convert::{ConvertOptions, RunRecord};
+use crate::dataset::layout;
 use crate::input::{Opener, Source};
 use crate::store::{block_on, Location, StreamReader};
 use auth::Auth;
@@ -126,8 +127,8 @@ impl Progress {
 /// run's own, or the latest of its `previous_runs`).
 pub fn last_transaction_time(out: &Location) -> Result<String> {
     let record = match out {
-        Location::Local(dir) => fs_err::read(dir.join(crate::convert::RUN_RECORD)).ok(),
-        Location::Remote(r) => r.read(crate::convert::RUN_RECORD)?.map(|b| b.to_vec()),
+        Location::Local(dir) => fs_err::read(dir.join(layout::RUN_RECORD)).ok(),
+        Location::Remote(r) => r.read(layout::RUN_RECORD)?.map(|b| b.to_vec()),
     };
     let record: Option<Value> = record.and_then(|b| serde_json::from_slice(&b).ok());
     let time = record.as_ref().and_then(|r| {
@@ -147,7 +148,7 @@ pub fn last_transaction_time(out: &Location) -> Result<String> {
 
 /// The export kept in OUT to resume: its server's base URL and how the client signed in.
 pub fn resumable(out: &Location) -> Result<(String, SignIn)> {
-    let dir = ExportDir::under(out, "_export");
+    let dir = ExportDir::under(out, layout::EXPORT_DIR);
     let state = dir
         .read(STATE)?
         .ok_or_else(|| anyhow!("no export to resume: {} is missing", dir.display(STATE)))?;
@@ -1028,8 +1029,8 @@ pub enum Exported {
 /// The run id of OUT's last run when it published the export of `job`.
 fn published_run(out: &Location, job: &str) -> Option<String> {
     let record = match out {
-        Location::Local(dir) => fs_err::read(dir.join(crate::convert::RUN_RECORD)).ok()?,
-        Location::Remote(r) => r.read(crate::convert::RUN_RECORD).ok()??.to_vec(),
+        Location::Local(dir) => fs_err::read(dir.join(layout::RUN_RECORD)).ok()?,
+        Location::Remote(r) => r.read(layout::RUN_RECORD).ok()??.to_vec(),
     };
     let record: Value = serde_json::from_slice(&record).ok()?;
     (record["export"]["job"].as_str() == Some(job))
@@ -1041,7 +1042,7 @@ fn published_run(out: &Location, job: &str) -> Option<String> {
 /// A stop asked for with [`crate::interrupt::request`] (the binary's Ctrl-C) ends it at the
 /// next download or before its commit, with an error that says how to resume.
 pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<Exported> {
-    let dir = ExportDir::under(&convert.out, "_export");
+    let dir = ExportDir::under(&convert.out, layout::EXPORT_DIR);
     let log = EventLog::new(dir.clone());
     let client = Arc::new(Client {
         http: reqwest::Client::builder()
@@ -1100,7 +1101,7 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<Exported> {
                 let _ = block_on(client.send(Method::DELETE, &old.job, true, &|r| r));
             }
             dir.remove(STATE);
-            ExportDir::under(&convert.out, "_export/files").remove_all();
+            ExportDir::under(&convert.out, layout::EXPORT_FILES_DIR).remove_all();
             new_job(&client, &o)?
         }
         (false, None) => new_job(&client, &o)?,
@@ -1149,7 +1150,7 @@ fn finish(client: &Client, o: &ExportOptions, dir: &ExportDir, job: &str, c: &Co
     }
     dir.remove(STATE);
     if o.keep_ndjson.is_none() {
-        ExportDir::under(&c.out, "_export/files").remove_all();
+        ExportDir::under(&c.out, layout::EXPORT_FILES_DIR).remove_all();
     }
 }
 
@@ -1204,7 +1205,7 @@ fn download_and_convert(
     // again; without --keep-ndjson the copies go once the export is published.
     let copies = match &o.keep_ndjson {
         Some(d) => ExportDir::Local(d.clone()),
-        None => ExportDir::under(&convert.out, "_export/files"),
+        None => ExportDir::under(&convert.out, layout::EXPORT_FILES_DIR),
     };
     let done = progress.state.lock().expect("no panic").done.clone();
     let links = Arc::new(tokio::sync::Mutex::new(Links::default()));
@@ -1353,7 +1354,7 @@ fn download_and_convert(
     })?;
     // Published: the server's deleted resources recorded beside the data.
     if let Err(e) = write_deleted(
-        &ExportDir::under(&convert.out, "_deleted"),
+        &ExportDir::under(&convert.out, layout::DELETED_DIR),
         &deleted,
         manifest["transactionTime"].as_str().unwrap_or_default(),
     ) {
