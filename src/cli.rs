@@ -1,25 +1,15 @@
-//! Every command-line flag, defined and documented in one place.
+//! Every command-line flag, defined and documented in one place: the binary's, turned into
+//! the library's plain option structs here.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::convert::Codec;
-
-/// Exit codes, as documented in the README.
-pub mod exit {
-    /// Everything converted.
-    pub const OK: i32 = 0;
-    /// A fatal error: nothing was published.
-    pub const FATAL: i32 = 1;
-    /// Bad command-line usage (clap's own code).
-    pub const USAGE: i32 = 2;
-    /// The run finished, but some lines were rejected, an input was damaged, a manifest count
-    /// did not match, or the server reported files it could not export (`--allow-partial`).
-    pub const WITH_REJECTS: i32 = 3;
-    /// Stopped by Ctrl-C (128 + SIGINT): nothing was published.
-    pub const INTERRUPTED: i32 = 130;
-}
+use fhir2parquet::convert::Codec;
+use fhir2parquet::output::PrintFormat;
+use fhir2parquet::schema::print::{SchemaFormat, SchemaOptions};
+use fhir2parquet::sql::SqlOptions;
+use fhir2parquet::view::ViewOptions;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -174,7 +164,7 @@ pub struct ExportArgs {
     pub append: bool,
     /// How each type's table is kept (as `convert --format`).
     #[arg(long, value_enum, default_value = "delta")]
-    pub format: crate::dataset::Format,
+    pub format: fhir2parquet::dataset::Format,
     /// Worker threads (default: one per core).
     #[arg(short = 'j', long)]
     pub threads: Option<usize>,
@@ -187,7 +177,7 @@ pub struct ExportArgs {
     pub keep_ndjson: Option<PathBuf>,
     /// Which columns of the typed schema each file holds (as `convert --columns`).
     #[arg(long, value_enum, default_value = "present")]
-    pub columns: crate::convert::Columns,
+    pub columns: fhir2parquet::convert::Columns,
     /// No progress and no summary table.
     #[arg(short, long)]
     pub quiet: bool,
@@ -197,7 +187,7 @@ pub struct ExportArgs {
 pub struct WarehouseArgs {
     /// The engine to write statements for.
     #[arg(value_enum)]
-    pub engine: crate::warehouse::Engine,
+    pub engine: fhir2parquet::warehouse::Engine,
     /// The dataset: a folder written by convert, or its s3://, gs://, az:// URL (the URL the
     /// engine reads it from).
     pub dataset: String,
@@ -241,7 +231,7 @@ pub struct ConvertArgs {
     /// How each type's table is kept: a Delta Lake table (commits, history) or a plain folder
     /// of Parquet files (a one-shot snapshot).
     #[arg(long, value_enum, default_value = "delta")]
-    pub format: crate::dataset::Format,
+    pub format: fhir2parquet::dataset::Format,
     /// Convert the I-th of every N inputs (files, manifest entries): N runs, on one machine or
     /// many, each with --append, convert an export into one dataset together.
     #[arg(long, value_name = "I/N", requires = "append")]
@@ -275,7 +265,7 @@ pub struct ConvertArgs {
     /// `present` writes files several times smaller; the columns it leaves out read as NULL
     /// through the table's schema (`sql`, `view`, `to-ndjson`, the `warehouse` statements).
     #[arg(long, value_enum, default_value = "present")]
-    pub columns: crate::convert::Columns,
+    pub columns: fhir2parquet::convert::Columns,
     /// Rows decoded before a batch is handed to the Parquet writer.
     #[arg(long, default_value_t = 8192)]
     pub batch_rows: usize,
@@ -310,14 +300,6 @@ pub struct SchemaArgs {
     pub list: bool,
     #[arg(long, value_enum, default_value = "tree")]
     pub format: SchemaFormat,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum SchemaFormat {
-    /// An indented tree of columns and types.
-    Tree,
-    /// The Arrow schema as JSON.
-    Json,
 }
 
 #[derive(clap::Args, Debug)]
@@ -361,7 +343,7 @@ pub struct ViewArgs {
     /// inside the engine over the resource tables (named after their types, as `warehouse`
     /// makes them).
     #[arg(long, value_name = "DIALECT", value_enum)]
-    pub sql: Option<crate::view::lower::Dialect>,
+    pub sql: Option<fhir2parquet::view::lower::Dialect>,
     /// With --sql: a CREATE OR REPLACE VIEW statement, named NAME (alone: each view's `name`).
     #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "", requires = "sql")]
     pub create_view: Option<String>,
@@ -383,10 +365,43 @@ pub struct ViewArgs {
     pub as_of: Option<String>,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PrintFormat {
-    Table,
-    Csv,
-    Json,
-    Ndjson,
+impl From<SchemaArgs> for SchemaOptions {
+    fn from(a: SchemaArgs) -> Self {
+        SchemaOptions {
+            resource_type: a.resource_type,
+            list: a.list,
+            format: a.format,
+        }
+    }
+}
+
+impl From<SqlArgs> for SqlOptions {
+    fn from(a: SqlArgs) -> Self {
+        SqlOptions {
+            dataset: a.dataset,
+            command: a.command,
+            file: a.file,
+            format: a.format,
+            memory_limit: a.memory_limit,
+            quiet: a.quiet,
+            views: a.views,
+            as_of: a.as_of,
+        }
+    }
+}
+
+impl From<ViewArgs> for ViewOptions {
+    fn from(a: ViewArgs) -> Self {
+        ViewOptions {
+            views: a.views,
+            data: a.data,
+            sql: a.sql,
+            create_view: a.create_view,
+            table: a.table,
+            out: a.out,
+            format: a.format,
+            memory_limit: a.memory_limit,
+            as_of: a.as_of,
+        }
+    }
 }

@@ -8,12 +8,14 @@
 //! dataset) and [`output`] (results printed and collected) below [`sql`] (the shell) and
 //! [`view`] (SQL on FHIR ViewDefinitions compiled to DataFusion plans).
 
-pub mod cli;
 pub mod convert;
 pub mod dataset;
 pub mod decode;
 pub mod encode;
+pub mod exit;
 pub mod export;
+/// The bodies of the fuzz targets (`fuzz/`), also run by the tests: not an API.
+#[doc(hidden)]
 pub mod fuzz;
 pub mod input;
 pub mod interrupt;

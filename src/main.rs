@@ -1,9 +1,12 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+mod cli;
+
 use clap::Parser;
-use fhir2parquet::cli::{exit, Cli, Command};
+use cli::{Cli, Command};
 use fhir2parquet::convert::{self, ConvertOptions, PartitionSpec, WriteOptions};
+use fhir2parquet::exit;
 use fhir2parquet::store::{redact, Location, StoreOptions};
 
 /// mimalloc: convert allocates and frees Arrow and Parquet buffers on every thread for every
@@ -93,7 +96,7 @@ fn report(record: &convert::RunRecord, quiet: bool) -> anyhow::Result<i32> {
     })
 }
 
-fn export(a: fhir2parquet::cli::ExportArgs, stores: &StoreOptions) -> anyhow::Result<i32> {
+fn export(a: cli::ExportArgs, stores: &StoreOptions) -> anyhow::Result<i32> {
     use fhir2parquet::export::{self, auth, ExportOptions, Level};
     let out = Location::parse(&a.out, stores)?;
     // Resuming: the server and the sign-in are in the kept state; what is given wins.
@@ -291,7 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Command::Schema(a) => {
-            fhir2parquet::schema::print::run(&a, &mut std::io::stdout())?;
+            fhir2parquet::schema::print::run(&a.into(), &mut std::io::stdout())?;
             Ok(exit::OK)
         }
         Command::Upload(a) => {
@@ -355,7 +358,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(exit::OK)
         }
-        Command::Sql(a) => fhir2parquet::sql::run(a, &stores),
-        Command::View(a) => fhir2parquet::view::run(a, &stores),
+        Command::Sql(a) => fhir2parquet::sql::run(a.into(), &stores),
+        Command::View(a) => fhir2parquet::view::run(a.into(), &stores),
     }
 }

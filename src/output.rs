@@ -8,7 +8,16 @@ use anyhow::Result;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Decimal128Type, Field, Schema};
 
-use crate::cli::PrintFormat;
+/// How results are printed.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrintFormat {
+    #[default]
+    Table,
+    Csv,
+    Json,
+    Ndjson,
+}
 
 /// The batches of `df`; no rows is one empty batch, so printers and writers still know the
 /// columns (a CSV header, a Parquet schema).

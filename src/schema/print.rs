@@ -5,10 +5,31 @@ use std::io::Write;
 use anyhow::{bail, Result};
 use arrow::datatypes::{DataType, Field};
 
-use crate::cli::{SchemaArgs, SchemaFormat};
 use crate::schema::node::{arrow_schema, width_and_depth};
 
-pub fn run(args: &SchemaArgs, out: &mut dyn Write) -> Result<()> {
+/// How a schema is printed.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Clone, Copy, Debug, Default)]
+pub enum SchemaFormat {
+    /// An indented tree of columns and types.
+    #[default]
+    Tree,
+    /// The Arrow schema as JSON.
+    Json,
+}
+
+/// What `schema` prints.
+#[derive(Clone, Debug, Default)]
+pub struct SchemaOptions {
+    /// The resource type (Patient, Observation, ...); None with `list`.
+    pub resource_type: Option<String>,
+    /// List the resource types instead.
+    pub list: bool,
+    pub format: SchemaFormat,
+}
+
+/// Prints a resource type's schema, or the list of resource types.
+pub fn run(args: &SchemaOptions, out: &mut dyn Write) -> Result<()> {
     if args.list {
         for t in super::r4().resource_types() {
             writeln!(out, "{t}")?;

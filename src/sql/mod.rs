@@ -14,7 +14,7 @@ mod repl;
 mod scope;
 
 use std::ops::{Deref, DerefMut};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -22,9 +22,8 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use datafusion::sql::parser::DFParserBuilder;
 
-use crate::cli::{PrintFormat, SqlArgs};
 use crate::dataset::delta::AsOf;
-use crate::output::{collect_with_schema, print_batches};
+use crate::output::{collect_with_schema, print_batches, PrintFormat};
 use crate::schema::node::arrow_schema;
 use crate::session::Session;
 use crate::store::{Location, StoreOptions};
@@ -235,8 +234,28 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The `sql` command.
-pub fn run(args: SqlArgs, stores: &StoreOptions) -> Result<i32> {
+/// What the `sql` command runs, and on what.
+#[derive(Clone, Debug, Default)]
+pub struct SqlOptions {
+    /// A folder written by convert, or its s3://, gs://, az:// URL.
+    pub dataset: String,
+    /// Statements to run (then exit).
+    pub command: Vec<String>,
+    /// Files of statements to run (then exit).
+    pub file: Vec<PathBuf>,
+    pub format: PrintFormat,
+    /// Memory limit for queries (2G, 512M); beyond it, sorts and joins spill to disk.
+    pub memory_limit: Option<String>,
+    /// No banner or timing in the interactive shell.
+    pub quiet: bool,
+    /// ViewDefinition files (or folders of them) registered as tables.
+    pub views: Vec<PathBuf>,
+    /// The tables as they were: a version or a time.
+    pub as_of: Option<String>,
+}
+
+/// The `sql` command: the statements of `command` and `file`, or a shell reading standard input.
+pub fn run(args: SqlOptions, stores: &StoreOptions) -> Result<i32> {
     let dataset = Location::parse(&args.dataset, stores)?;
     let as_of = args.as_of.as_deref().map(AsOf::parse).transpose()?;
     let mut shell = Shell::open_as_of(&dataset, args.memory_limit.as_deref(), as_of)?;

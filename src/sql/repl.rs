@@ -13,7 +13,7 @@ use rustyline::validate::Validator;
 use rustyline::{Context, Editor, Helper};
 
 use super::Shell;
-use crate::cli::PrintFormat;
+use crate::output::PrintFormat;
 use crate::session::functions;
 
 const HELP: &str = "\

@@ -477,7 +477,9 @@ mod block_on_tests {
         assert_eq!(super::block_on(async { 1 }), 1);
         let multi = tokio::runtime::Builder::new_multi_thread().build().unwrap();
         assert_eq!(multi.block_on(async { super::block_on(async { 2 }) }), 2);
-        let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         assert_eq!(current.block_on(async { super::block_on(async { 3 }) }), 3);
     }
 }

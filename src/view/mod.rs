@@ -43,8 +43,7 @@ use futures::StreamExt;
 
 pub use definition::ViewDefinition;
 
-use crate::cli::ViewArgs;
-use crate::output::{collect_with_schema, print_batches, readable};
+use crate::output::{collect_with_schema, print_batches, readable, PrintFormat};
 use crate::session::Session;
 
 /// Reads a ViewDefinition file.
@@ -113,7 +112,7 @@ pub fn register(session: &mut Session, name: &str, view: &ViewDefinition) -> Res
 }
 
 /// `view --sql`: one statement per view, for the engine to run.
-fn print_sql(args: &ViewArgs, files: &[PathBuf], dialect: lower::Dialect) -> Result<i32> {
+fn print_sql(args: &ViewOptions, files: &[PathBuf], dialect: lower::Dialect) -> Result<i32> {
     let mut opts = lower::SqlOptions::new(dialect);
     for t in &args.table {
         let Some((ty, name)) = t.split_once('=') else {
@@ -190,7 +189,32 @@ fn file_format(path: &Path) -> Option<FileFormat> {
 }
 
 /// The `view` command.
-pub fn run(args: ViewArgs, stores: &crate::store::StoreOptions) -> Result<i32> {
+/// What the `view` command runs, on what, and where the rows go.
+#[derive(Clone, Debug, Default)]
+pub struct ViewOptions {
+    /// ViewDefinition files (JSON), or folders of them.
+    pub views: Vec<PathBuf>,
+    /// The dataset to run them on: a folder written by convert, or its s3://, gs://, az:// URL.
+    pub data: Option<String>,
+    /// Print each view as one SQL statement of this engine instead of running it.
+    pub sql: Option<lower::Dialect>,
+    /// With `sql`: a CREATE OR REPLACE VIEW statement of this name ("" for each view's `name`).
+    pub create_view: Option<String>,
+    /// With `sql`: the table of a resource type, TYPE=NAME.
+    pub table: Vec<String>,
+    /// Write the rows to this file (.parquet, .csv, .ndjson, .json) or, with several views,
+    /// folder, instead of printing them.
+    pub out: Option<PathBuf>,
+    /// How printed rows look.
+    pub format: PrintFormat,
+    /// Memory limit (2G, 512M).
+    pub memory_limit: Option<String>,
+    /// The tables as they were: a version or a time.
+    pub as_of: Option<String>,
+}
+
+/// The `view` command.
+pub fn run(args: ViewOptions, stores: &crate::store::StoreOptions) -> Result<i32> {
     let files = view_files(&args.views)?;
     if let Some(dialect) = args.sql {
         return print_sql(&args, &files, dialect);
@@ -245,7 +269,7 @@ pub fn run(args: ViewArgs, stores: &crate::store::StoreOptions) -> Result<i32> {
             }
         },
     }
-    Ok(crate::cli::exit::OK)
+    Ok(crate::exit::OK)
 }
 
 /// Streams a view into a file: written under a temporary name, renamed when complete.

@@ -28,7 +28,8 @@ use crate::schema::node::arrow_schema;
 use types::{backquote, double_quote};
 
 /// The engines statements are written for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     /// Google BigQuery: external tables (or LOAD DATA with --load), JSON schema files.
     Bigquery,
@@ -37,7 +38,7 @@ pub enum Engine {
     /// Amazon Athena (Glue, Hive, Trino): CREATE EXTERNAL TABLE, MSCK REPAIR TABLE.
     Athena,
     /// Databricks and Apache Spark: CREATE TABLE ... USING PARQUET LOCATION.
-    #[value(alias = "spark")]
+    #[cfg_attr(feature = "cli", value(alias = "spark"))]
     Databricks,
     /// DuckDB: views over read_parquet, with the store's secret.
     Duckdb,

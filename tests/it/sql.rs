@@ -1,6 +1,6 @@
 use std::sync::OnceLock;
 
-use fhir2parquet::cli::PrintFormat;
+use fhir2parquet::output::PrintFormat;
 use fhir2parquet::sql::Shell;
 
 use crate::{bin_stdin, convert_opts, shared};

@@ -4,7 +4,8 @@
 use arrow::datatypes::DataType;
 
 /// The SQL dialects a view compiles to.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     /// DuckDB.
     Duckdb,
