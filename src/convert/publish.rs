@@ -80,7 +80,7 @@ impl RemoteRun<'_> {
             })
             .collect();
         files.extend(reject_names.iter().cloned());
-        let marker = pending_list(&self.run_id);
+        let marker = pending_list(self.run_id);
         let prepared = self.obsolete(&files).and_then(|obsolete| {
             let pending = Pending {
                 run_id: self.run_id.to_string(),
