@@ -33,6 +33,43 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+/// BigQuery's `#` line comments as `--` ones, which the parser reads: a `#` outside quotes and
+/// comments starts a comment to the end of the line.
+pub fn hash_comments(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('#') {
+        return sql.into();
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, comment, c) {
+            (_, true, '\n') => comment = false,
+            (_, true, _) => {}
+            (Some(q), _, c) if c == q => quote = None,
+            (Some(_), _, '\\') => {
+                out.push(c);
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+                continue;
+            }
+            (Some(_), _, _) => {}
+            (None, _, '\'' | '"' | '`') => quote = Some(c),
+            (None, _, '-') if chars.peek() == Some(&'-') => comment = true,
+            (None, _, '#') => {
+                comment = true;
+                out.push_str("--");
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out.into()
+}
+
 /// Rewrites the idioms of a statement (queries, `EXPLAIN` and `COPY (query) TO` included) in
 /// place; an error names the construct and the supported form.
 pub fn rewrite_statement(stmt: &mut DfStatement) -> Result<(), String> {
@@ -602,6 +639,14 @@ mod tests {
             .remove(0);
         rewrite(&mut stmt).unwrap();
         stmt.to_string().trim_start_matches("SELECT ").to_string()
+    }
+
+    #[test]
+    fn hash_comments_become_dash_comments_outside_quotes() {
+        assert_eq!(
+            hash_comments("SELECT '#a', \"#b\" # why\nFROM t -- #c\n"),
+            "SELECT '#a', \"#b\" -- why\nFROM t -- #c\n"
+        );
     }
 
     #[test]

@@ -87,7 +87,10 @@ impl Shell {
     pub fn run_sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         self.runtime()
             .block_on(async {
-                let statements = DFParserBuilder::new(sql).build()?.parse_statements()?;
+                let sql = idioms::hash_comments(sql);
+                let statements = DFParserBuilder::new(sql.as_ref())
+                    .build()?
+                    .parse_statements()?;
                 let mut last = Vec::new();
                 for mut stmt in statements {
                     names::rewrite_statement(&mut stmt, &self.tables)

@@ -169,11 +169,13 @@ fn table_alias(t: &TableFactor) -> Option<&TableAlias> {
     }
 }
 
-/// `Patient` for `patientId`, `MedicationRequest` for `medicationRequestId`.
+/// `Patient` for `patientId` (or `patientID`), `MedicationRequest` for `medicationRequestId`.
 fn id_target(name: &str) -> Option<String> {
-    let stem = name
-        .strip_suffix("Id")
-        .or_else(|| name.strip_suffix("id"))?;
+    let split = name.len().checked_sub(2)?;
+    let (stem, id) = (name.get(..split)?, name.get(split..)?);
+    if !id.eq_ignore_ascii_case("id") {
+        return None;
+    }
     let mut chars = stem.chars();
     let first = chars.next()?;
     Some(first.to_ascii_uppercase().to_string() + chars.as_str())

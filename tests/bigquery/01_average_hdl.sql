@@ -1,4 +1,4 @@
--- source: SQL on FHIR v1 draft, github.com/FHIR/sql-on-fhir (sql-on-fhir.md and examples/)
+-- source: SQL on FHIR v1 draft, github.com/FHIR/sql-on-fhir (sql-on-fhir.md and examples/): sql-on-fhir.md's average HDL query as published
 SELECT subject.reference,
        AVG(value.quantity.value) avg_hdl
 FROM observation o,

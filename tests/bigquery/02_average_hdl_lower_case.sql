@@ -1,4 +1,4 @@
--- source: SQL on FHIR v1 draft, github.com/FHIR/sql-on-fhir (sql-on-fhir.md and examples/)
+-- source: SQL on FHIR v1 draft, github.com/FHIR/sql-on-fhir (sql-on-fhir.md and examples/): examples/average_hdl.sql as published, its date 2015 instead of 2017 (more rows of the sample)
 SELECT subject.reference,
        AVG(value.quantity.value) avg_hdl
 FROM observation o,

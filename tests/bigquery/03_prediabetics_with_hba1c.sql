@@ -1,4 +1,4 @@
--- source: SQL on FHIR v1 draft, github.com/FHIR/sql-on-fhir (sql-on-fhir.md and examples/) (diabetics_with_high_hba1c.sql; R4's verificationStatus is a CodeableConcept)
+-- source: SQL on FHIR v1 draft, github.com/FHIR/sql-on-fhir (sql-on-fhir.md and examples/) (diabetics_with_high_hba1c.sql; R4's verificationStatus is a CodeableConcept, so its code is compared; HbA1c above 5.8 since 2010 instead of 6.5 since 2017, for rows of the sample)
 WITH diabetics as (
   SELECT DISTINCT subject.reference person_ref
   FROM condition,

@@ -1,4 +1,4 @@
--- source: Looker's healthcare block over the Cloud Healthcare API's BigQuery export (LEFT JOIN UNNEST chains, encounter.subject.patientId = patient.id)
+-- source: Looker's healthcare block over the Cloud Healthcare API's BigQuery export (LEFT JOIN UNNEST chains, encounter.subject.patientId = patient.id): its LEFT JOIN UNNEST chain and join on patientId as published, the select list ours (the block generates it per dashboard)
 SELECT patient.gender, encounter__type__coding.display AS type, COUNT(DISTINCT encounter.id) AS encounters
 FROM `lookerdata.healthcare_demo_live.encounter` AS encounter
 LEFT JOIN UNNEST(encounter.type) as encounter__type

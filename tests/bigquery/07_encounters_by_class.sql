@@ -1,4 +1,4 @@
--- source: a public FHIR analytics SQL template for the Cloud Healthcare API's BigQuery schema (encounters by class, subject.patientId AS patientId)
+-- source: a public FHIR analytics SQL template for the Cloud Healthcare API's BigQuery schema (encounters by class, subject.patientId AS patientId): the CTE of its active-encounters macro as published without its template parameters, the outer count ours
 WITH Enc AS (
   SELECT
     id,

@@ -1,4 +1,4 @@
--- source: BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: nested extensions unnested in FROM
+-- source: written for this corpus, in BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: nested extensions unnested in FROM
 SELECT ext2.value.coding.display AS race, COUNT(DISTINCT p.id) AS patients
 FROM patient p, UNNEST(p.extension) ext, UNNEST(ext.extension) ext2
 WHERE ext.url = 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-race'

@@ -1,4 +1,4 @@
--- source: BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: EXISTS over the row's codings
+-- source: written for this corpus, in BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: EXISTS over the row's codings
 SELECT code.text, COUNT(*) AS n
 FROM observation o
 WHERE EXISTS (SELECT 1 FROM UNNEST(o.code.coding) c

@@ -1,4 +1,4 @@
--- source: BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: IN UNNEST(GENERATE_ARRAY(...))
+-- source: written for this corpus, in BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: IN UNNEST(GENERATE_ARRAY(...))
 SELECT EXTRACT(YEAR FROM TIMESTAMP(effective.dateTime)) AS year, COUNT(*) AS n
 FROM observation
 WHERE code.coding[SAFE_OFFSET(0)].code = '2339-0'

@@ -1,4 +1,4 @@
--- source: BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: a scalar subquery over the row's components
+-- source: written for this corpus, in BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: a scalar subquery over the row's components
 SELECT subject.patientId,
        AVG((SELECT comp.value.quantity.value FROM UNNEST(o.component) comp
             WHERE comp.code.coding[SAFE_OFFSET(0)].code = '8480-6')) AS systolic

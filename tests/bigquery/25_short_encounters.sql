@@ -1,4 +1,4 @@
--- source: BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: TIMESTAMP_ADD with an INTERVAL
+-- source: written for this corpus, in BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: TIMESTAMP_ADD with an INTERVAL
 SELECT class.code, COUNT(*) AS n
 FROM encounter
 WHERE TIMESTAMP(period.end) <= TIMESTAMP_ADD(TIMESTAMP(period.start), INTERVAL 30 MINUTE)

@@ -1,4 +1,4 @@
--- source: Looker's healthcare block over the Cloud Healthcare API's BigQuery export (LEFT JOIN UNNEST chains, encounter.subject.patientId = patient.id): a join on <type>Id
+-- source: written for this corpus, in the form of Looker's healthcare block over the Cloud Healthcare API's BigQuery export (LEFT JOIN UNNEST chains, encounter.subject.patientId = patient.id): a join on <type>Id
 SELECT e.class.code AS class, COUNT(*) AS observations
 FROM observation o
 JOIN encounter e ON o.encounter.encounterId = e.id

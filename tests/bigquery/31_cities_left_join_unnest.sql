@@ -1,4 +1,4 @@
--- source: Looker's healthcare block over the Cloud Healthcare API's BigQuery export (LEFT JOIN UNNEST chains, encounter.subject.patientId = patient.id): LEFT JOIN UNNEST keeps rows with no element
+-- source: written for this corpus, in the form of Looker's healthcare block over the Cloud Healthcare API's BigQuery export (LEFT JOIN UNNEST chains, encounter.subject.patientId = patient.id): LEFT JOIN UNNEST keeps rows with no element
 SELECT a.city, COUNT(*) AS patients
 FROM patient p
 LEFT JOIN UNNEST(p.address) AS a

@@ -1,4 +1,4 @@
--- source: BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: DATE_DIFF over onset and abatement choices
+-- source: written for this corpus, in BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: DATE_DIFF over onset and abatement choices
 SELECT code.coding[SAFE_OFFSET(0)].code AS code,
        AVG(DATE_DIFF(DATE(TIMESTAMP(abatement.dateTime)), DATE(TIMESTAMP(onset.dateTime)), DAY)) AS days
 FROM condition

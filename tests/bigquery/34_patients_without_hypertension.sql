@@ -1,4 +1,4 @@
--- source: BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: NOT EXISTS over another table, correlated by patientId
+-- source: written for this corpus, in BigQuery's documented functions and FROM forms (cloud.google.com/bigquery/docs/reference/standard-sql), applied to the Healthcare API's FHIR schema as its how-to pages do: NOT EXISTS over another table, correlated by patientId
 SELECT p.gender, COUNT(*) AS n
 FROM patient p
 WHERE NOT EXISTS (
