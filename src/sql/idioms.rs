@@ -27,8 +27,8 @@ use std::ops::ControlFlow;
 use datafusion::sql::parser::{CopyToSource, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, JoinConstraint,
-    JoinOperator, Query, SetExpr, Statement, Subscript, TableFactor, TableWithJoins, Value,
-    VisitMut, VisitorMut,
+    JoinOperator, ObjectName, Query, SetExpr, Statement, Subscript, TableFactor, TableWithJoins,
+    Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -447,6 +447,46 @@ fn lateral(from: Vec<TableWithJoins>) -> Result<Vec<TableWithJoins>, String> {
                     ))
                 }
             };
+            let prev = out.last_mut().expect("pushed above");
+            // After `JOIN t AS obs ON ...`, an UNNEST of obs's list (a CROSS JOIN, or any with
+            // an inner join before it) goes into that join: obs's rows with their elements,
+            // joined as obs was. The same rows: the join's condition cannot name the element.
+            if let Some(last) = prev.joins.last_mut() {
+                let inner = matches!(
+                    last.join_operator,
+                    JoinOperator::Join(_) | JoinOperator::Inner(_)
+                );
+                let of_it = unnest_root(&join.relation).is_some_and(|root| {
+                    relation_name(&last.relation).is_some_and(|n| n.eq_ignore_ascii_case(&root))
+                });
+                if inner && of_it {
+                    let relation = std::mem::replace(
+                        &mut last.relation,
+                        TableFactor::Table {
+                            name: ObjectName(vec![]),
+                            alias: None,
+                            args: None,
+                            with_hints: vec![],
+                            version: None,
+                            with_ordinality: false,
+                            partitions: vec![],
+                            json_path: None,
+                            sample: None,
+                            index_hints: vec![],
+                        },
+                    );
+                    let folded = fold(
+                        Some(TableWithJoins {
+                            relation,
+                            joins: vec![],
+                        }),
+                        join.relation,
+                        keep,
+                    )?;
+                    last.relation = folded.relation;
+                    continue;
+                }
+            }
             let prev = out.pop().expect("pushed above");
             out.push(fold(Some(prev), join.relation, keep)?);
         }
@@ -465,6 +505,34 @@ fn on_true(c: &JoinConstraint) -> bool {
         JoinConstraint::On(e) => e.to_string().eq_ignore_ascii_case("true"),
         JoinConstraint::None => true,
         _ => false,
+    }
+}
+
+/// The first name of an UNNEST's list: `obs` for `UNNEST(obs.code.coding)`.
+fn unnest_root(t: &TableFactor) -> Option<String> {
+    let TableFactor::UNNEST { array_exprs, .. } = t else {
+        return None;
+    };
+    match array_exprs.first()? {
+        Expr::CompoundIdentifier(parts) if parts.len() > 1 => Some(parts[0].value.clone()),
+        _ => None,
+    }
+}
+
+/// The name a relation's columns are qualified by: its alias, or a table's own name.
+fn relation_name(t: &TableFactor) -> Option<String> {
+    match t {
+        TableFactor::Table { alias: Some(a), .. } | TableFactor::Derived { alias: Some(a), .. } => {
+            Some(a.name.value.clone())
+        }
+        TableFactor::Table {
+            name, alias: None, ..
+        } => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.clone()),
+        _ => None,
     }
 }
 
@@ -614,6 +682,26 @@ mod tests {
             "SELECT o.id, c.code FROM (SELECT *, unnest(o.code.coding) AS c \
              FROM Observation AS o) AS o"
         );
+    }
+
+    #[test]
+    fn unnest_after_an_inner_join_goes_into_the_joined_table() {
+        assert_eq!(
+            rewritten(
+                "SELECT c.code FROM p JOIN Observation AS o ON p.id = o.pid \
+                 CROSS JOIN UNNEST(o.code.coding) AS c"
+            ),
+            "SELECT c.code FROM p JOIN (SELECT *, unnest(o.code.coding) AS c FROM Observation \
+             AS o) AS o ON p.id = o.pid"
+        );
+        let mut stmt = Parser::parse_sql(
+            &GenericDialect {},
+            "SELECT 1 FROM p LEFT JOIN o ON p.id = o.pid CROSS JOIN UNNEST(o.x) AS c",
+        )
+        .unwrap()
+        .remove(0);
+        let e = rewrite(&mut stmt).unwrap_err();
+        assert!(e.contains("after a JOIN"), "{e}");
     }
 
     #[test]
