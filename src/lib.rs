@@ -7,6 +7,21 @@
 //! [`encode`] (Parquet rows back to FHIR JSON); [`session`] (a DataFusion session over the
 //! dataset) and [`output`] (results printed and collected) below [`sql`] (the shell) and
 //! [`view`] (SQL on FHIR ViewDefinitions compiled to DataFusion plans).
+//!
+//! The functions take plain option structs; the command line (`src/cli.rs`, the `cli` feature)
+//! only turns flags into them. The README's example:
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use fhir2parquet::{sql::Shell, view};
+//!
+//! let shell = Shell::open("out".as_ref(), None)?; // a converted dataset
+//! let batches = shell.run_sql("SELECT gender, COUNT(*) FROM Patient GROUP BY 1")?;
+//! let view = view::load("examples/views/patient_demographics.json".as_ref())?;
+//! let rows = view::batches(&shell, &view)?; // Arrow record batches
+//! # let _ = (batches, rows);
+//! # Ok(()) }
+//! ```
 
 pub mod convert;
 pub mod dataset;
