@@ -1,6 +1,17 @@
 //! Downloads: each manifest file streamed into the pipeline as it arrives, kept for `--resume`, links renewed when they expire.
 
-use super::*;
+use super::event_log::EventLog;
+use super::http::{server_text, strip, Client};
+use super::spool::{ExportDir, Spool, Tee};
+use super::state::Progress;
+use super::status::all_pages;
+use crate::input::Opener;
+use crate::store::{block_on, StreamReader};
+use anyhow::{anyhow, Result};
+use futures::StreamExt;
+use reqwest::{header, Method, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
 
 /// One manifest output entry to download.
 pub(super) struct Download {

@@ -1,6 +1,8 @@
 //! `OUT/_export/log.ndjson`: the Bulk Data client log.
 
-use super::*;
+use super::spool::ExportDir;
+use serde_json::Value;
+use std::sync::Arc;
 
 /// `OUT/_export/log.ndjson`: one event per line, in the form of the Bulk Data client log
 /// (bulk-data-client's `log.ndjson`): `exportId` (the status URL, once there is one),

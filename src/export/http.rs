@@ -1,6 +1,11 @@
 //! Requests to the server: the client (its sign-in, retries with backoff on throttling, 5xx and dropped connections, `Retry-After`), and what a server says when it fails.
 
-use super::*;
+use super::auth::Auth;
+use super::event_log::EventLog;
+use anyhow::{bail, Context, Result};
+use reqwest::{header, Method, StatusCode};
+use serde_json::Value;
+use std::time::Duration;
 
 /// A status request is answered within these bounds, whatever Retry-After says (servers send
 /// milliseconds, epoch times, hours).

@@ -1,6 +1,10 @@
 //! The kick-off request: its URL and parameters (GET, or POST with a Parameters resource).
 
-use super::*;
+use super::http::{server_text, strip, Client};
+use super::options::{ExportOptions, Level};
+use anyhow::{bail, Result};
+use reqwest::{header, Method, StatusCode};
+use serde_json::Value;
 
 pub(super) fn kickoff_url(o: &ExportOptions) -> String {
     let base = o.base.trim_end_matches('/');

@@ -9,86 +9,34 @@ mod download;
 mod event_log;
 mod http;
 mod kickoff;
+mod options;
 mod outcome;
 mod spool;
 mod state;
 mod status;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use futures::StreamExt;
-use reqwest::{header, Method, StatusCode};
-use serde::{Deserialize, Serialize};
+use reqwest::Method;
 use serde_json::Value;
 
 use crate::convert::{ConvertOptions, RunRecord};
 use crate::dataset::layout;
-use crate::input::{Opener, Source};
-use crate::store::{block_on, Location, StreamReader};
-use auth::Auth;
+use crate::input::Source;
+use crate::store::block_on;
 pub use spool::ExportDir;
-use spool::{Spool, Tee};
 
 use download::*;
 use event_log::*;
 pub use http::retry_after;
 use http::*;
 use kickoff::*;
+pub use options::{ExportOptions, Level};
 use outcome::*;
 use state::*;
 pub use state::{last_transaction_time, resumable, SignIn};
 use status::*;
-
-/// Which `$export` operation.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Level {
-    /// `[base]/$export`
-    System,
-    /// `[base]/Patient/$export`
-    Patient,
-    /// `[base]/Group/[id]/$export`
-    Group(String),
-}
-
-/// What to export and how to reach the server.
-pub struct ExportOptions {
-    pub base: String,
-    pub level: Level,
-    /// `_type`
-    pub types: Vec<String>,
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub type_filters: Vec<String>,
-    pub elements: Vec<String>,
-    /// More parameters, `name=value`.
-    pub params: Vec<(String, String)>,
-    /// Kick off with POST and a Parameters body instead of GET.
-    pub post: bool,
-    /// `_type` repeated per type instead of one comma-joined value.
-    pub type_repeat: bool,
-    pub auth: Option<Auth>,
-    pub keep_job: bool,
-    pub resume: bool,
-    /// The longest wait between two status requests, whatever the server asks.
-    pub max_poll: Duration,
-    pub progress: bool,
-    /// Keep the downloads (gzipped NDJSON) here instead of only until the export is published.
-    pub keep_ndjson: Option<PathBuf>,
-    /// Publish what came when the manifest's error files report failures (the run record and
-    /// the exit code say the dataset is partial); without it such an export fails.
-    pub allow_partial: bool,
-    /// Delete an unfinished export kept in OUT (on the server too) and start a new one;
-    /// without it a new export into such a folder is refused.
-    pub restart: bool,
-    /// How the client signed in, kept with the job (never the key or secret itself) so that
-    /// `--resume` needs nothing but OUT.
-    pub sign_in: SignIn,
-    /// No notes on stderr (retries, waits).
-    pub quiet: bool,
-}
 
 /// What an export did.
 #[derive(Debug)]
@@ -440,6 +388,8 @@ fn download_and_convert(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

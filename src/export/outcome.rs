@@ -1,6 +1,11 @@
 //! What the server reports beside the data: its error files (which fail the run unless `--allow-partial`) and its deleted resources.
 
-use super::*;
+use super::http::{strip, Client};
+use super::spool::ExportDir;
+use anyhow::{bail, Result};
+use reqwest::{header, Method};
+use serde_json::Value;
+use std::sync::Arc;
 
 /// The export's manifest error files, read: failures (issues of severity error or fatal)
 /// and the types they name (an issue's expression or location, else a type of the request

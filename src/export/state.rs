@@ -1,6 +1,12 @@
 //! The job's state kept in `OUT/_export/` (so `--resume` continues it), the sign-in it was started with, the progress said on a terminal, and what an earlier run recorded.
 
-use super::*;
+use super::spool::ExportDir;
+use crate::dataset::layout;
+use crate::store::Location;
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::PathBuf;
 
 /// The sign-in settings of an export, kept in its state for `--resume`: the client id, the
 /// key file's path, the kid, the scope, the name of the secret's environment variable.

@@ -1,6 +1,11 @@
 //! Polling the job's status until the manifest, checking its URLs, and following its pages.
 
-use super::*;
+use super::event_log::EventLog;
+use super::http::{is_transient, retry_after, server_text, strip, Client};
+use anyhow::{bail, Context, Result};
+use reqwest::{header, Method, StatusCode};
+use serde_json::Value;
+use std::time::Duration;
 
 /// Polls the status URL until the manifest is ready.
 pub(super) async fn poll(
