@@ -24,7 +24,7 @@ use datafusion::sql::sqlparser::ast::{
     SelectItem, SetExpr, Subscript, TableFactor, UnaryOperator, Value,
 };
 
-use super::idioms::parse_expr;
+use super::idioms::{index_position, parse_expr, plain_args};
 use super::scope::Scopes;
 
 const FORM: &str = "write the list's UNNEST in the outer FROM (FROM t AS o, UNNEST(o.list) AS c) \
@@ -191,14 +191,11 @@ fn over_list(q: &Query, scopes: &Scopes, want: Want) -> Result<Option<Expr>, Str
             Some(Expr::Function(f)) if f.name.to_string().eq_ignore_ascii_case("count") => {
                 let arg = f.args.to_string();
                 if arg != "(*)" && arg != "(1)" {
-                    let FunctionArguments::List(l) = &f.args else {
+                    let args = plain_args(f).unwrap_or_default();
+                    let [e] = args.as_slice() else {
                         return refuse("this COUNT");
                     };
-                    let [a] = l.args.as_slice() else {
-                        return refuse("this COUNT");
-                    };
-                    let e = parse_expr(&a.to_string())?;
-                    fp = format!("{fp}.select({})", element.fhirpath(&e)?);
+                    fp = format!("{fp}.select({})", element.fhirpath(e)?);
                 }
                 fp = format!("{fp}.count()");
             }
@@ -234,22 +231,10 @@ fn over_list(q: &Query, scopes: &Scopes, want: Want) -> Result<Option<Expr>, Str
 /// `[SAFE_ORDINAL(n)]`, or the shell's 1-based `[n]`; a literal number only.
 fn offset(index: &Expr) -> Option<u64> {
     let number = |e: &Expr| e.to_string().parse::<u64>().ok();
-    match index {
-        Expr::Function(f) => {
-            let FunctionArguments::List(l) = &f.args else {
-                return None;
-            };
-            let [a] = l.args.as_slice() else {
-                return None;
-            };
-            let n: u64 = a.to_string().parse().ok()?;
-            match f.name.to_string().to_ascii_uppercase().as_str() {
-                "OFFSET" | "SAFE_OFFSET" => Some(n),
-                "ORDINAL" | "SAFE_ORDINAL" => n.checked_sub(1),
-                _ => None,
-            }
-        }
-        e => number(e)?.checked_sub(1),
+    match index_position(index).ok()? {
+        Some((true, i)) => number(i),
+        Some((false, i)) => number(i)?.checked_sub(1),
+        None => number(index)?.checked_sub(1),
     }
 }
 
@@ -430,15 +415,13 @@ impl Element {
                 }
             }
             Expr::Function(f) => {
-                let FunctionArguments::List(l) = &f.args else {
+                let Some(args) = plain_args(f) else {
                     return unsupported();
                 };
-                let args: Result<Vec<String>, String> = l
-                    .args
-                    .iter()
-                    .map(|a| parse_expr(&a.to_string()).and_then(|e| self.fhirpath(&e)))
-                    .collect();
-                let args = args?;
+                let args: Vec<String> = args
+                    .into_iter()
+                    .map(|e| self.fhirpath(e))
+                    .collect::<Result<_, _>>()?;
                 match (
                     f.name.to_string().to_ascii_uppercase().as_str(),
                     args.as_slice(),

@@ -27,8 +27,8 @@ use std::ops::ControlFlow;
 use datafusion::sql::parser::{CopyToSource, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, JoinConstraint,
-    JoinOperator, ObjectName, Query, SetExpr, Statement, Subscript, TableFactor, TableWithJoins,
-    Value, VisitMut, VisitorMut,
+    JoinOperator, Query, SetExpr, Statement, Subscript, TableFactor, TableWithJoins, Value,
+    VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -180,7 +180,7 @@ fn rewrite_expr(expr: &mut Expr) -> Result<(), String> {
 }
 
 /// The arguments of a plain function call `f(a, b, ...)`.
-fn plain_args(f: &Function) -> Option<Vec<&Expr>> {
+pub(crate) fn plain_args(f: &Function) -> Option<Vec<&Expr>> {
     let FunctionArguments::List(list) = &f.args else {
         return None;
     };
@@ -208,6 +208,16 @@ fn bigquery_index(index: &Expr) -> Result<Option<Expr>, String> {
                 .to_string(),
         );
     }
+    Ok(match index_position(index)? {
+        Some((true, i)) => Some(parse_expr(&format!("({i}) + 1"))?),
+        Some((false, i)) => Some(i.clone()),
+        None => None,
+    })
+}
+
+/// The position a BigQuery index function names: `OFFSET(i)`, `SAFE_OFFSET(i)` (0-based, true)
+/// or `ORDINAL(i)`, `SAFE_ORDINAL(i)` (1-based, false), with `i`; None for any other expression.
+pub(crate) fn index_position(index: &Expr) -> Result<Option<(bool, &Expr)>, String> {
     let Expr::Function(f) = index else {
         return Ok(None);
     };
@@ -223,12 +233,7 @@ fn bigquery_index(index: &Expr) -> Result<Option<Expr>, String> {
             "[{name}(...)] takes one position, as in [{name}(0)]"
         ));
     };
-    let i = (*i).clone();
-    Ok(Some(if zero_based {
-        parse_expr(&format!("({i}) + 1"))?
-    } else {
-        i
-    }))
+    Ok(Some((zero_based, i)))
 }
 
 /// BigQuery functions DataFusion does not have, as expressions it plans.
@@ -451,41 +456,23 @@ fn lateral(from: Vec<TableWithJoins>) -> Result<Vec<TableWithJoins>, String> {
             // After `JOIN t AS obs ON ...`, an UNNEST of obs's list (a CROSS JOIN, or any with
             // an inner join before it) goes into that join: obs's rows with their elements,
             // joined as obs was. The same rows: the join's condition cannot name the element.
-            if let Some(last) = prev.joins.last_mut() {
-                let inner = matches!(
+            let into_last = prev.joins.last().is_some_and(|last| {
+                matches!(
                     last.join_operator,
                     JoinOperator::Join(_) | JoinOperator::Inner(_)
-                );
-                let of_it = unnest_root(&join.relation).is_some_and(|root| {
+                ) && unnest_root(&join.relation).is_some_and(|root| {
                     relation_name(&last.relation).is_some_and(|n| n.eq_ignore_ascii_case(&root))
-                });
-                if inner && of_it {
-                    let relation = std::mem::replace(
-                        &mut last.relation,
-                        TableFactor::Table {
-                            name: ObjectName(vec![]),
-                            alias: None,
-                            args: None,
-                            with_hints: vec![],
-                            version: None,
-                            with_ordinality: false,
-                            partitions: vec![],
-                            json_path: None,
-                            sample: None,
-                            index_hints: vec![],
-                        },
-                    );
-                    let folded = fold(
-                        Some(TableWithJoins {
-                            relation,
-                            joins: vec![],
-                        }),
-                        join.relation,
-                        keep,
-                    )?;
-                    last.relation = folded.relation;
-                    continue;
-                }
+                })
+            });
+            if into_last {
+                let mut last = prev.joins.pop().expect("checked");
+                let joined = TableWithJoins {
+                    relation: last.relation,
+                    joins: vec![],
+                };
+                last.relation = fold(Some(joined), join.relation, keep)?.relation;
+                prev.joins.push(last);
+                continue;
             }
             let prev = out.pop().expect("pushed above");
             out.push(fold(Some(prev), join.relation, keep)?);
@@ -579,12 +566,7 @@ fn fold(
                 "WITH OFFSET on an UNNEST first in FROM is not supported; {FORM}"
             ));
         }
-        let query = parse_query(&sql)?;
-        let SetExpr::Select(select) = *query.body else {
-            unreachable!("a SELECT was written")
-        };
-        let mut from = select.from;
-        return Ok(from.remove(0));
+        return from_item(&sql);
     };
     if !prev.joins.is_empty() {
         return Err(format!(
@@ -639,7 +621,12 @@ fn fold(
         "SELECT * FROM (SELECT *, {} FROM {prev}) AS {name}",
         columns.join(", ")
     );
-    let query = parse_query(&sql)?;
+    from_item(&sql)
+}
+
+/// The FROM item of a `SELECT * FROM <item>` written here.
+fn from_item(sql: &str) -> Result<TableWithJoins, String> {
+    let query = parse_query(sql)?;
     let SetExpr::Select(select) = *query.body else {
         unreachable!("a SELECT was written")
     };

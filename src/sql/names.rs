@@ -54,11 +54,10 @@ pub fn rewrite<T: VisitMut + Visit>(node: &mut T, tables: &[String]) -> Result<(
     let _ = Visit::visit(&*node, &mut known);
     // A table of unknown columns (a registered view) may have a column by any name: there a
     // double-quoted text stays an identifier.
-    let norm = |s: &str| s.replace('_', "").to_ascii_lowercase();
     let strings = known
         .read
         .iter()
-        .all(|t| known.ctes.contains(t) || tables.iter().any(|r| norm(r) == norm(t)));
+        .all(|t| known.ctes.contains(t) || tables.iter().any(|r| table_key(r) == table_key(t)));
     let mut names = Names {
         tables,
         ctes: known.ctes,
@@ -169,6 +168,11 @@ fn table_alias(t: &TableFactor) -> Option<&TableAlias> {
     }
 }
 
+/// A table name as matched: case and underscores aside (`medication_request`, `MedicationRequest`).
+fn table_key(name: &str) -> String {
+    name.replace('_', "").to_ascii_lowercase()
+}
+
 /// `Patient` for `patientId` (or `patientID`), `MedicationRequest` for `medicationRequestId`.
 fn id_target(name: &str) -> Option<String> {
     let split = name.len().checked_sub(2)?;
@@ -202,39 +206,40 @@ enum Step {
     ReferenceId(String),
 }
 
-/// Walks `names` from a value of type `ty`: the steps, their type, and whether it got there.
+/// The first step of `names` from a value of type `ty`: a field (in any case), a choice element
+/// nested by type (`value.quantity` -> `valueQuantity`, two names), or, for a last name,
+/// `<type>Id` of a Reference; with its type and the names it took.
+fn step(ty: &DataType, names: &[&str]) -> Option<(Step, DataType, usize)> {
+    let DataType::Struct(fields) = ty else {
+        return None;
+    };
+    let name = *names.first()?;
+    if let Some(f) = field(fields, name) {
+        return Some((Step::Field(f.name().clone()), f.data_type().clone(), 1));
+    }
+    if let Some(next) = names.get(1) {
+        if let Some(f) = field(fields, &format!("{name}{next}")) {
+            return Some((Step::Field(f.name().clone()), f.data_type().clone(), 2));
+        }
+    }
+    let is_reference = field(fields, "reference").is_some() && field(fields, "type").is_some();
+    if is_reference && names.len() == 1 {
+        return id_target(name).map(|t| (Step::ReferenceId(t), DataType::Utf8, 1));
+    }
+    None
+}
+
+/// Walks `names` from a value of type `ty`: the steps and their type, or None where it gets
+/// nowhere.
 fn walk(ty: &DataType, names: &[&str]) -> Option<(Vec<Step>, DataType)> {
     let mut steps = Vec::new();
     let mut ty = ty.clone();
-    let mut i = 0;
-    while i < names.len() {
-        let DataType::Struct(fields) = &ty else {
-            return None;
-        };
-        let name = names[i];
-        if let Some(f) = field(fields, name) {
-            steps.push(Step::Field(f.name().clone()));
-            ty = f.data_type().clone();
-            i += 1;
-            continue;
-        }
-        // A choice element nested by type: value.quantity -> valueQuantity.
-        if let Some(next) = names.get(i + 1) {
-            if let Some(f) = field(fields, &format!("{name}{next}")) {
-                steps.push(Step::Field(f.name().clone()));
-                ty = f.data_type().clone();
-                i += 2;
-                continue;
-            }
-        }
-        let is_reference = field(fields, "reference").is_some() && field(fields, "type").is_some();
-        if is_reference && i + 1 == names.len() {
-            if let Some(target) = id_target(name) {
-                steps.push(Step::ReferenceId(target));
-                return Some((steps, DataType::Utf8));
-            }
-        }
-        return None;
+    let mut rest = names;
+    while !rest.is_empty() {
+        let (s, t, used) = step(&ty, rest)?;
+        steps.push(s);
+        ty = t;
+        rest = &rest[used..];
     }
     Some((steps, ty))
 }
@@ -281,11 +286,13 @@ impl Names<'_> {
     fn table(&self, name: &ObjectName) -> Option<String> {
         let last = name.0.last()?.as_ident()?.value.clone();
         let last = last.rsplit('.').next().unwrap_or(&last).to_string();
-        let norm = |s: &str| s.replace('_', "").to_ascii_lowercase();
         if name.0.len() == 1 && self.ctes.contains(&last.to_ascii_lowercase()) {
             return None;
         }
-        self.tables.iter().find(|t| norm(t) == norm(&last)).cloned()
+        self.tables
+            .iter()
+            .find(|t| table_key(t) == table_key(&last))
+            .cloned()
     }
 
     fn binding_named(&self, name: &str) -> Option<&Binding> {
@@ -520,23 +527,14 @@ impl Names<'_> {
                                 names.push(next.value.clone());
                             }
                             let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-                            // The longest walk of one step: a field, or a choice of two names.
-                            let step = walk(&ty, &refs[..1]).map(|r| (r, 1)).or_else(|| {
-                                (refs.len() == 2)
-                                    .then(|| walk(&ty, &refs[..2]).map(|r| (r, 2)))
-                                    .flatten()
-                            });
-                            let Some(((steps, t), used)) = step else {
+                            // A field, or a choice of two names; a Reference's id ends a
+                            // path only as a plain name, not after an index.
+                            let Some((Step::Field(f), t, used)) = step(&ty, &refs) else {
                                 return Ok(());
                             };
-                            match steps.as_slice() {
-                                [Step::Field(f)] => {
-                                    access_chain[i] = AccessExpr::Dot(Expr::Identifier(ident(f)));
-                                    if used == 2 {
-                                        access_chain.remove(i + 1);
-                                    }
-                                }
-                                _ => return Ok(()),
+                            access_chain[i] = AccessExpr::Dot(Expr::Identifier(ident(&f)));
+                            if used == 2 {
+                                access_chain.remove(i + 1);
                             }
                             ty = t;
                             i += 1;
@@ -578,14 +576,7 @@ fn implicit_name(e: &Expr) -> Option<String> {
 
 /// Names each unnamed path of a select list after its last field (`value`, then `value_1`).
 fn name_columns(select: &mut Select) {
-    let mut taken: HashSet<String> = select
-        .projection
-        .iter()
-        .filter_map(|i| match i {
-            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_ascii_lowercase()),
-            _ => None,
-        })
-        .collect();
+    let mut taken = aliases(select);
     for item in select.projection.iter_mut() {
         let SelectItem::UnnamedExpr(e) = item else {
             continue;

@@ -9,7 +9,7 @@ use std::process::Command;
 
 /// The commands of a Markdown file's `sh` blocks, continuation lines and quoted arguments over
 /// several lines joined, comments removed.
-pub fn commands(markdown: &str) -> Vec<String> {
+fn commands(markdown: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut in_sh = false;
     let mut pending = String::new();
