@@ -8,8 +8,8 @@
 //! dataset) and [`output`] (results printed and collected) below [`sql`] (the shell) and
 //! [`view`] (SQL on FHIR ViewDefinitions compiled to DataFusion plans).
 //!
-//! The functions take plain option structs; the command line (`src/cli.rs`, the `cli` feature)
-//! only turns flags into them. The README's example:
+//! The functions take plain option structs; the command line ([`cmd`], the `cli` feature) only
+//! turns flags into them. The README's example:
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -23,6 +23,9 @@
 //! # Ok(()) }
 //! ```
 
+/// The command line (the `cli` feature): flags turned into the option structs below.
+#[cfg(feature = "cli")]
+pub mod cmd;
 pub mod convert;
 pub mod dataset;
 pub mod decode;

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use fhir2parquet::convert::Codec;
-use fhir2parquet::output::PrintFormat;
-use fhir2parquet::schema::print::{SchemaFormat, SchemaOptions};
-use fhir2parquet::sql::SqlOptions;
-use fhir2parquet::view::ViewOptions;
+use crate::convert::Codec;
+use crate::output::PrintFormat;
+use crate::schema::print::{SchemaFormat, SchemaOptions};
+use crate::sql::SqlOptions;
+use crate::view::ViewOptions;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -164,7 +164,7 @@ pub struct ExportArgs {
     pub append: bool,
     /// How each type's table is kept (as `convert --format`).
     #[arg(long, value_enum, default_value = "delta")]
-    pub format: fhir2parquet::dataset::Format,
+    pub format: crate::dataset::Format,
     /// Worker threads (default: one per core).
     #[arg(short = 'j', long)]
     pub threads: Option<usize>,
@@ -177,7 +177,7 @@ pub struct ExportArgs {
     pub keep_ndjson: Option<PathBuf>,
     /// Which columns of the typed schema each file holds (as `convert --columns`).
     #[arg(long, value_enum, default_value = "present")]
-    pub columns: fhir2parquet::convert::Columns,
+    pub columns: crate::convert::Columns,
     /// No progress and no summary table.
     #[arg(short, long)]
     pub quiet: bool,
@@ -187,7 +187,7 @@ pub struct ExportArgs {
 pub struct WarehouseArgs {
     /// The engine to write statements for.
     #[arg(value_enum)]
-    pub engine: fhir2parquet::warehouse::Engine,
+    pub engine: crate::warehouse::Engine,
     /// The dataset: a folder written by convert, or its s3://, gs://, az:// URL (the URL the
     /// engine reads it from).
     pub dataset: String,
@@ -231,7 +231,7 @@ pub struct ConvertArgs {
     /// How each type's table is kept: a Delta Lake table (commits, history) or a plain folder
     /// of Parquet files (a one-shot snapshot).
     #[arg(long, value_enum, default_value = "delta")]
-    pub format: fhir2parquet::dataset::Format,
+    pub format: crate::dataset::Format,
     /// Convert the I-th of every N inputs (files, manifest entries): N runs, on one machine or
     /// many, each with --append, convert an export into one dataset together.
     #[arg(long, value_name = "I/N", requires = "append")]
@@ -265,7 +265,7 @@ pub struct ConvertArgs {
     /// `present` writes files several times smaller; the columns it leaves out read as NULL
     /// through the table's schema (`sql`, `view`, `to-ndjson`, the `warehouse` statements).
     #[arg(long, value_enum, default_value = "present")]
-    pub columns: fhir2parquet::convert::Columns,
+    pub columns: crate::convert::Columns,
     /// Rows decoded before a batch is handed to the Parquet writer.
     #[arg(long, default_value_t = 8192)]
     pub batch_rows: usize,
@@ -343,7 +343,7 @@ pub struct ViewArgs {
     /// inside the engine over the resource tables (named after their types, as `warehouse`
     /// makes them).
     #[arg(long, value_name = "DIALECT", value_enum)]
-    pub sql: Option<fhir2parquet::view::lower::Dialect>,
+    pub sql: Option<crate::view::lower::Dialect>,
     /// With --sql: a CREATE OR REPLACE VIEW statement, named NAME (alone: each view's `name`).
     #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "", requires = "sql")]
     pub create_view: Option<String>,
