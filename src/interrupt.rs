@@ -16,6 +16,12 @@ pub fn request() {
     REQUESTED.store(true, Ordering::SeqCst);
 }
 
+/// Forgets a stop asked for, once the work it stopped has ended: a process that goes on (the
+/// Python package after `KeyboardInterrupt`) runs its next work normally.
+pub fn clear() {
+    REQUESTED.store(false, Ordering::SeqCst);
+}
+
 /// Whether a stop was asked for.
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)

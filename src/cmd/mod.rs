@@ -87,6 +87,28 @@ fn report(record: &convert::RunRecord, quiet: bool) -> anyhow::Result<i32> {
 }
 
 fn export(a: args::ExportArgs, stores: &StoreOptions) -> anyhow::Result<i32> {
+    let (out, quiet) = (a.out.clone(), a.quiet);
+    // Ctrl-C asks the export to stop at its next download or before its commit (what was
+    // fetched is kept for --resume, the dataset lock released); a second one exits at once.
+    on_interrupt_request_stop();
+    match export_run(a, stores)? {
+        crate::export::Exported::Published(record) => report(&record, quiet),
+        crate::export::Exported::AlreadyPublished { job, run_id } => {
+            eprintln!(
+                "the export {job} is already published in {out} (run {run_id}); its leftovers \
+                 are cleaned up"
+            );
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Runs `export` with its flags turned into the library's options: what it published. A stop
+/// asked for with [`crate::interrupt::request`] ends it as Ctrl-C does the command's.
+pub fn export_run(
+    a: args::ExportArgs,
+    stores: &StoreOptions,
+) -> anyhow::Result<crate::export::Exported> {
     use crate::export::{self, auth, ExportOptions, Level};
     let out = Location::parse(&a.out, stores)?;
     // Resuming: the server and the sign-in are in the kept state; what is given wins.
@@ -190,21 +212,9 @@ fn export(a: args::ExportArgs, stores: &StoreOptions) -> anyhow::Result<i32> {
         batch_rows: 8192,
         progress,
         header_type: None,
+        watch: None,
     };
-    // Ctrl-C asks the export to stop at its next download or before its commit (what was
-    // fetched is kept for --resume, the dataset lock released); a second one exits at once.
-    on_interrupt_request_stop();
-    match export::run(opts, &convert)? {
-        export::Exported::Published(record) => report(&record, a.quiet),
-        export::Exported::AlreadyPublished { job, run_id } => {
-            eprintln!(
-                "the export {job} is already published in {} (run {run_id}); its leftovers are \
-                 cleaned up",
-                a.out
-            );
-            Ok(exit::OK)
-        }
-    }
+    export::run(opts, &convert)
 }
 
 /// Installs the export's Ctrl-C handler: the first asks running work to stop
@@ -265,6 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 batch_rows: a.batch_rows.max(1),
                 progress: !a.quiet && std::io::stderr().is_terminal(),
                 header_type: None,
+                watch: None,
             };
             let inputs = a
                 .inputs
@@ -331,12 +342,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::History(a) => {
             let dataset = Location::parse(&a.dataset, &stores)?;
             let out = &mut std::io::stdout();
-            crate::dataset::history::print(
-                &dataset,
-                a.resource_type.as_deref(),
-                a.json,
-                out,
-            )?;
+            crate::dataset::history::print(&dataset, a.resource_type.as_deref(), a.json, out)?;
             Ok(exit::OK)
         }
         Command::Vacuum(a) => {

@@ -66,6 +66,43 @@ pub struct ConvertOptions {
     /// A resource type whose lines are headers of the files, not data: counted per input, not
     /// converted (`Parameters` in an export organized by patient, `organizeOutputBy`).
     pub header_type: Option<String>,
+    /// Where a caller follows the run (the Python package's progress bars): bytes to read,
+    /// bytes read, resources converted, updated as the run goes.
+    pub watch: Option<Arc<Progress>>,
+}
+
+impl ConvertOptions {
+    /// The command line's defaults: Delta tables replaced, zstd, one worker per core.
+    pub fn new(out: impl Into<Location>) -> ConvertOptions {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ConvertOptions {
+            out: out.into(),
+            format: crate::dataset::Format::Delta,
+            shard: None,
+            merge: false,
+            append: false,
+            wait: false,
+            export: None,
+            partition_by: Vec::new(),
+            write: WriteOptions::default(),
+            threads,
+            readers: (threads / 4).max(1),
+            strict_inputs: false,
+            batch_rows: 8192,
+            progress: false,
+            header_type: None,
+            watch: None,
+        }
+    }
+}
+
+/// A run's progress as it goes, for a caller to read from another thread.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes of all the inputs (0 where sizes are unknown: stdin, some stores).
+    pub total_bytes: AtomicU64,
+    pub read_bytes: AtomicU64,
+    pub resources: AtomicU64,
 }
 
 /// The folder of rejected lines in OUT.
@@ -529,6 +566,9 @@ fn convert(
     let (fhir_version, run_id, started, plan) = (run.fhir_version, run.id, run.started, run.plan);
     let total: u64 = sources.iter().map(|s| s.size).sum();
     let bar = summary::progress_bar(opts.progress, total);
+    if let Some(w) = &opts.watch {
+        w.total_bytes.store(total, Ordering::Relaxed);
+    }
     let read_bytes = Arc::new(AtomicU64::new(0));
     let resources = AtomicU64::new(0);
     let threads = opts.threads.max(1);
@@ -603,6 +643,11 @@ fn convert(
                     input::read_chunks(i, source, read_bytes.clone(), &recycled, |chunk| {
                         bar.set_position(read_bytes.load(Ordering::Relaxed));
                         let n = resources.load(Ordering::Relaxed);
+                        if let Some(w) = &opts.watch {
+                            w.read_bytes
+                                .store(read_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+                            w.resources.store(n, Ordering::Relaxed);
+                        }
                         let secs = started.elapsed().as_secs_f64().max(1e-3);
                         bar.set_message(format!("{n} resources, {:.0}/s", n as f64 / secs));
                         tx.send(chunk).is_ok()

@@ -76,6 +76,7 @@ pub fn convert_opts(out: &Path) -> fhir2parquet::convert::ConvertOptions {
         batch_rows: 1000,
         progress: false,
         header_type: None,
+        watch: None,
     }
 }
 

@@ -38,6 +38,20 @@ pub struct WriteOptions {
     pub columns: Columns,
 }
 
+impl Default for WriteOptions {
+    /// The command line's defaults: zstd level 1, 512 MB files, 122,880-row row groups, the
+    /// columns with values.
+    fn default() -> Self {
+        WriteOptions {
+            codec: Codec::Zstd,
+            zstd_level: 1,
+            target_file_bytes: 512 << 20,
+            row_group_rows: 122_880,
+            columns: Columns::Present,
+        }
+    }
+}
+
 /// Which of the typed schema's leaf columns a file holds.
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,0 +1,5 @@
+"""``python -m fhir2parquet ...``: the command line."""
+
+from ._cli import main
+
+main()
