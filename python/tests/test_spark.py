@@ -1,6 +1,9 @@
 """fhir2parquet.spark in pyspark's local mode with 4 partitions: the rows of the command line's
 conversion."""
 
+import os
+import sys
+
 import pytest
 
 import fhir2parquet as f2p
@@ -11,6 +14,10 @@ from conftest import SAMPLE, need, ndjson
 def spark():
     need("pyspark")
     from pyspark.sql import SparkSession
+
+    # The workers run this Python, which has the package (on a cluster: the wheel installed
+    # as a cluster library).
+    os.environ["PYSPARK_PYTHON"] = sys.executable
 
     session = (
         SparkSession.builder.master("local[4]")

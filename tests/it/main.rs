@@ -11,6 +11,7 @@ mod fhirpath_suite;
 mod fuzz;
 mod interop;
 mod overflow;
+mod python;
 mod queries;
 mod readme;
 mod reliability;
