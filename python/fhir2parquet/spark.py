@@ -47,11 +47,12 @@ def decoder(
         line = 1
         for batch in batches:
             lines = batch.column(batch.schema.get_field_index(column))
-            if lines.num_rows if hasattr(lines, "num_rows") else len(lines):
-                out = _native.decode(resource_type, lines, line)
-                line += len(lines)
-                if out.num_rows:
-                    yield out
+            if len(lines) == 0:
+                continue
+            out = _native.decode(resource_type, lines, line)
+            line += len(lines)
+            if out.num_rows:
+                yield out
 
     return decode
 

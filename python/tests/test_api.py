@@ -291,6 +291,35 @@ def test_ctrl_c_raises_keyboard_interrupt_and_publishes_nothing(tmp_path, big_nd
     assert not list(out.glob(".fhir2parquet-tmp-*"))
 
 
+LONG_QUERY = """
+import sys
+import fhir2parquet as f2p
+print("started", flush=True)
+try:
+    # 1502 x 1502 x 1502 rows: minutes of work, unless stopped.
+    f2p.sql(sys.argv[1], "SELECT COUNT(*) FROM Observation a, Observation b, Observation c "
+                         "WHERE a.id || b.id || c.id LIKE '%zz%'")
+    print("finished")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_ctrl_c_stops_a_long_query(dataset):
+    import signal
+    import time
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", LONG_QUERY, str(dataset)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline().strip() == "started"
+    time.sleep(1)
+    child.send_signal(signal.SIGINT)
+    # The query is cancelled at once (its streams dropped), not run to its end.
+    assert child.wait(timeout=60) == 0
+    assert child.stdout.read().strip() == "interrupted"
+
+
 def test_the_command_runs_from_python(tmp_path):
     ok = subprocess.run(
         [sys.executable, "-m", "fhir2parquet", "convert", str(SAMPLE), "-o", str(tmp_path / "out"), "-q"],

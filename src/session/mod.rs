@@ -29,7 +29,18 @@ use crate::store::Location;
 pub struct Session {
     pub ctx: SessionContext,
     pub tables: Vec<String>,
-    runtime: tokio::runtime::Runtime,
+    /// Always Some until the session is dropped (see `Drop`).
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Session {
+    /// A cancelled query's tasks may be deep in a computation that does not yield: the runtime
+    /// lets its threads finish in the background instead of blocking the caller until they do.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Parses sizes like `2G`, `512M`, `1048576`.
@@ -134,22 +145,55 @@ impl Session {
         Ok(Session {
             ctx,
             tables,
-            runtime,
+            runtime: Some(runtime),
         })
     }
 
     /// The runtime the session's queries run on.
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.runtime
+        self.runtime
+            .as_ref()
+            .expect("a session's runtime lives as long as the session")
     }
 
-    /// Runs a DataFusion future on the session's runtime.
+    /// Runs a DataFusion future on the session's runtime, ended early (its streams dropped,
+    /// which cancels the query) when a stop is asked for ([`crate::interrupt`]).
     pub fn block_on<T>(
         &self,
         f: impl std::future::Future<Output = datafusion::error::Result<T>>,
     ) -> Result<T> {
-        self.runtime.block_on(f).map_err(|e| anyhow::anyhow!("{e}"))
+        match self.runtime().block_on(until_interrupt(f)) {
+            Some(r) => r.map_err(|e| anyhow::anyhow!("{e}")),
+            None => anyhow::bail!(crate::interrupt::MESSAGE),
+        }
     }
+}
+
+/// `f`'s output, or None once a stop is asked for ([`crate::interrupt::request`]): a library
+/// caller's Ctrl-C ends a long query instead of waiting for it. A thread of its own looks for
+/// the request every 50 ms and wakes the caller: the runtime's own timers are not driven while
+/// every worker is busy with the query.
+pub async fn until_interrupt<T>(f: impl std::future::Future<Output = T>) -> Option<T> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    let done = Arc::new(AtomicBool::new(false));
+    let watching = done.clone();
+    std::thread::spawn(move || {
+        while !watching.load(Ordering::Relaxed) {
+            if crate::interrupt::requested() {
+                let _ = tx.send(());
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    });
+    let f = std::pin::pin!(f);
+    let out = match futures::future::select(f, rx).await {
+        futures::future::Either::Left((out, _)) => Some(out),
+        futures::future::Either::Right(_) => None,
+    };
+    done.store(true, Ordering::Relaxed);
+    out
 }
 
 #[cfg(test)]

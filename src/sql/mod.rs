@@ -86,7 +86,7 @@ impl Shell {
     /// Runs every statement of `sql`; returns the batches of the last one.
     pub fn run_sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         self.runtime()
-            .block_on(async {
+            .block_on(crate::session::until_interrupt(async {
                 let sql = idioms::hash_comments(sql);
                 let statements = DFParserBuilder::new(sql.as_ref())
                     .build()?
@@ -106,7 +106,8 @@ impl Shell {
                     last = collect_with_schema(df).await?;
                 }
                 Ok::<_, datafusion::error::DataFusionError>(last)
-            })
+            }))
+            .ok_or_else(|| anyhow::anyhow!(crate::interrupt::MESSAGE))?
             .map_err(|e| anyhow::anyhow!("{}", self.explain_error(&e.to_string())))
     }
 
