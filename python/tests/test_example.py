@@ -38,3 +38,24 @@ def test_the_data_science_example_runs_and_its_features_are_right(tmp_path):
     }
     assert {i for i, r in rows.items() if r["prediabetes"] == "True"} == prediabetes
     assert (tmp_path / "age_bmi.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_notebook_runs_as_the_script_does(tmp_path):
+    """examples/python/patient_features.ipynb: its code cells, in order, from a folder whose
+    parent holds the sample and the views, as examples/python's does."""
+    import json
+
+    need("sklearn")
+    need("matplotlib")
+    notebook = json.loads((ROOT / "examples" / "python" / "patient_features.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
+    for name in ("synthea-sample", "views"):
+        (tmp_path / name).symlink_to(ROOT / "examples" / name)
+    (tmp_path / "python").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path / "python", capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    features = list(csv.DictReader(open(tmp_path / "python" / "python-example" / "features.csv")))
+    assert len(features) == len(ndjson(SAMPLE, "Patient"))
+    assert (tmp_path / "python" / "python-example" / "age_bmi.png").exists()
