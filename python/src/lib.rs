@@ -90,10 +90,10 @@ fn error(e: anyhow::Error, default: Kind) -> PyErr {
     }
 }
 
-/// Runs `work` on a thread of its own with the GIL released. Every 50 ms the caller's thread
-/// takes the GIL back to call `tick` (progress) and look for Ctrl-C: a signal asks the work to
-/// stop ([`interrupt::request`]), waits for it to end as a stopped run ends (nothing
-/// published), and raises `KeyboardInterrupt`.
+/// Runs `work` on a thread of its own with the GIL released, and returns as soon as it ends.
+/// Until then, every 50 ms, the caller's thread takes the GIL back to call `tick` (progress) and
+/// look for Ctrl-C: a signal asks the work to stop ([`interrupt::request`]), waits for it to end
+/// as a stopped run ends (nothing published), and raises `KeyboardInterrupt`.
 fn watched<T: Send>(
     py: Python<'_>,
     work: impl FnOnce() -> anyhow::Result<T> + Send,
@@ -101,10 +101,16 @@ fn watched<T: Send>(
 ) -> PyResult<anyhow::Result<T>> {
     interrupt::clear();
     std::thread::scope(|scope| {
-        let handle = scope.spawn(work);
+        let (done, ended) = crossbeam_channel::bounded::<()>(1);
+        let handle = scope.spawn(move || {
+            let outcome = work();
+            let _ = done.send(());
+            outcome
+        });
         let mut signal: Option<PyErr> = None;
-        while !handle.is_finished() {
-            py.detach(|| std::thread::sleep(Duration::from_millis(50)));
+        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+            py.detach(|| ended.recv_timeout(Duration::from_millis(50)))
+        {
             if signal.is_none() {
                 if let Err(e) = py.check_signals() {
                     interrupt::request();
@@ -161,8 +167,7 @@ fn convert(
     let prepare = || -> anyhow::Result<(Vec<Location>, ConvertOptions)> {
         let mut opts = ConvertOptions::new(Location::parse(&out, &stores)?);
         if let Some(t) = threads {
-            opts.threads = t.max(1);
-            opts.readers = (t / 4).max(1);
+            opts = opts.with_threads(t);
         }
         opts.merge = merge;
         opts.append = append;
@@ -251,12 +256,14 @@ struct Stream {
 impl Iterator for Stream {
     type Item = Result<RecordBatch, ArrowError>;
 
+    /// The next batch, on the session's runtime. Not through `Session::block_on`: nothing asks
+    /// this stream to stop (Python pulls a batch at a time, and Ctrl-C lands between them), so
+    /// its stop watch would be a thread for every batch for nothing.
     fn next(&mut self) -> Option<Self::Item> {
-        let stream = &mut self.stream;
-        match self.session.block_on(async { Ok(stream.next().await) }) {
-            Ok(next) => next.map(|r| r.map_err(|e| ArrowError::ExternalError(Box::new(e)))),
-            Err(e) => Some(Err(ArrowError::ExternalError(e.into()))),
-        }
+        self.session
+            .runtime()
+            .block_on(self.stream.next())
+            .map(|r| r.map_err(|e| ArrowError::ExternalError(Box::new(e))))
     }
 }
 
@@ -351,6 +358,15 @@ fn reader_of(batches: Vec<RecordBatch>) -> Box<dyn RecordBatchReader + Send> {
     ))
 }
 
+/// Collected batches of `work` (run as [`watched`] runs it) as a `pyarrow.RecordBatchReader`.
+fn collected<'py>(
+    py: Python<'py>,
+    work: impl FnOnce() -> anyhow::Result<Vec<RecordBatch>> + Send,
+) -> PyResult<Bound<'py, PyAny>> {
+    let batches = watched(py, work, |_| Ok(()))?.map_err(|e| error(e, Kind::Input))?;
+    arrow_py::reader(py, reader_of(batches))
+}
+
 /// The result of SQL over a dataset, as batches.
 #[pyfunction]
 #[pyo3(signature = (dataset, query, *, endpoint))]
@@ -360,17 +376,9 @@ fn sql<'py>(
     query: String,
     endpoint: Option<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let batches = watched(
-        py,
-        || {
-            let location = Location::parse(&dataset, &stores(endpoint))?;
-            let shell = fhir2parquet::sql::Shell::open_at(&location, None)?;
-            shell.run_sql(&query)
-        },
-        |_| Ok(()),
-    )?
-    .map_err(|e| error(e, Kind::Input))?;
-    arrow_py::reader(py, reader_of(batches))
+    collected(py, || {
+        fhir2parquet::sql::Shell::new(open(&dataset, None, endpoint)?).run_sql(&query)
+    })
 }
 
 /// The rows of a ViewDefinition (JSON text) over a dataset, as batches.
@@ -382,19 +390,12 @@ fn view<'py>(
     dataset: String,
     endpoint: Option<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let batches = watched(
-        py,
-        || {
-            let value: serde_json::Value = serde_json::from_str(&view_json)
-                .map_err(|e| anyhow::anyhow!("the view is not JSON: {e}"))?;
-            let definition = fhir2parquet::view::ViewDefinition::from_json(&value)?;
-            let session = open(&dataset, None, endpoint)?;
-            fhir2parquet::view::batches(&session, &definition)
-        },
-        |_| Ok(()),
-    )?
-    .map_err(|e| error(e, Kind::Input))?;
-    arrow_py::reader(py, reader_of(batches))
+    collected(py, || {
+        let value: serde_json::Value = serde_json::from_str(&view_json)
+            .map_err(|e| anyhow::anyhow!("the view is not JSON: {e}"))?;
+        let definition = fhir2parquet::view::ViewDefinition::from_json(&value)?;
+        fhir2parquet::view::batches(&open(&dataset, None, endpoint)?, &definition)
+    })
 }
 
 /// The typed Arrow schema of a resource type (`pyarrow.Schema`).

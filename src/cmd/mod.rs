@@ -65,9 +65,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// `-j`, or one worker per core.
-fn threads_or_cores(threads: Option<usize>) -> usize {
-    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+/// The library's defaults for OUT, with `-j` when given.
+fn convert_options(out: Location, threads: Option<usize>) -> ConvertOptions {
+    let opts = ConvertOptions::new(out);
+    match threads {
+        Some(t) => opts.with_threads(t),
+        None => opts,
+    }
 }
 
 /// The summary table and the problems of a run; its exit code.
@@ -190,29 +194,18 @@ pub fn export_run(
         quiet: a.quiet,
     };
     let convert = ConvertOptions {
-        out,
         format: a.format,
-        shard: None,
         // A `_since` export is a change set: merged into Delta tables by id.
         merge: a.since.is_some() && a.format == crate::dataset::Format::Delta,
         append: a.append,
-        wait: false,
-        export: None,
-        partition_by: Vec::new(),
         write: WriteOptions {
-            codec: convert::Codec::Zstd,
-            zstd_level: 1,
-            target_file_bytes: 512 << 20,
-            row_group_rows: 122_880,
             columns: a.columns,
+            ..WriteOptions::default()
         },
-        threads: threads_or_cores(a.threads),
         readers: a.parallel.max(1),
         strict_inputs: true,
-        batch_rows: 8192,
         progress,
-        header_type: None,
-        watch: None,
+        ..convert_options(out, a.threads)
     };
     export::run(opts, &convert)
 }
@@ -248,15 +241,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     match cli.command {
         Command::Convert(a) => {
-            let threads = threads_or_cores(a.threads);
+            let base = convert_options(Location::parse(&a.out, &stores)?, a.threads);
             let opts = ConvertOptions {
-                out: Location::parse(&a.out, &stores)?,
                 format: a.format,
                 shard: a.shard.as_deref().map(convert::Shard::parse).transpose()?,
                 merge: a.merge,
                 append: a.append,
                 wait: a.wait,
-                export: None,
                 partition_by: a
                     .partition_by
                     .iter()
@@ -269,13 +260,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     row_group_rows: a.row_group_rows.max(1),
                     columns: a.columns,
                 },
-                threads,
-                readers: a.readers.unwrap_or(threads / 4).max(1),
-                strict_inputs: false,
+                readers: a.readers.map_or(base.readers, |r| r.max(1)),
                 batch_rows: a.batch_rows.max(1),
                 progress: !a.quiet && std::io::stderr().is_terminal(),
-                header_type: None,
-                watch: None,
+                ..base
             };
             let inputs = a
                 .inputs

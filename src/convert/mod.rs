@@ -74,7 +74,7 @@ pub struct ConvertOptions {
 impl ConvertOptions {
     /// The command line's defaults: Delta tables replaced, zstd, one worker per core.
     pub fn new(out: impl Into<Location>) -> ConvertOptions {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         ConvertOptions {
             out: out.into(),
             format: crate::dataset::Format::Delta,
@@ -85,13 +85,24 @@ impl ConvertOptions {
             export: None,
             partition_by: Vec::new(),
             write: WriteOptions::default(),
-            threads,
-            readers: (threads / 4).max(1),
+            threads: 0,
+            readers: 0,
             strict_inputs: false,
             batch_rows: 8192,
             progress: false,
             header_type: None,
             watch: None,
+        }
+        .with_threads(cores)
+    }
+
+    /// `threads` workers (at least one), and a reader for every four of them.
+    pub fn with_threads(self, threads: usize) -> ConvertOptions {
+        let threads = threads.max(1);
+        ConvertOptions {
+            threads,
+            readers: (threads / 4).max(1),
+            ..self
         }
     }
 }

@@ -56,28 +56,8 @@ pub fn bin_stdin(args: &[&str], stdin: &[u8]) -> Output {
 
 pub fn convert_opts(out: &Path) -> fhir2parquet::convert::ConvertOptions {
     fhir2parquet::convert::ConvertOptions {
-        out: out.into(),
-        format: fhir2parquet::dataset::Format::Delta,
-        shard: None,
-        merge: false,
-        append: false,
-        wait: false,
-        export: None,
-        partition_by: Vec::new(),
-        write: fhir2parquet::convert::WriteOptions {
-            codec: fhir2parquet::convert::Codec::Zstd,
-            zstd_level: 1,
-            target_file_bytes: 512 << 20,
-            row_group_rows: 122_880,
-            columns: fhir2parquet::convert::Columns::Present,
-        },
-        threads: 2,
-        readers: 1,
-        strict_inputs: false,
         batch_rows: 1000,
-        progress: false,
-        header_type: None,
-        watch: None,
+        ..fhir2parquet::convert::ConvertOptions::new(out).with_threads(2)
     }
 }
 
