@@ -1,10 +1,12 @@
 fn main() {
-    let model = fhir2parquet::schema::r4();
+    let model = fhir2parquet::schema::FhirVersion::R4.model();
     let mut rows: Vec<_> = model
         .resource_types()
         .into_iter()
         .map(|t| {
-            let s = fhir2parquet::schema::node::arrow_schema(t).unwrap();
+            let s =
+                fhir2parquet::schema::node::arrow_schema(fhir2parquet::schema::FhirVersion::R4, t)
+                    .unwrap();
             let (w, d) = fhir2parquet::schema::node::width_and_depth(&s);
             (w, d, t)
         })

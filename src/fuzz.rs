@@ -44,8 +44,10 @@ pub fn resource(data: &[u8]) {
     let Some((&pick, rest)) = data.split_first() else {
         return;
     };
-    let types = crate::schema::r4().resource_types();
-    let rt = types[pick as usize % types.len()];
+    // A version and a type of it, from the first byte.
+    let version = crate::schema::FhirVersion::ALL[pick as usize % 3];
+    let types = version.model().resource_types();
+    let rt = types[(pick as usize / 3) % types.len()];
     let Ok(text) = std::str::from_utf8(rest) else {
         return;
     };
@@ -55,11 +57,11 @@ pub fn resource(data: &[u8]) {
     if !matches!(doc, Json::Obj(_)) {
         return;
     }
-    let mut decoder = crate::decode::ResourceDecoder::new(rt).expect("a resource type");
+    let mut decoder = crate::decode::ResourceDecoder::new(version, rt).expect("a resource type");
     decoder.decode(&doc);
     let batch = decoder.flush().expect("a batch of the schema");
     assert_eq!(batch.num_rows(), 1);
-    let members = crate::schema::node::resource_members(rt).expect("a resource type");
+    let members = crate::schema::node::resource_members(version, rt).expect("a resource type");
     let back = crate::encode::encode_row(rt, &members, &batch, 0).expect("encodes");
     let mut out = String::new();
     back.write_to(&mut out);
@@ -85,7 +87,7 @@ pub fn view(data: &[u8]) {
     };
     static CTX: OnceLock<datafusion::prelude::SessionContext> = OnceLock::new();
     let ctx = CTX.get_or_init(datafusion::prelude::SessionContext::new);
-    let Some(schema) = crate::schema::node::arrow_schema(&view.resource) else {
+    let Some(schema) = crate::schema::node::arrow_schema(view.fhir_version, &view.resource) else {
         return;
     };
     let empty = arrow::array::RecordBatch::new_empty(std::sync::Arc::new(schema));

@@ -9,7 +9,6 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Decimal128Type, Field, Schema};
 
 /// How results are printed.
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PrintFormat {
     #[default]
@@ -17,6 +16,15 @@ pub enum PrintFormat {
     Csv,
     Json,
     Ndjson,
+}
+
+impl crate::choice::Choice for PrintFormat {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (PrintFormat::Table, "table", ""),
+        (PrintFormat::Csv, "csv", ""),
+        (PrintFormat::Json, "json", ""),
+        (PrintFormat::Ndjson, "ndjson", ""),
+    ];
 }
 
 /// The batches of `df`; no rows is one empty batch, so printers and writers still know the

@@ -68,6 +68,9 @@ class ConvertResult:
         table_versions: per type, the Delta table version the run committed.
         problems: what the command line prints as warnings (rejects, damaged inputs, manifest
             counts that do not match); empty when everything converted.
+        fhir_version: the FHIR release the data was converted as (``"4.0.1"``, ``"5.0.0"``).
+        version_hint: when the data looks like another FHIR version: which, and how to ask
+            for it (also warned); else None.
         record: the whole run record.
     """
 
@@ -79,6 +82,8 @@ class ConvertResult:
     run_id: str
     table_versions: Dict[str, int]
     problems: List[str] = field(default_factory=list)
+    fhir_version: str = "4.0.1"
+    version_hint: Optional[str] = None
     record: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     @staticmethod
@@ -97,10 +102,14 @@ class ConvertResult:
                 t: r["table_version"] for t, r in types.items() if "table_version" in r
             },
             problems=list(outcome["problems"]),
+            fhir_version=record["fhir_version"],
+            version_hint=record.get("version_hint"),
             record=record,
         )
         for p in result.problems:
             warnings.warn(p, stacklevel=3)
+        if result.version_hint:
+            warnings.warn(result.version_hint, stacklevel=3)
         return result
 
 
@@ -122,6 +131,7 @@ def convert(
     format: str = "delta",
     progress: Progress = None,
     endpoint: Optional[str] = None,
+    fhir_version: Optional[str] = None,
 ) -> ConvertResult:
     """Converts FHIR NDJSON into a dataset, as ``fhir2parquet convert`` does.
 
@@ -142,6 +152,8 @@ def convert(
         progress: a progress bar (None: when in a terminal or Jupyter), or a function called
             with ``(read_bytes, total_bytes, resources)`` as the run goes.
         endpoint: a custom object store endpoint (an S3-compatible store, an emulator).
+        fhir_version: the FHIR version of the inputs, ``"r4"``, ``"r4b"`` or ``"r5"`` (default:
+            the dataset's when adding to one, else ``"r4"``). A dataset holds one version.
 
     Returns:
         A :class:`ConvertResult`. Rejected lines are not errors: they are counted, kept in the
@@ -168,6 +180,7 @@ def convert(
             plain=format == "parquet",
             endpoint=endpoint,
             progress=bar,
+            fhir_version=fhir_version,
         )
     finally:
         if bar is not None and hasattr(bar, "close"):
@@ -318,11 +331,12 @@ def export(
     return ConvertResult._from_json(text)
 
 
-def schema(resource_type: str) -> pa.Schema:
-    """The typed Arrow schema of a resource type, from the FHIR R4 specification."""
-    return _native.schema(resource_type)
+def schema(resource_type: str, fhir_version: str = "r4") -> pa.Schema:
+    """The typed Arrow schema of a resource type, from the specification of a FHIR version
+    (``"r4"``, ``"r4b"`` or ``"r5"``)."""
+    return _native.schema(resource_type, fhir_version)
 
 
-def resource_types() -> List[str]:
-    """The resource types of FHIR R4."""
-    return list(_native.resource_types())
+def resource_types(fhir_version: str = "r4") -> List[str]:
+    """The resource types of a FHIR version (``"r4"``, ``"r4b"`` or ``"r5"``)."""
+    return list(_native.resource_types(fhir_version))

@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 
 use fhir2parquet::convert::{Columns, ConvertOptions, PartitionSpec, Progress, RunRecord};
 use fhir2parquet::dataset::delta::AsOf;
+use fhir2parquet::schema::FhirVersion;
 use fhir2parquet::session::Session;
 use fhir2parquet::store::{redact, Location, StoreOptions};
 use fhir2parquet::{cmd, interrupt};
@@ -148,7 +149,7 @@ fn cli(py: Python<'_>, argv: Vec<String>) -> i32 {
 
 /// Converts `inputs` into the dataset `out`: the run record as JSON.
 #[pyfunction]
-#[pyo3(signature = (inputs, out, *, partition_by, columns, threads, merge, append, plain, endpoint, progress))]
+#[pyo3(signature = (inputs, out, *, partition_by, columns, threads, merge, append, plain, endpoint, progress, fhir_version = None))]
 #[allow(clippy::too_many_arguments)]
 fn convert(
     py: Python<'_>,
@@ -162,8 +163,13 @@ fn convert(
     plain: bool,
     endpoint: Option<String>,
     progress: Option<Py<PyAny>>,
+    fhir_version: Option<String>,
 ) -> PyResult<String> {
     let stores = stores(endpoint);
+    let version = fhir_version
+        .as_deref()
+        .map(self::fhir_version)
+        .transpose()?;
     let prepare = || -> anyhow::Result<(Vec<Location>, ConvertOptions)> {
         let mut opts = ConvertOptions::new(Location::parse(&out, &stores)?);
         if let Some(t) = threads {
@@ -171,6 +177,7 @@ fn convert(
         }
         opts.merge = merge;
         opts.append = append;
+        opts.fhir_version = version;
         if plain {
             opts.format = fhir2parquet::dataset::Format::Parquet;
         }
@@ -298,13 +305,15 @@ fn table<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let reader = py
         .detach(|| -> anyhow::Result<Box<dyn RecordBatchReader + Send>> {
-            let Some(full) = fhir2parquet::schema::node::arrow_schema(&resource_type) else {
+            let session = open(&dataset, as_of.as_deref(), endpoint)?;
+            let version = session.fhir_version;
+            let Some(full) = fhir2parquet::schema::node::arrow_schema(version, &resource_type)
+            else {
                 anyhow::bail!(
-                    "{resource_type} is not an R4 resource type (names are case-sensitive: \
-                     Patient, Observation, ...)"
+                    "{resource_type} is not a resource type of FHIR {version}, the dataset's \
+                     version (names are case-sensitive: Patient, Observation, ...)"
                 );
             };
-            let session = open(&dataset, as_of.as_deref(), endpoint)?;
             if let Some(cols) = &columns {
                 for c in cols {
                     if full.field_with_name(c).is_err() {
@@ -398,37 +407,55 @@ fn view<'py>(
     })
 }
 
-/// The typed Arrow schema of a resource type (`pyarrow.Schema`).
+/// A FHIR version by its name or release (`r5`, `5.0.0`).
+fn fhir_version(name: &str) -> PyResult<FhirVersion> {
+    name.parse::<FhirVersion>()
+        .map_err(|e| BadInputError::new_err(e.to_string()))
+}
+
+/// The typed Arrow schema of a resource type of a FHIR version (`pyarrow.Schema`).
 #[pyfunction]
-fn schema<'py>(py: Python<'py>, resource_type: &str) -> PyResult<Bound<'py, PyAny>> {
-    match fhir2parquet::schema::node::arrow_schema(resource_type) {
+#[pyo3(signature = (resource_type, fhir_version = "r4"))]
+fn schema<'py>(
+    py: Python<'py>,
+    resource_type: &str,
+    fhir_version: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let v = self::fhir_version(fhir_version)?;
+    match fhir2parquet::schema::node::arrow_schema(v, resource_type) {
         Some(s) => arrow_py::schema(py, &s),
         None => Err(BadInputError::new_err(format!(
-            "{resource_type} is not an R4 resource type"
+            "{resource_type} is not a resource type of FHIR {v} ({})",
+            v.release()
         ))),
     }
 }
 
-/// The resource types FHIR R4 defines.
+/// The resource types a FHIR version defines.
 #[pyfunction]
-fn resource_types() -> Vec<String> {
-    fhir2parquet::schema::r4()
+#[pyo3(signature = (fhir_version = "r4"))]
+fn resource_types(fhir_version: &str) -> PyResult<Vec<String>> {
+    Ok(self::fhir_version(fhir_version)?
+        .model()
         .resource_types()
         .into_iter()
         .map(str::to_string)
-        .collect()
+        .collect())
 }
 
 /// Decodes NDJSON lines (a `pyarrow` string array, one resource a line; empty lines skipped)
 /// of one resource type into a batch of its typed schema. `first_line` numbers the lines in
 /// errors.
 #[pyfunction]
+#[pyo3(signature = (resource_type, lines, first_line, fhir_version = "r4"))]
 fn decode<'py>(
     py: Python<'py>,
     resource_type: &str,
     lines: &Bound<'py, PyAny>,
     first_line: u64,
+    fhir_version: &str,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let version = self::fhir_version(fhir_version)?;
     let data = arrow_py::array_data(lines)?;
     let array = arrow::array::make_array(data);
     let array = arrow::compute::cast(&array, &arrow::datatypes::DataType::Utf8)
@@ -437,9 +464,11 @@ fn decode<'py>(
         .as_any()
         .downcast_ref::<StringArray>()
         .expect("cast to Utf8");
-    let mut decoder =
-        fhir2parquet::decode::ResourceDecoder::new(resource_type).ok_or_else(|| {
-            BadInputError::new_err(format!("{resource_type} is not an R4 resource type"))
+    let mut decoder = fhir2parquet::decode::ResourceDecoder::new(version, resource_type)
+        .ok_or_else(|| {
+            BadInputError::new_err(format!(
+                "{resource_type} is not a resource type of FHIR {version}"
+            ))
         })?;
     let batch = py
         .detach(|| -> anyhow::Result<RecordBatch> {

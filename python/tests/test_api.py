@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 import fhir2parquet as f2p
-from conftest import SAMPLE, need, ndjson
+from conftest import SAMPLE, SHARED, need, ndjson
 
 SAMPLE_TYPES = ["Condition", "Encounter", "Immunization", "MedicationRequest", "Observation", "Patient"]
 
@@ -338,3 +338,34 @@ def test_help_shows_the_docstrings():
     for fn in (f2p.convert, f2p.table, f2p.batches, f2p.sql, f2p.view, f2p.export, f2p.schema):
         assert fn.__doc__ and len(fn.__doc__) > 60, fn.__name__
     assert "Args:" in f2p.convert.__doc__ and "Raises:" in f2p.table.__doc__
+
+
+R5_EXAMPLES = SHARED / "fhir-data" / "r5-spec-examples"
+
+
+def test_r5_data_converts_and_reads_as_r5(tmp_path):
+    encounters = ndjson(R5_EXAMPLES, "Encounter")
+    out = tmp_path / "out"
+    result = f2p.convert(R5_EXAMPLES / "Encounter.ndjson.gz", out, fhir_version="r5", progress=False)
+    assert (result.fhir_version, result.version_hint) == ("5.0.0", None)
+    # R5's Encounter.class is a list of CodeableConcepts: the table's column and its values.
+    table = f2p.table(out, "Encounter", columns=["id", "class"])
+    full = f2p.schema("Encounter", "r5")
+    assert table.schema == pa.schema([full.field("id"), full.field("class")])
+    assert pa.types.is_list(table.schema.field("class").type)
+    got = {
+        (row["id"], c["code"])
+        for row in table.to_pylist()
+        for cc in row["class"] or []
+        for c in cc["coding"] or []
+    }
+    want = {(e["id"], c["code"]) for e in encounters for cc in e.get("class", []) for c in cc.get("coding", [])}
+    assert got == want and want
+    assert "NutritionIntake" in f2p.resource_types("r5") and "NutritionIntake" not in f2p.resource_types()
+    # The same data converted as R4 is kept whole, and the result says which version it looks like.
+    with pytest.warns(UserWarning, match="--fhir-version r5"):
+        as_r4 = f2p.convert(R5_EXAMPLES / "Encounter.ndjson.gz", tmp_path / "r4", progress=False)
+    assert "r5" in as_r4.version_hint
+    # A dataset holds one version.
+    with pytest.raises(f2p.Fhir2ParquetError, match="r4 \\(4.0.1\\)"):
+        f2p.convert(R5_EXAMPLES / "Encounter.ndjson.gz", tmp_path / "r4", append=True, fhir_version="r5", progress=False)

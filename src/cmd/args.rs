@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 
+use crate::choice::Choice;
 use crate::convert::Codec;
 use crate::output::PrintFormat;
 use crate::schema::print::{SchemaFormat, SchemaOptions};
@@ -163,8 +165,12 @@ pub struct ExportArgs {
     #[arg(long)]
     pub append: bool,
     /// How each type's table is kept (as `convert --format`).
-    #[arg(long, value_enum, default_value = "delta")]
+    #[arg(long, value_parser = choice::<crate::dataset::Format>(), default_value = "delta")]
     pub format: crate::dataset::Format,
+    /// Convert the data as this FHIR version (r4, r4b, r5) instead of the one the server's
+    /// CapabilityStatement names.
+    #[arg(long, value_parser = choice::<crate::schema::FhirVersion>())]
+    pub fhir_version: Option<crate::schema::FhirVersion>,
     /// Worker threads (default: one per core).
     #[arg(short = 'j', long)]
     pub threads: Option<usize>,
@@ -176,7 +182,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "DIR")]
     pub keep_ndjson: Option<PathBuf>,
     /// Which columns of the typed schema each file holds (as `convert --columns`).
-    #[arg(long, value_enum, default_value = "present")]
+    #[arg(long, value_parser = choice::<crate::convert::Columns>(), default_value = "present")]
     pub columns: crate::convert::Columns,
     /// No progress and no summary table.
     #[arg(short, long)]
@@ -186,7 +192,7 @@ pub struct ExportArgs {
 #[derive(clap::Args, Debug)]
 pub struct WarehouseArgs {
     /// The engine to write statements for.
-    #[arg(value_enum)]
+    #[arg(value_parser = choice::<crate::warehouse::Engine>())]
     pub engine: crate::warehouse::Engine,
     /// The dataset: a folder written by convert, or its s3://, gs://, az:// URL (the URL the
     /// engine reads it from).
@@ -230,7 +236,7 @@ pub struct ConvertArgs {
     pub append: bool,
     /// How each type's table is kept: a Delta Lake table (commits, history) or a plain folder
     /// of Parquet files (a one-shot snapshot).
-    #[arg(long, value_enum, default_value = "delta")]
+    #[arg(long, value_parser = choice::<crate::dataset::Format>(), default_value = "delta")]
     pub format: crate::dataset::Format,
     /// Convert the I-th of every N inputs (files, manifest entries): N runs, on one machine or
     /// many, each with --append, convert an export into one dataset together.
@@ -241,6 +247,10 @@ pub struct ConvertArgs {
     /// files are removed; only the files holding changed ids are rewritten.
     #[arg(long, conflicts_with_all = ["append", "shard"])]
     pub merge: bool,
+    /// The FHIR version of the inputs: r4 (4.0.1), r4b (4.3.0) or r5 (5.0.0). Default: the
+    /// version of OUT's tables with --append or --merge, else r4.
+    #[arg(long, value_parser = choice::<crate::schema::FhirVersion>())]
+    pub fhir_version: Option<crate::schema::FhirVersion>,
     /// If another run is writing OUT, wait for it to finish instead of failing at once.
     #[arg(long)]
     pub wait: bool,
@@ -249,7 +259,7 @@ pub struct ConvertArgs {
     #[arg(long = "partition-by", value_name = "TYPE.ELEMENT[:GRAIN]")]
     pub partition_by: Vec<String>,
     /// Parquet compression.
-    #[arg(long, value_enum, default_value = "zstd")]
+    #[arg(long, value_parser = choice::<Codec>(), default_value = "zstd")]
     pub compression: Codec,
     /// Zstd level (1 is fast and small enough; up to 22).
     #[arg(long, default_value_t = 1)]
@@ -264,7 +274,7 @@ pub struct ConvertArgs {
     /// files (every file of a type holds the same ones), or every column of the typed schema.
     /// `present` writes files several times smaller; the columns it leaves out read as NULL
     /// through the table's schema (`sql`, `view`, `to-ndjson`, the `warehouse` statements).
-    #[arg(long, value_enum, default_value = "present")]
+    #[arg(long, value_parser = choice::<crate::convert::Columns>(), default_value = "present")]
     pub columns: crate::convert::Columns,
     /// Rows decoded before a batch is handed to the Parquet writer.
     #[arg(long, default_value_t = 8192)]
@@ -298,8 +308,11 @@ pub struct SchemaArgs {
     /// List the resource types.
     #[arg(long)]
     pub list: bool,
-    #[arg(long, value_enum, default_value = "tree")]
+    #[arg(long, value_parser = choice::<SchemaFormat>(), default_value = "tree")]
     pub format: SchemaFormat,
+    /// The FHIR version: r4 (4.0.1), r4b (4.3.0) or r5 (5.0.0).
+    #[arg(long, value_parser = choice::<crate::schema::FhirVersion>(), default_value = "r4")]
+    pub fhir_version: crate::schema::FhirVersion,
 }
 
 #[derive(clap::Args, Debug)]
@@ -313,7 +326,7 @@ pub struct SqlArgs {
     #[arg(short, long)]
     pub file: Vec<PathBuf>,
     /// Output format of results.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, value_parser = choice::<PrintFormat>(), default_value = "table")]
     pub format: PrintFormat,
     /// Memory limit for queries, e.g. 2G or 512M; beyond it, sorts and joins spill to disk.
     #[arg(long)]
@@ -342,7 +355,7 @@ pub struct ViewArgs {
     /// Print each view as one SQL statement of this engine instead of running it: it runs
     /// inside the engine over the resource tables (named after their types, as `warehouse`
     /// makes them).
-    #[arg(long, value_name = "DIALECT", value_enum)]
+    #[arg(long, value_name = "DIALECT", value_parser = choice::<crate::view::lower::Dialect>())]
     pub sql: Option<crate::view::lower::Dialect>,
     /// With --sql: a CREATE OR REPLACE VIEW statement, named NAME (alone: each view's `name`).
     #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "", requires = "sql")]
@@ -355,7 +368,7 @@ pub struct ViewArgs {
     #[arg(short, long)]
     pub out: Option<PathBuf>,
     /// Format of the rows printed to standard output.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, value_parser = choice::<PrintFormat>(), default_value = "table")]
     pub format: PrintFormat,
     /// Memory limit, e.g. 2G or 512M.
     #[arg(long)]
@@ -363,6 +376,10 @@ pub struct ViewArgs {
     /// Run the views over the tables as they were: a table version or a time (as `sql --as-of`).
     #[arg(long, value_name = "VERSION|TIME")]
     pub as_of: Option<String>,
+    /// With --sql: the FHIR version of the tables, r4, r4b or r5 (default: the view's
+    /// fhirVersion, else r4). Run on a dataset, a view reads the dataset's version.
+    #[arg(long, value_parser = choice::<crate::schema::FhirVersion>(), requires = "sql")]
+    pub fhir_version: Option<crate::schema::FhirVersion>,
 }
 
 impl From<SchemaArgs> for SchemaOptions {
@@ -371,6 +388,7 @@ impl From<SchemaArgs> for SchemaOptions {
             resource_type: a.resource_type,
             list: a.list,
             format: a.format,
+            fhir_version: a.fhir_version,
         }
     }
 }
@@ -402,6 +420,22 @@ impl From<ViewArgs> for ViewOptions {
             format: a.format,
             memory_limit: a.memory_limit,
             as_of: a.as_of,
+            fhir_version: a.fhir_version,
         }
     }
+}
+
+/// The parser of an option whose values are a [`Choice`]'s names: clap's own checks and
+/// messages, each value's help in `--help`.
+fn choice<T: Choice>() -> impl TypedValueParser<Value = T> {
+    let values = T::CHOICES.iter().map(|(value, name, help)| {
+        let aliases = T::ALIASES.iter().filter(|a| a.1 == *value).map(|a| a.0);
+        let v = PossibleValue::new(*name).aliases(aliases);
+        match help.is_empty() {
+            true => v,
+            false => v.help(*help),
+        }
+    });
+    PossibleValuesParser::new(values)
+        .map(|name| T::from_name(&name).expect("a name of the choices"))
 }

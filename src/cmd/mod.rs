@@ -83,6 +83,9 @@ fn report(record: &convert::RunRecord, quiet: bool) -> anyhow::Result<i32> {
     for p in &problems {
         eprintln!("warning: {p}");
     }
+    if let Some(hint) = &record.version_hint {
+        eprintln!("note: {hint}");
+    }
     Ok(if problems.is_empty() {
         exit::OK
     } else {
@@ -198,6 +201,7 @@ pub fn export_run(
         // A `_since` export is a change set: merged into Delta tables by id.
         merge: a.since.is_some() && a.format == crate::dataset::Format::Delta,
         append: a.append,
+        fhir_version: a.fhir_version,
         write: WriteOptions {
             columns: a.columns,
             ..WriteOptions::default()
@@ -246,6 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 format: a.format,
                 shard: a.shard.as_deref().map(convert::Shard::parse).transpose()?,
                 merge: a.merge,
+                fhir_version: a.fhir_version,
                 append: a.append,
                 wait: a.wait,
                 partition_by: a
@@ -316,7 +321,12 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             match &a.out {
                 Some(p) => fs_err::write(p, script.sql())
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?,
-                None => print!("{}", script.sql()),
+                // Written, not printed: a reader gone (`| head`) is an error to return, not a
+                // panic.
+                None => std::io::Write::write_all(
+                    &mut std::io::stdout().lock(),
+                    script.sql().as_bytes(),
+                )?,
             }
             if let Some(dir) = &a.schema_json {
                 fs_err::create_dir_all(dir)?;

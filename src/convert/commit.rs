@@ -23,12 +23,16 @@ use super::writer::{complete_all, folder_type, FolderFiles};
 use super::{ConvertOptions, RunRecord, REJECTS_DIR, RUN_RECORD};
 use crate::dataset::delta::{self, Mode, NewFile};
 use crate::dataset::{DataFile, Format};
+use crate::schema::FhirVersion;
 use crate::store::{block_on, Location, Remote};
 
 /// The table properties a run's tables are created with.
 fn properties(fhir_version: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("fhir2parquet.fhirVersion".into(), fhir_version.into()),
+        (
+            crate::dataset::FHIR_VERSION_PROPERTY.into(),
+            fhir_version.into(),
+        ),
         (
             "fhir2parquet.schemaVersion".into(),
             crate::schema::SCHEMA_VERSION.into(),
@@ -92,6 +96,28 @@ pub fn check_format(opts: &ConvertOptions) -> Result<()> {
     Ok(())
 }
 
+/// The FHIR version of the run: the one asked for, else the version of the data already in
+/// OUT, else R4. Data of another version in OUT: an error naming both (a dataset holds one
+/// version), before anything is written.
+pub fn check_version(opts: &ConvertOptions) -> Result<FhirVersion> {
+    let existing = crate::dataset::fhir_version(&opts.out)?;
+    let version = opts.fhir_version.or(existing).unwrap_or_default();
+    for p in &opts.partition_by {
+        p.check(version)?;
+    }
+    match existing {
+        Some(e) if e != version => anyhow::bail!(
+            "{} holds FHIR {e} ({}) data and this run converts {version} ({}): a dataset holds \
+             one FHIR version; convert {version} data into a folder of its own (or give \
+             --fhir-version {e} if the inputs are {e})",
+            opts.out.display(),
+            e.release(),
+            version.release()
+        ),
+        _ => Ok(version),
+    }
+}
+
 /// `--merge` applies a change set to Delta tables: OUT must hold a dataset of Delta tables, or
 /// nothing yet (the change set is then its first version).
 fn check_merge(opts: &ConvertOptions) -> Result<()> {
@@ -142,7 +168,7 @@ pub fn local(
     tmp: &Path,
     written: &FxHashMap<PathBuf, FolderFiles>,
     opts: &ConvertOptions,
-    fhir_version: &str,
+    version: FhirVersion,
     record: &mut RunRecord,
     plan: Option<&Plan>,
 ) -> Result<()> {
@@ -173,7 +199,7 @@ pub fn local(
     }
     crate::dataset::commit::failpoint("files-placed");
     let dataset = Location::Local(out.to_path_buf());
-    commit_types(&dataset, by_type, plan, opts, fhir_version, record, |rt| {
+    commit_types(&dataset, by_type, plan, opts, version, record, |rt| {
         for p in moved.get(rt).into_iter().flatten() {
             let _ = fs_err::remove_file(p);
         }
@@ -214,7 +240,7 @@ fn rewrite_for_merge(
     dataset: &Location,
     plan: Option<&Plan>,
     opts: &ConvertOptions,
-    fhir_version: &str,
+    version: FhirVersion,
     record: &mut RunRecord,
     by_type: &mut BTreeMap<String, Vec<NewFile>>,
 ) -> Result<BTreeMap<String, Vec<String>>> {
@@ -226,14 +252,14 @@ fn rewrite_for_merge(
         record.types.entry(rt.clone()).or_default().merge = Some(counts.clone());
     }
     for (rt, files) in &plan.files_to_rewrite {
-        let Some(schema) = crate::schema::node::arrow_schema(rt) else {
+        let Some(schema) = crate::schema::node::arrow_schema(version, rt) else {
             continue;
         };
         let drop = &plan.replaced[rt];
         let added = by_type.entry(rt.clone()).or_default();
         let gone: &mut Vec<String> = removes.entry(rt.clone()).or_default();
         for (k, f) in files.iter().enumerate() {
-            let props = opts.write.properties(rt, fhir_version, &schema);
+            let props = opts.write.properties(rt, version.release(), &schema);
             let name = crate::dataset::layout::merged_part_file(&record.run_id, k);
             if let Some(new) = super::merge::rewrite(dataset, rt, f, drop, &name, props)? {
                 let rec = record.types.entry(rt.clone()).or_default();
@@ -255,12 +281,12 @@ fn commit_types(
     mut by_type: BTreeMap<String, Vec<NewFile>>,
     plan: Option<&Plan>,
     opts: &ConvertOptions,
-    fhir_version: &str,
+    version: FhirVersion,
     record: &mut RunRecord,
     undo: impl Fn(&str),
 ) -> Result<()> {
-    let mut removes = rewrite_for_merge(dataset, plan, opts, fhir_version, record, &mut by_type)?;
-    let props = properties(fhir_version);
+    let mut removes = rewrite_for_merge(dataset, plan, opts, version, record, &mut by_type)?;
+    let props = properties(version.release());
     let mode = match (opts.merge, opts.append) {
         (true, _) => Mode::Merge,
         (false, true) => Mode::Append,
@@ -316,7 +342,7 @@ pub fn remote(
     written: FxHashMap<PathBuf, FolderFiles>,
     rejects: &[PathBuf],
     opts: &ConvertOptions,
-    fhir_version: &str,
+    version: FhirVersion,
     record: &mut RunRecord,
     plan: Option<&Plan>,
 ) -> Result<()> {
@@ -359,7 +385,7 @@ pub fn remote(
             })
             .collect();
         let started = std::time::Instant::now();
-        let done = super::unify_type(rt, &objects, &[], Some(remote), opts, fhir_version);
+        let done = super::unify_type(rt, &objects, &[], Some(remote), opts, version);
         let done = match done {
             Ok(d) => d,
             Err(e) => {
@@ -378,7 +404,7 @@ pub fn remote(
         }
     }
     let dataset = Location::Remote(remote.clone());
-    commit_types(&dataset, by_type, plan, opts, fhir_version, record, |rt| {
+    commit_types(&dataset, by_type, plan, opts, version, record, |rt| {
         let _ = remote.delete(paths.get(rt).cloned().unwrap_or_default());
     })?;
 

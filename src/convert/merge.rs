@@ -248,7 +248,12 @@ fn deleted_file(path: &Path) -> Result<Vec<Delete>> {
 /// Decides the merge of `sources` and `deletes` into the dataset's tables (see the module
 /// documentation). Reads every input line once (their `resourceType`, `id` and
 /// `meta.lastUpdated`) and the `id` and `meta.lastUpdated` columns of the tables it touches.
-pub fn plan(sources: &[Source], deletes: &[Delete], dataset: &Location) -> Result<Plan> {
+pub fn plan(
+    sources: &[Source],
+    deletes: &[Delete],
+    dataset: &Location,
+    version: crate::schema::FhirVersion,
+) -> Result<Plan> {
     // (type, id) -> (time, holder), in input order.
     let mut winners: HashMap<(String, String), (Option<i64>, Holder)> = HashMap::new();
     let mut tables: HashMap<String, Option<TableIds>> = HashMap::new();
@@ -299,7 +304,7 @@ pub fn plan(sources: &[Source], deletes: &[Delete], dataset: &Location) -> Resul
     types.sort();
     types.dedup();
     for rt in &types {
-        if crate::schema::node::resource_members(rt).is_none() {
+        if crate::schema::node::resource_members(version, rt).is_none() {
             continue;
         }
         let t = table_ids(dataset, rt)?;

@@ -8,6 +8,7 @@
 //! [`publish`]), so a run that is killed leaves nothing that looks complete.
 
 mod commit;
+mod fit;
 pub mod merge;
 mod partition;
 mod publish;
@@ -29,6 +30,7 @@ use crate::dataset::{unify, DataFile, Format};
 use crate::decode::{OverflowStats, ResourceDecoder};
 use crate::input::{self, Chunk, Source};
 use crate::json::{self, Json};
+use crate::schema::FhirVersion;
 use crate::store::Location;
 
 pub use partition::{date_elements, PartitionSpec};
@@ -48,6 +50,9 @@ pub struct ConvertOptions {
     /// their manifests' `deleted` files (see [`merge`]).
     pub merge: bool,
     pub append: bool,
+    /// The FHIR version of the inputs. `None`: the version of OUT's tables when adding to them
+    /// (`append`, `merge`), else R4.
+    pub fhir_version: Option<crate::schema::FhirVersion>,
     /// Wait for another run writing OUT instead of failing at once.
     pub wait: bool,
     /// What an `export` fetched the input from (server, request, transactionTime), for the
@@ -81,6 +86,7 @@ impl ConvertOptions {
             shard: None,
             merge: false,
             append: false,
+            fhir_version: None,
             wait: false,
             export: None,
             partition_by: Vec::new(),
@@ -154,10 +160,12 @@ struct Worker<'a> {
     opts: &'a ConvertOptions,
     files: &'a writer::FileSet,
     sources: &'a [Source],
-    fhir_version: &'a str,
+    version: FhirVersion,
     types: FxHashMap<String, TypeState>,
     rejects: rejects::RejectWriter,
     reject_counts: BTreeMap<RejectReason, u64>,
+    /// Lines rejected as of a type the run's version does not have but another does.
+    other_versions_types: BTreeMap<String, u64>,
     per_source: HashMap<usize, u64>,
     /// Header lines (see [`ConvertOptions::header_type`]) per source.
     headers: HashMap<usize, u64>,
@@ -177,6 +185,7 @@ struct WorkerResult {
     types: HashMap<String, TypeRecord>,
     rejects: u64,
     reject_counts: BTreeMap<RejectReason, u64>,
+    other_versions_types: BTreeMap<String, u64>,
     reject_file: Option<PathBuf>,
     per_source: HashMap<usize, u64>,
     headers: HashMap<usize, u64>,
@@ -226,8 +235,8 @@ impl Worker<'_> {
                     handed = true;
                 }
                 state.overflow.merge(decoder.stats());
-                *decoder =
-                    ResourceDecoder::new(rt).expect("a resource type: checked when first seen");
+                *decoder = ResourceDecoder::new(self.version, rt)
+                    .expect("a resource type: checked when first seen");
             }
             state.released = true;
         }
@@ -293,7 +302,12 @@ impl Worker<'_> {
         let state = match self.types.get_mut(rt) {
             Some(state) => state,
             None => {
-                if crate::schema::node::resource_members(rt).is_none() {
+                if crate::schema::node::resource_members(self.version, rt).is_none() {
+                    // Types of another version are counted by name, for the summary's hint
+                    // (any other text is not a name to repeat).
+                    if FhirVersion::any_has_resource(rt) {
+                        *self.other_versions_types.entry(rt.to_string()).or_default() += 1;
+                    }
                     let detail = "at /resourceType: not a resource type of this FHIR version";
                     let reason = RejectReason::UnknownResourceType;
                     return self.reject(source, line, reason, detail, raw);
@@ -304,16 +318,16 @@ impl Worker<'_> {
         let (decoder, w, pending) = match state.parts.get_mut(&part) {
             Some(both) => both,
             None => {
-                let decoder =
-                    ResourceDecoder::new(rt).expect("a resource type: checked when first seen");
+                let decoder = ResourceDecoder::new(self.version, rt)
+                    .expect("a resource type: checked when first seen");
                 let dir = match part.is_empty() {
                     true => PathBuf::from(rt),
                     false => PathBuf::from(rt).join(&part),
                 };
-                let props = self
-                    .opts
-                    .write
-                    .properties(rt, self.fhir_version, &decoder.schema());
+                let props =
+                    self.opts
+                        .write
+                        .properties(rt, self.version.release(), &decoder.schema());
                 let w = self.files.folder(
                     &dir,
                     decoder.schema(),
@@ -388,6 +402,7 @@ impl Worker<'_> {
             types,
             rejects: self.rejects.count,
             reject_counts: self.reject_counts,
+            other_versions_types: self.other_versions_types,
             reject_file: self.rejects.finish()?,
             per_source: self.per_source,
             headers: self.headers,
@@ -476,7 +491,6 @@ fn run_with(
     deletes: &[merge::Delete],
 ) -> Result<RunRecord> {
     let started = Instant::now();
-    let fhir_version = crate::schema::r4().fhir_version.clone();
     // Unique per process and second; a second run of one process within the same second (a
     // library caller, `export` runs) is told apart by its number: its files must not take the
     // names of the first run's.
@@ -495,6 +509,8 @@ fn run_with(
         fs_err::create_dir_all(out)
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     }
+    // The data's FHIR version, checked against OUT's before anything is taken or written.
+    let version = commit::check_version(opts)?;
     // One writer at a time (see `dataset::lock`); held until the run is published. Appends to
     // Delta tables need none: each commits with the log's optimistic concurrency, so several
     // runs (`--shard`, other machines) add to one dataset at once.
@@ -510,7 +526,7 @@ fn run_with(
     commit::check_format(opts)?;
     // A merge decides, holding the dataset, which input lines and table rows make the result.
     let plan = match opts.merge {
-        true => Some(merge::plan(sources, deletes, &opts.out)?),
+        true => Some(merge::plan(sources, deletes, &opts.out, version)?),
         false => None,
     };
     // Locally the run is written in a folder of OUT; on a store, straight to its place as
@@ -540,7 +556,7 @@ fn run_with(
     fs_err::create_dir_all(&tmp)?;
     let run = Run {
         id: &run_id,
-        fhir_version: &fhir_version,
+        version,
         started,
         plan: plan.as_ref(),
     };
@@ -562,7 +578,7 @@ fn run_with(
 /// plan.
 struct Run<'a> {
     id: &'a String,
-    fhir_version: &'a String,
+    version: FhirVersion,
     started: Instant,
     plan: Option<&'a merge::Plan>,
 }
@@ -574,7 +590,7 @@ fn convert(
     tmp: &PathBuf,
     target: writer::Target,
 ) -> Result<RunRecord> {
-    let (fhir_version, run_id, started, plan) = (run.fhir_version, run.id, run.started, run.plan);
+    let (version, run_id, started, plan) = (run.version, run.id, run.started, run.plan);
     let total: u64 = sources.iter().map(|s| s.size).sum();
     let bar = summary::progress_bar(opts.progress, total);
     if let Some(w) = &opts.watch {
@@ -600,19 +616,20 @@ fn convert(
             .map(|id| {
                 let rx = rx.clone();
                 let recycle = recycle.clone();
-                let (tmp, fv, resources, files) = (&tmp, fhir_version, &resources, &files);
+                let (tmp, resources, files) = (&tmp, &resources, &files);
                 scope.spawn(move || -> Result<WorkerResult> {
                     let mut w = Worker {
                         opts,
                         files,
                         sources,
-                        fhir_version: fv,
+                        version,
                         types: FxHashMap::default(),
                         rejects: rejects::RejectWriter::new(
                             tmp.join(REJECTS_DIR)
                                 .join(format!("rejects-{run_id}-{id}.ndjson")),
                         ),
                         reject_counts: BTreeMap::new(),
+                        other_versions_types: BTreeMap::new(),
                         per_source: HashMap::new(),
                         headers: HashMap::new(),
                         arena: bumpalo::Bump::new(),
@@ -720,7 +737,7 @@ fn convert(
         }
     }
     let written = files.finish(threads)?;
-    let mut record = RunRecord::new(run_id, fhir_version, opts);
+    let mut record = RunRecord::new(run_id, version.release(), opts);
     record.inputs = input_records;
     let mut reject_files = Vec::new();
     for r in worker_results {
@@ -730,6 +747,9 @@ fn convert(
         record.rejects.count += r.rejects;
         for (k, v) in r.reject_counts {
             *record.rejects.by_reason.entry(k).or_default() += v;
+        }
+        for (k, v) in r.other_versions_types {
+            *record.rejects.other_versions_types.entry(k).or_default() += v;
         }
         if let Some(f) = r.reject_file {
             record.rejects.files.push(
@@ -748,10 +768,11 @@ fn convert(
             record.inputs[s].headers += n;
         }
     }
+    record.version_hint = fit::version_hint(&record, version);
     // One Parquet schema per table: files of a type that hold different columns (see
     // `dataset::unify`) are made to agree before anyone sees them.
     let widened = match &opts.out {
-        Location::Local(out) => unify_run(out, tmp, &written, opts, fhir_version)?,
+        Location::Local(out) => unify_run(out, tmp, &written, opts, version)?,
         Location::Remote(_) => Default::default(),
     };
     // Files and bytes per type, from the folders its files went to.
@@ -770,14 +791,14 @@ fn convert(
         record.seconds = started.elapsed().as_secs_f64();
         match &opts.out {
             Location::Local(out) => {
-                commit::local(out, tmp, &written, opts, fhir_version, &mut record, plan)?
+                commit::local(out, tmp, &written, opts, version, &mut record, plan)?
             }
             Location::Remote(remote) => commit::remote(
                 remote,
                 written,
                 &reject_files,
                 opts,
-                fhir_version,
+                version,
                 &mut record,
                 plan,
             )?,
@@ -796,7 +817,7 @@ fn convert(
             let text = record.render(previous.as_deref())?;
             crate::dataset::commit::publish(out, tmp, run_id, opts.append, &text)?;
             if opts.append {
-                unify_published(&opts.out, record.types.keys(), opts, fhir_version);
+                unify_published(&opts.out, record.types.keys(), opts, version);
             }
         }
         Location::Remote(remote) => {
@@ -809,7 +830,7 @@ fn convert(
                 rejects: reject_files,
             }
             .publish(&mut record)?;
-            unify_published(&opts.out, record.types.keys(), opts, fhir_version);
+            unify_published(&opts.out, record.types.keys(), opts, version);
         }
     }
     Ok(record)
@@ -823,7 +844,7 @@ fn unify_run(
     tmp: &Path,
     written: &FxHashMap<PathBuf, writer::FolderFiles>,
     opts: &ConvertOptions,
-    fhir_version: &str,
+    version: FhirVersion,
 ) -> Result<BTreeMap<String, (unify::Unified, f64)>> {
     let mut by_type: BTreeMap<String, Vec<DataFile>> = BTreeMap::new();
     for (dir, f) in written {
@@ -844,7 +865,7 @@ fn unify_run(
             false => Vec::new(),
         };
         let started = Instant::now();
-        let done = unify_type(&rt, &mine, &others, None, opts, fhir_version)?;
+        let done = unify_type(&rt, &mine, &others, None, opts, version)?;
         if done.widened > 0 {
             widened.insert(rt, (done, started.elapsed().as_secs_f64()));
         }
@@ -859,13 +880,13 @@ fn unify_type(
     others: &[DataFile],
     remote: Option<&crate::store::Remote>,
     opts: &ConvertOptions,
-    fhir_version: &str,
+    version: FhirVersion,
 ) -> Result<unify::Unified> {
-    let schema = match crate::schema::node::arrow_schema(rt) {
+    let schema = match crate::schema::node::arrow_schema(version, rt) {
         Some(s) if mine.len() + others.len() > 1 => s,
         _ => return Ok(Default::default()),
     };
-    let props = opts.write.properties(rt, fhir_version, &schema);
+    let props = opts.write.properties(rt, version.release(), &schema);
     let leaves = unify::Leaves::new(Arc::new(schema))?;
     unify::unify(&leaves, mine, others, remote, &props)
 }
@@ -880,7 +901,7 @@ fn unify_published<'a>(
     dataset: &Location,
     types: impl Iterator<Item = &'a String>,
     opts: &ConvertOptions,
-    fhir_version: &str,
+    version: FhirVersion,
 ) {
     let remote = match dataset {
         Location::Remote(r) => Some(r),
@@ -888,7 +909,7 @@ fn unify_published<'a>(
     };
     for rt in types {
         let result = unify::table_files(dataset, rt)
-            .and_then(|files| unify_type(rt, &files, &[], remote, opts, fhir_version));
+            .and_then(|files| unify_type(rt, &files, &[], remote, opts, version));
         if let Err(e) = result {
             eprintln!(
                 "warning: the files of {rt} hold different columns and were not made to agree \

@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 
 use crate::decode::datetime::parse_datetime;
 use crate::json::Json;
+use crate::schema::FhirVersion;
 
 /// `Observation.effective:year`: the year (or month, day) of the first date found in the element.
 #[derive(Debug, Clone)]
@@ -23,8 +24,8 @@ pub enum Granularity {
 /// The elements of a resource type a partition can be taken from: its top-level single
 /// `date`, `dateTime`, `instant` or `Period` elements, a choice by its name (`effective`) when
 /// one of its types is one of those.
-pub fn date_elements(resource_type: &str) -> Vec<String> {
-    let Some(def) = crate::schema::r4().get(resource_type) else {
+pub fn date_elements(version: FhirVersion, resource_type: &str) -> Vec<String> {
+    let Some(def) = version.model().get(resource_type) else {
         return Vec::new();
     };
     def.elements
@@ -54,11 +55,19 @@ impl PartitionSpec {
             "day" => Granularity::Day,
             _ => bail!("--partition-by granularity must be year, month or day, not {gran:?}"),
         };
-        if crate::schema::node::resource_members(t).is_none() {
-            bail!("--partition-by names {t:?}, which is not a FHIR R4 resource type");
+        // Checked here against every version that has the type, and against the run's version
+        // when it is known (`check`).
+        let versions: Vec<FhirVersion> = FhirVersion::ALL
+            .into_iter()
+            .filter(|v| v.has_resource(t))
+            .collect();
+        if versions.is_empty() {
+            bail!("--partition-by names {t:?}, which is not a FHIR resource type");
         }
         let element = element.trim_end_matches("[x]");
-        let dates = date_elements(t);
+        let mut dates: Vec<String> = versions.iter().flat_map(|v| date_elements(*v, t)).collect();
+        dates.sort();
+        dates.dedup();
         if !dates.iter().any(|d| d == element) {
             let known = if dates.is_empty() {
                 format!("{t} has no date element to partition by")
@@ -75,6 +84,24 @@ impl PartitionSpec {
     }
 
     /// The partition column's name (`effective_year`).
+    /// Whether the element is a date element of the type in `version` (the run's).
+    pub fn check(&self, version: FhirVersion) -> Result<()> {
+        let dates = date_elements(version, &self.resource_type);
+        if !dates.contains(&self.element) {
+            bail!(
+                "--partition-by {}.{}: not a date element of {} in FHIR {version} ({})",
+                self.resource_type,
+                self.element,
+                self.resource_type,
+                match dates.is_empty() {
+                    true => format!("it has none in {version}"),
+                    false => format!("its date elements: {}", dates.join(", ")),
+                }
+            );
+        }
+        Ok(())
+    }
+
     pub fn column(&self) -> String {
         let g = match self.granularity {
             Granularity::Year => "year",

@@ -26,7 +26,9 @@ impl RejectReason {
             RejectReason::NotJson => "the line is not JSON",
             RejectReason::NotAnObject => "the line is JSON but not an object",
             RejectReason::NoResourceType => "the object has no string resourceType",
-            RejectReason::UnknownResourceType => "the resourceType is not a FHIR R4 resource type",
+            RejectReason::UnknownResourceType => {
+                "the resourceType is not a resource type of the run's FHIR version"
+            }
         }
     }
 }

@@ -83,6 +83,9 @@ pub struct InputRecord {
 pub struct RejectRecord {
     pub count: u64,
     pub by_reason: BTreeMap<RejectReason, u64>,
+    /// Lines of resource types the run's FHIR version lacks and another version has, by type.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub other_versions_types: BTreeMap<String, u64>,
     pub files: Vec<String>,
 }
 
@@ -103,6 +106,10 @@ pub struct RunRecord {
     /// The export the inputs came from (`fhir2parquet export`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub export: Option<serde_json::Value>,
+    /// When the data looks like another FHIR version than it was converted as: which, and how
+    /// to ask for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_hint: Option<String>,
     /// Earlier runs of an `--append`ed dataset, as they were recorded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub previous_runs: Vec<serde_json::Value>,
@@ -133,6 +140,7 @@ impl RunRecord {
             inputs: Vec::new(),
             types: BTreeMap::new(),
             rejects: RejectRecord::default(),
+            version_hint: None,
             export: opts.export.clone(),
             previous_runs: Vec::new(),
         }

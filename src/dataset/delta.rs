@@ -30,6 +30,7 @@ use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::TryStreamExt;
 use url::Url;
 
+use crate::schema::FhirVersion;
 use crate::store::{block_on, Location};
 
 /// Versions between two checkpoints (Delta's default `delta.checkpointInterval`).
@@ -229,13 +230,18 @@ fn explain(e: DeltaTableError, dataset: &Location, name: &str) -> anyhow::Error 
 }
 
 /// The Delta schema of a resource type's table: the typed schema and the partition columns.
-fn delta_schema(name: &str, partition_columns: &[String]) -> Result<StructType> {
-    let mut fields: Vec<arrow::datatypes::FieldRef> = crate::schema::node::arrow_schema(name)
-        .with_context(|| format!("{name} is not a resource type"))?
-        .fields()
-        .iter()
-        .cloned()
-        .collect();
+fn delta_schema(
+    version: FhirVersion,
+    name: &str,
+    partition_columns: &[String],
+) -> Result<StructType> {
+    let mut fields: Vec<arrow::datatypes::FieldRef> =
+        crate::schema::node::arrow_schema(version, name)
+            .with_context(|| format!("{name} is not a resource type of FHIR {version}"))?
+            .fields()
+            .iter()
+            .cloned()
+            .collect();
     for p in partition_columns {
         fields.push(Arc::new(arrow::datatypes::Field::new(
             p,
@@ -480,7 +486,12 @@ async fn create(
     partition_columns: &[String],
     properties: &BTreeMap<String, String>,
 ) -> Result<u64> {
-    let schema = delta_schema(name, partition_columns)?;
+    // The table's version is the one its properties name (the run's).
+    let version = properties
+        .get(super::FHIR_VERSION_PROPERTY)
+        .and_then(|r| FhirVersion::from_release(r))
+        .unwrap_or_default();
+    let schema = delta_schema(version, name, partition_columns)?;
     // Delta's first protocol: no table features needed.
     let protocol: Protocol =
         serde_json::from_value(serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 2}))?;
@@ -623,25 +634,47 @@ pub fn vacuum(
     retain_hours: u64,
     dry_run: bool,
 ) -> Result<Vec<String>> {
+    let fail = |e: &dyn std::fmt::Display| {
+        anyhow!(
+            "cannot vacuum {name} in {}: {}",
+            dataset.display(),
+            crate::store::redact(&e.to_string())
+        )
+    };
     block_on(async {
         let table = open_as_of(dataset, name, None).await?;
-        let (_, metrics) = table
+        let store = table.log_store().object_store(None);
+        // delta-rs plans (which files no retained version needs); the files are then removed
+        // through the table's own store. Its VACUUM START/END commits, optional in the Delta
+        // protocol, are left out: on Azure (azurite) their commit failed ("Invalid table
+        // version"), and a vacuum changes no version's content.
+        let (_, plan) = table
             .vacuum()
             .with_retention_period(chrono::Duration::hours(retain_hours as i64))
             .with_enforce_retention_duration(false)
             // Full: files no version names (of runs killed before their commit) too, not only
             // those removed by a commit.
             .with_mode(deltalake_core::operations::vacuum::VacuumMode::Full)
-            .with_dry_run(dry_run)
+            .with_dry_run(true)
             .await
-            .map_err(|e| {
-                anyhow!(
-                    "cannot vacuum {name} in {}: {}",
-                    dataset.display(),
-                    crate::store::redact(&e.to_string())
-                )
-            })?;
-        Ok(metrics.files_deleted)
+            .map_err(|e| fail(&e))?;
+        // The plan names the files of removed entries whether or not an earlier vacuum took
+        // them: only those still there count.
+        let mut removed = Vec::with_capacity(plan.files_deleted.len());
+        for f in plan.files_deleted {
+            use object_store::ObjectStoreExt;
+            let path = object_store::path::Path::parse(&f).map_err(|e| fail(&e))?;
+            let there = match dry_run {
+                true => store.head(&path).await.map(|_| ()),
+                false => store.delete(&path).await,
+            };
+            match there {
+                Ok(()) => removed.push(f),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(fail(&e)),
+            }
+        }
+        Ok(removed)
     })
 }
 
@@ -673,8 +706,10 @@ mod tests {
 
     #[test]
     fn every_resource_type_has_a_delta_schema() {
-        for name in crate::schema::r4().resource_types() {
-            delta_schema(name, &[]).unwrap();
+        for v in FhirVersion::ALL {
+            for name in v.model().resource_types() {
+                delta_schema(v, name, &[]).unwrap();
+            }
         }
     }
 }

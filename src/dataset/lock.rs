@@ -97,11 +97,20 @@ impl Drop for Lock {
 
 /// How long a writer waits between looks at a held lock.
 const POLL: Duration = Duration::from_millis(200);
+/// How long a lock may name no writer before it is taken for damaged: a writer puts its name
+/// in the instant it creates the lock, so only a lock written by something else (or cut short)
+/// stays unreadable.
+const UNREADABLE_GRACE: Duration = Duration::from_secs(2);
 
 /// Takes the lock of `dataset` for `run_id`; with `wait`, waits for a live holder to finish.
 pub fn acquire(dataset: &Location, run_id: &str, wait: bool) -> Result<Lock> {
     let me = Owner::me(run_id);
     let mut took_over = None;
+    let mut unreadable_since: Option<std::time::Instant> = None;
+    let lock_name = || match dataset {
+        Location::Local(d) => d.join(LOCK).display().to_string(),
+        Location::Remote(r) => r.url(LOCK),
+    };
     loop {
         let holder = match dataset {
             Location::Local(dir) => match try_local(dir, &me)? {
@@ -124,8 +133,20 @@ pub fn acquire(dataset: &Location, run_id: &str, wait: bool) -> Result<Lock> {
             },
         };
         match holder {
-            // Being written this instant: look again.
-            None => std::thread::sleep(Duration::from_millis(20)),
+            // Being written this instant: look again, for a while.
+            None => {
+                let since = *unreadable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > UNREADABLE_GRACE {
+                    bail!(
+                        "{} exists but names no writer (damaged, or not written by \
+                         fhir2parquet): waiting would not end; if no run is writing {}, \
+                         delete it",
+                        lock_name(),
+                        dataset.display()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20))
+            }
             Some(owner) if owner.is_dead() => {
                 break_stale(dataset)?;
                 took_over = Some(format!(
@@ -135,10 +156,7 @@ pub fn acquire(dataset: &Location, run_id: &str, wait: bool) -> Result<Lock> {
             }
             Some(_) if wait => std::thread::sleep(POLL),
             Some(owner) => {
-                let lock = match dataset {
-                    Location::Local(d) => d.join(LOCK).display().to_string(),
-                    Location::Remote(r) => r.url(LOCK),
-                };
+                let lock = lock_name();
                 bail!(
                     "{} is being written by {}: wait for it to finish (or pass --wait); if \
                      that run is gone, delete {lock}",
@@ -260,5 +278,25 @@ mod tests {
         assert!(third.took_over.as_deref().unwrap().contains("run dead"));
         drop(third);
         assert!(!dir.path().join(LOCK).exists());
+    }
+
+    /// A lock that names no writer (damaged, or put there by something else) is not waited
+    /// for forever, with or without `--wait`: an error that says to delete it.
+    #[test]
+    fn an_unreadable_lock_gives_up_with_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let loc = Location::Local(dir.path().to_path_buf());
+        fs_err::write(dir.path().join(LOCK), b"garbage").unwrap();
+        for wait in [false, true] {
+            let started = std::time::Instant::now();
+            let err = acquire(&loc, "one", wait).err().unwrap().to_string();
+            assert!(
+                err.contains("names no writer") && err.contains("delete it"),
+                "{err}"
+            );
+            assert!(started.elapsed() < UNREADABLE_GRACE * 3);
+        }
+        // The file is left for the user to judge.
+        assert!(dir.path().join(LOCK).exists());
     }
 }

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use object_store::path::Path as ObjPath;
 
+use crate::schema::FhirVersion;
 use crate::store::{Location, Remote};
 
 /// How a dataset's tables are kept.
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Format {
     /// A Delta Lake table per type: commits, versions, one truth of which files are the table.
@@ -28,6 +28,13 @@ pub enum Format {
     Delta,
     /// A plain folder of Parquet files per type (a one-shot snapshot: no versions, no merge).
     Parquet,
+}
+
+impl crate::choice::Choice for Format {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (Format::Delta, "delta", "A Delta Lake table per type: commits, versions, one truth of which files are the table"),
+        (Format::Parquet, "parquet", "A plain folder of Parquet files per type (a one-shot snapshot: no versions, no merge)"),
+    ];
 }
 
 /// One resource type's files.
@@ -44,6 +51,8 @@ pub struct Table {
     /// A Delta table: the version read and each file's partition values (in the order of
     /// `partitions`). `None`: a plain folder.
     pub delta: Option<delta::Snapshot>,
+    /// The FHIR version of the dataset (R4 where it records none).
+    pub fhir_version: FhirVersion,
 }
 
 /// A Parquet file of a table.
@@ -53,8 +62,104 @@ pub enum DataFile {
     Remote { path: ObjPath, size: u64 },
 }
 
+/// A folder named after a resource type of any version: a table (its version is checked when
+/// the dataset's version is known).
 fn is_table(name: &str) -> bool {
-    crate::schema::node::resource_members(name).is_some()
+    FhirVersion::any_has_resource(name)
+}
+
+/// The table property naming the FHIR release a table holds (`4.0.1`).
+pub const FHIR_VERSION_PROPERTY: &str = "fhir2parquet.fhirVersion";
+
+/// The FHIR version a dataset's run record names, if it has one.
+fn run_record_version(dataset: &Location) -> Result<Option<FhirVersion>> {
+    let text = match dataset {
+        Location::Local(dir) => match fs_err::read(dir.join(layout::RUN_RECORD)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        },
+        Location::Remote(remote) => match remote.read(layout::RUN_RECORD)? {
+            Some(bytes) => bytes.to_vec(),
+            None => return Ok(None),
+        },
+    };
+    let record: serde_json::Value = match serde_json::from_slice(&text) {
+        Ok(v) => v,
+        // A record being rewritten or damaged says nothing; the tables' logs still do.
+        Err(_) => return Ok(None),
+    };
+    Ok(record["fhir_version"]
+        .as_str()
+        .and_then(FhirVersion::from_release))
+}
+
+/// The one FHIR version of a dataset's tables: the one their Delta logs record, else (plain
+/// folders) the run record's; `None` for a dataset that records none. Tables of different
+/// versions, or a table that is no resource type of the version: an error naming both.
+fn version_of(dataset: &Location, tables: &[Table]) -> Result<Option<FhirVersion>> {
+    let mut seen: Option<(FhirVersion, &str)> = None;
+    for t in tables {
+        let Some(release) = t
+            .delta
+            .as_ref()
+            .and_then(|s| s.properties.get(FHIR_VERSION_PROPERTY))
+        else {
+            continue;
+        };
+        let Some(v) = FhirVersion::from_release(release) else {
+            bail!(
+                "{} in {} holds FHIR {release}, which this version of fhir2parquet does not \
+                 read (it reads 4.0.1, 4.3.0 and 5.0.0)",
+                t.name,
+                dataset.display()
+            );
+        };
+        match seen {
+            Some((first, name)) if first != v => bail!(
+                "{} mixes FHIR versions: {name} holds {} ({}) and {} holds {} ({}); a dataset \
+                 holds one version: convert each version into a folder of its own",
+                dataset.display(),
+                first,
+                first.release(),
+                t.name,
+                v,
+                v.release()
+            ),
+            Some(_) => {}
+            None => seen = Some((v, &t.name)),
+        }
+    }
+    let version = match seen {
+        Some((v, _)) => Some(v),
+        None => run_record_version(dataset)?,
+    };
+    if let Some(v) = version {
+        if let Some(t) = tables.iter().find(|t| !v.has_resource(&t.name)) {
+            bail!(
+                "{} holds FHIR {v} ({}) data, and {} is no resource type of {v}: remove that \
+                 folder, or convert it into a dataset of its own version",
+                dataset.display(),
+                v.release(),
+                t.name
+            );
+        }
+    }
+    Ok(version)
+}
+
+/// The FHIR version of the data already in `dataset` (what a writer adding to it must match):
+/// `None` when it holds no tables or records no version.
+pub fn fhir_version(dataset: &Location) -> Result<Option<FhirVersion>> {
+    if let Some(v) = run_record_version(dataset)? {
+        return Ok(Some(v));
+    }
+    let (mut tables, kinds) = match listed(dataset) {
+        Ok(found) => found,
+        Err(_) => return Ok(None),
+    };
+    read_logs(dataset, &mut tables, &kinds, None)?;
+    version_of(dataset, &tables)
 }
 
 /// The resource tables of a dataset at their current versions, sorted by name; an error when
@@ -67,9 +172,31 @@ pub fn tables(dataset: &Location) -> Result<Vec<Table>> {
 /// current version), sorted by name; an error when there are none.
 pub fn tables_as_of(dataset: &Location, as_of: Option<delta::AsOf>) -> Result<Vec<Table>> {
     let (mut tables, kinds) = listed(dataset)?;
+    read_logs(dataset, &mut tables, &kinds, as_of)?;
+    if tables.is_empty() {
+        bail!(
+            "{} holds no resource tables: convert some NDJSON into it first",
+            dataset.display()
+        );
+    }
+    let version = version_of(dataset, &tables)?.unwrap_or_default();
+    for t in &mut tables {
+        t.fhir_version = version;
+    }
+    Ok(tables)
+}
+
+/// Reads the logs of the Delta tables among `tables` (`kinds`: which are), at once, and takes
+/// their files from them; with `as_of`, a plain folder is an error (it keeps no versions).
+fn read_logs(
+    dataset: &Location,
+    tables: &mut [Table],
+    kinds: &[bool],
+    as_of: Option<delta::AsOf>,
+) -> Result<()> {
     let mut logged = Vec::new();
     for (i, (t, is_delta)) in tables.iter().zip(kinds).enumerate() {
-        if is_delta {
+        if *is_delta {
             logged.push(i);
         } else if as_of.is_some() {
             bail!(
@@ -80,18 +207,11 @@ pub fn tables_as_of(dataset: &Location, as_of: Option<delta::AsOf>) -> Result<Ve
             );
         }
     }
-    // The logs of the Delta tables, read at once.
     let names: Vec<String> = logged.iter().map(|&i| tables[i].name.clone()).collect();
     for (&i, snap) in logged.iter().zip(delta::snapshots(dataset, &names, as_of)) {
         use_log(dataset, &mut tables[i], snap?)?;
     }
-    if tables.is_empty() {
-        bail!(
-            "{} holds no resource tables: convert some NDJSON into it first",
-            dataset.display()
-        );
-    }
-    Ok(tables)
+    Ok(())
 }
 
 /// The resource tables found in a dataset's folders (no log read), sorted by name, each with
@@ -198,6 +318,7 @@ fn local_tables(dataset: &Path) -> Result<Vec<Table>> {
                 partitions,
                 files: files.into_iter().map(DataFile::Local).collect(),
                 delta: None,
+                fhir_version: FhirVersion::default(),
             });
         }
     }
@@ -257,6 +378,7 @@ fn remote_tables(remote: &Remote) -> Result<(Vec<Table>, std::collections::HashS
                 partitions: partitions_of(parts[1..].join("/")),
                 files: Vec::new(),
                 delta: None,
+                fhir_version: FhirVersion::default(),
             });
         }
         let t = tables.last_mut().expect("pushed above");

@@ -11,8 +11,9 @@
 //! ```
 //! use fhir2parquet::decode::ResourceDecoder;
 //! use fhir2parquet::json::parse;
+//! use fhir2parquet::schema::FhirVersion;
 //!
-//! let mut decoder = ResourceDecoder::new("Patient").unwrap();
+//! let mut decoder = ResourceDecoder::new(FhirVersion::R4, "Patient").unwrap();
 //! let line = r#"{"resourceType":"Patient","id":"p1","birthDate":"1970-05","shoeSize":44}"#;
 //! decoder.decode(&parse(line).unwrap());
 //! let batch = decoder.flush().unwrap();

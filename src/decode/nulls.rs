@@ -67,7 +67,8 @@ mod tests {
     #[test]
     fn equal_to_arrows_own_null_arrays() {
         for t in ["Observation", "Patient", "Claim"] {
-            let schema: Schema = crate::schema::node::arrow_schema(t).unwrap();
+            let schema: Schema =
+                crate::schema::node::arrow_schema(crate::schema::FhirVersion::R4, t).unwrap();
             for f in schema.fields() {
                 for len in [0, 1, 7, 8193] {
                     let ours = null_array(f.data_type(), len);

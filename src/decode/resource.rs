@@ -11,6 +11,7 @@ use super::structure::StructDecoder;
 use super::{Context, OverflowStats};
 use crate::json::Json;
 use crate::schema::node::{arrow_schema, resource_members};
+use crate::schema::FhirVersion;
 
 /// Decodes resources of one type into record batches of that type's schema.
 pub struct ResourceDecoder {
@@ -23,10 +24,11 @@ pub struct ResourceDecoder {
 }
 
 impl ResourceDecoder {
-    /// The decoder of a resource type; None when the type is not a FHIR resource.
-    pub fn new(resource_type: &str) -> Option<Self> {
-        let members = resource_members(resource_type)?;
-        let schema = Arc::new(arrow_schema(resource_type)?);
+    /// The decoder of a resource type of a FHIR version; None when the type is not a resource
+    /// of that version.
+    pub fn new(version: FhirVersion, resource_type: &str) -> Option<Self> {
+        let members = resource_members(version, resource_type)?;
+        let schema = Arc::new(arrow_schema(version, resource_type)?);
         // Every column but the last, `_overflow`, is a member's.
         let fields = &schema.fields()[..schema.fields().len() - 1];
         let root = StructDecoder::new(&members, &fields.into()).ignoring("resourceType");

@@ -30,9 +30,9 @@ pub fn to_ndjson(dataset: impl Into<Location>, out: &Path) -> Result<BTreeMap<St
     fs_err::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut counts = BTreeMap::new();
     for table in crate::dataset::tables(dataset)? {
-        let name = table.name;
-        let members = resource_members(&name).expect("a resource table");
-        let schema = crate::schema::node::arrow_schema(&name).expect("a resource table");
+        let (name, version) = (table.name, table.fhir_version);
+        let members = resource_members(version, &name).expect("a resource table");
+        let schema = crate::schema::node::arrow_schema(version, &name).expect("a resource table");
         let mut w = BufWriter::new(File::create(out.join(format!("{name}.ndjson")))?);
         let mut n = 0;
         let mut line = String::new();

@@ -140,3 +140,36 @@ pub(super) async fn kick_off_request(
     };
     Ok(resp)
 }
+
+/// The FHIR release the server's CapabilityStatement names (`fhirVersion` of
+/// `GET [base]/metadata`), or why there is none (the server does not answer it, or names no
+/// version).
+pub(super) async fn server_fhir_version(
+    client: &Client,
+    base: &str,
+) -> std::result::Result<String, String> {
+    let url = format!("{}/metadata", base.trim_end_matches('/'));
+    let resp = client
+        .send(Method::GET, &url, true, &|r| {
+            r.header(header::ACCEPT, "application/fhir+json")
+        })
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("{}: {status}", strip(&url)));
+    }
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| format!("{}: not a JSON CapabilityStatement", strip(&url)))?;
+    match body["fhirVersion"].as_str() {
+        Some(v) if body["resourceType"] == "CapabilityStatement" => Ok(v.to_string()),
+        _ => Err(format!(
+            "{}: the CapabilityStatement names no fhirVersion",
+            strip(&url)
+        )),
+    }
+}

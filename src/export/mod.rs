@@ -9,6 +9,7 @@ mod download;
 mod event_log;
 mod http;
 mod kickoff;
+mod manifest;
 mod options;
 mod outcome;
 mod spool;
@@ -24,6 +25,7 @@ use serde_json::Value;
 use crate::convert::{ConvertOptions, RunRecord};
 use crate::dataset::layout;
 use crate::input::Source;
+use crate::schema::FhirVersion;
 use crate::store::block_on;
 pub use spool::ExportDir;
 
@@ -32,11 +34,11 @@ use event_log::*;
 pub use http::retry_after;
 use http::*;
 use kickoff::*;
+use manifest::*;
 pub use options::{ExportOptions, Level};
 use outcome::*;
 use state::*;
 pub use state::{last_transaction_time, resumable, SignIn};
-use status::*;
 
 /// What an export did.
 #[derive(Debug)]
@@ -143,6 +145,17 @@ pub fn run(o: ExportOptions, convert: &ConvertOptions) -> Result<Exported> {
 
 /// Kicks off a new job; its state.
 fn new_job(client: &Client, o: &ExportOptions) -> Result<State> {
+    // The server's FHIR version first: the data is converted as it.
+    let fhir_version = match block_on(server_fhir_version(client, &o.base)) {
+        Ok(v) => Some(v),
+        Err(why) => {
+            client.log.log(
+                "capability_statement",
+                serde_json::json!({"error": crate::store::redact(&why)}),
+            );
+            None
+        }
+    };
     let job = block_on(kick_off(client, o))?;
     Ok(State {
         base: o.base.clone(),
@@ -150,7 +163,47 @@ fn new_job(client: &Client, o: &ExportOptions) -> Result<State> {
         kicked_off: chrono::Utc::now().to_rfc3339(),
         done: Default::default(),
         sign_in: o.sign_in.clone(),
+        fhir_version,
     })
+}
+
+/// The FHIR version the export's data is converted as: `--fhir-version` when given, else the
+/// one the server's CapabilityStatement names, else the dataset's or R4 (said on stderr).
+fn data_version(
+    o: &ExportOptions,
+    convert: &ConvertOptions,
+    server: Option<&str>,
+) -> Result<Option<FhirVersion>> {
+    let said = server.map(|r| (r, FhirVersion::from_release(r)));
+    match (convert.fhir_version, said) {
+        (Some(asked), Some((r, Some(v)))) if asked != v => {
+            if !o.quiet {
+                eprintln!(
+                    "note: the server says its FHIR version is {r}; converting as {asked} ({}), \
+                     as --fhir-version asks",
+                    asked.release()
+                );
+            }
+            Ok(Some(asked))
+        }
+        (Some(asked), _) => Ok(Some(asked)),
+        (None, Some((_, Some(v)))) => Ok(Some(v)),
+        (None, Some((r, None))) => bail!(
+            "the server's FHIR version is {r}, which fhir2parquet does not convert (it converts \
+             4.0.1, 4.3.0 and 5.0.0); give --fhir-version to convert the data as one of them"
+        ),
+        (None, None) => {
+            if !o.quiet {
+                eprintln!(
+                    "note: the server named no FHIR version (GET {}/metadata gave no \
+                     CapabilityStatement.fhirVersion): converting as the dataset's version, or \
+                     r4; give --fhir-version to choose",
+                    strip(&o.base).trim_end_matches('/')
+                );
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// After the commit: the job deleted on the server (unless kept), the state and the copies
@@ -175,103 +228,27 @@ fn download_and_convert(
     progress: Arc<Progress>,
 ) -> Result<RunRecord> {
     let log = &client.log;
-    let bar = match o.progress {
-        true => indicatif::ProgressBar::new_spinner(),
-        false => indicatif::ProgressBar::hidden(),
-    };
-    let manifest = block_on(poll(client, job, &bar, log))?;
-    bar.finish_and_clear();
-    check_urls(&manifest)?;
-    let count = |m: &Value, k: &str| m[k].as_array().map_or(0, Vec::len);
-    log.log(
-        "status_complete",
-        serde_json::json!({"transactionTime": manifest["transactionTime"]}),
-    );
-    let pages = block_on(all_pages(client, manifest.clone()))?;
-    for p in &pages {
-        log.log(
-            "status_page_complete",
-            serde_json::json!({
-                "transactionTime": manifest["transactionTime"],
-                "outputFileCount": count(p, "output"),
-                "deletedFileCount": count(p, "deleted"),
-                "errorFileCount": count(p, "error") + count(p, "outcome"),
-            }),
-        );
-    }
-    log.log(
-        "manifest_complete",
-        serde_json::json!({
-            "transactionTime": manifest["transactionTime"],
-            "totalOutputFileCount": pages.iter().map(|p| count(p, "output")).sum::<usize>(),
-            "totalDeletedFileCount": pages.iter().map(|p| count(p, "deleted")).sum::<usize>(),
-            "totalErrorFileCount": pages.iter().map(|p| count(p, "error") + count(p, "outcome")).sum::<usize>(),
-            "totalManifests": pages.len(),
-        }),
-    );
-    log.flush();
-    let token_for_files = manifest["requiresAccessToken"].as_bool().unwrap_or(false);
-
+    let (manifest, pages) = read_manifest(client, o, job)?;
     // Downloads are copied here while they stream, so a resumed export need not fetch them
     // again; without --keep-ndjson the copies go once the export is published.
     let copies = match &o.keep_ndjson {
         Some(d) => ExportDir::Local(d.clone()),
         None => ExportDir::under(&convert.out, layout::EXPORT_FILES_DIR),
     };
-    let done = progress.state.lock().expect("no panic").done.clone();
-    let links = Arc::new(tokio::sync::Mutex::new(Links::default()));
-    let mut sources = Vec::new();
-    let mut extra = Vec::new();
-    let mut types: Vec<String> = Vec::new();
-    let mut reused = 0;
-    for page in &pages {
-        for e in page["output"].as_array().into_iter().flatten() {
-            let url = e["url"]
-                .as_str()
-                .ok_or_else(|| anyhow!("a manifest output entry has no url"))?;
-            let entry = sources.len();
-            let name = strip(url);
-            let count = e["count"].as_u64();
-            let item = e["type"].as_str().unwrap_or_default().to_string();
-            if !types.contains(&item) {
-                types.push(item.clone());
-            }
-            let download = Arc::new(Download {
-                client: client.clone(),
-                job: job.to_string(),
-                entry,
-                with_token: token_for_files,
-                item,
-                log: log.clone(),
-                copies: copies.clone(),
-                progress: progress.clone(),
-                links: links.clone(),
-            });
-            let open = match done.get(&entry) {
-                Some(copy) if *copy == download.name() && copies.exists(copy) => {
-                    reused += 1;
-                    kept(copies.clone(), copy.clone())
-                }
-                _ => opener(download, url.to_string()),
-            };
-            sources.push(Source::stream(&name, false, count, open));
-        }
-        // 2.0 names it `error`; the 4.0 ballot `outcome`.
-        for key in ["error", "outcome"] {
-            for e in page[key].as_array().into_iter().flatten() {
-                extra.push(("outcome".to_string(), e, token_for_files));
-            }
-        }
-        for e in page["deleted"].as_array().into_iter().flatten() {
-            extra.push(("deleted".to_string(), e, token_for_files));
-        }
-    }
+    let listed = list_files(client, job, &manifest, &pages, &copies, &progress)?;
     if o.resume {
+        let reused = listed.reused;
         log.log(
             "resume",
-            serde_json::json!({"filesKept": reused, "filesToDownload": sources.len() - reused}),
+            serde_json::json!({"filesKept": reused, "filesToDownload": listed.sources.len() - reused}),
         );
     }
+    let Listed {
+        mut sources,
+        extra,
+        types,
+        ..
+    } = listed;
     let (extra_lines, deleted) = block_on(save_extra(client, &extra, dir))?;
     let outcome_files = extra.iter().filter(|e| e.0 == "outcome").count();
     // The server's own report of what it could not export: a partial dataset is not
@@ -298,21 +275,17 @@ fn download_and_convert(
         );
     }
 
-    let mut convert = convert.clone();
-    // A download that fails stops the run before anything is published: what was fetched is
-    // kept for --resume.
-    convert.strict_inputs = true;
-    // An export organized by patient (asked now, or by the job resumed, as its manifest's
-    // request says) starts each patient's block with a Parameters header: not data.
-    let organized = o.params.iter().any(|(k, _)| k == "organizeOutputBy")
-        || manifest["request"]
-            .as_str()
-            .is_some_and(|r| r.contains("organizeOutputBy="));
-    if organized {
-        convert.header_type = Some("Parameters".into());
-    }
+    // The FHIR version the server named at kick-off (kept with the job for --resume).
+    let server = progress
+        .state
+        .lock()
+        .expect("no panic")
+        .fhir_version
+        .clone();
+    let mut convert = run_options(o, convert, &manifest, server.as_deref())?;
     convert.export = Some(serde_json::json!({
         "server": o.base,
+        "server_fhir_version": server,
         "job": strip(job),
         "request": manifest["request"],
         "transactionTime": manifest["transactionTime"],
@@ -322,23 +295,8 @@ fn download_and_convert(
         "server_failures": failures,
         "incomplete_types": incomplete,
     }));
-    // A merge reads its input twice (its plan, then the conversion): every file is downloaded
-    // (and kept, as for --resume) first, then read from its copy.
     if convert.merge {
-        for s in &sources {
-            if let Some(open) = &s.opener {
-                let mut r =
-                    (open.0)().with_context(|| format!("cannot download {}", s.display()))?;
-                std::io::copy(&mut r, &mut std::io::sink())
-                    .with_context(|| format!("cannot download {}", s.display()))?;
-            }
-        }
-        let done = progress.state.lock().expect("no panic").done.clone();
-        for (entry, s) in sources.iter_mut().enumerate() {
-            if let Some(copy) = done.get(&entry) {
-                s.opener = Some(kept(copies.clone(), copy.clone()));
-            }
-        }
+        download_first(&mut sources, &copies, &progress)?;
     }
     let deletes: Vec<crate::convert::merge::Delete> = deleted
         .iter()
@@ -384,6 +342,50 @@ fn download_and_convert(
     );
     log.flush();
     Ok(record)
+}
+
+/// The conversion's options for this export: the data's FHIR version, downloads that must
+/// complete, patient-block headers skipped.
+fn run_options(
+    o: &ExportOptions,
+    convert: &ConvertOptions,
+    manifest: &Value,
+    server: Option<&str>,
+) -> Result<ConvertOptions> {
+    let mut convert = convert.clone();
+    convert.fhir_version = data_version(o, &convert, server)?;
+    // A download that fails stops the run before anything is published: what was fetched is
+    // kept for --resume.
+    convert.strict_inputs = true;
+    // An export organized by patient (asked now, or by the job resumed, as its manifest's
+    // request says) starts each patient's block with a Parameters header: not data.
+    let organized = o.params.iter().any(|(k, _)| k == "organizeOutputBy")
+        || manifest["request"]
+            .as_str()
+            .is_some_and(|r| r.contains("organizeOutputBy="));
+    if organized {
+        convert.header_type = Some("Parameters".into());
+    }
+    Ok(convert)
+}
+
+/// A merge reads its input twice (its plan, then the conversion): every file is downloaded
+/// (and kept, as for --resume) first, then read from its copy.
+fn download_first(sources: &mut [Source], copies: &ExportDir, progress: &Progress) -> Result<()> {
+    for s in sources.iter() {
+        if let Some(open) = &s.opener {
+            let mut r = (open.0)().with_context(|| format!("cannot download {}", s.display()))?;
+            std::io::copy(&mut r, &mut std::io::sink())
+                .with_context(|| format!("cannot download {}", s.display()))?;
+        }
+    }
+    let done = progress.state.lock().expect("no panic").done.clone();
+    for (entry, s) in sources.iter_mut().enumerate() {
+        if let Some(copy) = done.get(&entry) {
+            s.opener = Some(kept(copies.clone(), copy.clone()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ pub(super) fn server_failures(
                     .filter_map(|p| p.as_str().map(str::to_string));
                 for p in paths {
                     let t = p.split(['.', '/', '(']).next().unwrap_or_default();
-                    if crate::schema::node::resource_members(t).is_some() {
+                    if crate::schema::FhirVersion::any_has_resource(t) {
                         named.insert(t.to_string());
                     }
                 }

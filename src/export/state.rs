@@ -36,6 +36,10 @@ pub(super) struct State {
     pub(super) done: std::collections::BTreeMap<usize, String>,
     #[serde(default)]
     pub(super) sign_in: SignIn,
+    /// The FHIR release the server's CapabilityStatement named at kick-off (`None`: it named
+    /// none, or the job was kicked off by an older version of fhir2parquet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) fhir_version: Option<String>,
 }
 
 pub(super) const STATE: &str = "state.json";

@@ -19,6 +19,8 @@ struct RawType {
     #[serde(rename = "abstract")]
     is_abstract: bool,
     #[serde(default)]
+    base: String,
+    #[serde(default)]
     elements: Vec<String>,
 }
 
@@ -41,6 +43,9 @@ pub struct TypeDef {
     pub name: String,
     pub kind: Kind,
     pub is_abstract: bool,
+    /// The type it specializes (`code`: `string`, `Age`: `Quantity`, `Patient`:
+    /// `DomainResource`); None at the root.
+    pub base: Option<String>,
     pub elements: Vec<ElementDef>,
 }
 
@@ -91,6 +96,7 @@ impl Model {
                     name: t.name,
                     kind,
                     is_abstract: t.is_abstract,
+                    base: Some(t.base).filter(|b| !b.is_empty()),
                     elements,
                 },
             );
@@ -116,6 +122,76 @@ impl Model {
     pub fn get(&self, name: &str) -> Option<&TypeDef> {
         self.types.get(name)
     }
+
+    /// Whether `name` is `ancestor` or specializes it, directly or not (`code` is a `string`,
+    /// `Age` a `Quantity`, `Patient` a `Resource`).
+    pub fn is_a(&self, name: &str, ancestor: &str) -> bool {
+        let mut t = Some(name);
+        // The chains are a few types long; the bound guards a model with a loop.
+        for _ in 0..16 {
+            match t {
+                Some(n) if n == ancestor => return true,
+                Some(n) => t = self.get(n).and_then(|d| d.base.as_deref()),
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// The type of the element a JSON path of a resource or datatype reaches
+    /// (`component.valueQuantity.value` of Observation: `decimal`), through backbone elements,
+    /// datatypes and choices by their JSON names (`valueQuantity`); `None` where the model
+    /// defines no such element.
+    pub fn type_at(&self, type_name: &str, path: &str) -> Option<String> {
+        let mut def = self.get(type_name)?;
+        let mut prefix = String::new();
+        let mut current: Option<String> = None;
+        for segment in path.split('.') {
+            let segment = segment.strip_prefix('_').unwrap_or(segment);
+            if let Some(t) = &current {
+                // Into the datatype the previous segment reached.
+                if t != "BackboneElement" && t != "Element" {
+                    def = self.get(t)?;
+                    prefix.clear();
+                }
+            }
+            let (element, ty) = def
+                .elements
+                .iter()
+                .filter(|e| e.parent() == prefix)
+                .find_map(|e| element_named(e, segment))?;
+            prefix = match &element.content_ref {
+                Some(target) => target.clone(),
+                None => element.path.clone(),
+            };
+            current = Some(match &element.content_ref {
+                Some(_) => "BackboneElement".to_string(),
+                None => ty,
+            });
+        }
+        current
+    }
+}
+
+/// The type with which `e` is the JSON property `name`: its one type, or the alternative of a
+/// choice `name` spells (`value[x]` as `valueQuantity`).
+fn element_named<'e>(e: &'e ElementDef, name: &str) -> Option<(&'e ElementDef, String)> {
+    let own = e.name();
+    if let Some(base) = own.strip_suffix("[x]") {
+        let t = e.types.iter().find(|t| {
+            !t.is_empty() && format!("{base}{}{}", t[..1].to_ascii_uppercase(), &t[1..]) == name
+        })?;
+        return Some((e, t.clone()));
+    }
+    if own != name {
+        return None;
+    }
+    let ty = e
+        .types
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "BackboneElement".into());
+    Some((e, ty))
 }
 
 fn parse_element(line: &str) -> Result<ElementDef> {

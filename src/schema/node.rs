@@ -2,7 +2,8 @@
 //! bound its width and depth, and the Arrow fields it stands for.
 //!
 //! ```
-//! let schema = fhir2parquet::schema::node::arrow_schema("Observation").unwrap();
+//! use fhir2parquet::schema::FhirVersion;
+//! let schema = fhir2parquet::schema::node::arrow_schema(FhirVersion::R4, "Observation").unwrap();
 //! assert!(schema.field_with_name("valueQuantity").is_ok());
 //! assert!(schema.field_with_name("effectiveDateTime_ts").is_ok());
 //! ```
@@ -13,6 +14,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, TimeUnit};
 
 use super::model::{ElementDef, Kind, Model, TypeDef};
+use super::FhirVersion;
 
 /// Datatypes nest at most this deep (Reference → Identifier → CodeableConcept → Coding);
 /// anything deeper is kept in the row's overflow.
@@ -307,14 +309,16 @@ impl Builder<'_> {
     }
 }
 
-/// The members of a resource type, or None for an unknown type.
-pub fn resource_members(resource_type: &str) -> Option<Arc<Vec<Member>>> {
-    static CACHE: OnceLock<RwLock<HashMap<String, Arc<Vec<Member>>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
+/// The members of a resource type of a FHIR version, or None for a type the version does not
+/// have.
+pub fn resource_members(version: FhirVersion, resource_type: &str) -> Option<Arc<Vec<Member>>> {
+    type Cache = RwLock<HashMap<String, Arc<Vec<Member>>>>;
+    static CACHES: [OnceLock<Cache>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let cache = CACHES[version as usize].get_or_init(Default::default);
     if let Some(m) = cache.read().unwrap().get(resource_type) {
         return Some(m.clone());
     }
-    let model = super::r4();
+    let model = version.model();
     let def = model
         .get(resource_type)
         .filter(|d| d.kind == Kind::Resource && !d.is_abstract)?;
@@ -371,11 +375,14 @@ pub fn struct_fields(members: &[Member]) -> Fields {
     members.iter().flat_map(member_fields).collect()
 }
 
-/// `_name` of a primitive: its `id` and its extensions.
+/// `_name` of a primitive: its `id` and its extensions. The same in every version (its typed
+/// extension values are [`OPEN_CHOICE_TYPES`], in the order all three list them; tested).
 pub fn primitive_extension_members() -> Arc<Vec<Member>> {
     static M: OnceLock<Arc<Vec<Member>>> = OnceLock::new();
     M.get_or_init(|| {
-        let b = Builder { model: super::r4() };
+        let b = Builder {
+            model: FhirVersion::R4.model(),
+        };
         Arc::new(vec![
             Member {
                 name: "id".into(),
@@ -402,9 +409,9 @@ fn primitive_extension_type() -> DataType {
     DataType::Struct(struct_fields(&primitive_extension_members()))
 }
 
-/// The Arrow schema of a resource type's table.
-pub fn arrow_schema(resource_type: &str) -> Option<Schema> {
-    let members = resource_members(resource_type)?;
+/// The Arrow schema of a resource type's table in a FHIR version.
+pub fn arrow_schema(version: FhirVersion, resource_type: &str) -> Option<Schema> {
+    let members = resource_members(version, resource_type)?;
     let mut fields: Vec<Field> = struct_fields(&members)
         .iter()
         .map(|f| f.as_ref().clone())

@@ -6,16 +6,27 @@ use anyhow::{bail, Result};
 use arrow::datatypes::{DataType, Field};
 
 use crate::schema::node::{arrow_schema, width_and_depth};
+use crate::schema::FhirVersion;
 
 /// How a schema is printed.
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SchemaFormat {
     /// An indented tree of columns and types.
     #[default]
     Tree,
     /// The Arrow schema as JSON.
     Json,
+}
+
+impl crate::choice::Choice for SchemaFormat {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            SchemaFormat::Tree,
+            "tree",
+            "An indented tree of columns and types",
+        ),
+        (SchemaFormat::Json, "json", "The Arrow schema as JSON"),
+    ];
 }
 
 /// What `schema` prints.
@@ -26,19 +37,35 @@ pub struct SchemaOptions {
     /// List the resource types instead.
     pub list: bool,
     pub format: SchemaFormat,
+    /// The FHIR version whose schema is printed.
+    pub fhir_version: FhirVersion,
 }
 
 /// Prints a resource type's schema, or the list of resource types.
 pub fn run(args: &SchemaOptions, out: &mut dyn Write) -> Result<()> {
     if args.list {
-        for t in super::r4().resource_types() {
+        for t in args.fhir_version.model().resource_types() {
             writeln!(out, "{t}")?;
         }
         return Ok(());
     }
     let t = args.resource_type.as_deref().unwrap_or_default();
-    let Some(schema) = arrow_schema(t) else {
-        bail!("{t:?} is not a FHIR R4 resource type: `fhir2parquet schema --list` lists them (names are case-sensitive)");
+    let v = args.fhir_version;
+    let Some(schema) = arrow_schema(v, t) else {
+        let elsewhere: Vec<&str> = FhirVersion::ALL
+            .into_iter()
+            .filter(|o| o.has_resource(t))
+            .map(FhirVersion::name)
+            .collect();
+        if !elsewhere.is_empty() {
+            bail!(
+                "{t} is not a resource type of FHIR {v} ({}) but of {}: add --fhir-version {}",
+                v.release(),
+                elsewhere.join(", "),
+                elsewhere[elsewhere.len() - 1]
+            );
+        }
+        bail!("{t:?} is not a FHIR {v} resource type: `fhir2parquet schema --list --fhir-version {v}` lists them (names are case-sensitive)");
     };
     match args.format {
         SchemaFormat::Json => writeln!(

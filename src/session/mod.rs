@@ -22,6 +22,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use crate::dataset::delta::AsOf;
 use crate::dataset::provider::SnapshotTable;
 use crate::schema::node::arrow_schema;
+use crate::schema::FhirVersion;
 use crate::store::Location;
 
 /// A DataFusion session over a dataset: its context, with every resource table registered and
@@ -29,6 +30,8 @@ use crate::store::Location;
 pub struct Session {
     pub ctx: SessionContext,
     pub tables: Vec<String>,
+    /// The FHIR version of the dataset (every table holds it).
+    pub fhir_version: FhirVersion,
     /// Always Some until the session is dropped (see `Drop`).
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -107,8 +110,10 @@ impl Session {
             ctx.register_object_store(&remote.base, remote.store.clone());
         }
         let mut tables = Vec::new();
-        for table in crate::dataset::tables_as_of(dataset, as_of)? {
-            let schema = arrow_schema(&table.name).expect("a resource table");
+        let found = crate::dataset::tables_as_of(dataset, as_of)?;
+        let fhir_version = found.first().map(|t| t.fhir_version).unwrap_or_default();
+        for table in found {
+            let schema = arrow_schema(fhir_version, &table.name).expect("a resource table");
             if table.delta.is_some() {
                 let store = match dataset {
                     Location::Local(_) => "file:///".to_string(),
@@ -145,6 +150,7 @@ impl Session {
         Ok(Session {
             ctx,
             tables,
+            fhir_version,
             runtime: Some(runtime),
         })
     }

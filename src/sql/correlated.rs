@@ -449,7 +449,7 @@ mod tests {
             .unwrap()
             .remove(0);
         let tables = vec!["Observation".to_string(), "Patient".to_string()];
-        super::super::names::rewrite(&mut stmt, &tables)?;
+        super::super::names::rewrite(&mut stmt, &tables, crate::schema::FhirVersion::R4)?;
         Ok(stmt.to_string())
     }
 

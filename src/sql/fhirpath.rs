@@ -18,18 +18,20 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::idioms::parse_expr;
+use crate::schema::FhirVersion;
 
 /// Rewrites every `fhirpath(...)` call of a statement, registering the compiled functions.
 pub fn rewrite_statement(
     stmt: &mut DfStatement,
     ctx: &SessionContext,
     tables: &[String],
+    version: FhirVersion,
 ) -> Result<(), String> {
     match stmt {
-        DfStatement::Statement(s) => rewrite(&mut **s, ctx, tables),
-        DfStatement::Explain(e) => rewrite_statement(&mut e.statement, ctx, tables),
+        DfStatement::Statement(s) => rewrite(&mut **s, ctx, tables, version),
+        DfStatement::Explain(e) => rewrite_statement(&mut e.statement, ctx, tables, version),
         DfStatement::CopyTo(c) => match &mut c.source {
-            CopyToSource::Query(q) => rewrite(&mut **q, ctx, tables),
+            CopyToSource::Query(q) => rewrite(&mut **q, ctx, tables, version),
             CopyToSource::Relation(_) => Ok(()),
         },
         _ => Ok(()),
@@ -40,10 +42,12 @@ fn rewrite<T: VisitMut>(
     node: &mut T,
     ctx: &SessionContext,
     tables: &[String],
+    version: FhirVersion,
 ) -> Result<(), String> {
     let mut v = Calls {
         ctx,
         tables,
+        version,
         relations: Vec::new(),
     };
     // The resource tables first (FROM clauses are visited after the select list).
@@ -57,6 +61,7 @@ fn rewrite<T: VisitMut>(
 struct Calls<'a> {
     ctx: &'a SessionContext,
     tables: &'a [String],
+    version: FhirVersion,
     /// The resource tables of the statement: (resource type, the name columns are qualified by).
     relations: Vec<(String, String)>,
 }
@@ -70,7 +75,7 @@ impl VisitorMut for Relations<'_, '_> {
         if let TableFactor::Table { name, alias, .. } = t {
             let table = name.to_string().trim_matches('"').to_string();
             if self.0.tables.contains(&table)
-                && crate::schema::node::resource_members(&table).is_some()
+                && crate::schema::node::resource_members(self.0.version, &table).is_some()
             {
                 let q = alias
                     .as_ref()
@@ -154,8 +159,8 @@ impl Calls<'_> {
                 ))
             }
         };
-        let (udf, columns) =
-            crate::view::plan::path_function(resource_type, path).map_err(|e| format!("{e:#}"))?;
+        let (udf, columns) = crate::view::plan::path_function(self.version, resource_type, path)
+            .map_err(|e| format!("{e:#}"))?;
         let name = udf.name().to_string();
         self.ctx.register_udf(udf);
         let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));

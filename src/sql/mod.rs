@@ -93,10 +93,15 @@ impl Shell {
                     .parse_statements()?;
                 let mut last = Vec::new();
                 for mut stmt in statements {
-                    names::rewrite_statement(&mut stmt, &self.tables)
+                    names::rewrite_statement(&mut stmt, &self.tables, self.fhir_version)
                         .map_err(datafusion::error::DataFusionError::Plan)?;
-                    fhirpath::rewrite_statement(&mut stmt, &self.ctx, &self.tables)
-                        .map_err(datafusion::error::DataFusionError::Plan)?;
+                    fhirpath::rewrite_statement(
+                        &mut stmt,
+                        &self.ctx,
+                        &self.tables,
+                        self.fhir_version,
+                    )
+                    .map_err(datafusion::error::DataFusionError::Plan)?;
                     idioms::rewrite_statement(&mut stmt)
                         .map_err(datafusion::error::DataFusionError::Plan)?;
                     // After the rewrite: it registers the compiled fhirpath() functions.
@@ -150,7 +155,7 @@ impl Shell {
     pub fn column_names(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for t in &self.tables {
-            if let Some(s) = arrow_schema(t) {
+            if let Some(s) = arrow_schema(self.fhir_version, t) {
                 collect_names(s.fields(), &mut out);
             }
         }

@@ -34,14 +34,19 @@ use datafusion::sql::parser::{CopyToSource, Statement as DfStatement};
 use super::idioms::parse_expr;
 use super::scope::{Binding, Scopes};
 use crate::schema::node::arrow_schema;
+use crate::schema::FhirVersion;
 
 /// Resolves the names of a parsed statement in place (queries, `EXPLAIN` and `COPY (query) TO`).
-pub fn rewrite_statement(stmt: &mut DfStatement, tables: &[String]) -> Result<(), String> {
+pub fn rewrite_statement(
+    stmt: &mut DfStatement,
+    tables: &[String],
+    version: FhirVersion,
+) -> Result<(), String> {
     match stmt {
-        DfStatement::Statement(s) => rewrite(&mut **s, tables),
-        DfStatement::Explain(e) => rewrite_statement(&mut e.statement, tables),
+        DfStatement::Statement(s) => rewrite(&mut **s, tables, version),
+        DfStatement::Explain(e) => rewrite_statement(&mut e.statement, tables, version),
         DfStatement::CopyTo(c) => match &mut c.source {
-            CopyToSource::Query(q) => rewrite(&mut **q, tables),
+            CopyToSource::Query(q) => rewrite(&mut **q, tables, version),
             CopyToSource::Relation(_) => Ok(()),
         },
         _ => Ok(()),
@@ -49,7 +54,11 @@ pub fn rewrite_statement(stmt: &mut DfStatement, tables: &[String]) -> Result<()
 }
 
 /// Resolves the names of a statement in place (see the module docs).
-pub fn rewrite<T: VisitMut + Visit>(node: &mut T, tables: &[String]) -> Result<(), String> {
+pub fn rewrite<T: VisitMut + Visit>(
+    node: &mut T,
+    tables: &[String],
+    version: FhirVersion,
+) -> Result<(), String> {
     let mut known = Known::default();
     let _ = Visit::visit(&*node, &mut known);
     // A table of unknown columns (a registered view) may have a column by any name: there a
@@ -60,6 +69,7 @@ pub fn rewrite<T: VisitMut + Visit>(node: &mut T, tables: &[String]) -> Result<(
         .all(|t| known.ctes.contains(t) || tables.iter().any(|r| table_key(r) == table_key(t)));
     let mut names = Names {
         tables,
+        version,
         ctes: known.ctes,
         known: known.names,
         strings,
@@ -76,6 +86,8 @@ pub fn rewrite<T: VisitMut + Visit>(node: &mut T, tables: &[String]) -> Result<(
 
 struct Names<'a> {
     tables: &'a [String],
+    /// The dataset's FHIR version: the tables' schemas.
+    version: FhirVersion,
     /// Names of the statement's common table expressions (lower case).
     ctes: HashSet<String>,
     /// Every name the statement gives (see [`Known`]).
@@ -410,7 +422,8 @@ impl Names<'_> {
                         });
                     }
                     *name = ObjectName(vec![ObjectNamePart::Identifier(ident(&table))]);
-                    let ty = arrow_schema(&table).map(|s| DataType::Struct(s.fields().clone()));
+                    let ty = arrow_schema(self.version, &table)
+                        .map(|s| DataType::Struct(s.fields().clone()));
                     Binding {
                         alias: Some(
                             alias
@@ -688,7 +701,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        super::rewrite(&mut stmt, &tables).unwrap();
+        super::rewrite(&mut stmt, &tables, crate::schema::FhirVersion::R4).unwrap();
         stmt.to_string()
     }
 

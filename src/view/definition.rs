@@ -11,12 +11,19 @@ use serde_json::Value;
 use super::fhirpath::compile::Ty;
 use super::fhirpath::parse::{parse, Ast};
 use crate::schema::node::{DECIMAL_PRECISION, DECIMAL_SCALE};
+use crate::schema::FhirVersion;
 
 /// A checked ViewDefinition.
 #[derive(Debug, Clone)]
 pub struct ViewDefinition {
     pub name: Option<String>,
     pub resource: String,
+    /// The FHIR versions the view says it is for (its `fhirVersion`; empty: any).
+    pub fhir_versions: Vec<FhirVersion>,
+    /// The FHIR version its paths are compiled against: the dataset's, set by
+    /// [`ViewDefinition::for_version`]; before that R4 where the resource is an R4 type and the
+    /// view allows R4, else the first version that has it.
+    pub fhir_version: FhirVersion,
     pub constants: HashMap<String, (ScalarValue, Ty)>,
     /// `where[i].path`, with its location.
     pub filters: Vec<Expr>,
@@ -98,9 +105,30 @@ impl ViewDefinition {
                 bail!("resource: is required (the resource type the view reads, like \"Patient\")")
             }
         };
-        if crate::schema::node::resource_members(&resource).is_none() {
-            bail!("resource: {resource:?} is not an R4 resource type");
+        let mut fhir_versions = Vec::new();
+        for (i, code) in array(v, "fhirVersion", "")?.iter().enumerate() {
+            let code = code.as_str().ok_or_else(|| {
+                anyhow!("fhirVersion[{i}]: must be a FHIR version code (\"4.0.1\")")
+            })?;
+            // A release we have no model of (STU3, a ballot of R6) cannot be the data's.
+            if let Some(v) = FhirVersion::from_release(code) {
+                fhir_versions.push(v);
+            }
         }
+        let allowed = |v: &FhirVersion| fhir_versions.is_empty() || fhir_versions.contains(v);
+        let Some(fhir_version) = FhirVersion::ALL
+            .into_iter()
+            .filter(allowed)
+            .find(|v| v.has_resource(&resource))
+        else {
+            bail!(
+                "resource: {resource:?} is not a FHIR resource type{}",
+                match fhir_versions.is_empty() {
+                    true => String::new(),
+                    false => " of the view's fhirVersion".to_string(),
+                }
+            );
+        };
         let name = obj.get("name").and_then(Value::as_str).map(str::to_string);
         let mut constants = HashMap::new();
         for (i, c) in array(v, "constant", "")?.iter().enumerate() {
@@ -124,6 +152,8 @@ impl ViewDefinition {
         let view = ViewDefinition {
             name,
             resource,
+            fhir_versions,
+            fhir_version,
             constants,
             filters,
             select,
@@ -132,6 +162,31 @@ impl ViewDefinition {
         for s in &view.select {
             s.check_names(&mut seen)?;
         }
+        Ok(view)
+    }
+}
+
+impl ViewDefinition {
+    /// The view compiled against `version`, the data's: an error when the view's `fhirVersion`
+    /// leaves it out or its resource is no type of that version.
+    pub fn for_version(&self, version: FhirVersion) -> Result<ViewDefinition> {
+        if !self.fhir_versions.is_empty() && !self.fhir_versions.contains(&version) {
+            let said: Vec<&str> = self.fhir_versions.iter().map(|v| v.release()).collect();
+            bail!(
+                "the view is for FHIR {} (its fhirVersion) and the data is {version} ({})",
+                said.join(", "),
+                version.release()
+            );
+        }
+        if !version.has_resource(&self.resource) {
+            bail!(
+                "resource: {} is not a resource type of FHIR {version} ({}), the data's version",
+                self.resource,
+                version.release()
+            );
+        }
+        let mut view = self.clone();
+        view.fhir_version = version;
         Ok(view)
     }
 }

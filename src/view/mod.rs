@@ -44,6 +44,7 @@ use futures::StreamExt;
 pub use definition::ViewDefinition;
 
 use crate::output::{collect_with_schema, print_batches, readable, PrintFormat};
+use crate::schema::FhirVersion;
 use crate::session::Session;
 
 /// Reads a ViewDefinition file.
@@ -78,13 +79,15 @@ pub fn frame_over_json(session: &Session, view: &ViewDefinition) -> Result<DataF
 }
 
 fn frame_with(session: &Session, view: &ViewDefinition, all_json: bool) -> Result<DataFrame> {
+    // The view's paths mean what the data's FHIR version defines.
+    let view = &view.for_version(session.fhir_version)?;
     let table = if session.tables.contains(&view.resource) {
         session.block_on(session.ctx.table(datafusion::common::TableReference::bare(
             view.resource.as_str(),
         )))?
     } else {
-        let schema = crate::schema::node::arrow_schema(&view.resource)
-            .ok_or_else(|| anyhow!("{} is not an R4 resource type", view.resource))?;
+        let schema = crate::schema::node::arrow_schema(view.fhir_version, &view.resource)
+            .ok_or_else(|| anyhow!("{} is not a resource type of the data", view.resource))?;
         session
             .ctx
             .read_batch(RecordBatch::new_empty(Arc::new(schema)))?
@@ -118,14 +121,20 @@ fn print_sql(args: &ViewOptions, files: &[PathBuf], dialect: lower::Dialect) -> 
         let Some((ty, name)) = t.split_once('=') else {
             bail!("--table {t}: give TYPE=NAME, e.g. --table Patient=fhir.patient")
         };
-        if crate::schema::node::resource_members(ty).is_none() {
-            bail!("--table {t}: {ty} is not an R4 resource type");
+        if !FhirVersion::any_has_resource(ty) {
+            bail!("--table {t}: {ty} is not a FHIR resource type");
         }
         opts.tables.insert(ty.to_string(), name.to_string());
     }
     let mut statements = Vec::new();
     for f in files {
         let v = load(f)?;
+        let v = match args.fhir_version {
+            Some(version) => v
+                .for_version(version)
+                .with_context(|| format!("{}", f.display()))?,
+            None => v,
+        };
         let name = table_name(&v, f);
         opts.create_view = match args.create_view.as_deref() {
             None => None,
@@ -211,6 +220,9 @@ pub struct ViewOptions {
     pub memory_limit: Option<String>,
     /// The tables as they were: a version or a time.
     pub as_of: Option<String>,
+    /// With `sql`: the FHIR version of the tables (default: the view's `fhirVersion`, else R4).
+    /// Without, the dataset's version is used.
+    pub fhir_version: Option<FhirVersion>,
 }
 
 /// The `view` command.

@@ -27,6 +27,7 @@ use super::fhirpath::eval::Node;
 use super::fhirpath::parse::Ast;
 use super::udf::{Args, Output, ViewFunction};
 use crate::schema::node::{member_fields, resource_members, OVERFLOW_COLUMN};
+use crate::schema::FhirVersion;
 
 /// The items an expression is relative to: the resource, or the `forEach` item in a column.
 #[derive(Clone)]
@@ -221,6 +222,7 @@ pub fn compile_view_with(
 /// collection (a list) per row: the function, and the table's columns to call it with. Paths
 /// past the typed columns read the resource's JSON, as in views.
 pub fn path_function(
+    version: FhirVersion,
     resource_type: &str,
     path: &str,
 ) -> Result<(datafusion::logical_expr::ScalarUDF, Vec<String>)> {
@@ -228,6 +230,7 @@ pub fn path_function(
         "resource": resource_type,
         "select": [{"column": [{"name": "v", "path": path, "collection": true}]}]
     }))
+    .and_then(|v| v.for_version(version))
     .map_err(|e| anyhow!("{e:#}"))?;
     let c = Compiler::new(&view, false, false)?;
     let mut e = view.select[0].columns[0].path.clone();
@@ -264,8 +267,13 @@ fn product(a: Vec<Branch>, b: Vec<Branch>) -> Vec<Branch> {
 
 impl<'v> Compiler<'v> {
     fn new(view: &'v ViewDefinition, all_json: bool, bounded_repeat: bool) -> Result<Self> {
-        let members = resource_members(&view.resource)
-            .ok_or_else(|| anyhow!("resource: {} is not an R4 resource type", view.resource))?;
+        let members = resource_members(view.fhir_version, &view.resource).ok_or_else(|| {
+            anyhow!(
+                "resource: {} is not a resource type of FHIR {}",
+                view.resource,
+                view.fhir_version
+            )
+        })?;
         Ok(Compiler {
             view,
             root: Ty::Object {
@@ -305,6 +313,7 @@ impl<'v> Compiler<'v> {
 
     fn scope(&self, root: Ty) -> Scope<'_> {
         Scope {
+            version: self.view.fhir_version,
             constants: &self.view.constants,
             root,
             root_fields: Default::default(),
@@ -321,7 +330,8 @@ impl<'v> Compiler<'v> {
         let Some(elements) = root_json else {
             return Args::Columns(fields);
         };
-        let members = resource_members(&self.view.resource).expect("a resource type");
+        let members =
+            resource_members(self.view.fhir_version, &self.view.resource).expect("a resource type");
         let mut columns = Vec::new();
         let mut kept = Vec::new();
         for m in members.iter().filter(|m| elements.contains(&m.name)) {
@@ -330,6 +340,7 @@ impl<'v> Compiler<'v> {
         }
         columns.push(OVERFLOW_COLUMN.to_string());
         Args::Resource {
+            version: self.view.fhir_version,
             resource_type: self.view.resource.clone(),
             elements: kept,
             columns,

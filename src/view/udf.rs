@@ -21,6 +21,7 @@ use datafusion::prelude::{col, Expr};
 use super::fhirpath::eval::{indexed_items, item_fields, truthy, Coll, Env, Node};
 use crate::encode::encode_row_with;
 use crate::schema::node::{resource_members, Member};
+use crate::schema::FhirVersion;
 
 /// What a compiled expression gives back.
 #[derive(Debug, Clone)]
@@ -70,6 +71,7 @@ pub enum Args {
     /// The columns of some of the resource's elements, and `_overflow`: the function reads
     /// the resource's JSON (those elements of it), put together as `to-ndjson` does.
     Resource {
+        version: FhirVersion,
         resource_type: String,
         elements: Vec<String>,
         columns: Vec<String>,
@@ -89,7 +91,7 @@ pub struct ViewFunction {
     /// The resource columns read: the other arguments.
     root_fields: Vec<String>,
     /// Set when the expression reads the resource's JSON: its type, and the elements read.
-    root_json: Option<(String, Vec<String>)>,
+    root_json: Option<(FhirVersion, String, Vec<String>)>,
     signature: Signature,
 }
 
@@ -129,10 +131,11 @@ impl ViewFunction {
         let (mut root_fields, root_json) = match args {
             Args::Columns(c) => (c, None),
             Args::Resource {
+                version,
                 resource_type,
                 elements,
                 columns,
-            } => (columns, Some((resource_type, elements))),
+            } => (columns, Some((version, resource_type, elements))),
         };
         if item.is_none() && root_fields.is_empty() {
             // A function needs an argument to know how many rows it has.
@@ -169,8 +172,8 @@ impl ViewFunction {
                 StructArray::try_new_with_length(fields, roots.to_vec(), None, n)
                     .map_err(|e| e.to_string())?,
             ),
-            Some((resource_type, elements)) => {
-                resource_json(resource_type, elements, fields, roots, n)?
+            Some((version, resource_type, elements)) => {
+                resource_json(*version, resource_type, elements, fields, roots, n)?
             }
         };
         let (focus, row_index) = match item {
@@ -213,13 +216,14 @@ impl ViewFunction {
 /// The JSON text of each row's resource (of the `elements` read), from their columns and
 /// `_overflow`.
 fn resource_json(
+    version: FhirVersion,
     resource_type: &str,
     elements: &[String],
     fields: Fields,
     columns: &[ArrayRef],
     n: usize,
 ) -> std::result::Result<ArrayRef, String> {
-    let members: Vec<Member> = resource_members(resource_type)
+    let members: Vec<Member> = resource_members(version, resource_type)
         .ok_or("not a resource type")?
         .iter()
         .filter(|m| elements.contains(&m.name))

@@ -12,13 +12,15 @@
 //!     partitions: vec![],
 //!     files: vec![],
 //!     delta: None,
+//!     fhir_version: fhir2parquet::schema::FhirVersion::R4,
 //! }];
 //! let script = generate(Engine::Athena, &tables, &Options::default()).unwrap();
 //! assert!(script.sql().contains("CREATE EXTERNAL TABLE IF NOT EXISTS `Patient`"));
 //! assert!(script.sql().contains("STORED AS PARQUET"));
 //! ```
 
-pub mod types;
+/// Our types in each engine's words (they live with the schema: the compiled views use them too).
+pub use crate::schema::engines as types;
 
 use arrow::datatypes::{DataType, Field, Schema};
 use serde_json::Value;
@@ -28,7 +30,6 @@ use crate::schema::node::arrow_schema;
 use types::{backquote, double_quote};
 
 /// The engines statements are written for.
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     /// Google BigQuery: external tables (or LOAD DATA with --load), JSON schema files.
@@ -38,10 +39,40 @@ pub enum Engine {
     /// Amazon Athena (Glue, Hive, Trino): CREATE EXTERNAL TABLE, MSCK REPAIR TABLE.
     Athena,
     /// Databricks and Apache Spark: CREATE TABLE ... USING PARQUET LOCATION.
-    #[cfg_attr(feature = "cli", value(alias = "spark"))]
     Databricks,
     /// DuckDB: views over read_parquet, with the store's secret.
     Duckdb,
+}
+
+impl crate::choice::Choice for Engine {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            Engine::Bigquery,
+            "bigquery",
+            "Google BigQuery: external tables (or LOAD DATA with --load), JSON schema files",
+        ),
+        (
+            Engine::Snowflake,
+            "snowflake",
+            "Snowflake: file format, stage, tables, COPY INTO ... MATCH_BY_COLUMN_NAME",
+        ),
+        (
+            Engine::Athena,
+            "athena",
+            "Amazon Athena (Glue, Hive, Trino): CREATE EXTERNAL TABLE, MSCK REPAIR TABLE",
+        ),
+        (
+            Engine::Databricks,
+            "databricks",
+            "Databricks and Apache Spark: CREATE TABLE ... USING PARQUET LOCATION",
+        ),
+        (
+            Engine::Duckdb,
+            "duckdb",
+            "DuckDB: views over read_parquet, with the store's secret",
+        ),
+    ];
+    const ALIASES: &'static [(&'static str, Self)] = &[("spark", Engine::Databricks)];
 }
 
 /// What the statements are for, besides the tables.
@@ -95,7 +126,7 @@ const REFERENCE_ID_PATTERN_ONE_GROUP: &str =
     "^(?:#|urn:uuid:|urn:oid:|(?:.*/)?[A-Z][A-Za-z]+/)([^/?#]+)(?:/_history/[^/]+)?$";
 
 fn schema_of(t: &Table) -> Schema {
-    arrow_schema(&t.name).expect("a resource table")
+    arrow_schema(t.fhir_version, &t.name).expect("a resource table")
 }
 
 fn quote_literal(s: &str) -> String {
@@ -265,8 +296,7 @@ fn duckdb(tables: &[Table], opts: &Options, script: &mut Script) {
             .map(|f| {
                 let name = double_quote(f.name());
                 // DuckDB spells our types as the views compiled for it do.
-                let t = crate::view::lower::Dialect::Duckdb
-                    .full_type(f.data_type())
+                let t = types::sql_full_type(types::Sql::Duckdb, f.data_type())
                     .expect("a DuckDB type for every column of our schema");
                 format!("CAST({name} AS {t}) AS {name}")
             })
@@ -617,13 +647,14 @@ mod tests {
             partitions: vec![],
             files: vec![],
             delta: None,
+            fhir_version: crate::schema::FhirVersion::R4,
         }
     }
 
     #[test]
     fn athena_leaves_out_the_largest_columns_beyond_its_limits() {
         let mut script = Script::default();
-        let schema = arrow_schema("Patient").unwrap();
+        let schema = arrow_schema(crate::schema::FhirVersion::R4, "Patient").unwrap();
         let full: usize = schema
             .fields()
             .iter()

@@ -96,7 +96,9 @@ fn files_of_present_columns_are_small() {
             assert_eq!(rec.files, 1, "{set}: {t} is one file");
             // Fewer columns than the typed schema, and every top-level element.
             let meta = crate::parquet_metadata(&crate::first_file(&tmp.path().join(t)));
-            let schema = fhir2parquet::schema::node::arrow_schema(t).unwrap();
+            let schema =
+                fhir2parquet::schema::node::arrow_schema(fhir2parquet::schema::FhirVersion::R4, t)
+                    .unwrap();
             let descr = meta.file_metadata().schema_descr();
             assert!(
                 descr.num_columns()
@@ -145,7 +147,11 @@ fn a_column_appearing_later_starts_a_new_file_and_the_files_agree_at_the_end() {
         record.types.values().any(|r| r.files_widened > 0),
         "no file was widened"
     );
-    let full = fhir2parquet::schema::node::arrow_schema("Observation").unwrap();
+    let full = fhir2parquet::schema::node::arrow_schema(
+        fhir2parquet::schema::FhirVersion::R4,
+        "Observation",
+    )
+    .unwrap();
     let full = parquet::arrow::ArrowSchemaConverter::new()
         .convert(&full)
         .unwrap()

@@ -65,7 +65,9 @@ fn each_type_is_a_delta_table_read_by_deltalake_and_duckdb() {
     ok(&convert(&ten, &out, &["--append"]));
     let mut schemas = serde_json::Map::new();
     for t in counts_in(&small).keys().chain(counts_in(&ten).keys()) {
-        let schema = fhir2parquet::schema::node::arrow_schema(t).unwrap();
+        let schema =
+            fhir2parquet::schema::node::arrow_schema(fhir2parquet::schema::FhirVersion::R4, t)
+                .unwrap();
         let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         schemas.insert(t.clone(), names.into());
     }

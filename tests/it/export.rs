@@ -57,6 +57,10 @@ struct Config {
     first_url: Option<String>,
     /// Error responses in plain text (as many servers and proxies send them).
     plain_text_errors: bool,
+    /// The `fhirVersion` of the CapabilityStatement `GET [base]/metadata` answers (FHIR
+    /// http.html "capabilities": every server has one); `None`: a 404, as from a server that
+    /// serves no capabilities.
+    fhir_version: Option<&'static str>,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             error_severity: "warning",
             first_url: None,
             plain_text_errors: false,
+            fhir_version: Some("4.0.1"),
         }
     }
 }
@@ -350,6 +355,31 @@ fn handle(
             &[("Content-Type", "application/json".into())],
             &json(body),
         );
+    }
+    // The capabilities interaction (http.html#capabilities), public as on most servers.
+    if req.method == "GET" && path.ends_with("/metadata") {
+        return match cfg.fhir_version {
+            Some(v) => respond(
+                conn,
+                "200 OK",
+                &[("Content-Type", "application/fhir+json".into())],
+                &json(serde_json::json!({
+                    "resourceType": "CapabilityStatement",
+                    "status": "active",
+                    "date": "2026-01-01",
+                    "kind": "instance",
+                    "fhirVersion": v,
+                    "format": ["json"],
+                    "rest": [{"mode": "server", "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]}]
+                })),
+            ),
+            None => respond(
+                conn,
+                "404 Not Found",
+                &[],
+                &outcome("not-found", "no capabilities"),
+            ),
+        };
     }
     // Every other request needs a valid token when the server is protected (401 otherwise).
     if cfg.client.is_some() {
@@ -975,7 +1005,9 @@ fn export_writes_files_of_present_columns_when_asked() {
         .file_metadata()
         .schema_descr()
         .num_columns();
-    let schema = fhir2parquet::schema::node::arrow_schema("Patient").unwrap();
+    let schema =
+        fhir2parquet::schema::node::arrow_schema(fhir2parquet::schema::FhirVersion::R4, "Patient")
+            .unwrap();
     let all = fhir2parquet::schema::node::leaf_count(&arrow::datatypes::DataType::Struct(
         schema.fields().clone(),
     ));
@@ -1633,4 +1665,92 @@ fn a_resume_after_the_commit_only_cleans_up() {
     let s = server.state.lock().unwrap();
     assert!(s.deleted);
     assert_eq!(s.kickoffs, 1);
+}
+
+/// The FHIR version in a table's Delta log (its `fhir2parquet.fhirVersion` property).
+fn table_fhir_version(table: &Path) -> String {
+    let log = std::fs::read_to_string(table.join("_delta_log/00000000000000000000.json")).unwrap();
+    log.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find_map(|a| {
+            a["metaData"]["configuration"]["fhir2parquet.fhirVersion"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap()
+}
+
+/// The data is converted as the FHIR version the server's CapabilityStatement names; without
+/// one, as R4, said on stderr; a version fhir2parquet has no model of fails before anything is
+/// published, with the way out (`--fhir-version`).
+#[test]
+fn export_converts_as_the_servers_fhir_version() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = start(Config {
+        fhir_version: Some("5.0.0"),
+        ..Default::default()
+    });
+    let out = tmp.path().join("r5");
+    assert_ok(&export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--type",
+        "Patient",
+    ]));
+    let record = run_record(&out);
+    assert_eq!(record["fhir_version"], "5.0.0");
+    assert_eq!(record["export"]["server_fhir_version"], "5.0.0");
+    assert_eq!(table_fhir_version(&out.join("Patient")), "5.0.0");
+
+    let server = start(Config {
+        fhir_version: None,
+        ..Default::default()
+    });
+    let out = tmp.path().join("none");
+    let err = assert_ok(&export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "Patient",
+    ]));
+    assert!(err.contains("named no FHIR version"), "{err}");
+    assert_eq!(run_record(&out)["fhir_version"], "4.0.1");
+
+    let server = start(Config {
+        fhir_version: Some("3.0.2"),
+        ..Default::default()
+    });
+    let out = tmp.path().join("stu3");
+    let o = export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--type",
+        "Patient",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("3.0.2") && err.contains("--fhir-version"),
+        "{err}"
+    );
+    assert!(!out.join("Patient").exists());
+    // Asked for, a version is used whatever the server says.
+    let o = export(&[
+        &server.base(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--type",
+        "Patient",
+        "--restart",
+        "--fhir-version",
+        "r4",
+    ]);
+    assert_ok(&o);
+    assert_eq!(table_fhir_version(&out.join("Patient")), "4.0.1");
 }

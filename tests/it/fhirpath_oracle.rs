@@ -45,7 +45,9 @@ enum Kind {
 
 /// A JSON key as a FHIRPath step: a choice's `valueQuantity` is `value.ofType(Quantity)`.
 fn step(resource_type: &str, parent: &str, key: &str) -> String {
-    let def = fhir2parquet::schema::r4().get(resource_type);
+    let def = fhir2parquet::schema::FhirVersion::R4
+        .model()
+        .get(resource_type);
     let prefix = if parent.is_empty() {
         String::new()
     } else {

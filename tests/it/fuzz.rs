@@ -103,7 +103,9 @@ fn json_parser() {
 
 #[test]
 fn resource_decoder_and_encoder() {
-    let types = fhir2parquet::schema::r4().resource_types();
+    let types = fhir2parquet::schema::FhirVersion::R4
+        .model()
+        .resource_types();
     let seeds = example_lines(400)
         .into_iter()
         .map(|l| {

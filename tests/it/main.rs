@@ -17,6 +17,7 @@ mod readme;
 mod reliability;
 mod schema;
 mod sql;
+mod versions;
 mod view;
 mod view_sql;
 mod warehouse;

@@ -3,34 +3,101 @@ use fhir2parquet::schema::node::{arrow_schema, width_and_depth};
 use crate::shared;
 
 #[test]
-fn committed_model_is_what_the_generator_writes() {
-    let fresh =
-        fhir2parquet::schema::generate::generate_model(&shared("fhir-definitions/r4")).unwrap();
-    let committed = include_str!("../../schemas/r4/model.json");
-    assert!(
-        fresh == committed,
-        "schemas/r4/model.json is stale: run `cargo run --bin fhir-schema-gen -- ../shared/fhir-definitions/r4 schemas/r4`"
-    );
+fn committed_models_are_what_the_generator_writes() {
+    for (v, committed) in [
+        ("r4", include_str!("../../schemas/r4/model.json")),
+        ("r4b", include_str!("../../schemas/r4b/model.json")),
+        ("r5", include_str!("../../schemas/r5/model.json")),
+    ] {
+        let fresh = fhir2parquet::schema::generate::generate_model(&shared(&format!(
+            "fhir-definitions/{v}"
+        )))
+        .unwrap();
+        assert!(
+            fresh == committed,
+            "schemas/{v}/model.json is stale: run `cargo run --bin fhir-schema-gen -- ../shared/fhir-definitions/{v} schemas/{v}`"
+        );
+    }
 }
 
 #[test]
-fn every_r4_resource_type_has_a_schema_within_bigquery_limits() {
-    let types = fhir2parquet::schema::r4().resource_types();
-    assert_eq!(types.len(), 146);
-    for t in types {
-        let s = arrow_schema(t).unwrap();
-        let (leaves, depth) = width_and_depth(&s);
-        assert!(leaves <= 10_000, "{t} has {leaves} leaf columns");
-        assert!(depth <= 15, "{t} nests {depth} levels");
-        // The schema is a function of the type alone.
-        assert_eq!(s, arrow_schema(t).unwrap());
+fn every_resource_type_of_every_version_has_a_schema_within_bigquery_limits() {
+    for (v, count) in [
+        (fhir2parquet::schema::FhirVersion::R4, 146),
+        (fhir2parquet::schema::FhirVersion::R4b, 141),
+        (fhir2parquet::schema::FhirVersion::R5, 158),
+    ] {
+        let types = v.model().resource_types();
+        assert_eq!(types.len(), count, "{v}");
+        for t in types {
+            let s = arrow_schema(v, t).unwrap();
+            let (leaves, depth) = width_and_depth(&s);
+            assert!(leaves <= 10_000, "{v} {t} has {leaves} leaf columns");
+            assert!(depth <= 15, "{v} {t} nests {depth} levels");
+            // The schema is a function of the version and type alone.
+            assert_eq!(s, arrow_schema(v, t).unwrap());
+        }
+    }
+}
+
+/// A primitive's extensions (`_birthDate`) have one shape in every version: the typed values
+/// of an extension are the same types, in the same order, in R4, R4B and R5.
+#[test]
+fn primitive_extensions_have_one_shape_in_every_version() {
+    use fhir2parquet::schema::FhirVersion;
+    let shape = |v: FhirVersion| {
+        arrow_schema(v, "Patient")
+            .unwrap()
+            .field_with_name("_birthDate")
+            .unwrap()
+            .data_type()
+            .clone()
+    };
+    assert_eq!(shape(FhirVersion::R4), shape(FhirVersion::R4b));
+    assert_eq!(shape(FhirVersion::R4), shape(FhirVersion::R5));
+    // And the primitive values of a resource's own extensions (built from each version's
+    // Extension).
+    for v in FhirVersion::ALL {
+        let ext = arrow_schema(v, "Patient").unwrap();
+        let arrow::datatypes::DataType::List(item) = ext
+            .field_with_name("extension")
+            .unwrap()
+            .data_type()
+            .clone()
+        else {
+            panic!()
+        };
+        let arrow::datatypes::DataType::Struct(fields) = item.data_type() else {
+            panic!()
+        };
+        let values: Vec<&String> = fields
+            .iter()
+            .map(|f| f.name())
+            .filter(|n| n.starts_with("value"))
+            .collect();
+        let arrow::datatypes::DataType::Struct(prim) = shape(v) else {
+            panic!()
+        };
+        let arrow::datatypes::DataType::List(pitem) = prim[1].data_type().clone() else {
+            panic!()
+        };
+        let arrow::datatypes::DataType::Struct(pfields) = pitem.data_type() else {
+            panic!()
+        };
+        let pvalues: Vec<&String> = pfields
+            .iter()
+            .map(|f| f.name())
+            .filter(|n| n.starts_with("value"))
+            .collect();
+        // The primitive values first in both; a primitive's extensions leave out the complex.
+        assert_eq!(values[..pvalues.len()], pvalues[..], "{v}");
     }
 }
 
 #[test]
 fn mapping_follows_the_contract() {
     use arrow::datatypes::{DataType, TimeUnit};
-    let s = arrow_schema("Observation").unwrap();
+    let s = arrow_schema(fhir2parquet::schema::FhirVersion::R4, "Observation").unwrap();
     let ty = |n: &str| s.field_with_name(n).unwrap().data_type().clone();
     assert_eq!(
         ty("issued"),
@@ -52,12 +119,12 @@ fn mapping_follows_the_contract() {
     );
     assert!(matches!(ty("category"), DataType::List(_)));
     assert!(matches!(ty("_status"), DataType::Struct(_)));
-    let p = arrow_schema("Patient").unwrap();
+    let p = arrow_schema(fhir2parquet::schema::FhirVersion::R4, "Patient").unwrap();
     assert!(matches!(
         p.field_with_name("contained").unwrap().data_type(),
         DataType::List(_)
     ));
-    let b = arrow_schema("Binary").unwrap();
+    let b = arrow_schema(fhir2parquet::schema::FhirVersion::R4, "Binary").unwrap();
     assert_eq!(
         b.field_with_name("data").unwrap().data_type(),
         &DataType::Binary
@@ -122,7 +189,8 @@ fn partition_elements_are_the_definitions_single_dates() {
                 want.push(name.trim_end_matches("[x]").to_string());
             }
         }
-        let mut got = fhir2parquet::convert::date_elements(t);
+        let mut got =
+            fhir2parquet::convert::date_elements(fhir2parquet::schema::FhirVersion::R4, t);
         got.sort();
         want.sort();
         assert_eq!(got, want, "{t}");

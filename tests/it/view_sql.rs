@@ -74,7 +74,11 @@ fn setup(dataset: &str, dialect: Dialect, engine: Engine) -> Value {
             let schemas: Vec<Value> = tables
                 .iter()
                 .map(|t| {
-                    let schema = fhir2parquet::schema::node::arrow_schema(&t.name).unwrap();
+                    let schema = fhir2parquet::schema::node::arrow_schema(
+                        fhir2parquet::schema::FhirVersion::R4,
+                        &t.name,
+                    )
+                    .unwrap();
                     let columns: Vec<String> = schema
                         .fields()
                         .iter()

@@ -182,7 +182,8 @@ fn snowflake_statements_run_in_fakesnow_as_far_as_it_goes() {
 
 /// Every resource type, as tables on a store.
 fn all_tables(base: &str) -> Vec<Table> {
-    fhir2parquet::schema::r4()
+    fhir2parquet::schema::FhirVersion::R4
+        .model()
         .resource_types()
         .into_iter()
         .map(|name| Table {
@@ -195,6 +196,7 @@ fn all_tables(base: &str) -> Vec<Table> {
             },
             files: vec![],
             delta: None,
+            fhir_version: fhir2parquet::schema::FhirVersion::R4,
         })
         .collect()
 }

@@ -17,7 +17,6 @@ pub(super) const WRITE_BATCH: usize = 8192;
 pub(super) const DICTIONARY_PAGE_BYTES: usize = 8 << 20;
 
 /// Output compression (`--compression`).
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
@@ -26,6 +25,16 @@ pub enum Codec {
     Lz4,
     Gzip,
     None,
+}
+
+impl crate::choice::Choice for Codec {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (Codec::Zstd, "zstd", ""),
+        (Codec::Snappy, "snappy", ""),
+        (Codec::Lz4, "lz4", ""),
+        (Codec::Gzip, "gzip", ""),
+        (Codec::None, "none", ""),
+    ];
 }
 
 /// How the Parquet files are written.
@@ -53,7 +62,6 @@ impl Default for WriteOptions {
 }
 
 /// Which of the typed schema's leaf columns a file holds.
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Columns {
     /// Every column of the type's typed schema, in every file.
@@ -66,6 +74,13 @@ pub enum Columns {
     /// the same columns ([`crate::dataset::unify`]).
     #[default]
     Present,
+}
+
+impl crate::choice::Choice for Columns {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (Columns::All, "all", "Every column of the type's typed schema, in every file"),
+        (Columns::Present, "present", "The columns that hold a value in the type's files (every file of a type the same ones); readers see the rest of the typed schema as NULL"),
+    ];
 }
 
 /// The codec of columns that are nearly always empty: Snappy keeps no state between pages

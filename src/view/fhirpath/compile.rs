@@ -11,6 +11,7 @@ use datafusion::common::ScalarValue;
 
 use crate::schema::model::Kind;
 use crate::schema::node::{struct_fields, Member, Prim, Shape, DECIMAL_PRECISION, DECIMAL_SCALE};
+use crate::schema::FhirVersion;
 
 use super::eval::{Boundary, Conversion, JsonKind, MathFn, Node, StrFn};
 use super::parse::{Ast, Op};
@@ -95,6 +96,8 @@ impl Ty {
 /// together). A typed compile that reaches past the typed schema's bounds fails and sets
 /// `beyond`: the caller compiles again against the JSON.
 pub struct Scope<'a> {
+    /// The FHIR version whose definitions paths past the typed columns are checked against.
+    pub version: FhirVersion,
     pub constants: &'a HashMap<String, (ScalarValue, Ty)>,
     pub root: Ty,
     /// Top-level columns of the resource that the compiled expressions read.
@@ -165,7 +168,13 @@ impl Scope<'_> {
                 }
                 _ => match self.constants.get(name) {
                     Some((v, ty)) => Ok((Node::Lit(v.clone()), ty.clone())),
-                    None => Err(format!("%{name} is not a constant of this view")),
+                    None => match environment(name) {
+                        Some(url) => Ok((
+                            Node::Lit(ScalarValue::Utf8(Some(url))),
+                            Ty::prim("string", DataType::Utf8),
+                        )),
+                        None => Err(format!("%{name} is not a constant of this view")),
+                    },
                 },
             },
             Ast::This => Ok((Node::Focus, focus.clone())),
@@ -341,8 +350,8 @@ impl Scope<'_> {
             }
             Ast::Call(src, name, args) => {
                 let (node, ty) = match src.as_deref() {
-                    // A decimal literal's boundaries come from its text.
-                    Some(Ast::Dec(text)) if name.ends_with("Boundary") => (
+                    // A decimal literal's boundaries and precision come from its text.
+                    Some(Ast::Dec(text)) if name.ends_with("Boundary") || name == "precision" => (
                         Node::Lit(ScalarValue::Utf8(Some(text.clone()))),
                         Ty::prim("decimal", decimal_type()),
                     ),
@@ -447,7 +456,7 @@ impl Scope<'_> {
             Ty::Json {
                 def, prefix, root, ..
             } => {
-                let (node, t) = json_member(node, def, prefix, name, ty)?;
+                let (node, t) = json_member(self.version, node, def, prefix, name, ty)?;
                 if *root {
                     let mut f = self.json_fields.borrow_mut();
                     match &t {
@@ -466,9 +475,38 @@ impl Scope<'_> {
                 return Ok((node, t));
             }
             Ty::Nothing => return Ok((Node::Lit(ScalarValue::Null), Ty::Nothing)),
-            Ty::Choice { .. } => {
-                self.no_choice(ty, &format!("'.{name}'"))?;
-                unreachable!()
+            // A member of a choice (`value.unit`): that of the alternatives that have it, as
+            // FHIRPath reads the value whatever its type; they must agree on the member's type.
+            Ty::Choice { alts } => {
+                let mut found: Vec<(Node, Ty)> = Vec::new();
+                for (t, n, at) in alts {
+                    if !matches!(at, Ty::Object { .. } | Ty::Json { .. }) && n.is_some() {
+                        continue;
+                    }
+                    match n {
+                        // Past the typed columns: only if the type has the member at all.
+                        None if self.version.model().type_at(t, name).is_some() => {
+                            return self.beyond(format!("{t}.{name}"))
+                        }
+                        None => {}
+                        Some(n) => {
+                            if let Ok(r) = self.member(n.clone(), at, name) {
+                                found.push(r);
+                            }
+                        }
+                    }
+                }
+                let agree = found
+                    .windows(2)
+                    .all(|w| w[0].1.data_type() == w[1].1.data_type());
+                if found.is_empty() || !agree {
+                    self.no_choice(ty, &format!("'.{name}'"))?;
+                }
+                let (mut out, out_ty) = found.remove(0);
+                for (n, _) in found {
+                    out = Node::Combine(Box::new(out), Box::new(n));
+                }
+                return Ok((out, out_ty));
             }
             Ty::Prim { fhir, .. } if name == "extension" || name == "id" => {
                 // A primitive's id and extensions are in `_name` beside it: in JSON.
@@ -589,6 +627,12 @@ impl Scope<'_> {
                 arity(0..=0)?;
                 self.no_choice(&ty, "count()")?;
                 Ok((Node::Count(b), Ty::prim("integer", DataType::Int32)))
+            }
+            // The one item, none for none; several are an error (FHIRPath 5.3.3).
+            "single" => {
+                arity(0..=0)?;
+                self.no_choice(&ty, name)?;
+                Ok((Node::With(b, Box::new(Node::Focus)), ty))
             }
             "first" | "last" => {
                 arity(0..=0)?;
@@ -816,15 +860,40 @@ impl Scope<'_> {
                     boolean,
                 ))
             }
-            "is" | "as" => {
+            "as" => {
                 arity(1..=1)?;
-                let (of, of_ty) = self.call(node.clone(), ty.clone(), "ofType", args)?;
-                if name == "as" {
-                    return Ok((of, of_ty));
-                }
+                self.call(node, ty, "ofType", args)
+            }
+            // `is` follows the FHIR type hierarchy (a `code` is a `string`, an `Age` a
+            // `Quantity`); `as` and `ofType` take the type itself, as the official suite has it.
+            "is" => {
+                arity(1..=1)?;
+                let want = self.known_type(name, &args[0])?;
+                let model = self.version.model();
+                let is_a = |t: &str| same_type(t, &want) || model.is_a(t, &want);
+                let is = match &ty {
+                    Ty::Choice { alts } => {
+                        let mut present = Vec::new();
+                        for (t, n, _) in alts.iter().filter(|a| is_a(&a.0)) {
+                            match n {
+                                Some(n) => present.push(n.clone()),
+                                None => return self.beyond(format!("is({t})")),
+                            }
+                        }
+                        match present.is_empty() {
+                            true => Node::Lit(ScalarValue::Boolean(Some(false))),
+                            false => Node::AnyExists(present),
+                        }
+                    }
+                    Ty::Object { fhir, .. } | Ty::Prim { fhir, .. } | Ty::Json { fhir, .. }
+                        if is_a(fhir) =>
+                    {
+                        self.call(node.clone(), ty.clone(), "exists", &[])?.0
+                    }
+                    _ => Node::Lit(ScalarValue::Boolean(Some(false))),
+                };
                 // Empty for an empty input (`exists()` reads a choice's alternatives).
                 let (input, _) = self.call(node, ty, "exists", &[])?;
-                let (is, _) = self.call(of, of_ty, "exists", &[])?;
                 Ok((
                     Node::Iif(
                         Box::new(input),
@@ -856,7 +925,7 @@ impl Scope<'_> {
             }
             "ofType" => {
                 arity(1..=1)?;
-                let want = type_name(&args[0])?;
+                let want = self.known_type(name, &args[0])?;
                 match &ty {
                     Ty::Choice { alts } => match alts.iter().find(|a| same_type(&a.0, &want)) {
                         Some((t, None, _)) => self.beyond(format!("ofType({t})")),
@@ -905,6 +974,50 @@ impl Scope<'_> {
                     Ty::prim("string", DataType::Utf8),
                 ))
             }
+            // The digits a value was written with (FHIRPath 5.7): after the point of a decimal;
+            // of a date, date-time or time, all but the time zone's.
+            "precision" => {
+                arity(0..=0)?;
+                let fhir = match &ty {
+                    Ty::Prim { fhir, .. } => fhir.as_str(),
+                    Ty::Nothing => return Ok((node, ty)),
+                    other => return Err(format!("precision() of {}", other.describe())),
+                };
+                let strip = |src: Node, pattern: &str| {
+                    Node::Str(
+                        StrFn::ReplaceMatches,
+                        Box::new(src),
+                        vec![
+                            Node::Lit(ScalarValue::Utf8(Some(pattern.into()))),
+                            Node::Lit(ScalarValue::Utf8(Some(String::new()))),
+                        ],
+                    )
+                };
+                let digits = match fhir {
+                    "decimal" => match node {
+                        Node::Lit(ScalarValue::Utf8(Some(_))) => strip(node, r"^[^.]*\.?"),
+                        Node::JsonField(src, f, JsonKind::Prim(_) | JsonKind::Text) => {
+                            strip(Node::JsonField(src, f, JsonKind::Text), r"^[^.]*\.?")
+                        }
+                        _ if matches!(self.root, Ty::Object { .. }) => {
+                            return self.beyond("the written precision of a decimal".into())
+                        }
+                        _ => {
+                            return Err("precision() of a decimal is taken on an element's value \
+                                        or a literal, not after a function"
+                                .into())
+                        }
+                    },
+                    "date" | "dateTime" | "time" if ty.data_type() == DataType::Utf8 => {
+                        strip(strip(node, "(Z|[+-][0-9][0-9]:[0-9][0-9])$"), "[^0-9]")
+                    }
+                    other => return Err(format!("precision() of {other} is not supported")),
+                };
+                Ok((
+                    Node::Str(StrFn::Length, Box::new(digits), vec![]),
+                    Ty::prim("integer", DataType::Int32),
+                ))
+            }
             "lowBoundary" | "highBoundary" => {
                 arity(0..=1)?;
                 let precision = match args.first() {
@@ -951,10 +1064,50 @@ impl Scope<'_> {
                     Ty::Nothing => return Ok((node, ty)),
                     other => return Err(format!("{name}() of {}", other.describe())),
                 };
-                Ok((Node::Boundary(b, kind, high), ty))
+                let boundary = Node::Boundary(b, kind, high);
+                // To the precision of a date's year (4 digits), month (6) or day (8), of a date
+                // or a date-time: the boundary's text cut there, a date (FHIRPath 5.7:
+                // `@2014.lowBoundary(6)` is `@2014-01`, `@2014-01-01T08.lowBoundary(8)`
+                // `@2014-01-01`).
+                let date_part = match precision {
+                    Some(4) => Some(4),
+                    Some(6) => Some(7),
+                    Some(8) => Some(10),
+                    _ => None,
+                };
+                match (kind, date_part) {
+                    (Boundary::Date | Boundary::DateTime, Some(len)) => Ok((
+                        Node::Str(
+                            StrFn::Substring,
+                            Box::new(boundary),
+                            vec![
+                                Node::Lit(ScalarValue::Int32(Some(0))),
+                                Node::Lit(ScalarValue::Int32(Some(len))),
+                            ],
+                        ),
+                        Ty::prim("date", DataType::Utf8),
+                    )),
+                    _ => Ok((boundary, ty)),
+                }
             }
             _ => Err(format!("the function {name}() is not supported")),
         }
+    }
+
+    /// The type a function names (`ofType(Quantity)`): one of the data's version's types or a
+    /// System type; anything else is an error (a misspelt type would give empty silently).
+    fn known_type(&self, function: &str, a: &Ast) -> CompileResult<String> {
+        const SYSTEM: &[&str] = &[
+            "Boolean", "String", "Integer", "Decimal", "Date", "DateTime", "Time", "Quantity",
+        ];
+        let name = type_name(a)?;
+        if SYSTEM.contains(&name.as_str()) || self.version.model().get(&name).is_some() {
+            return Ok(name);
+        }
+        Err(format!(
+            "{function}({name}): {name} is not a type of FHIR {} nor a System type",
+            self.version
+        ))
     }
 
     fn string_arg(&self, a: &Ast) -> CompileResult<String> {
@@ -962,6 +1115,7 @@ impl Scope<'_> {
             Ast::Str(s) => Ok(s.clone()),
             Ast::Var(v) => match self.constants.get(v) {
                 Some((ScalarValue::Utf8(Some(s)), _)) => Ok(s.clone()),
+                None if environment(v).is_some() => Ok(environment(v).expect("checked")),
                 _ => Err(format!("%{v} is not a string constant")),
             },
             _ => Err("expected a string".into()),
@@ -1218,9 +1372,9 @@ fn type_name(a: &Ast) -> CompileResult<String> {
     }
 }
 
-/// Whether a value of FHIR type `fhir` is a `want`: the type itself (a `code` is not a
-/// `string` to `ofType()`, `is` and `as`, as the official FHIRPath suite has it), or the System
-/// type of the same name (`String` for `string`).
+/// Whether a value of FHIR type `fhir` is a `want` to `ofType()` and `as`: the type itself (a
+/// `code` is not a `string` there, as the official FHIRPath suite has it; `is` follows the
+/// hierarchy too), or the System type of the same name (`String` for `string`).
 fn same_type(fhir: &str, want: &str) -> bool {
     fhir == want
         || (want.starts_with(|c: char| c.is_ascii_uppercase())
@@ -1272,6 +1426,24 @@ fn common_type(l: &DataType, r: &DataType) -> Option<DataType> {
     })
 }
 
+/// FHIR's environment variables (FHIRPath in FHIR, "Variables"): `%sct`, `%loinc`, `%ucum`,
+/// `%vs-[name]` and `%ext-[name]`; a view's own constants come first.
+fn environment(name: &str) -> Option<String> {
+    match name {
+        "sct" => Some("http://snomed.info/sct".into()),
+        "loinc" => Some("http://loinc.org".into()),
+        "ucum" => Some("http://unitsofmeasure.org".into()),
+        _ => {
+            if let Some(vs) = name.strip_prefix("vs-").filter(|n| !n.is_empty()) {
+                return Some(format!("http://hl7.org/fhir/ValueSet/{vs}"));
+            }
+            name.strip_prefix("ext-")
+                .filter(|n| !n.is_empty())
+                .map(|e| format!("http://hl7.org/fhir/StructureDefinition/{e}"))
+        }
+    }
+}
+
 /// A decimal literal as a Decimal128 at the schema's scale.
 pub fn decimal_lit(text: &str) -> CompileResult<Node> {
     let (v, _) = crate::decode::decimal::parse_decimal(text)
@@ -1286,13 +1458,14 @@ pub fn decimal_lit(text: &str) -> CompileResult<Node> {
 /// The JSON property `name` of an object of type `def` (elements under `prefix`), checked
 /// against the FHIR definitions: one element, or the alternatives of a choice.
 fn json_member(
+    version: FhirVersion,
     node: Node,
     def: &str,
     prefix: &str,
     name: &str,
     ty: &Ty,
 ) -> CompileResult<(Node, Ty)> {
-    let model = crate::schema::r4();
+    let model = version.model();
     let td = model
         .get(def)
         .ok_or_else(|| format!("{def} is not a FHIR type"))?;

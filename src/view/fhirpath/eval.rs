@@ -637,7 +637,9 @@ fn string_fn(f: StrFn, s: &ArrayRef, args: &[ArrayRef]) -> EvalResult<Coll> {
         if let Some(r) = cache.get(p) {
             return Ok(r.clone());
         }
-        let r = regex::Regex::new(p).map_err(|e| format!("the regular expression {p:?}: {e}"))?;
+        // FHIRPath's regular expressions are in single-line mode: `.` matches a newline too.
+        let r = regex::Regex::new(&format!("(?s){p}"))
+            .map_err(|e| format!("the regular expression {p:?}: {e}"))?;
         cache.insert(p.to_string(), r.clone());
         Ok(r)
     };

@@ -243,6 +243,13 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, SyntaxError> {
                 return Err(err(start, "expected a date or time after @"));
             }
             let text = src[s..i].to_string();
+            // A time of day has no time zone (FHIRPath's grammar: TIME has none).
+            if time && text.contains(['Z', '+', '-']) {
+                return Err(err(
+                    start,
+                    "a time literal has no time zone: @T14:34:28, not @T14:34:28Z",
+                ));
+            }
             if time {
                 Tok::Time(text)
             } else {

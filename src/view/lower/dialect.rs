@@ -3,8 +3,9 @@
 
 use arrow::datatypes::DataType;
 
+use crate::schema::engines::{self, Sql};
+
 /// The SQL dialects a view compiles to.
-#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     /// DuckDB.
@@ -19,25 +20,27 @@ pub enum Dialect {
     Snowflake,
 }
 
+impl crate::choice::Choice for Dialect {
+    const CHOICES: &'static [(Self, &'static str, &'static str)] = &[
+        (Dialect::Duckdb, "duckdb", "DuckDB"),
+        (Dialect::Spark, "spark", "Spark SQL and Databricks"),
+        (Dialect::Trino, "trino", "Trino and Amazon Athena (engine version 3)"),
+        (Dialect::Bigquery, "bigquery", "Google BigQuery"),
+        (Dialect::Snowflake, "snowflake", "Snowflake, over the tables `warehouse snowflake` loads (nested columns semi-structured)"),
+    ];
+}
+
 use Dialect::{Bigquery, Duckdb, Snowflake, Spark, Trino};
 
 impl Dialect {
+    /// The dialect's name (`duckdb`), as `view --sql` takes it.
     pub fn name(self) -> &'static str {
-        match self {
-            Duckdb => "duckdb",
-            Spark => "spark",
-            Trino => "trino",
-            Bigquery => "bigquery",
-            Snowflake => "snowflake",
-        }
+        crate::choice::Choice::name(self)
     }
 
     /// A quoted identifier.
     pub fn ident(self, name: &str) -> String {
-        match self {
-            Duckdb | Trino | Snowflake => format!("\"{}\"", name.replace('"', "\"\"")),
-            Spark | Bigquery => format!("`{}`", name.replace('`', "``")),
-        }
+        engines::ident(self.engine(), name)
     }
 
     /// A table name: `schema.table` parts quoted one by one.
@@ -303,24 +306,22 @@ impl Dialect {
                 _ => format!("${part}"),
             })
             .collect::<String>();
+        // Single-line mode, as FHIRPath's regular expressions are (Snowflake: its 's' parameter).
+        let dotall = self.string(&format!("(?s){pattern}"));
         match self {
             Duckdb => format!(
                 "regexp_replace({s}, {}, {}, 'g')",
-                self.string(pattern),
+                dotall,
                 self.string(&groups_backslashed)
             ),
-            Spark | Trino => format!(
-                "regexp_replace({s}, {}, {})",
-                self.string(pattern),
-                self.string(with)
-            ),
+            Spark | Trino => format!("regexp_replace({s}, {}, {})", dotall, self.string(with)),
             Bigquery => format!(
                 "REGEXP_REPLACE({s}, {}, {})",
-                self.string(pattern),
+                dotall,
                 self.string(&groups_backslashed)
             ),
             Snowflake => format!(
-                "REGEXP_REPLACE({s}, {}, {})",
+                "REGEXP_REPLACE({s}, {}, {}, 1, 0, 's')",
                 self.string(&posix_groups(pattern, 0).0),
                 self.string(&groups_backslashed)
             ),
@@ -433,16 +434,23 @@ impl Dialect {
     }
 
     /// Whether a regular expression matches somewhere in `s`.
-    pub fn regex_test(self, s: &str, pattern: &str) -> String {
+    /// Whether `s` holds a match of `pattern`; with `dotall`, in FHIRPath's single-line mode
+    /// (`.` matches a newline too).
+    pub fn regex_test(self, s: &str, pattern: &str, dotall: bool) -> String {
+        let pattern_text = match dotall {
+            true => format!("(?s){pattern}"),
+            false => pattern.to_string(),
+        };
         match self {
-            Duckdb => format!("regexp_matches({s}, {})", self.string(pattern)),
-            Spark => format!("({s} rlike {})", self.string(pattern)),
-            Trino => format!("regexp_like({s}, {})", self.string(pattern)),
-            Bigquery => format!("REGEXP_CONTAINS({s}, {})", self.string(pattern)),
-            // REGEXP_LIKE matches the whole text.
+            Duckdb => format!("regexp_matches({s}, {})", self.string(&pattern_text)),
+            Spark => format!("({s} rlike {})", self.string(&pattern_text)),
+            Trino => format!("regexp_like({s}, {})", self.string(&pattern_text)),
+            Bigquery => format!("REGEXP_CONTAINS({s}, {})", self.string(&pattern_text)),
+            // REGEXP_LIKE matches the whole text; 's': single-line mode.
             Snowflake => format!(
-                "(REGEXP_INSTR({s}, {}) > 0)",
-                self.string(&posix_groups(pattern, 0).0)
+                "(REGEXP_INSTR({s}, {}{}) > 0)",
+                self.string(&posix_groups(pattern, 0).0),
+                if dotall { ", 1, 1, 0, 's'" } else { "" }
             ),
         }
     }
@@ -642,66 +650,23 @@ impl Dialect {
 
     /// The SQL type of a primitive result column (None: not a primitive).
     pub fn type_name(self, dt: &DataType) -> Option<&'static str> {
-        Some(match (self, dt) {
-            (Bigquery, DataType::Boolean) => "BOOL",
-            (_, DataType::Boolean) => "BOOLEAN",
-            (Bigquery, DataType::Int32 | DataType::Int64) => "INT64",
-            (_, DataType::Int32) => "INTEGER",
-            (_, DataType::Int64) => "BIGINT",
-            (Bigquery, DataType::Decimal128(_, _)) => "BIGNUMERIC",
-            (Snowflake, DataType::Decimal128(_, _)) => "NUMBER(38,18)",
-            (_, DataType::Decimal128(_, _)) => "DECIMAL(38,18)",
-            (Bigquery, DataType::Float64) => "FLOAT64",
-            (_, DataType::Float64) => "DOUBLE",
-            (Duckdb | Trino | Snowflake, DataType::Utf8 | DataType::Null) => "VARCHAR",
-            (Spark | Bigquery, DataType::Utf8 | DataType::Null) => "STRING",
-            (Duckdb, DataType::Timestamp(_, _)) => "TIMESTAMPTZ",
-            (Snowflake, DataType::Timestamp(_, _)) => "TIMESTAMP_TZ",
-            (_, DataType::Timestamp(_, _)) => "TIMESTAMP",
-            (Duckdb, DataType::Binary) => "BLOB",
-            (Spark, DataType::Binary) => "BINARY",
-            (Trino, DataType::Binary) => "VARBINARY",
-            (Bigquery, DataType::Binary) => "BYTES",
-            (Snowflake, DataType::Binary) => "BINARY",
-            _ => return None,
-        })
+        engines::sql_type(self.engine(), dt)
     }
 
     /// A type spelled whole, structs and lists included (Trino's ROW casts).
     pub fn full_type(self, dt: &DataType) -> Option<String> {
-        Some(match dt {
-            // Snowflake's nested values are semi-structured.
-            DataType::Struct(_) if self == Snowflake => "OBJECT".into(),
-            DataType::List(_) if self == Snowflake => "ARRAY".into(),
-            DataType::Struct(fields) => {
-                let parts: Option<Vec<String>> = fields
-                    .iter()
-                    .map(|f| {
-                        Some(format!(
-                            "{} {}",
-                            self.ident(f.name()),
-                            self.full_type(f.data_type())?
-                        ))
-                    })
-                    .collect();
-                match self {
-                    Trino => format!("ROW({})", parts?.join(", ")),
-                    // Spark's `name: type` takes its colon as optional.
-                    Bigquery | Spark => format!("STRUCT<{}>", parts?.join(", ")),
-                    Duckdb | Snowflake => format!("STRUCT({})", parts?.join(", ")),
-                }
-            }
-            DataType::List(f) => {
-                let inner = self.full_type(f.data_type())?;
-                match self {
-                    Trino => format!("ARRAY({inner})"),
-                    Spark | Bigquery => format!("ARRAY<{inner}>"),
-                    Duckdb | Snowflake => format!("{inner}[]"),
-                }
-            }
-            DataType::Int64 if self == Trino => "BIGINT".into(),
-            other => self.type_name(other)?.to_string(),
-        })
+        engines::sql_full_type(self.engine(), dt)
+    }
+
+    /// The engine whose words name our types.
+    fn engine(self) -> Sql {
+        match self {
+            Duckdb => Sql::Duckdb,
+            Spark => Sql::Spark,
+            Trino => Sql::Trino,
+            Bigquery => Sql::Bigquery,
+            Snowflake => Sql::Snowflake,
+        }
     }
 }
 

@@ -67,8 +67,14 @@ const ROOT: &str = "r";
 pub fn to_sql(view: &ViewDefinition, opts: &SqlOptions) -> Result<String> {
     let compiled = compile_view_with(view, false, true)?;
     let d = opts.dialect;
-    let schema = crate::schema::node::arrow_schema(&view.resource)
-        .ok_or_else(|| anyhow!("{} is not an R4 resource type", view.resource))?;
+    let schema =
+        crate::schema::node::arrow_schema(view.fhir_version, &view.resource).ok_or_else(|| {
+            anyhow!(
+                "{} is not a resource type of FHIR {}",
+                view.resource,
+                view.fhir_version
+            )
+        })?;
     let table = opts
         .tables
         .get(&view.resource)
@@ -826,9 +832,9 @@ impl Lower {
                         )
                     }
                     StrFn::Replace => format!("replace({s}, {}, {})", a[0], a[1]),
-                    StrFn::Matches => d.regex_test(&s, &literal(0, "matches()")?),
+                    StrFn::Matches => d.regex_test(&s, &literal(0, "matches()")?, true),
                     StrFn::MatchesFull => {
-                        d.regex_test(&s, &format!("^(?:{})$", literal(0, "matchesFull()")?))
+                        d.regex_test(&s, &format!("^(?:{})$", literal(0, "matchesFull()")?), true)
                     }
                     StrFn::ReplaceMatches => match literal(0, "replaceMatches()")?.as_str() {
                         // An empty expression matches nothing to replace.
@@ -1001,7 +1007,7 @@ impl Lower {
                     // _overflow) stops the query rather than giving part of the items.
                     let deeper = format!("/({})\":", beyond.join("|"));
                     let overflow = format!("{ROOT}.{}", d.ident("_overflow"));
-                    let test = d.regex_test(&overflow, &deeper);
+                    let test = d.regex_test(&overflow, &deeper, false);
                     format!(
                         "CASE WHEN coalesce({test}, FALSE) THEN {} ELSE {items} END",
                         d.error(

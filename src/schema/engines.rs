@@ -1,10 +1,107 @@
-//! Our Arrow types in each engine's own words, as each reads them from our Parquet.
+//! Our Arrow types in each engine's own words: the one place that spells them, for the
+//! `warehouse` statements (the column types each engine reads from our Parquet: [`hive`] for
+//! Athena's and Databricks' DDL, [`bigquery`] schema files, [`snowflake`] columns) and for the
+//! SQL that views compile to ([`sql_type`], [`sql_full_type`]: the casts and lambda parameters
+//! of each [`Sql`] dialect).
 //!
 //! The column types we write are few: string, boolean, int32, int64 (the time companions), float64,
 //! decimal(38,18), timestamp(µs, UTC), binary, and lists and structs of them.
+//!
+//! ```
+//! use arrow::datatypes::DataType;
+//! use fhir2parquet::schema::engines::{hive, sql_type, Sql};
+//! assert_eq!(hive(&DataType::Int32), "INT"); // Athena's DDL
+//! assert_eq!(sql_type(Sql::Trino, &DataType::Int32), Some("INTEGER")); // in a query
+//! ```
 
 use arrow::datatypes::{DataType, Field};
 use serde_json::{json, Value};
+
+/// The SQL dialects whose queries (casts, lambda parameters) name our types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sql {
+    Duckdb,
+    Spark,
+    Trino,
+    Bigquery,
+    Snowflake,
+}
+
+/// A quoted identifier in the dialect's words.
+pub fn ident(engine: Sql, name: &str) -> String {
+    match engine {
+        Sql::Duckdb | Sql::Trino | Sql::Snowflake => double_quote(name),
+        Sql::Spark | Sql::Bigquery => backquote(name),
+    }
+}
+
+/// The SQL type of a primitive (None: a list or a struct).
+pub fn sql_type(engine: Sql, dt: &DataType) -> Option<&'static str> {
+    use Sql::*;
+    Some(match (engine, dt) {
+        (Bigquery, DataType::Boolean) => "BOOL",
+        (_, DataType::Boolean) => "BOOLEAN",
+        (Bigquery, DataType::Int32 | DataType::Int64) => "INT64",
+        (_, DataType::Int32) => "INTEGER",
+        (_, DataType::Int64) => "BIGINT",
+        (Bigquery, DataType::Decimal128(p, s)) if fits_numeric(*p, *s) => "NUMERIC",
+        (Bigquery, DataType::Decimal128(_, _)) => "BIGNUMERIC",
+        (Snowflake, DataType::Decimal128(_, _)) => "NUMBER(38,18)",
+        (_, DataType::Decimal128(_, _)) => "DECIMAL(38,18)",
+        (Bigquery, DataType::Float64) => "FLOAT64",
+        (_, DataType::Float64) => "DOUBLE",
+        (Duckdb | Trino | Snowflake, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null) => {
+            "VARCHAR"
+        }
+        (Spark | Bigquery, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null) => "STRING",
+        (Duckdb, DataType::Timestamp(_, _)) => "TIMESTAMPTZ",
+        (Snowflake, DataType::Timestamp(_, _)) => "TIMESTAMP_TZ",
+        (_, DataType::Timestamp(_, _)) => "TIMESTAMP",
+        (Duckdb, DataType::Binary | DataType::LargeBinary) => "BLOB",
+        (Spark, DataType::Binary | DataType::LargeBinary) => "BINARY",
+        (Trino, DataType::Binary | DataType::LargeBinary) => "VARBINARY",
+        (Bigquery, DataType::Binary | DataType::LargeBinary) => "BYTES",
+        (Snowflake, DataType::Binary | DataType::LargeBinary) => "BINARY",
+        _ => return None,
+    })
+}
+
+/// A type spelled whole, structs and lists included (DuckDB's view casts, Trino's ROW casts,
+/// BigQuery's DDL). Snowflake's nested values are semi-structured: OBJECT and ARRAY.
+pub fn sql_full_type(engine: Sql, dt: &DataType) -> Option<String> {
+    use Sql::*;
+    Some(match dt {
+        DataType::Struct(_) if engine == Snowflake => "OBJECT".into(),
+        DataType::List(_) | DataType::LargeList(_) if engine == Snowflake => "ARRAY".into(),
+        DataType::Struct(fields) => {
+            let parts: Option<Vec<String>> = fields
+                .iter()
+                .map(|f| {
+                    Some(format!(
+                        "{} {}",
+                        ident(engine, f.name()),
+                        sql_full_type(engine, f.data_type())?
+                    ))
+                })
+                .collect();
+            match engine {
+                Trino => format!("ROW({})", parts?.join(", ")),
+                // Spark's `name: type` takes its colon as optional.
+                Bigquery | Spark => format!("STRUCT<{}>", parts?.join(", ")),
+                Duckdb | Snowflake => format!("STRUCT({})", parts?.join(", ")),
+            }
+        }
+        DataType::List(f) | DataType::LargeList(f) => {
+            let inner = sql_full_type(engine, f.data_type())?;
+            match engine {
+                Trino => format!("ARRAY({inner})"),
+                Spark | Bigquery => format!("ARRAY<{inner}>"),
+                Duckdb | Snowflake => format!("{inner}[]"),
+            }
+        }
+        other => sql_type(engine, other)?.to_string(),
+    })
+}
 
 /// Hive, Athena (Glue), Spark and Databricks: `ARRAY<...>`, `STRUCT<`name`:...>`. Every name is
 /// backquoted (Hive identifiers may not start with `_`, and ours do).
@@ -115,29 +212,10 @@ pub fn record_depth(t: &DataType) -> usize {
     }
 }
 
-/// BigQuery's type of a column in DDL (`STRUCT<...>`, `ARRAY<...>`).
+/// BigQuery's type of a column in DDL (`STRUCT<...>`, `ARRAY<...>`): as its queries spell it.
 pub fn bigquery_ddl(t: &DataType) -> String {
-    match t {
-        DataType::Utf8 | DataType::LargeUtf8 => "STRING".into(),
-        DataType::Boolean => "BOOL".into(),
-        DataType::Int32 | DataType::Int64 => "INT64".into(),
-        DataType::Float64 => "FLOAT64".into(),
-        DataType::Decimal128(p, s) if fits_numeric(*p, *s) => "NUMERIC".into(),
-        DataType::Decimal128(_, _) => "BIGNUMERIC".into(),
-        DataType::Timestamp(_, _) => "TIMESTAMP".into(),
-        DataType::Binary | DataType::LargeBinary => "BYTES".into(),
-        DataType::List(f) | DataType::LargeList(f) => {
-            format!("ARRAY<{}>", bigquery_ddl(f.data_type()))
-        }
-        DataType::Struct(fields) => {
-            let inner: Vec<String> = fields
-                .iter()
-                .map(|f| format!("{} {}", backquote(f.name()), bigquery_ddl(f.data_type())))
-                .collect();
-            format!("STRUCT<{}>", inner.join(", "))
-        }
-        other => unreachable!("no column of our schema is {other}"),
-    }
+    sql_full_type(Sql::Bigquery, t)
+        .unwrap_or_else(|| unreachable!("no column of our schema is {t}"))
 }
 
 #[cfg(test)]
