@@ -555,12 +555,13 @@ fn functions_view() -> Value {
 }
 
 /// The expressions generated for the differential test against fhirpath.js
-/// (`fhirpath_oracle.rs`) over the Synthea sample, compiled to DuckDB (1.4 and 2.x) SQL and run
-/// there: every value the engine gives is the one `view` gives (whose answers agree with
-/// fhirpath.js). Expressions a dialect refuses (see the README) are left out, and counted.
+/// (`fhirpath_oracle.rs`) over the Synthea sample, compiled to DuckDB (1.4 and 2.x) and Spark
+/// SQL and run there: every value the engine gives is the one `view` gives (whose answers agree
+/// with fhirpath.js). Expressions a dialect refuses (see docs/views.md) are left out, and
+/// counted.
 #[test]
-fn generated_fhirpath_compiled_to_duckdb_gives_the_answers_of_view() {
-    let engines = engines(false);
+fn generated_fhirpath_compiled_to_duckdb_and_spark_gives_the_answers_of_view() {
+    let engines = engines(true);
     if engines.is_empty() {
         return;
     }
@@ -569,12 +570,55 @@ fn generated_fhirpath_compiled_to_duckdb_gives_the_answers_of_view() {
     let out = tmp.path().join("out");
     assert!(crate::convert_quiet(&src, &out).status.success());
     let shell = fhir2parquet::sql::Shell::open(&out, None).unwrap();
-    let options = SqlOptions::new(Dialect::Duckdb);
-    let mut jobs = Vec::new();
-    let mut want: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let (mut columns, mut refused) = (0, 0);
-    for file in crate::ndjson_files(&src) {
+    let mut failures = Vec::new();
+    for dialect in [Dialect::Duckdb, Dialect::Spark] {
+        let engines: Vec<Engine> = engines
+            .iter()
+            .copied()
+            .filter(|e| e.dialect() == dialect)
+            .collect();
+        if engines.is_empty() {
+            continue;
+        }
+        let corpus = compiled_corpus(&shell, &src, &out, dialect);
+        for engine in engines {
+            failures.extend(run_corpus(engine, &corpus, tmp.path()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}",
+        failures[..failures.len().min(20)].join("\n")
+    );
+}
+
+/// The generated expressions of each resource type compiled for one dialect: the statements,
+/// the rows `view` gives, the expressions of each column, and how many the dialect refused.
+struct Corpus {
+    jobs: Vec<Value>,
+    want: BTreeMap<String, Vec<Value>>,
+    names: BTreeMap<String, Vec<String>>,
+    columns: usize,
+    refused: usize,
+    dialect: Dialect,
+}
+
+fn compiled_corpus(
+    shell: &fhir2parquet::sql::Shell,
+    src: &Path,
+    out: &Path,
+    dialect: Dialect,
+) -> Corpus {
+    let options = SqlOptions::new(dialect);
+    let mut c = Corpus {
+        jobs: Vec::new(),
+        want: BTreeMap::new(),
+        names: BTreeMap::new(),
+        columns: 0,
+        refused: 0,
+        dialect,
+    };
+    for file in crate::ndjson_files(src) {
         let resources: Vec<Value> = crate::read_lines(&file)
             .iter()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -599,62 +643,205 @@ fn generated_fhirpath_compiled_to_duckdb_gives_the_answers_of_view() {
             .filter(|e| {
                 let v = view_of(&[*e]);
                 let ok =
-                    fhir2parquet::view::frame(&shell, &v).is_ok() && to_sql(&v, &options).is_ok();
+                    fhir2parquet::view::frame(shell, &v).is_ok() && to_sql(&v, &options).is_ok();
                 if !ok {
-                    refused += 1;
+                    c.refused += 1;
                 }
                 ok
             })
             .collect();
-        columns += kept.len();
+        c.columns += kept.len();
         let v = view_of(&kept);
-        let rows = crate::view::batches_to_rows(&fhir2parquet::view::batches(&shell, &v).unwrap());
-        want.insert(t.clone(), rows);
-        names.insert(t.clone(), kept.iter().map(|e| e.to_string()).collect());
-        jobs.push(json!({"id": t, "dataset": out, "sql": to_sql(&v, &options).unwrap()}));
+        let rows = crate::view::batches_to_rows(&fhir2parquet::view::batches(shell, &v).unwrap());
+        c.want.insert(t.clone(), rows);
+        c.names
+            .insert(t.clone(), kept.iter().map(|e| e.to_string()).collect());
+        c.jobs
+            .push(json!({"id": t, "dataset": out, "sql": to_sql(&v, &options).unwrap()}));
     }
-    for engine in engines {
-        let mut jobs = jobs.clone();
-        with_setup(&mut jobs, Dialect::Duckdb, engine);
-        let tag = format!("generated-{}", engine.name());
-        let results = script("run.py", Some(engine), &jobs, tmp.path(), &tag);
-        let (mut cells, mut differ) = (0, Vec::new());
-        for (t, rows) in &want {
-            let got = results[t]["rows"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{} {t}: {}", engine.name(), results[t]));
-            assert_eq!(got.len(), rows.len(), "{} {t}", engine.name());
-            let by_id: BTreeMap<&str, &Value> =
-                got.iter().map(|r| (r["id"].as_str().unwrap(), r)).collect();
-            for w in rows {
-                let g = by_id[w["id"].as_str().unwrap()];
-                for (k, v) in w.as_object().unwrap() {
-                    cells += 1;
-                    // An empty list and NULL are both an empty collection.
-                    let empty = |x: &Value| x.is_null() || x.as_array().is_some_and(Vec::is_empty);
-                    if !(crate::fhirpath_oracle::same(&g[k], v) || (empty(&g[k]) && empty(v))) {
-                        let expr = k
-                            .strip_prefix('c')
-                            .and_then(|i| i.parse::<usize>().ok())
-                            .map_or(k.as_str(), |i| names[t][i].as_str());
-                        differ.push(format!(
-                            "{t} {}: {expr}: {} gives {}, view {v}",
-                            w["id"],
-                            engine.name(),
-                            g[k]
-                        ));
-                    }
+    c
+}
+
+/// Runs a compiled corpus in `engine`: the values that differ from `view`'s.
+fn run_corpus(engine: Engine, c: &Corpus, tmp: &Path) -> Vec<String> {
+    let mut jobs = c.jobs.clone();
+    with_setup(&mut jobs, c.dialect, engine);
+    let tag = format!("generated-{}", engine.name());
+    let results = script("run.py", Some(engine), &jobs, tmp, &tag);
+    let (mut cells, mut differ) = (0, Vec::new());
+    for (t, rows) in &c.want {
+        let got = results[t]["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{} {t}: {}", engine.name(), results[t]));
+        assert_eq!(got.len(), rows.len(), "{} {t}", engine.name());
+        let by_id: BTreeMap<&str, &Value> =
+            got.iter().map(|r| (r["id"].as_str().unwrap(), r)).collect();
+        for w in rows {
+            let g = by_id[w["id"].as_str().unwrap()];
+            for (k, v) in w.as_object().unwrap() {
+                cells += 1;
+                // An empty list and NULL are both an empty collection.
+                let empty = |x: &Value| x.is_null() || x.as_array().is_some_and(Vec::is_empty);
+                if !(crate::fhirpath_oracle::same(&g[k], v) || (empty(&g[k]) && empty(v))) {
+                    let expr = k
+                        .strip_prefix('c')
+                        .and_then(|i| i.parse::<usize>().ok())
+                        .map_or(k.as_str(), |i| c.names[t][i].as_str());
+                    differ.push(format!(
+                        "{t} {}: {expr}: {} gives {}, view {v}",
+                        w["id"],
+                        engine.name(),
+                        g[k]
+                    ));
                 }
             }
         }
-        eprintln!(
-            "{}: {cells} values of {columns} generated columns ({refused} refused by the dialect)",
-            engine.name()
+    }
+    eprintln!(
+        "{}: {cells} values of {} generated columns, {} differ from view ({} refused by the dialect)",
+        engine.name(),
+        c.columns,
+        differ.len(),
+        c.refused
+    );
+    differ
+}
+
+/// Decimal arithmetic as views compile it: `*`, `/`, `div` and `mod` of Observation values
+/// (negated too) by integers, decimals and themselves give the exact result rounded to 18 places
+/// in `view` and in DuckDB (1.4, 2.x) and Spark, each value compared as text with Python's
+/// decimal module over the NDJSON (`tests/view_sql/decimals.py`).
+#[test]
+fn decimal_arithmetic_compiled_is_exact_in_every_engine() {
+    use arrow::util::display::array_value_to_string;
+    let cases: Vec<(bool, &str, &str)> = vec![
+        (false, "*", "2"),
+        (false, "*", "1.1"),
+        (true, "*", "0.37"),
+        (false, "*", "-3.333333333333333333"),
+        (false, "*", "self"),
+        (false, "/", "3"),
+        (true, "/", "7"),
+        (false, "/", "0.7"),
+        (false, "/", "self"),
+        (false, "/", "0"),
+        (false, "div", "2"),
+        (true, "div", "2"),
+        (false, "div", "0.7"),
+        (false, "mod", "0.7"),
+        (true, "mod", "3"),
+    ];
+    let value = "value.ofType(Quantity).value";
+    let literal = |x: &str| match x {
+        "self" => value.to_string(),
+        x if x.starts_with('-') => format!("(0 - {})", &x[1..]),
+        x => x.to_string(),
+    };
+    let mut columns = vec![json!({"name": "id", "path": "id"})];
+    for (i, (negate, op, operand)) in cases.iter().enumerate() {
+        let lhs = match negate {
+            true => format!("(0 - {value})"),
+            false => value.to_string(),
+        };
+        columns.push(
+            json!({"name": format!("c{i}"), "path": format!("{lhs} {op} {}", literal(operand))}),
         );
+    }
+    let view = ViewDefinition::from_json(&json!({"resourceType": "ViewDefinition",
+        "resource": "Observation", "status": "active",
+        "where": [{"path": format!("{value}.exists()")}],
+        "select": [{"column": columns}]}))
+    .unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let src = shared("fhir-data/synthea-r4-small");
+    let cases_path = tmp.path().join("cases.json");
+    std::fs::write(&cases_path, serde_json::to_vec(&cases).unwrap()).unwrap();
+    let o = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/view_sql/decimals.py"
+        ))
+        .arg(&src)
+        .arg(&cases_path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want: BTreeMap<String, Vec<Option<String>>> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        want.len() > 1000,
+        "{} Observations with a value",
+        want.len()
+    );
+
+    // A decimal's text without the zeros past its last digit.
+    fn norm(s: &str) -> String {
+        let s = match s.contains('.') {
+            true => s.trim_end_matches('0').trim_end_matches('.'),
+            false => s,
+        };
+        match s {
+            "-0" | "" => "0".into(),
+            s => s.into(),
+        }
+    }
+    let compare = |who: &str, got: &BTreeMap<String, Vec<Option<String>>>| {
+        assert_eq!(got.len(), want.len(), "{who}: rows");
+        let mut differ = Vec::new();
+        for (id, w) in &want {
+            for (i, (w, g)) in w.iter().zip(&got[id]).enumerate() {
+                if w.as_deref().map(norm) != g.as_deref().map(norm) {
+                    let (negate, op, operand) = cases[i];
+                    differ.push(format!(
+                        "{who} {id}: {}{value} {op} {operand}: {g:?}, want {w:?}",
+                        if negate { "-" } else { "" }
+                    ));
+                }
+            }
+        }
         assert!(
             differ.is_empty(),
             "{}",
             differ[..differ.len().min(20)].join("\n")
         );
+    };
+
+    let out = tmp.path().join("out");
+    assert!(crate::convert_quiet(&src, &out).status.success());
+    let shell = fhir2parquet::sql::Shell::open(&out, None).unwrap();
+    let mut got = BTreeMap::new();
+    for b in fhir2parquet::view::batches(&shell, &view).unwrap() {
+        for r in 0..b.num_rows() {
+            let id = array_value_to_string(b.column(0), r).unwrap();
+            let values = (1..b.num_columns())
+                .map(|c| {
+                    let col = b.column(c);
+                    (!col.is_null(r)).then(|| array_value_to_string(col, r).unwrap())
+                })
+                .collect();
+            got.insert(id, values);
+        }
+    }
+    compare("view", &got);
+
+    for engine in engines(true) {
+        let sql = to_sql(&view, &SqlOptions::new(engine.dialect())).unwrap();
+        let mut jobs = vec![json!({"id": "v", "dataset": out, "sql": sql, "exact": true})];
+        with_setup(&mut jobs, engine.dialect(), engine);
+        let tag = format!("decimals-{}", engine.name());
+        let results = script("run.py", Some(engine), &jobs, tmp.path(), &tag);
+        let rows = results["v"]["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: {}", engine.name(), results["v"]));
+        let got: BTreeMap<String, Vec<Option<String>>> = rows
+            .iter()
+            .map(|r| {
+                let values = (0..cases.len())
+                    .map(|i| r[format!("c{i}")].as_str().map(str::to_string))
+                    .collect();
+                (r["id"].as_str().unwrap().to_string(), values)
+            })
+            .collect();
+        compare(engine.name(), &got);
     }
 }

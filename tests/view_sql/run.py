@@ -20,16 +20,17 @@ engine, jobs_path, results_path = sys.argv[1], sys.argv[2], sys.argv[3]
 jobs = json.load(open(jobs_path))
 
 
-def plain(v):
-    """A value as JSON: decimals as numbers, timestamps as text, rows as objects."""
+def plain(v, exact=False):
+    """A value as JSON: decimals as numbers (`exact`: as their text, every digit), timestamps as
+    text, rows as objects."""
     if isinstance(v, decimal.Decimal):
-        return float(v)
+        return format(v, "f") if exact else float(v)
     if isinstance(v, (datetime.datetime, datetime.date, datetime.time)):
         return v.isoformat()
     if isinstance(v, (list, tuple)):
-        return [plain(x) for x in v]
+        return [plain(x, exact) for x in v]
     if isinstance(v, dict):
-        return {k: plain(x) for k, x in v.items()}
+        return {k: plain(x, exact) for k, x in v.items()}
     if isinstance(v, (bytes, bytearray)):
         return v.decode("latin-1")
     return v
@@ -61,7 +62,10 @@ if engine == "duckdb":
         try:
             cur = con.execute(job["sql"])
             names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, (plain(v) for v in r))) for r in cur.fetchall()]
+            rows = [
+                dict(zip(names, (plain(v, job.get("exact", False)) for v in r)))
+                for r in cur.fetchall()
+            ]
             results[job["id"]] = {"rows": rows}
         except Exception as e:  # the engine's error is the case's result
             results[job["id"]] = {"error": f"{type(e).__name__}: {e}"}
@@ -85,7 +89,10 @@ elif engine == "spark":
             for t, schema in setups[current]:
                 spark.read.schema(schema).parquet(os.path.join(current, t)).createOrReplaceTempView(t)
         try:
-            rows = [plain(r.asDict(recursive=True)) for r in spark.sql(job["sql"]).collect()]
+            rows = [
+                plain(r.asDict(recursive=True), job.get("exact", False))
+                for r in spark.sql(job["sql"]).collect()
+            ]
             results[job["id"]] = {"rows": rows}
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""

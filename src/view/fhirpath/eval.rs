@@ -189,6 +189,12 @@ fn equality(op: Op, l: &Coll, r: &Coll) -> EvalResult<Coll> {
         _ => Some(comparable(&both)?),
     };
     let key = |i: usize| rows.as_ref().map(|r| r.row(i).as_ref().to_vec());
+    let decimals = match both.data_type() {
+        DataType::Decimal128(_, s) if *s as u32 == SCALE => {
+            both.as_primitive_opt::<Decimal128Type>()
+        }
+        _ => None,
+    };
     let split = lv.len();
     let out: BooleanArray = (0..n)
         .map(|row| {
@@ -200,6 +206,16 @@ fn equality(op: Op, l: &Coll, r: &Coll) -> EvalResult<Coll> {
                 (0, _) | (_, 0) if equiv => Some(false),
                 (0, _) | (_, 0) => None,
                 (x, y) if x != y => Some(false),
+                _ if equiv && decimals.is_some() => {
+                    let d = decimals.unwrap();
+                    let sorted = |ix: &[usize]| {
+                        let mut v: Vec<i128> = ix.iter().map(|&i| d.value(i)).collect();
+                        v.sort();
+                        v
+                    };
+                    let (va, vb) = (sorted(&a), sorted(&b));
+                    Some(va.iter().zip(&vb).all(|(&x, &y)| decimals_equivalent(x, y)))
+                }
                 _ if equiv => {
                     let mut ka: Vec<_> = a.iter().map(|&i| key(i)).collect();
                     let mut kb: Vec<_> = b.iter().map(|&i| key(i)).collect();
@@ -213,6 +229,28 @@ fn equality(op: Op, l: &Coll, r: &Coll) -> EvalResult<Coll> {
         })
         .collect();
     Coll::from_nullable(Arc::new(out))
+}
+
+/// Two decimals (of the view's scale) equivalent as FHIRPath says: equal once both are rounded
+/// to the places of the less precise, trailing zeros not counted (`1.2 / 1.8 ~ 0.67`).
+fn decimals_equivalent(a: i128, b: i128) -> bool {
+    let places = |mut v: i128| {
+        let mut p = SCALE;
+        while p > 0 && v % 10 == 0 {
+            v /= 10;
+            p -= 1;
+        }
+        p
+    };
+    let unit = 10i128.pow(SCALE - places(a).min(places(b)));
+    let round = |v: i128| {
+        let (q, r) = (v / unit, v % unit);
+        match r.abs() * 2 >= unit {
+            true => q + v.signum(),
+            false => q,
+        }
+    };
+    round(a) == round(b)
 }
 
 /// A date, date-time or time read from its text (`@` and `T` prefixes allowed): its
@@ -1870,8 +1908,8 @@ fn arith(op: Op, l: &ArrayRef, r: &ArrayRef) -> EvalResult<ArrayRef> {
             let out = zip_opt::<Decimal128Type>(&l, &r, |a, b| match op {
                 Op::Add => a.checked_add(b),
                 Op::Sub => a.checked_sub(b),
-                Op::Mul => (i256::from_i128(a) * i256::from_i128(b) / f).to_i128(),
-                Op::Div if b != 0 => (i256::from_i128(a) * f / i256::from_i128(b)).to_i128(),
+                Op::Mul => rounded(i256::from_i128(a) * i256::from_i128(b), f),
+                Op::Div if b != 0 => rounded(i256::from_i128(a) * f, i256::from_i128(b)),
                 Op::IntDiv if b != 0 => (a / b).checked_mul(unit),
                 Op::Mod if b != 0 => Some(a % b),
                 _ => None,
@@ -1882,6 +1920,19 @@ fn arith(op: Op, l: &ArrayRef, r: &ArrayRef) -> EvalResult<ArrayRef> {
             ))))
         }
     }
+}
+
+/// `n / d` rounded half away from zero (as the SQL engines' casts round), if it fits.
+fn rounded(n: i256, d: i256) -> Option<i128> {
+    let (q, r) = (n / d, n % d);
+    let twice = r.wrapping_abs() * i256::from_i128(2);
+    let away = twice >= d.wrapping_abs();
+    let q = match (away, (n < i256::ZERO) != (d < i256::ZERO)) {
+        (false, _) => q,
+        (true, true) => q - i256::ONE,
+        (true, false) => q + i256::ONE,
+    };
+    q.to_i128()
 }
 
 fn to_decimal(a: &ArrayRef) -> EvalResult<ArrayRef> {

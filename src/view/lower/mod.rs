@@ -23,6 +23,7 @@
 //! assert!(sql.contains("FROM \"Patient\" AS r"));
 //! ```
 
+mod decimal;
 pub mod dialect;
 
 use std::cell::Cell;
@@ -523,10 +524,28 @@ impl Lower {
                         if equiv && text {
                             (a, b) = (d.equivalent_text(&a), d.equivalent_text(&b));
                         }
+                        let number =
+                            |t: &DataType| matches!(t, DataType::Int32 | DataType::Decimal128(..));
+                        let decimal = |t: &DataType| matches!(t, DataType::Decimal128(..));
+                        let (x, y) = (Self::dt(&lv), Self::dt(&rv));
+                        let same = match () {
+                            _ if equiv
+                                && number(&x)
+                                && number(&y)
+                                && (decimal(&x) || decimal(&y)) =>
+                            {
+                                let dec = DataType::Decimal128(38, 18);
+                                d.decimals_equivalent(
+                                    &self.cast(&a, &dec, at)?,
+                                    &self.cast(&b, &dec, at)?,
+                                )
+                            }
+                            _ => format!("{a} = {b}"),
+                        };
                         boolean(match equiv {
                             true => format!(
                                 "({not}(CASE WHEN {a} IS NULL AND {b} IS NULL THEN TRUE \
-                                 WHEN {a} IS NULL OR {b} IS NULL THEN FALSE ELSE {a} = {b} END))"
+                                 WHEN {a} IS NULL OR {b} IS NULL THEN FALSE ELSE {same} END))"
                             ),
                             false => format!("({not}({a} = {b}))"),
                         })
@@ -607,15 +626,15 @@ impl Lower {
                         DataType::Int32,
                     )
                 } else {
+                    // Exact, as `view` computes it (see `decimal.rs`).
                     let dec = DataType::Decimal128(38, 18);
-                    let f = |x: &str| self.cast(x, &DataType::Float64, at);
-                    let (fa, fb) = (f(&a)?, f(&b)?);
+                    let (a, b) = (self.cast(&a, &dec, at)?, self.cast(&b, &dec, at)?);
                     let e = match op {
-                        Op::Add => format!("({a} + {b})"),
-                        Op::Sub => format!("({a} - {b})"),
-                        Op::Mul => format!("({fa} * {fb})"),
-                        Op::Div => format!("({fa} / nullif({fb}, 0))"),
-                        Op::IntDiv => format!("floor({fa} / nullif({fb}, 0))"),
+                        Op::Add => d.decimal_add(&a, &b, false),
+                        Op::Sub => d.decimal_add(&a, &b, true),
+                        Op::Mul => d.decimal_mul(&a, &b),
+                        Op::Div => d.decimal_div(&a, &b, &self.var()),
+                        Op::IntDiv => d.decimal_int_div(&a, &b, &self.var()),
                         Op::Mod => format!("({a} % nullif({b}, 0))"),
                         _ => bail!("{at}: internal error: {op:?}"),
                     };
