@@ -355,7 +355,12 @@ impl<'v> Compiler<'v> {
         let (root, focus) = self.start(cx, json || self.all_json, &e.at)?;
         let typed = matches!(root, Ty::Object { .. });
         let scope = self.scope(root);
-        match scope.compile(&e.ast, &focus) {
+        // A value taken whole (a column, a forEach's items) whose items may hide past the
+        // typed columns is read from the JSON.
+        let compiled = scope
+            .compile(&e.ast, &focus)
+            .and_then(|(node, ty)| scope.whole(&ty).map(|()| (node, ty)));
+        match compiled {
             Ok((node, ty)) if typed => Ok(Expression {
                 node,
                 ty,

@@ -660,3 +660,67 @@ fn extension_value_gives_complex_values_as_fhir_json() {
     assert!(seen > 0);
     assert_eq!(rows.len(), patients.len(), "one row per Patient");
 }
+
+/// Items of a datatype cut short by the schema's bounds, with none of their typed columns: a
+/// CodeableConcept three datatypes deep (`dosageInstruction.timing.code`, its `coding` in
+/// `_overflow`) is there for `exists()`, `count()` and as a whole value, as the walker finds it
+/// in the specification examples (`medrx0311` has one with a coding only).
+#[test]
+fn items_with_only_overflowed_content_are_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = vec![spec("MedicationRequest")];
+    let out = dataset(tmp.path(), &inputs);
+    let shell = Shell::open(&out, None).unwrap();
+    let by_id = resources(&inputs, "MedicationRequest");
+    let steps = [Key("dosageInstruction"), Key("timing"), Key("code")];
+    let view = json!({"resource": "MedicationRequest", "select": [{"column": [
+        {"name": "id", "path": "getResourceKey()"},
+        {"name": "n", "path": "dosageInstruction.timing.code.count()"},
+        {"name": "any", "path": "dosageInstruction.timing.code.exists()"},
+        {"name": "whole", "path": "dosageInstruction.timing.code", "collection": true}]}]});
+    let got: BTreeMap<String, Value> = rows(&shell, view)
+        .into_iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r))
+        .collect();
+    let mut with = 0;
+    for (id, r) in &by_id {
+        let want = walk(r, &steps);
+        with += usize::from(!want.is_empty());
+        let g = &got[id];
+        assert_eq!(g["n"], json!(want.len()), "{id}: count()");
+        assert_eq!(g["any"], json!(!want.is_empty()), "{id}: exists()");
+        // Each whole value is the element's JSON.
+        let whole: Vec<Value> = g["whole"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| match v {
+                        Value::String(s) => serde_json::from_str(s).unwrap(),
+                        v => v.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(whole, want, "{id}: the whole value");
+    }
+    assert!(with > 0, "no MedicationRequest example has a timing code");
+    assert!(
+        by_id
+            .get("medrx0311")
+            .is_some_and(|r| !walk(r, &steps).is_empty()),
+        "medrx0311 holds the case"
+    );
+    check_path(
+        &shell,
+        &by_id,
+        "MedicationRequest",
+        "dosageInstruction.timing.code.coding.code",
+        &[
+            Key("dosageInstruction"),
+            Key("timing"),
+            Key("code"),
+            Key("coding"),
+            Key("code"),
+        ],
+    );
+}

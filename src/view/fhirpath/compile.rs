@@ -313,6 +313,41 @@ impl Scope<'_> {
                 }
             }
             // `x.iif(...)`: its arguments relative to the one item of x.
+            // `is()` of a System type (`Boolean`, `System.String`, `System.Patient`) on an
+            // element of the resource: its elements have FHIR types (`FHIR.boolean`), so it is
+            // not one (false; empty for no element). Literals and function results are System
+            // values, tested as usual.
+            Ast::Call(Some(src), name, args)
+                if name == "is"
+                    && args.len() == 1
+                    && system_only(&args[0])
+                    && element_path(src) =>
+            {
+                self.known_type(name, &args[0])?;
+                let (node, ty) = self.compile(src, focus)?;
+                let (input, _) = self.call(node, ty, "exists", &[])?;
+                Ok((
+                    Node::Iif(
+                        Box::new(input),
+                        Box::new(Node::Lit(ScalarValue::Boolean(Some(false)))),
+                        Box::new(Node::Lit(ScalarValue::Boolean(None))),
+                    ),
+                    Ty::prim("boolean", DataType::Boolean),
+                ))
+            }
+            // A decimal literal's text keeps the places it was written with (`1.0`); other
+            // decimals have the view's scale, written without trailing zeros.
+            Ast::Call(Some(src), name, args)
+                if name == "toString" && args.is_empty() && matches!(&**src, Ast::Dec(_)) =>
+            {
+                let Ast::Dec(text) = &**src else {
+                    unreachable!("a decimal literal")
+                };
+                Ok((
+                    Node::Lit(ScalarValue::Utf8(Some(text.clone()))),
+                    Ty::prim("string", DataType::Utf8),
+                ))
+            }
             Ast::Call(Some(src), name, args) if name == "iif" => {
                 let (node, ty) = self.compile(src, focus)?;
                 self.no_choice(&ty, "iif()")?;
@@ -441,6 +476,50 @@ impl Scope<'_> {
 
     /// Fails a typed compile that reaches past the typed schema: the caller compiles again
     /// against the resource's JSON.
+    /// Whether items of `ty` can be there with none of their typed columns: a complex type
+    /// cut short by the schema's bounds (a CodeableConcept three datatypes deep keeps its
+    /// `coding` in `_overflow`) with no typed element the specification requires (an
+    /// Extension's `url`). Such items are seen whole only in the resource's JSON. An item with
+    /// nothing but extensions is not looked for (see below).
+    fn hides_items(&self, ty: &Ty) -> bool {
+        // The resource itself is always there.
+        let Ty::Object {
+            fhir,
+            members,
+            root: false,
+        } = ty
+        else {
+            return false;
+        };
+        // Extensions alone are left out: a datatype two deep holds its `extension` in
+        // `_overflow` (a Coding inside a CodeableConcept), and reading every such item from the
+        // JSON for an item with nothing but extensions would slow every view that filters them.
+        let hidden = |m: &Member| m.cut && m.name != "extension" && m.name != "modifierExtension";
+        if !members.iter().any(hidden) {
+            return false;
+        }
+        match self.version.model().get(fhir) {
+            // Backbone elements are cut only where they recur (`item.item`): an item holds
+            // more than its nested items.
+            _ if fhir == "BackboneElement" || fhir == "Element" => false,
+            Some(td) => !td.elements.iter().any(|e| {
+                e.min >= 1
+                    && e.parent().is_empty()
+                    && members.iter().any(|m| !m.cut && m.name == e.name())
+            }),
+            None => true,
+        }
+    }
+
+    /// A compiled expression's value as a whole: past the typed columns when its items may
+    /// hide there (see [`Scope::hides_items`]).
+    pub fn whole(&self, ty: &Ty) -> CompileResult<()> {
+        match self.hides_items(ty) {
+            true => self.beyond(format!("a {} as a whole", ty.describe())),
+            false => Ok(()),
+        }
+    }
+
     fn beyond<T>(&self, what: String) -> CompileResult<T> {
         self.beyond.set(true);
         Err(format!("{what} is beyond the typed schema"))
@@ -573,6 +652,8 @@ impl Scope<'_> {
     }
 
     fn call(&self, node: Node, ty: Ty, name: &str, args: &[Ast]) -> CompileResult<(Node, Ty)> {
+        // A function sees the items themselves: all of them only in JSON when they may hide.
+        self.whole(&ty)?;
         let arity = |n: std::ops::RangeInclusive<usize>| {
             if n.contains(&args.len()) {
                 Ok(())
@@ -1301,6 +1382,46 @@ fn is_choice_of(column: &str, base: &str, fhir_type: &str) -> bool {
         && column.starts_with(base)
         && column[base.len()..].eq_ignore_ascii_case(fhir_type)
         && column[base.len()..].starts_with(|c: char| c.is_ascii_uppercase())
+}
+
+/// Whether a type specifier names a System type only: `System.X`, or a System type's name
+/// that no FHIR type has (`Boolean`; FHIR's is `boolean`).
+fn system_only(a: &Ast) -> bool {
+    match a {
+        Ast::Member(Some(ns), _) => matches!(&**ns, Ast::Member(None, s) if s == "System"),
+        Ast::Member(None, n) => matches!(
+            n.as_str(),
+            "Boolean" | "String" | "Integer" | "Decimal" | "Date" | "DateTime" | "Time"
+        ),
+        _ => false,
+    }
+}
+
+/// Whether an expression gives elements of the resource (FHIR-typed): a path, or functions
+/// that keep the items they are given (`first()`, `where(...)`, ...) over one.
+fn element_path(a: &Ast) -> bool {
+    match a {
+        Ast::Member(None, _) => true,
+        Ast::Member(Some(src), _) => element_path(src),
+        Ast::Index(src, _) => element_path(src),
+        Ast::Call(Some(src), f, _) => {
+            matches!(
+                f.as_str(),
+                "first"
+                    | "last"
+                    | "single"
+                    | "tail"
+                    | "skip"
+                    | "take"
+                    | "where"
+                    | "distinct"
+                    | "ofType"
+                    | "as"
+                    | "extension"
+            ) && element_path(src)
+        }
+        _ => false,
+    }
 }
 
 /// A type specifier: `Quantity`, `FHIR.Quantity`, `System.String`.
