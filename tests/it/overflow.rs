@@ -459,11 +459,16 @@ fn decimal_boundaries_use_the_written_precision() {
         {"name": "low", "path": "value.ofType(Quantity).value.lowBoundary()"},
         {"name": "high", "path": "value.ofType(Quantity).value.highBoundary()"},
         {"name": "low2", "path": "value.ofType(Quantity).value.lowBoundary(1)"},
-        {"name": "lit", "path": "1.587.highBoundary()"}]}]});
+        {"name": "lit", "path": "1.587.highBoundary()"},
+        // After a function that picks items by position: the same boundaries.
+        {"name": "first", "path": "value.ofType(Quantity).value.first().lowBoundary(1)"},
+        {"name": "last", "path": "value.ofType(Quantity).value.last().highBoundary()"}]}]});
     let mut got: Vec<String> = rows(&shell, view)
         .iter()
         .map(|r| {
             let n = |k: &str| r[k].as_f64().unwrap().to_string();
+            assert_eq!(n("first"), n("low2"), "{r}");
+            assert_eq!(n("last"), n("high"), "{r}");
             format!(
                 "{} {} {} {} {}",
                 r["id"].as_str().unwrap(),

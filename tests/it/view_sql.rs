@@ -845,3 +845,51 @@ fn decimal_arithmetic_compiled_is_exact_in_every_engine() {
         compare(engine.name(), &got);
     }
 }
+
+/// `getReferenceKey()` of a reference to a contained resource (`#o1`) is empty, in `view` and
+/// in DuckDB, while `Organization/o1` gives `o1`: a contained resource has no key of its own.
+#[test]
+fn reference_keys_of_contained_resources_are_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(
+        input.join("Patient.ndjson"),
+        concat!(
+            r##"{"resourceType":"Patient","id":"p1","managingOrganization":{"reference":"#o1"},"contained":[{"resourceType":"Organization","id":"o1"}]}"##,
+            "\n",
+            r##"{"resourceType":"Patient","id":"p2","managingOrganization":{"reference":"Organization/o1"}}"##,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    assert!(crate::convert_quiet(&input, &out).status.success());
+    let view = ViewDefinition::from_json(&json!({"resourceType": "ViewDefinition",
+        "resource": "Patient", "status": "active", "select": [{"column": [
+            {"name": "id", "path": "id"},
+            {"name": "org", "path": "managingOrganization.getReferenceKey()"},
+            {"name": "typed", "path": "managingOrganization.getReferenceKey(Organization)"}]}]}))
+    .unwrap();
+    let want = vec![
+        json!({"id": "p1", "org": null, "typed": null}),
+        json!({"id": "p2", "org": "o1", "typed": "o1"}),
+    ];
+    let shell = fhir2parquet::sql::Shell::open(&out, None).unwrap();
+    let mut got =
+        crate::view::batches_to_rows(&fhir2parquet::view::batches(&shell, &view).unwrap());
+    got.sort_by_key(|r| r["id"].to_string());
+    assert_eq!(got, want, "view");
+    for engine in engines(true) {
+        let sql = to_sql(&view, &SqlOptions::new(engine.dialect())).unwrap();
+        let mut jobs = vec![json!({"id": "v", "dataset": out, "sql": sql})];
+        with_setup(&mut jobs, engine.dialect(), engine);
+        let results = script("run.py", Some(engine), &jobs, tmp.path(), engine.name());
+        let mut got = results["v"]["rows"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{}: {}", engine.name(), results["v"]))
+            .clone();
+        got.sort_by_key(|r| r["id"].to_string());
+        assert_eq!(got, want, "{}", engine.name());
+    }
+}

@@ -348,6 +348,22 @@ impl Scope<'_> {
                     Ty::prim("string", DataType::Utf8),
                 ))
             }
+            // A boundary is per item and reads the text an element was written with: taken
+            // before a function that only picks items by position (`value.first()
+            // .lowBoundary(1)` is `value.lowBoundary(1).first()`), it reaches the element.
+            Ast::Call(Some(src), name, args)
+                if (name == "lowBoundary" || name == "highBoundary")
+                    && matches!(&**src, Ast::Call(Some(_), f, _) if POSITIONAL.contains(&f.as_str())) =>
+            {
+                let Ast::Call(Some(inner), f, fargs) = &**src else {
+                    unreachable!("a positional function")
+                };
+                let boundary = Ast::Call(Some(inner.clone()), name.clone(), args.clone());
+                self.compile(
+                    &Ast::Call(Some(Box::new(boundary)), f.clone(), fargs.clone()),
+                    focus,
+                )
+            }
             Ast::Call(Some(src), name, args) if name == "iif" => {
                 let (node, ty) = self.compile(src, focus)?;
                 self.no_choice(&ty, "iif()")?;
@@ -1383,6 +1399,9 @@ fn is_choice_of(column: &str, base: &str, fhir_type: &str) -> bool {
         && column[base.len()..].eq_ignore_ascii_case(fhir_type)
         && column[base.len()..].starts_with(|c: char| c.is_ascii_uppercase())
 }
+
+/// Functions that pick items by their position only, keeping each as it is.
+const POSITIONAL: &[&str] = &["first", "last", "single", "tail", "skip", "take"];
 
 /// Whether a type specifier names a System type only: `System.X`, or a System type's name
 /// that no FHIR type has (`Boolean`; FHIR's is `boolean`).

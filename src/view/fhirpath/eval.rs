@@ -1772,6 +1772,11 @@ impl Node {
                 let text = refs.values.as_string::<i32>();
                 let keys: StringArray = (0..text.len())
                     .map(|i| {
+                        // A contained resource (`#p1`) has no key of its own: it would join
+                        // to an unrelated resource with that id.
+                        if text.value(i).starts_with('#') {
+                            return None;
+                        }
                         let (t, id) = crate::reference::parse_reference(text.value(i));
                         match want {
                             Some(w) if t != Some(w.as_str()) => None,

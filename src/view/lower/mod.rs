@@ -1268,9 +1268,9 @@ impl Lower {
                 d.regex_group(s, TYPED, 1),
                 d.string(t)
             ),
+            // A contained resource (`#p1`) has no key of its own.
             None => format!(
-                "coalesce({}, {}, {typed})",
-                d.regex_group(s, "^#(.+)$", 1),
+                "coalesce({}, {typed})",
                 d.regex_group(s, "^urn:(?:uuid|oid):(.+)$", 1)
             ),
         }
