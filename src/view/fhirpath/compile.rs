@@ -312,7 +312,6 @@ impl Scope<'_> {
                     (_, node) => Ok((node, ty)),
                 }
             }
-            // `x.iif(...)`: its arguments relative to the one item of x.
             // `is()` of a System type (`Boolean`, `System.String`, `System.Patient`) on an
             // element of the resource: its elements have FHIR types (`FHIR.boolean`), so it is
             // not one (false; empty for no element). Literals and function results are System
@@ -364,6 +363,7 @@ impl Scope<'_> {
                     focus,
                 )
             }
+            // `x.iif(...)`: its arguments relative to the one item of x.
             Ast::Call(Some(src), name, args) if name == "iif" => {
                 let (node, ty) = self.compile(src, focus)?;
                 self.no_choice(&ty, "iif()")?;
@@ -490,8 +490,6 @@ impl Scope<'_> {
         Ok(())
     }
 
-    /// Fails a typed compile that reaches past the typed schema: the caller compiles again
-    /// against the resource's JSON.
     /// Whether items of `ty` can be there with none of their typed columns: a complex type
     /// cut short by the schema's bounds (a CodeableConcept three datatypes deep keeps its
     /// `coding` in `_overflow`) with no typed element the specification requires (an
@@ -536,6 +534,8 @@ impl Scope<'_> {
         }
     }
 
+    /// Fails a typed compile that reaches past the typed schema: the caller compiles again
+    /// against the resource's JSON.
     fn beyond<T>(&self, what: String) -> CompileResult<T> {
         self.beyond.set(true);
         Err(format!("{what} is beyond the typed schema"))
