@@ -324,15 +324,7 @@ impl Scope<'_> {
             {
                 self.known_type(name, &args[0])?;
                 let (node, ty) = self.compile(src, focus)?;
-                let (input, _) = self.call(node, ty, "exists", &[])?;
-                Ok((
-                    Node::Iif(
-                        Box::new(input),
-                        Box::new(Node::Lit(ScalarValue::Boolean(Some(false)))),
-                        Box::new(Node::Lit(ScalarValue::Boolean(None))),
-                    ),
-                    Ty::prim("boolean", DataType::Boolean),
-                ))
+                self.unless_empty(node, ty, Node::Lit(ScalarValue::Boolean(Some(false))))
             }
             // A decimal literal's text keeps the places it was written with (`1.0`); other
             // decimals have the view's scale, written without trailing zeros.
@@ -532,6 +524,20 @@ impl Scope<'_> {
             true => self.beyond(format!("a {} as a whole", ty.describe())),
             false => Ok(()),
         }
+    }
+
+    /// The boolean `value` of a type test, empty for an empty input (`exists()` reads a
+    /// choice's alternatives).
+    fn unless_empty(&self, node: Node, ty: Ty, value: Node) -> CompileResult<(Node, Ty)> {
+        let (input, _) = self.call(node, ty, "exists", &[])?;
+        Ok((
+            Node::Iif(
+                Box::new(input),
+                Box::new(value),
+                Box::new(Node::Lit(ScalarValue::Boolean(None))),
+            ),
+            Ty::prim("boolean", DataType::Boolean),
+        ))
     }
 
     /// Fails a typed compile that reaches past the typed schema: the caller compiles again
@@ -989,16 +995,7 @@ impl Scope<'_> {
                     }
                     _ => Node::Lit(ScalarValue::Boolean(Some(false))),
                 };
-                // Empty for an empty input (`exists()` reads a choice's alternatives).
-                let (input, _) = self.call(node, ty, "exists", &[])?;
-                Ok((
-                    Node::Iif(
-                        Box::new(input),
-                        Box::new(is),
-                        Box::new(Node::Lit(ScalarValue::Boolean(None))),
-                    ),
-                    boolean,
-                ))
+                self.unless_empty(node, ty, is)
             }
             name if conversion(name).is_some() => {
                 arity(0..=0)?;

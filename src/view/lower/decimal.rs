@@ -17,6 +17,8 @@
 //! Values of 10¹⁹ and more (integer part) make the engine fail with an overflow rather than
 //! give another answer.
 
+use arrow::datatypes::DataType;
+
 use super::dialect::Dialect::{self, Bigquery, Duckdb, Snowflake, Spark, Trino};
 
 /// 10¹⁸, the scale of a view's decimal.
@@ -147,7 +149,7 @@ impl Dialect {
         let w = self.wide();
         let (na, nb) = (format!("{var}.na"), format!("{var}.nb"));
         let idiv = |x: &str, y: &str| match self {
-            Duckdb => format!("({x} // {y})"),
+            Duckdb => format!("(({x}) // ({y}))"),
             _ => format!("CAST(({x}) div ({y}) AS {w})"),
         };
         let neg = format!("(({a} < 0) <> ({b} < 0))");
@@ -157,20 +159,23 @@ impl Dialect {
             signed(self.as_dec(&q, 38, 18))
         } else {
             let s = format!("{var}_s");
+            // The state: the fraction's digits so far and the remainder.
+            let state = |f: String, r: String| {
+                self.struct_of(
+                    &[
+                        ("f".into(), format!("CAST({f} AS {w})")),
+                        ("r".into(), format!("CAST({r} AS {w})")),
+                    ],
+                    &DataType::Null,
+                )
+            };
             let step = |f: &str, r: &str| {
-                match self {
-                Duckdb => format!(
-                    "{{'f': {f} * 10 + ({r} * 10) // {nb}, 'r': ({r} * 10) % {nb}}}"
-                ),
-                _ => format!(
-                    "named_struct('f', CAST({f} * 10 + ({r} * 10) div {nb} AS {w}), 'r', CAST(({r} * 10) % {nb} AS {w}))"
-                ),
-            }
+                state(
+                    format!("{f} * 10 + {}", idiv(&format!("{r} * 10"), &nb)),
+                    format!("({r} * 10) % {nb}"),
+                )
             };
-            let start = match self {
-                Duckdb => format!("{{'f': CAST(0 AS {w}), 'r': {na} % {nb}}}"),
-                _ => format!("named_struct('f', CAST(0 AS {w}), 'r', CAST({na} % {nb} AS {w}))"),
-            };
+            let start = state("0".into(), format!("{na} % {nb}"));
             let fraction = match self {
                 // list_reduce starts from the list's first item: the start, then 19 steps.
                 Duckdb => format!(
@@ -185,11 +190,8 @@ impl Dialect {
             };
             // Integer part and 18 rounded places, in integers of 10⁻¹⁸, then as a decimal.
             let total = format!(
-                "CAST({q} * CAST({UNIT} AS {w}) + ({fraction} + 5) {} AS {w})",
-                match self {
-                    Duckdb => "// 10",
-                    _ => "div 10",
-                }
+                "CAST({q} * CAST({UNIT} AS {w}) + {} AS {w})",
+                idiv(&format!("{fraction} + 5"), "10")
             );
             let int = self.as_dec(&idiv(&total, &format!("CAST({UNIT} AS {w})")), 19, 0);
             let frac = self.as_dec(
@@ -203,22 +205,16 @@ impl Dialect {
             );
             signed(self.as_dec(&format!("({int} + {frac})"), 38, 18))
         };
-        let pair = match self {
-            Duckdb => format!(
-                "{{'na': {}, 'nb': nullif({}, 0)}}",
-                self.scaled(a),
-                self.scaled(b)
-            ),
-            _ => format!(
-                "named_struct('na', {}, 'nb', nullif({}, 0))",
-                self.scaled(a),
-                self.scaled(b)
-            ),
-        };
-        match self {
-            Duckdb => format!("list_transform([{pair}], lambda {var}: {body})[1]"),
-            _ => format!("transform(array({pair}), {var} -> {body})[0]"),
-        }
+        // The two integers, computed once: the fields of a one-item list's item.
+        let pair = self.struct_of(
+            &[
+                ("na".into(), self.scaled(a)),
+                ("nb".into(), format!("nullif({}, 0)", self.scaled(b))),
+            ],
+            &DataType::Null,
+        );
+        let one = self.transform(&self.list_of(&pair), var, &DataType::Null, &body);
+        self.at(&one, "1", &DataType::Null)
     }
 }
 
