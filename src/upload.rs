@@ -223,6 +223,25 @@ pub fn run(dataset: &Path, dest: &Remote, progress: bool) -> Result<UploadSummar
                 });
             }
         }
+        // The deletion vector files the version names (a merged table), each once.
+        let mut vectors = std::collections::BTreeSet::new();
+        for sf in &snap.files {
+            if let Some(dv) = &sf.deletion_vector {
+                if let Some(rel) = crate::dataset::deletion::file_of(dv)? {
+                    vectors.insert(rel);
+                }
+            }
+        }
+        for rel in vectors {
+            let mut path = dataset.join(&t.name);
+            path.extend(rel.split('/'));
+            let size = fs_err::metadata(&path)?.len();
+            files.push(LocalFile {
+                path,
+                rel: format!("{}/{rel}", t.name),
+                size,
+            });
+        }
     }
     files.sort_by(|a, b| a.rel.cmp(&b.rel));
     let (record, data): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.rel == RUN_RECORD);
@@ -276,10 +295,12 @@ pub fn run(dataset: &Path, dest: &Remote, progress: bool) -> Result<UploadSummar
                     path: f.path.clone(),
                     bytes: f.bytes,
                     rows: f.rows,
+                    deletion_vector: f.deletion_vector.clone(),
                 })
                 .collect(),
             partition_columns: snap.partition_columns.clone(),
             remove: Vec::new(),
+            deletions: Vec::new(),
         };
         let overwrite = crate::dataset::delta::Mode::Overwrite;
         crate::dataset::delta::commit(&dest_location, &table, overwrite, &snap.properties)?;

@@ -82,6 +82,10 @@ pub struct VacuumArgs {
     /// List what would be removed, remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// First rewrite the files that hold rows a merge deleted (deletion vectors) without them,
+    /// so that the tables' folders hold plain Parquet (with --retain 0: only the current rows).
+    #[arg(long)]
+    pub purge: bool,
 }
 
 #[derive(clap::Args, Debug)]

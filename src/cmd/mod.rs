@@ -345,6 +345,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Vacuum(a) => {
             let dataset = Location::parse(&a.dataset, &stores)?;
+            if a.purge {
+                // Compression and encodings as convert chooses them by default.
+                let write = crate::convert::WriteOptions::default();
+                let props = |rt: &str, release: &str, schema: &arrow::datatypes::Schema| {
+                    write.properties(rt, release, schema)
+                };
+                let purged = crate::dataset::history::purge(&dataset, &props, a.dry_run)?;
+                let verb = if a.dry_run {
+                    "would rewrite"
+                } else {
+                    "rewrote"
+                };
+                for (t, p) in &purged {
+                    eprintln!(
+                        "{t}: {verb} {} file(s) without {} deleted row(s)",
+                        p.files, p.rows
+                    );
+                }
+            }
             let removed = crate::dataset::history::vacuum(&dataset, a.retain, a.dry_run)?;
             let verb = if a.dry_run { "would remove" } else { "removed" };
             for (t, files) in &removed {

@@ -25,6 +25,7 @@ use crate::dataset::delta::{self, Mode, NewFile};
 use crate::dataset::{DataFile, Format};
 use crate::schema::FhirVersion;
 use crate::store::{block_on, Location, Remote};
+use deltalake_core::kernel::DeletionVectorDescriptor;
 
 /// The table properties a run's tables are created with.
 fn properties(fhir_version: &str) -> BTreeMap<String, String> {
@@ -194,6 +195,7 @@ pub fn local(
                 path: format!("{}{name}", inside_table(dir)),
                 bytes,
                 rows: Some(*rows),
+                deletion_vector: None,
             });
         }
     }
@@ -232,49 +234,41 @@ pub fn local(
     Ok(())
 }
 
-/// A merge's table files that hold replaced or deleted ids, rewritten without them (see
-/// [`super::merge`]): the new files join `by_type` (a type with deletions only gets an entry);
-/// the files they replace, per type, are returned for the commit to remove. The merge's counts
-/// go to the run record.
-fn rewrite_for_merge(
+/// A merge's deletions (see [`super::merge`]): the rows of table files that hold replaced or
+/// deleted ids, added to those files' deletion vectors, one new vector file per type. Returns
+/// per type the files and their new vectors for the commit (a type with deletions only gets an
+/// entry in `by_type`). The merge's counts go to the run record.
+fn deletions_for_merge(
     dataset: &Location,
     plan: Option<&Plan>,
-    opts: &ConvertOptions,
-    version: FhirVersion,
     record: &mut RunRecord,
     by_type: &mut BTreeMap<String, Vec<NewFile>>,
-) -> Result<BTreeMap<String, Vec<String>>> {
-    let mut removes = BTreeMap::new();
+) -> Result<BTreeMap<String, Vec<(delta::SnapshotFile, DeletionVectorDescriptor)>>> {
+    let mut out = BTreeMap::new();
     let Some(plan) = plan else {
-        return Ok(removes);
+        return Ok(out);
     };
     for (rt, counts) in &plan.counts {
         record.types.entry(rt.clone()).or_default().merge = Some(counts.clone());
     }
-    for (rt, files) in &plan.files_to_rewrite {
-        let Some(schema) = crate::schema::node::arrow_schema(version, rt) else {
-            continue;
-        };
-        let drop = &plan.replaced[rt];
-        let added = by_type.entry(rt.clone()).or_default();
-        let gone: &mut Vec<String> = removes.entry(rt.clone()).or_default();
-        for (k, f) in files.iter().enumerate() {
-            let props = opts.write.properties(rt, version.release(), &schema);
-            let name = crate::dataset::layout::merged_part_file(&record.run_id, k);
-            if let Some(new) = super::merge::rewrite(dataset, rt, f, drop, &name, props)? {
-                let rec = record.types.entry(rt.clone()).or_default();
-                rec.files += 1;
-                rec.parquet_bytes += new.bytes;
-                added.push(new);
-            }
-            gone.push(f.path.clone());
+    for (rt, files) in &plan.deletions {
+        by_type.entry(rt.clone()).or_default();
+        let mut bitmaps = Vec::with_capacity(files.len());
+        for (f, rows) in files {
+            // The rows already deleted stay deleted.
+            let mut deleted = f.deleted.as_deref().cloned().unwrap_or_default();
+            deleted.extend(rows.iter().copied());
+            bitmaps.push(deleted);
         }
+        let dvs = crate::dataset::deletion::write(dataset, rt, &bitmaps)?;
+        let changed = files.iter().map(|(f, _)| f.clone()).zip(dvs).collect();
+        out.insert(rt.clone(), changed);
     }
-    Ok(removes)
+    Ok(out)
 }
 
 /// One commit per type, all at once (with a merge's rewritten files, see
-/// [`rewrite_for_merge`]); on a failure, `undo` takes away the files of the types not committed
+/// [`deletions_for_merge`]); on a failure, `undo` takes away the files of the types not committed
 /// and the error names the types that were.
 fn commit_types(
     dataset: &Location,
@@ -285,7 +279,7 @@ fn commit_types(
     record: &mut RunRecord,
     undo: impl Fn(&str),
 ) -> Result<()> {
-    let mut removes = rewrite_for_merge(dataset, plan, opts, version, record, &mut by_type)?;
+    let mut deletions = deletions_for_merge(dataset, plan, record, &mut by_type)?;
     let props = properties(version.release());
     let mode = match (opts.merge, opts.append) {
         (true, _) => Mode::Merge,
@@ -296,7 +290,8 @@ fn commit_types(
         .into_iter()
         .map(|(name, files)| delta::TableCommit {
             partition_columns: partition_columns(opts, &name),
-            remove: removes.remove(&name).unwrap_or_default(),
+            remove: Vec::new(),
+            deletions: deletions.remove(&name).unwrap_or_default(),
             name,
             files,
         })
@@ -357,6 +352,7 @@ pub fn remote(
                 path: format!("{inside}{name}"),
                 bytes: upload.bytes,
                 rows: Some(*rows),
+                deletion_vector: None,
             });
             paths
                 .entry(rt.clone())

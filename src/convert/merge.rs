@@ -10,21 +10,23 @@
 //! the server exported as it was at the export's end).
 //!
 //! [`plan`] decides this before the conversion, from the input's `(id, lastUpdated)` and the
-//! table's: the input lines that lose are never converted, and the table files that hold a
-//! replaced or deleted id are rewritten without those rows (see [`rewrite`]). The commit adds the
-//! run's files and the rewritten ones and removes the files they replace, so a merge rewrites only
-//! the files that hold changed ids.
+//! table's: the input lines that lose are never converted, and the rows of the table that hold a
+//! replaced or deleted id are marked deleted in their files' deletion vectors (see
+//! [`crate::dataset::deletion`]). The commit adds the run's files and gives those table files
+//! their new vectors, so a merge writes the change and a bitmap, not the files that hold changed
+//! ids.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::arrow::ProjectionMask;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use crate::dataset::delta;
@@ -66,8 +68,9 @@ pub struct Plan {
     pub skip: HashSet<(usize, u64)>,
     /// Per type: the ids whose table rows go (replaced or deleted).
     pub replaced: BTreeMap<String, HashSet<String>>,
-    /// Per type: which table files hold those ids (relative to the table's folder).
-    pub files_to_rewrite: BTreeMap<String, Vec<delta::SnapshotFile>>,
+    /// Per type: the table files that hold those ids, each with the rows (positions in the
+    /// file) that go.
+    pub deletions: BTreeMap<String, Vec<(delta::SnapshotFile, Vec<u64>)>>,
     pub counts: BTreeMap<String, MergeCounts>,
 }
 
@@ -95,41 +98,77 @@ fn replaces(new: Option<i64>, old: Option<i64>) -> bool {
     }
 }
 
-/// A table's current files and, per id, its `meta.lastUpdated` and the file that holds it.
-type TableIds = (
-    Vec<delta::SnapshotFile>,
-    HashMap<String, (Option<i64>, usize)>,
-);
+/// Where a table holds an id: its `meta.lastUpdated` (the latest, where a plain convert left
+/// it twice) and each row that holds it (an index into the table's files, the position in it).
+#[derive(Debug, Clone, Default)]
+struct Held {
+    when: Option<i64>,
+    at: Vec<(usize, u64)>,
+}
 
-/// The ids and `meta.lastUpdated` of a table's current version, with the file of each.
-fn table_ids(dataset: &Location, rt: &str) -> Result<Option<TableIds>> {
+/// A table's current files, the rows it holds, and where it holds the ids a change set names.
+#[derive(Debug)]
+struct TableIds {
+    files: Vec<delta::SnapshotFile>,
+    rows: u64,
+    ids: FxHashMap<String, Held>,
+}
+
+/// Reads the `id` and `meta.lastUpdated` columns of a table's current version (rows a deletion
+/// vector removed are not the table's), and keeps where it holds the ids of `wanted`.
+fn table_ids(dataset: &Location, rt: &str, wanted: &FxHashSet<&str>) -> Result<Option<TableIds>> {
     if !delta::is_table(dataset, rt)? {
         return Ok(None);
     }
     let snap = delta::snapshot(dataset, rt, None)?;
-    let mut ids = HashMap::new();
+    let mut ids: FxHashMap<String, Held> = FxHashMap::default();
+    let mut rows = 0;
     for (i, f) in snap.files.iter().enumerate() {
+        let deleted = f.deleted.clone().unwrap_or_default();
+        let mut position = 0u64;
         for batch in read_file(dataset, rt, f, true)? {
+            let first = position;
+            position += batch.num_rows() as u64;
             let id = batch
                 .column_by_name("id")
                 .map(|c| c.as_string::<i32>().clone());
             let lu = batch
                 .column_by_name("meta")
                 .and_then(|m| m.as_struct().column_by_name("lastUpdated").cloned());
-            let Some(id) = id else { continue };
+            let lu = lu
+                .as_ref()
+                .map(|c| c.as_primitive::<TimestampMicrosecondType>());
             for row in 0..batch.num_rows() {
-                if id.is_null(row) {
+                let at = first + row as u64;
+                if deleted.contains(at) {
                     continue;
                 }
-                let when = lu.as_ref().and_then(|c| {
-                    let c = c.as_primitive::<TimestampMicrosecondType>();
-                    c.is_valid(row).then(|| c.value(row))
-                });
-                ids.insert(id.value(row).to_string(), (when, i));
+                rows += 1;
+                let Some(id) = id
+                    .as_ref()
+                    .filter(|c| c.is_valid(row))
+                    .map(|c| c.value(row))
+                else {
+                    continue;
+                };
+                if !wanted.contains(id) {
+                    continue;
+                }
+                let when = lu.and_then(|c| c.is_valid(row).then(|| c.value(row)));
+                let held = ids.entry(id.to_string()).or_default();
+                held.when = match (held.when, when) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                held.at.push((i, at));
             }
         }
     }
-    Ok(Some((snap.files, ids)))
+    Ok(Some(TableIds {
+        files: snap.files,
+        rows,
+        ids,
+    }))
 }
 
 /// The batches of a table file: every column, or (`keys`) only `id` and `meta.lastUpdated`.
@@ -254,9 +293,9 @@ pub fn plan(
     dataset: &Location,
     version: crate::schema::FhirVersion,
 ) -> Result<Plan> {
-    // (type, id) -> (time, holder), in input order.
-    let mut winners: HashMap<(String, String), (Option<i64>, Holder)> = HashMap::new();
-    let mut tables: HashMap<String, Option<TableIds>> = HashMap::new();
+    // (type, id) -> (time, holder), in input order, for the ids the change set names.
+    let mut winners: FxHashMap<(String, String), (Option<i64>, Holder)> = FxHashMap::default();
+    let mut tables: FxHashMap<String, Option<TableIds>> = FxHashMap::default();
     let mut plan = Plan::default();
     let mut arena = bumpalo::Bump::new();
     let (_recycle, recycled) = crossbeam_channel::bounded::<Vec<u8>>(1);
@@ -303,17 +342,34 @@ pub fn plan(
     types.extend(deletes.iter().map(|d| d.resource_type.clone()));
     types.sort();
     types.dedup();
-    for rt in &types {
-        if crate::schema::node::resource_members(version, rt).is_none() {
-            continue;
-        }
-        let t = table_ids(dataset, rt)?;
-        if let Some((_, ids)) = &t {
-            for (id, (when, _)) in ids {
-                winners.insert((rt.clone(), id.clone()), (*when, Holder::Table));
+    // Each table's ids, on a thread per core (a table's log and its id column are read on one).
+    let wanted: Vec<(&String, FxHashSet<&str>)> = types
+        .iter()
+        .filter(|rt| crate::schema::node::resource_members(version, rt).is_some())
+        .map(|rt| {
+            let ids = lines
+                .iter()
+                .filter(|l| &l.2 == rt)
+                .map(|l| l.3.as_str())
+                .chain(
+                    deletes
+                        .iter()
+                        .filter(|d| &d.resource_type == rt)
+                        .map(|d| d.id.as_str()),
+                )
+                .collect();
+            (rt, ids)
+        })
+        .collect();
+    let read = delta::on_threads(&wanted, |(rt, ids)| table_ids(dataset, rt, ids));
+    for ((rt, _), t) in wanted.iter().zip(read) {
+        let t = t?;
+        if let Some(t) = &t {
+            for (id, held) in &t.ids {
+                winners.insert(((*rt).clone(), id.clone()), (held.when, Holder::Table));
             }
         }
-        tables.insert(rt.clone(), t);
+        tables.insert((*rt).clone(), t);
     }
     for (source, line, rt, id, when) in lines {
         let key = (rt, id);
@@ -362,10 +418,10 @@ pub fn plan(
         let in_table = tables
             .get(rt)
             .and_then(|t| t.as_ref())
-            .and_then(|(_, ids)| ids.get(id));
+            .and_then(|t| t.ids.get(id));
         let counts = plan.counts.entry(rt.clone()).or_default();
         match (holder, in_table) {
-            (Holder::Table, _) => counts.unchanged += 1,
+            (Holder::Table, _) => {}
             (Holder::Line(..), None) => counts.inserted += 1,
             (Holder::Deleted, None) => {}
             (Holder::Line(..) | Holder::Deleted, Some(_)) => {
@@ -380,82 +436,42 @@ pub fn plan(
             }
         }
     }
+    // The rows of the table the change set left as they were.
+    for (rt, t) in &tables {
+        let Some(t) = t else { continue };
+        let removed: usize = plan
+            .replaced
+            .get(rt)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| t.ids.get(id))
+                    .map(|h| h.at.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        plan.counts.entry(rt.clone()).or_default().unchanged = t.rows - removed as u64;
+    }
     for (rt, ids) in &plan.replaced {
-        let Some(Some((files, held))) = tables.get(rt) else {
+        let Some(Some(t)) = tables.get(rt) else {
             continue;
         };
-        let mut which: Vec<usize> = ids
-            .iter()
-            .filter_map(|id| held.get(id).map(|h| h.1))
-            .collect();
-        which.sort();
-        which.dedup();
-        plan.files_to_rewrite.insert(
+        let mut rows: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        for h in ids.iter().filter_map(|id| t.ids.get(id)) {
+            for &(file, row) in &h.at {
+                rows.entry(file).or_default().push(row);
+            }
+        }
+        plan.deletions.insert(
             rt.clone(),
-            which.into_iter().map(|i| files[i].clone()).collect(),
+            rows.into_iter()
+                .map(|(i, mut r)| {
+                    r.sort_unstable();
+                    (t.files[i].clone(), r)
+                })
+                .collect(),
         );
     }
     Ok(plan)
-}
-
-/// A table file rewritten without the rows of `drop`: the new file (relative to the table's
-/// folder, beside the old one), or `None` where no row is left. Written where the table is,
-/// named after the run; no reader sees it before the merge's commit.
-pub fn rewrite(
-    dataset: &Location,
-    rt: &str,
-    f: &delta::SnapshotFile,
-    drop: &HashSet<String>,
-    name: &str,
-    props: parquet::file::properties::WriterProperties,
-) -> Result<Option<delta::NewFile>> {
-    let batches = read_file(dataset, rt, f, false)?;
-    let Some(schema) = batches.first().map(|b| b.schema()) else {
-        return Ok(None);
-    };
-    let mut buf = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props))?;
-    let mut rows = 0;
-    for b in batches {
-        let ids = b.column_by_name("id").map(|c| c.as_string::<i32>().clone());
-        let keep: BooleanArray = (0..b.num_rows())
-            .map(|r| {
-                Some(
-                    ids.as_ref()
-                        .is_none_or(|ids| ids.is_null(r) || !drop.contains(ids.value(r))),
-                )
-            })
-            .collect();
-        let kept = arrow::compute::filter_record_batch(&b, &keep)?;
-        rows += kept.num_rows() as u64;
-        if kept.num_rows() > 0 {
-            w.write(&kept)?;
-        }
-    }
-    w.close()?;
-    if rows == 0 {
-        return Ok(None);
-    }
-    let dir = f
-        .path
-        .rsplit_once('/')
-        .map(|(d, _)| format!("{d}/"))
-        .unwrap_or_default();
-    let rel = format!("{dir}{name}");
-    let bytes = buf.len() as u64;
-    match dataset {
-        Location::Local(root) => {
-            let mut p: PathBuf = root.join(rt);
-            p.extend(rel.split('/'));
-            fs_err::write(&p, &buf).with_context(|| format!("cannot write {}", p.display()))?;
-        }
-        Location::Remote(remote) => remote.put(&format!("{rt}/{rel}"), buf)?,
-    }
-    Ok(Some(delta::NewFile {
-        path: rel,
-        bytes,
-        rows: Some(rows),
-    }))
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::CommitBuilder;
-use deltalake_core::kernel::{new_metadata, Action, Add, MetadataExt, Protocol, StructType};
+use deltalake_core::kernel::{
+    new_metadata, Action, Add, DeletionVectorDescriptor, MetadataExt, Protocol, StructType,
+};
 use deltalake_core::logstore::{
     default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig,
 };
@@ -49,6 +51,8 @@ pub struct NewFile {
     pub bytes: u64,
     /// Its rows, where known (recorded as the file's `numRecords`).
     pub rows: Option<u64>,
+    /// The rows of the file that the table does not hold (an upload of a merged table).
+    pub deletion_vector: Option<DeletionVectorDescriptor>,
 }
 
 /// How a commit treats the files of the current version.
@@ -59,9 +63,12 @@ pub enum Mode {
     /// Those not among the new ones are removed in the same commit: the new version holds
     /// exactly the given files.
     Overwrite,
-    /// Those named in the table's [`TableCommit::remove`] are removed (a merge: the files it
-    /// rewrote), the others stay.
+    /// Those named in the table's [`TableCommit::remove`] are removed, and those of its
+    /// [`TableCommit::deletions`] get new deletion vectors (a merge); the others stay.
     Merge,
+    /// Those named in the table's [`TableCommit::remove`] are removed: the new files hold their
+    /// rows but the deleted ones (`vacuum --purge`, see [`super::purge`]).
+    Purge,
 }
 
 /// Which version of a table to read.
@@ -111,6 +118,19 @@ pub struct SnapshotFile {
     pub bytes: u64,
     pub rows: Option<u64>,
     pub partition_values: Vec<Option<String>>,
+    /// The rows of the file this version no longer holds (see [`super::deletion`]): where
+    /// its vector is, and the rows (positions in the file).
+    pub deletion_vector: Option<DeletionVectorDescriptor>,
+    pub deleted: Option<Arc<roaring::RoaringTreemap>>,
+}
+
+impl SnapshotFile {
+    /// The rows of the file the table holds (all of them without a deletion vector), where
+    /// its row count is recorded.
+    pub fn selection(&self) -> Option<parquet::arrow::arrow_reader::RowSelection> {
+        let deleted = self.deleted.as_ref()?;
+        Some(super::deletion::selection(deleted, self.rows?))
+    }
 }
 
 /// One commit of a table, for `history`.
@@ -178,7 +198,10 @@ fn builder(dataset: &Location, name: &str) -> Result<DeltaTableBuilder> {
     let b = DeltaTableBuilder::from_url(url.clone())?;
     Ok(match dataset {
         Location::Local(_) => b,
-        Location::Remote(remote) => b.with_storage_backend(remote.store.clone(), url),
+        Location::Remote(remote) => {
+            let store = crate::store::offset::ListAfter(remote.store.clone());
+            b.with_storage_backend(Arc::new(store), url)
+        }
     })
 }
 
@@ -281,8 +304,87 @@ fn add_action(f: &NewFile) -> Action {
         modification_time: now_millis(),
         data_change: true,
         stats: f.rows.map(|n| format!("{{\"numRecords\":{n}}}")),
+        deletion_vector: f.deletion_vector.clone(),
         ..Default::default()
     })
+}
+
+/// The table property that lets writers write deletion vectors.
+const ENABLE_DELETION_VECTORS: &str = "delta.enableDeletionVectors";
+
+/// The protocol of a table that holds deletion vectors: reader 3, writer 7, the feature named
+/// for both (beside the features `current` names).
+fn protocol_with_deletion_vectors(current: Option<&Protocol>) -> Result<Protocol> {
+    let mut v = match current {
+        Some(p) => serde_json::to_value(p)?,
+        None => serde_json::json!({}),
+    };
+    for (version, want) in [("minReaderVersion", 3), ("minWriterVersion", 7)] {
+        let now = v[version].as_i64().unwrap_or(0);
+        v[version] = now.max(want).into();
+    }
+    for list in ["readerFeatures", "writerFeatures"] {
+        let mut names: Vec<String> = v[list]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !names.iter().any(|n| n == "deletionVectors") {
+            names.push("deletionVectors".into());
+        }
+        v[list] = names.into();
+    }
+    Ok(serde_json::from_value(v)?)
+}
+
+/// Whether a table's protocol and properties let a writer write deletion vectors.
+fn has_deletion_vectors(protocol: &Protocol, configuration: &HashMap<String, String>) -> bool {
+    let named = serde_json::to_value(protocol).is_ok_and(|p| {
+        p["writerFeatures"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "deletionVectors"))
+    });
+    named
+        && configuration
+            .get(ENABLE_DELETION_VECTORS)
+            .map(String::as_str)
+            == Some("true")
+}
+
+/// The add and remove actions that give files of the table new deletion vectors: each file
+/// removed as it was (with its old vector) and added again, the same file, with the new one.
+fn deletion_actions(
+    snapshot: &deltalake_core::table::state::DeltaTableState,
+    deletions: &[(SnapshotFile, DeletionVectorDescriptor)],
+) -> (Vec<Action>, u64) {
+    let by_path: HashMap<&str, &DeletionVectorDescriptor> = deletions
+        .iter()
+        .map(|(f, dv)| (f.path.as_str(), dv))
+        .collect();
+    let (mut actions, mut rows) = (Vec::new(), 0);
+    for f in snapshot.log_data().iter() {
+        let Some(dv) = by_path.get(f.path().as_ref()) else {
+            continue;
+        };
+        let old = f.deletion_vector_descriptor().map_or(0, |d| d.cardinality);
+        rows += (dv.cardinality - old).max(0) as u64;
+        // The file as it was, its old vector with it.
+        actions.push(Action::Remove(f.remove_action(true)));
+        actions.push(Action::Add(Add {
+            path: f.path().into_owned(),
+            partition_values: f.partition_values_map(),
+            size: f.size(),
+            modification_time: f.modification_time(),
+            data_change: true,
+            stats: f.num_records().map(|n| format!("{{\"numRecords\":{n}}}")),
+            deletion_vector: Some((*dv).clone()),
+            ..Default::default()
+        }));
+    }
+    (actions, rows)
 }
 
 /// Commits files of one table: creates the table with them (version 0) where there is none,
@@ -307,6 +409,8 @@ pub struct TableCommit {
     pub partition_columns: Vec<String>,
     /// With [`Mode::Merge`]: the files of the table this commit removes.
     pub remove: Vec<String>,
+    /// With [`Mode::Merge`]: files of the table that get a new deletion vector (rows deleted).
+    pub deletions: Vec<(SnapshotFile, DeletionVectorDescriptor)>,
 }
 
 /// [`commit`]s of several tables at once (each table's commit is its own: one may fail while
@@ -322,7 +426,7 @@ pub fn commit_all(
 
 /// `f` of each item, on a thread per core: a table's log is parsed and written on the thread
 /// that drives its future, and a wide table's schema is megabytes of JSON.
-fn on_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn on_threads<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<R>>> =
@@ -353,6 +457,7 @@ async fn commit_async(
 ) -> Result<u64> {
     let (name, files) = (table.name.as_str(), &table.files);
     let (partition_columns, remove) = (table.partition_columns.as_slice(), &table.remove);
+    let deletions = &table.deletions;
     let adds: Vec<Action> = files.iter().map(add_action).collect();
     let added_rows: u64 = files.iter().filter_map(|f| f.rows).sum();
     let what = || format!("cannot commit {name} to {}", dataset.display());
@@ -394,17 +499,26 @@ async fn commit_async(
     let mut actions = adds;
     let (mut removed_files, mut removed_rows) = (0, 0);
     if mode == Mode::Overwrite {
-        let wanted: std::collections::HashSet<&str> =
-            files.iter().map(|f| f.path.as_str()).collect();
-        let current: std::collections::HashSet<String> = snapshot
+        let wanted: HashMap<&str, Option<&DeletionVectorDescriptor>> = files
+            .iter()
+            .map(|f| (f.path.as_str(), f.deletion_vector.as_ref()))
+            .collect();
+        let current: HashMap<String, Option<DeletionVectorDescriptor>> = snapshot
             .log_data()
             .iter()
-            .map(|f| f.path().into_owned())
+            .map(|f| (f.path().into_owned(), f.deletion_vector_descriptor()))
             .collect();
-        // Files already in the table stay as they are (an upload of an unchanged table).
-        actions.retain(|a| !matches!(a, Action::Add(add) if current.contains(&add.path)));
+        // Files already in the table as they are stay (an upload of an unchanged table); a file
+        // there with other deleted rows is removed and added again.
+        actions.retain(|a| {
+            !matches!(a, Action::Add(add)
+                if current.get(&add.path).is_some_and(|dv| *dv == add.deletion_vector))
+        });
         for f in snapshot.log_data().iter() {
-            if !wanted.contains(f.path().as_ref()) {
+            let same = wanted
+                .get(f.path().as_ref())
+                .is_some_and(|dv| dv.cloned() == f.deletion_vector_descriptor());
+            if !same {
                 removed_files += 1;
                 removed_rows += f.num_records().unwrap_or(0) as u64;
                 actions.push(Action::Remove(f.remove_action(true)));
@@ -414,7 +528,7 @@ async fn commit_async(
             return Ok(snapshot.version());
         }
     }
-    if mode == Mode::Merge {
+    if matches!(mode, Mode::Merge | Mode::Purge) {
         let gone: std::collections::HashSet<&str> = remove.iter().map(String::as_str).collect();
         for f in snapshot.log_data().iter() {
             if gone.contains(f.path().as_ref()) {
@@ -423,9 +537,25 @@ async fn commit_async(
                 actions.push(Action::Remove(f.remove_action(true)));
             }
         }
+        let (changed, deleted_rows) = deletion_actions(snapshot, deletions);
+        removed_rows += deleted_rows;
+        actions.extend(changed);
         if actions.is_empty() {
             return Ok(snapshot.version());
         }
+    }
+    // Deletion vectors need a protocol that names them, and the table's permission.
+    let vectors = !deletions.is_empty() || files.iter().any(|f| f.deletion_vector.is_some());
+    let configuration = snapshot.metadata().configuration().clone();
+    if vectors && !has_deletion_vectors(snapshot.protocol(), &configuration) {
+        actions.push(Action::Protocol(protocol_with_deletion_vectors(Some(
+            snapshot.protocol(),
+        ))?));
+        let metadata = snapshot
+            .metadata()
+            .clone()
+            .add_config_key(ENABLE_DELETION_VECTORS.into(), "true".into())?;
+        actions.push(Action::Metadata(metadata));
     }
     let operation = match mode {
         Mode::Merge => DeltaOperation::Merge {
@@ -434,6 +564,10 @@ async fn commit_async(
             matched_predicates: Vec::new(),
             not_matched_predicates: Vec::new(),
             not_matched_by_source_predicates: Vec::new(),
+        },
+        Mode::Purge => DeltaOperation::Optimize {
+            predicate: None,
+            target_size: 0,
         },
         Mode::Append | Mode::Overwrite => DeltaOperation::Write {
             mode: match mode {
@@ -492,11 +626,22 @@ async fn create(
         .and_then(|r| FhirVersion::from_release(r))
         .unwrap_or_default();
     let schema = delta_schema(version, name, partition_columns)?;
-    // Delta's first protocol: no table features needed.
-    let protocol: Protocol =
-        serde_json::from_value(serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 2}))?;
-    let metadata =
+    // Delta's first protocol (no table features needed), unless the files come with deletion
+    // vectors (an upload of a merged table).
+    let vectors = adds
+        .iter()
+        .any(|a| matches!(a, Action::Add(add) if add.deletion_vector.is_some()));
+    let protocol: Protocol = match vectors {
+        false => serde_json::from_value(
+            serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 2}),
+        )?,
+        true => protocol_with_deletion_vectors(None)?,
+    };
+    let mut metadata =
         new_metadata(&schema, partition_columns, properties.iter())?.with_name(name.to_string())?;
+    if vectors {
+        metadata = metadata.add_config_key(ENABLE_DELETION_VECTORS.into(), "true".into())?;
+    }
     let table = builder(dataset, name)?.build()?;
     let operation = DeltaOperation::Create {
         mode: SaveMode::ErrorIfExists,
@@ -565,9 +710,30 @@ async fn snapshot_async(dataset: &Location, name: &str, as_of: Option<AsOf>) -> 
                         .iter()
                         .map(|c| values.get(c).cloned().flatten())
                         .collect(),
+                    deletion_vector: f.deletion_vector_descriptor(),
+                    deleted: None,
                 }
             })
             .collect();
+        let with: Vec<usize> = (0..files.len())
+            .filter(|&i| files[i].deletion_vector.is_some())
+            .collect();
+        let dvs: Vec<&DeletionVectorDescriptor> = with
+            .iter()
+            .filter_map(|&i| files[i].deletion_vector.as_ref())
+            .collect();
+        let read = super::deletion::read_all(dataset, name, &dvs)?;
+        for (i, rows) in with.into_iter().zip(read) {
+            if files[i].rows.is_none() {
+                bail!(
+                    "{name}/{} in {} has a deletion vector but its log entry records no row \
+                     count (numRecords), which fhir2parquet needs to read it",
+                    files[i].path,
+                    dataset.display()
+                );
+            }
+            files[i].deleted = Some(Arc::new(rows));
+        }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let properties = state
             .metadata()

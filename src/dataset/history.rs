@@ -88,3 +88,21 @@ pub fn vacuum(
     }
     Ok(out)
 }
+
+/// Purges every Delta table of the dataset that has deleted rows (see [`super::purge`]), under
+/// the dataset's lock; what was (or, with `dry_run`, would be) rewritten per table.
+pub fn purge(
+    dataset: &Location,
+    props: super::purge::Properties,
+    dry_run: bool,
+) -> Result<BTreeMap<String, super::purge::Purged>> {
+    let run_id = format!("purge-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3f"));
+    let _lock = super::lock::acquire(dataset, &run_id, false)?;
+    let mut out = BTreeMap::new();
+    for name in delta_tables(dataset, None)? {
+        if let Some(p) = super::purge::purge(dataset, &name, props, &run_id, dry_run)? {
+            out.insert(name, p);
+        }
+    }
+    Ok(out)
+}

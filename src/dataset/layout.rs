@@ -52,8 +52,3 @@ pub fn is_pending_list(name: &str) -> bool {
 pub fn part_file(prefix: &str, seq: usize) -> String {
     format!("part-{prefix}-{seq:05}.parquet")
 }
-
-/// A data file a merge rewrites: the `k`-th of the run.
-pub fn merged_part_file(run_id: &str, k: usize) -> String {
-    format!("part-{run_id}-m{k:05}.parquet")
-}

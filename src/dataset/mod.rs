@@ -5,11 +5,13 @@
 //! `to-ndjson` read through here; `convert` and `upload` write what it reads.
 
 pub mod commit;
+pub mod deletion;
 pub mod delta;
 pub mod history;
 pub mod layout;
 pub mod lock;
 pub mod provider;
+pub mod purge;
 pub mod unify;
 
 use std::path::{Path, PathBuf};

@@ -4,7 +4,8 @@
 //! The scan is the one DataFusion's own listing tables make (a Parquet source, projection and
 //! limit pushed down, filters pushed into the Parquet reader by the physical optimizer, byte
 //! ranges split across cores), only its file list comes from the log instead of a folder
-//! listing, so files of removed versions or of runs that never committed are never read.
+//! listing, so files of removed versions or of runs that never committed are never read, and
+//! the rows a file's deletion vector names are skipped (a row selection per file).
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use datafusion::common::{Result as DfResult, ScalarValue};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
@@ -23,6 +25,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
 use object_store::path::Path as ObjPath;
+use parquet::arrow::arrow_reader::RowSelection;
 
 use super::{DataFile, Table};
 
@@ -35,8 +38,9 @@ pub struct SnapshotTable {
     schema: SchemaRef,
     partition_fields: Vec<Arc<Field>>,
     store: ObjectStoreUrl,
-    /// Object store path, size, partition values.
-    files: Vec<(ObjPath, u64, Vec<ScalarValue>)>,
+    /// Object store path, size, partition values, the rows to read (a file with a deletion
+    /// vector).
+    files: Vec<(ObjPath, u64, Vec<ScalarValue>, Option<RowSelection>)>,
 }
 
 impl SnapshotTable {
@@ -73,7 +77,10 @@ impl SnapshotTable {
                             .collect()
                     })
                     .unwrap_or_default();
-                Ok((path, size, values))
+                let selection = snapshot
+                    .and_then(|s| s.files.get(i))
+                    .and_then(|sf| sf.selection());
+                Ok((path, size, values, selection))
             })
             .collect::<DfResult<Vec<_>>>()?;
         Ok(SnapshotTable {
@@ -120,10 +127,14 @@ impl TableProvider for SnapshotTable {
         }
         let groups = state.config().target_partitions().max(1);
         let mut file_groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups];
-        for (i, (path, size, values)) in self.files.iter().enumerate() {
+        for (i, (path, size, values, selection)) in self.files.iter().enumerate() {
             let mut f = PartitionedFile::new("", *size);
             f.object_meta.location = path.clone();
             f.partition_values = values.clone();
+            if let Some(rows) = selection {
+                // The rows a deletion vector removed are not read.
+                f = f.with_extension(ParquetRowSelection::new(rows.clone()));
+            }
             file_groups[i % groups].push(f);
         }
         file_groups.retain(|g| !g.is_empty());

@@ -36,14 +36,22 @@ pub fn to_ndjson(dataset: impl Into<Location>, out: &Path) -> Result<BTreeMap<St
         let mut w = BufWriter::new(File::create(out.join(format!("{name}.ndjson")))?);
         let mut n = 0;
         let mut line = String::new();
-        for f in table.files {
-            let reader = match (&f, dataset) {
+        let selections: Vec<_> = match &table.delta {
+            Some(snap) => snap.files.iter().map(|f| f.selection()).collect(),
+            None => Vec::new(),
+        };
+        for (i, f) in table.files.iter().enumerate() {
+            // The rows a deletion vector removed are not the table's.
+            let selection = selections.get(i).cloned().flatten();
+            let reader = match (f, dataset) {
                 (DataFile::Local(p), _) => {
-                    ParquetRecordBatchReaderBuilder::try_new(File::open(p)?)?.build()?
+                    let b = ParquetRecordBatchReaderBuilder::try_new(File::open(p)?)?;
+                    b.with_row_selection_opt(selection).build()?
                 }
                 (DataFile::Remote { path, size }, Location::Remote(remote)) => {
                     let file = RemoteFile::new(remote, path.clone(), *size);
-                    ParquetRecordBatchReaderBuilder::try_new(file)?.build()?
+                    let b = ParquetRecordBatchReaderBuilder::try_new(file)?;
+                    b.with_row_selection_opt(selection).build()?
                 }
                 (DataFile::Remote { .. }, Location::Local(_)) => unreachable!("a local dataset"),
             };
@@ -62,6 +70,20 @@ pub fn to_ndjson(dataset: impl Into<Location>, out: &Path) -> Result<BTreeMap<St
         counts.insert(name, n);
     }
     Ok(counts)
+}
+
+/// A reader builder's optional row selection.
+trait WithSelection: Sized {
+    fn with_row_selection_opt(self, s: Option<parquet::arrow::arrow_reader::RowSelection>) -> Self;
+}
+
+impl<T> WithSelection for parquet::arrow::arrow_reader::ArrowReaderBuilder<T> {
+    fn with_row_selection_opt(self, s: Option<parquet::arrow::arrow_reader::RowSelection>) -> Self {
+        match s {
+            Some(s) => self.with_row_selection(s),
+            None => self,
+        }
+    }
 }
 
 /// `batch`, read from a file, as a batch of the table's schema: a file written with

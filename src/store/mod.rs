@@ -18,6 +18,7 @@
 
 mod credentials;
 mod multipart;
+pub mod offset;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

@@ -162,7 +162,22 @@ pub fn generate(engine: Engine, tables: &[Table], opts: &Options) -> anyhow::Res
         .map(|t| t.name.as_str())
         .collect();
     let mut notes = Vec::new();
-    if engine != Engine::Duckdb && !delta.is_empty() {
+    let merged: Vec<&str> = tables
+        .iter()
+        .filter(|t| {
+            t.delta
+                .as_ref()
+                .is_some_and(|s| s.files.iter().any(|f| f.deleted.is_some()))
+        })
+        .map(|t| t.name.as_str())
+        .collect();
+    if engine != Engine::Duckdb && !merged.is_empty() {
+        notes.push(format!(
+            "{} hold rows a merge deleted (deletion vectors), which these statements would read \
+             as rows: run `fhir2parquet vacuum DATASET --purge --retain 0` first",
+            merged.join(", ")
+        ));
+    } else if engine != Engine::Duckdb && !delta.is_empty() {
         notes.push(format!(
             "{} of these tables are Delta tables; these statements read every Parquet file of \
              their folders, which is their current version only while no older version's files \

@@ -765,6 +765,86 @@ fn upload_after_reconvert(store: &Store) {
     assert_eq!(history("Patient"), 2);
     ok(&store.bin(&["upload", out.to_str().unwrap(), &dest, "-q"]));
     assert_eq!(history("Patient"), 2);
+    // A merge that deletes two patients and updates one marks their rows in a deletion vector;
+    // the upload sends the vector with the files and the destination reads the merged rows.
+    let lines = crate::read_lines(&second.join("Patient.000.ndjson"));
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let changes = tmp.path().join("changes");
+    let change_set = |deleted: &[&String], updated: &str| {
+        let _ = std::fs::remove_dir_all(&changes);
+        std::fs::create_dir(&changes).unwrap();
+        let mut p: serde_json::Value = serde_json::from_str(updated).unwrap();
+        p["name"][0]["family"] = "Merged".into();
+        std::fs::write(changes.join("Patient.ndjson"), format!("{p}\n")).unwrap();
+        let entries: Vec<serde_json::Value> = deleted
+            .iter()
+            .map(|id| serde_json::json!({"request": {"method": "DELETE", "url": format!("Patient/{id}")}}))
+            .collect();
+        let bundle =
+            serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        std::fs::write(changes.join("deleted.ndjson"), format!("{bundle}\n")).unwrap();
+        let manifest = serde_json::json!({
+            "transactionTime": "2030-01-01T00:00:00Z",
+            "request": "https://example.org/fhir/$export?_since=2029-01-01T00:00:00Z",
+            "requiresAccessToken": false,
+            "output": [{"type": "Patient", "url": "https://example.org/files/Patient.ndjson"}],
+            "deleted": [{"type": "Bundle", "url": "https://example.org/files/deleted.ndjson"}],
+            "error": []
+        });
+        std::fs::write(changes.join("manifest.json"), manifest.to_string()).unwrap();
+    };
+    let merged_families = |url: &str| {
+        let q = "SELECT count(*) FILTER (WHERE name[1].family = 'Merged') FROM Patient";
+        let text = ok(&store.bin(&["sql", url, "--format", "csv", "-q", "-c", q]));
+        text.lines().nth(1).unwrap().parse::<usize>().unwrap()
+    };
+    change_set(&[&ids[1], &ids[2]], &lines[0]);
+    let (c, o) = (changes.to_str().unwrap(), out.to_str().unwrap());
+    ok(&crate::bin(&["convert", c, "-o", o, "-q", "--merge"]));
+    eprintln!(
+        "DEBUG before {:?}",
+        store
+            .list("again")
+            .iter()
+            .filter(|o| o.contains("Patient"))
+            .collect::<Vec<_>>()
+    );
+    let o = store.bin(&["upload", out.to_str().unwrap(), &dest, "-q"]);
+    eprintln!(
+        "DEBUG after {:?}",
+        store
+            .list("again")
+            .iter()
+            .filter(|o| o.contains("Patient"))
+            .collect::<Vec<_>>()
+    );
+    ok(&o);
+    assert_eq!(count(&[]), patients(&second) - 2);
+    assert_eq!(merged_families(&dest), 1);
+    assert!(store
+        .list("again")
+        .iter()
+        .any(|o| o.contains("Patient/deletion_vector_")));
+    // A merge straight into the table on the store.
+    change_set(&[&ids[3]], &lines[4]);
+    ok(&store.bin(&[
+        "convert",
+        changes.to_str().unwrap(),
+        "-o",
+        &dest,
+        "-q",
+        "--merge",
+    ]));
+    assert_eq!(count(&[]), patients(&second) - 3);
+    assert_eq!(merged_families(&dest), 2);
     // Converting straight to the store commits there too: a re-convert replaces the rows.
     let url = store.url("direct");
     for src in [&first, &second] {

@@ -545,11 +545,30 @@ fn a_merge_applies_updates_deletes_and_new_resources_by_last_updated() {
         initial.len() - 5,
         "{m}"
     );
-    // One table file was rewritten, the run's own added: two new data files.
-    assert_eq!(
-        crate::files_under(&out.join("Patient")).len(),
-        patient_files + 2
+    // No table file was rewritten: the replaced and deleted rows are marked in a deletion
+    // vector. New are the run's own file and one vector file.
+    let after = crate::files_under(&out.join("Patient"));
+    assert_eq!(after.len(), patient_files + 2);
+    let vectors = |files: &[std::path::PathBuf]| {
+        files
+            .iter()
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with("deletion_vector_") && n.ends_with(".bin")
+            })
+            .count()
+    };
+    assert_eq!(vectors(&after), 1);
+    let log =
+        std::fs::read_to_string(out.join("Patient/_delta_log/00000000000000000001.json")).unwrap();
+    assert!(
+        log.contains("\"readerFeatures\":[\"deletionVectors\"]"),
+        "{log}"
     );
+    // Delta readers that are not ours read the merged table alike.
+    for (reader, got) in other_readers(&out, false) {
+        assert_eq!(got, want, "{reader}");
+    }
     let text = ok(&bin(&[
         "history",
         out.to_str().unwrap(),
@@ -570,6 +589,125 @@ fn a_merge_applies_updates_deletes_and_new_resources_by_last_updated() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("deleted.ndjson, line 1"), "{err}");
     assert_eq!(patients_by_id(&out, &[]), want);
+
+    // A second change set deletes and updates rows of the file that already has a vector:
+    // the rows deleted before stay deleted.
+    let second = tmp.path().join("second");
+    std::fs::create_dir(&second).unwrap();
+    let updated7 = stamp(initial[7].clone(), "2023-01-01T00:00:00Z", Some("Second7"));
+    write(
+        &second.join("Patient.ndjson"),
+        std::slice::from_ref(&updated7),
+    );
+    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "DELETE", "url": format!("Patient/{}", id(6))}}]});
+    std::fs::write(second.join("deleted.ndjson"), format!("{bundle}\n")).unwrap();
+    let mut manifest = manifest.clone();
+    manifest["transactionTime"] = "2023-02-01T00:00:00Z".into();
+    std::fs::write(second.join("manifest.json"), manifest.to_string()).unwrap();
+    ok(&convert(&second, &out, &["--merge"]));
+    let mut want2 = want.clone();
+    want2.remove(&id(6));
+    want2.insert(id(7), "Second7".into());
+    assert_eq!(patients_by_id(&out, &[]), want2);
+    assert_eq!(patients_by_id(&out, &["--as-of", "1"]), want);
+    for (reader, got) in other_readers(&out, false) {
+        assert_eq!(got, want2, "{reader}");
+    }
+    // to-ndjson leaves the deleted rows out too.
+    let back = tmp.path().join("back");
+    ok(&bin(&[
+        "to-ndjson",
+        out.to_str().unwrap(),
+        "-o",
+        back.to_str().unwrap(),
+    ]));
+    let lines = read_lines(&back.join("Patient.ndjson"));
+    let got: BTreeMap<String, String> = lines
+        .iter()
+        .map(|l| {
+            let p: serde_json::Value = serde_json::from_str(l).unwrap();
+            (p["id"].as_str().unwrap().to_string(), family(&p))
+        })
+        .collect();
+    assert_eq!((lines.len(), got), (want2.len(), want2.clone()));
+
+    // `warehouse` says that its Parquet statements would read the deleted rows, and what to do.
+    let text = ok(&bin(&["warehouse", "athena", out.to_str().unwrap()]));
+    assert!(text.contains("Patient hold rows a merge deleted"), "{text}");
+    assert!(text.contains("vacuum DATASET --purge --retain 0"), "{text}");
+
+    // vacuum --purge --retain 0: the files with deleted rows rewritten without them, the old
+    // files and the vectors removed; the folder's Parquet files are the table.
+    let o = bin(&["vacuum", out.to_str().unwrap(), "--purge", "--retain", "0"]);
+    let err = ok_stderr(&o);
+    assert!(
+        err.contains("Patient: rewrote 1 file(s) without 7 deleted row(s)"),
+        "{err}"
+    );
+    let purged = crate::files_under(&out.join("Patient"));
+    assert_eq!(vectors(&purged), 0, "{purged:?}");
+    assert_eq!(patients_by_id(&out, &[]), want2);
+    let text = ok(&bin(&[
+        "history",
+        out.to_str().unwrap(),
+        "Patient",
+        "--json",
+    ]));
+    assert!(
+        text.lines().next().unwrap().contains("\"OPTIMIZE\""),
+        "{text}"
+    );
+    for (reader, got) in other_readers(&out, true) {
+        assert_eq!(got, want2, "{reader}");
+    }
+    let text = ok(&bin(&["warehouse", "athena", out.to_str().unwrap()]));
+    assert!(!text.contains("hold rows a merge deleted"), "{text}");
+}
+
+/// The Patient table as readers that are not ours read it: delta-rs's (`deltalake`) and DuckDB's
+/// delta extension, and with `plain` DuckDB over the folder's Parquet files as plain Parquet
+/// (`parquet`, checked to hold each id once). Empty where they are not installed.
+fn other_readers(out: &Path, plain: bool) -> Vec<(String, BTreeMap<String, String>)> {
+    if !crate::python_has(
+        "deltalake, duckdb, duckdb_ext",
+        "deltalake duckdb==1.4.4 duckdb-ext-delta==1.4.4.20260205",
+    ) {
+        return Vec::new();
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/delta_rows.py");
+    let folder = out.join("Patient");
+    let mut args = vec![script, folder.to_str().unwrap()];
+    if plain {
+        args.push("plain");
+    }
+    let o = Command::new("python3")
+        .args(&args)
+        .env("DUCKDB_EXTENSION_DIRECTORY", crate::duckdb_extensions())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    let mut readers = Vec::new();
+    for (reader, rows) in v.as_object().unwrap() {
+        let Some(rows) = rows.as_object() else {
+            continue;
+        };
+        let rows: BTreeMap<String, String> = rows
+            .iter()
+            .map(|(id, f)| (id.clone(), f.as_str().unwrap().to_string()))
+            .collect();
+        if reader == "parquet" {
+            assert_eq!(v["parquet_rows"].as_u64().unwrap() as usize, rows.len());
+        }
+        readers.push((reader.clone(), rows));
+    }
+    assert_eq!(readers.len(), if plain { 3 } else { 2 });
+    readers
+}
+
+fn ok_stderr(o: &std::process::Output) -> String {
+    ok(o);
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]
