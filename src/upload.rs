@@ -301,6 +301,7 @@ pub fn run(dataset: &Path, dest: &Remote, progress: bool) -> Result<UploadSummar
             partition_columns: snap.partition_columns.clone(),
             remove: Vec::new(),
             deletions: Vec::new(),
+            base: None,
         };
         let overwrite = crate::dataset::delta::Mode::Overwrite;
         crate::dataset::delta::commit(&dest_location, &table, overwrite, &snap.properties)?;

@@ -292,6 +292,7 @@ fn commit_types(
             partition_columns: partition_columns(opts, &name),
             remove: Vec::new(),
             deletions: deletions.remove(&name).unwrap_or_default(),
+            base: plan.and_then(|p| p.bases.get(&name).cloned()),
             name,
             files,
         })

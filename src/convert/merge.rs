@@ -72,6 +72,8 @@ pub struct Plan {
     /// file) that go.
     pub deletions: BTreeMap<String, Vec<(delta::SnapshotFile, Vec<u64>)>>,
     pub counts: BTreeMap<String, MergeCounts>,
+    /// Per type: the table as the plan read it, for the commit to start from.
+    pub bases: BTreeMap<String, delta::Base>,
 }
 
 /// Who holds an id's winning version so far.
@@ -109,6 +111,7 @@ struct Held {
 /// A table's current files, the rows it holds, and where it holds the ids a change set names.
 #[derive(Debug)]
 struct TableIds {
+    base: delta::Base,
     files: Vec<delta::SnapshotFile>,
     rows: u64,
     ids: FxHashMap<String, Held>,
@@ -120,7 +123,7 @@ fn table_ids(dataset: &Location, rt: &str, wanted: &FxHashSet<&str>) -> Result<O
     if !delta::is_table(dataset, rt)? {
         return Ok(None);
     }
-    let snap = delta::snapshot(dataset, rt, None)?;
+    let (snap, base) = delta::snapshot_and_base(dataset, rt)?;
     let mut ids: FxHashMap<String, Held> = FxHashMap::default();
     let mut rows = 0;
     for (i, f) in snap.files.iter().enumerate() {
@@ -165,6 +168,7 @@ fn table_ids(dataset: &Location, rt: &str, wanted: &FxHashSet<&str>) -> Result<O
         }
     }
     Ok(Some(TableIds {
+        base,
         files: snap.files,
         rows,
         ids,
@@ -368,6 +372,7 @@ pub fn plan(
             for (id, held) in &t.ids {
                 winners.insert(((*rt).clone(), id.clone()), (held.when, Holder::Table));
             }
+            plan.bases.insert((*rt).clone(), t.base.clone());
         }
         tables.insert((*rt).clone(), t);
     }

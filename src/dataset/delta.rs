@@ -411,6 +411,10 @@ pub struct TableCommit {
     pub remove: Vec<String>,
     /// With [`Mode::Merge`]: files of the table that get a new deletion vector (rows deleted).
     pub deletions: Vec<(SnapshotFile, DeletionVectorDescriptor)>,
+    /// The table as the writer read it, where it did (a merge decides from the version it
+    /// read): the commit starts from that version instead of reading the log again, and
+    /// delta-rs checks what was committed since for conflicts.
+    pub base: Option<Base>,
 }
 
 /// [`commit`]s of several tables at once (each table's commit is its own: one may fail while
@@ -461,7 +465,11 @@ async fn commit_async(
     let adds: Vec<Action> = files.iter().map(add_action).collect();
     let added_rows: u64 = files.iter().filter_map(|f| f.rows).sum();
     let what = || format!("cannot commit {name} to {}", dataset.display());
-    let Some(table) = open(dataset, name).await? else {
+    let opened = match &table.base {
+        Some(base) => Some(base.0.clone()),
+        None => open(dataset, name).await?,
+    };
+    let Some(table) = opened else {
         let created = create(
             dataset,
             name,
@@ -692,9 +700,27 @@ pub fn snapshots(
     on_threads(names, |n| block_on(snapshot_async(dataset, n, as_of)))
 }
 
+/// A table as a reader loaded it: a later commit can start from it instead of reading the log
+/// again (see [`TableCommit::base`]).
+#[derive(Clone, Debug)]
+pub struct Base(DeltaTable);
+
+/// The current version's [`snapshot`] of a table, and the table as loaded for it.
+pub fn snapshot_and_base(dataset: &Location, name: &str) -> Result<(Snapshot, Base)> {
+    block_on(async {
+        let table = open_as_of(dataset, name, None).await?;
+        let snap = snapshot_of(dataset, name, &table).await?;
+        Ok((snap, Base(table)))
+    })
+}
+
 async fn snapshot_async(dataset: &Location, name: &str, as_of: Option<AsOf>) -> Result<Snapshot> {
+    let table = open_as_of(dataset, name, as_of).await?;
+    snapshot_of(dataset, name, &table).await
+}
+
+async fn snapshot_of(dataset: &Location, name: &str, table: &DeltaTable) -> Result<Snapshot> {
     {
-        let table = open_as_of(dataset, name, as_of).await?;
         let state = table.snapshot().map_err(|e| explain(e, dataset, name))?;
         let partition_columns = state.metadata().partition_columns().to_vec();
         let mut files: Vec<SnapshotFile> = state

@@ -39,7 +39,7 @@ pub fn purge(
     run_id: &str,
     dry_run: bool,
 ) -> Result<Option<Purged>> {
-    let snap = delta::snapshot(dataset, name, None)?;
+    let (snap, base) = delta::snapshot_and_base(dataset, name)?;
     let with: Vec<&SnapshotFile> = snap.files.iter().filter(|f| f.deleted.is_some()).collect();
     if with.is_empty() {
         return Ok(None);
@@ -75,6 +75,7 @@ pub fn purge(
         partition_columns: snap.partition_columns.clone(),
         remove: with.iter().map(|f| f.path.clone()).collect(),
         deletions: Vec::new(),
+        base: Some(base),
     };
     let version = delta::commit(dataset, &table, Mode::Purge, &snap.properties)?;
     Ok(Some(Purged {
