@@ -20,7 +20,7 @@ pub enum OverflowReason {
     /// A value of the right JSON type that is not valid (a bad instant, bad base64, out of range).
     InvalidValue,
     /// A valid value in its typed column whose exact text the column cannot give back
-    /// (`1.50`, an instant's offset).
+    /// (`1.50`, an instant's offset, base64 broken into lines).
     ExactText,
     /// A date or dateTime that does not parse: its text is in the column, its companion is null.
     /// Counted only; nothing needs to be kept.

@@ -202,6 +202,23 @@ impl ArrayDecoder for Base64Decoder {
                     debug_assert_eq!(engine.encode(&decoded[..]), **s);
                     self.0.append_value(&decoded[..]);
                 }
+                // FHIR allows whitespace between the groups of four (R4's regex
+                // `(\s*([0-9a-zA-Z\+/=]){4}\s*)+`, PEM-style line breaks): the bytes are
+                // typed, and the text as written is kept to give back exactly.
+                Err(_) if s.bytes().any(|b| b.is_ascii_whitespace()) => {
+                    let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+                    decoded.clear();
+                    match engine.decode_vec(&compact, decoded) {
+                        Ok(()) => {
+                            cx.keep(OverflowReason::ExactText, v);
+                            self.0.append_value(&decoded[..]);
+                        }
+                        Err(_) => {
+                            cx.keep(OverflowReason::InvalidValue, v);
+                            self.0.append_null()
+                        }
+                    }
+                }
                 Err(_) => {
                     cx.keep(OverflowReason::InvalidValue, v);
                     self.0.append_null()

@@ -729,3 +729,65 @@ fn items_with_only_overflowed_content_are_there() {
         ],
     );
 }
+
+#[test]
+fn base64_in_lines_is_typed_and_given_back_as_written() {
+    // FHIR allows whitespace between base64's groups of four; the specification's Binary,
+    // Media and DiagnosticReport examples break theirs into lines.
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = vec![spec("Binary"), spec("Media"), spec("DiagnosticReport")];
+    let out = dataset(tmp.path(), &inputs);
+    let shell = Shell::open(&out, None).unwrap();
+    let compact = |v: &Value| -> Value {
+        let s: String = v
+            .as_str()
+            .unwrap()
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        s.into()
+    };
+    let mut in_lines = 0;
+    for (rt, path, steps) in [
+        ("Binary", "data", vec![Key("data")]),
+        ("Media", "content.data", vec![Key("content"), Key("data")]),
+        (
+            "DiagnosticReport",
+            "presentedForm.data",
+            vec![Key("presentedForm"), Key("data")],
+        ),
+    ] {
+        let by_id = resources(&inputs, rt);
+        let view = json!({"resource": rt, "select": [{"column": [
+            {"name": "id", "path": "getResourceKey()"},
+            {"name": "v", "path": path, "collection": true}]}]});
+        let got: BTreeMap<String, Value> = rows(&shell, view)
+            .into_iter()
+            .map(|r| (r["id"].as_str().unwrap().to_string(), r["v"].clone()))
+            .collect();
+        for (id, r) in &by_id {
+            let written = walk(r, &steps);
+            in_lines += written
+                .iter()
+                .filter(|v| v.as_str().unwrap().contains(char::is_whitespace))
+                .count();
+            // Views give the bytes, as canonical base64: the text without its whitespace.
+            let want = Value::Array(written.iter().map(compact).collect());
+            assert_eq!(got[id], want, "{rt}/{id}: {path}");
+        }
+    }
+    assert!(
+        in_lines >= 3,
+        "the examples hold base64 in lines: {in_lines}"
+    );
+    // to-ndjson gives the text back as it was written.
+    let back = tmp.path().join("back");
+    fhir2parquet::encode::to_ndjson(out.as_path(), &back).unwrap();
+    for rt in ["Binary", "Media", "DiagnosticReport"] {
+        let want = resources(&inputs, rt);
+        let got = resources(&[back.join(format!("{rt}.ndjson"))], rt);
+        for (id, r) in &want {
+            assert_eq!(&got[id], r, "{rt}/{id} round trip");
+        }
+    }
+}
