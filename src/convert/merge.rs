@@ -347,23 +347,18 @@ pub fn plan(
     types.sort();
     types.dedup();
     // Each table's ids, on a thread per core (a table's log and its id column are read on one).
+    let mut named: FxHashMap<&str, FxHashSet<&str>> = FxHashMap::default();
+    for (rt, id) in lines
+        .iter()
+        .map(|l| (&l.2, &l.3))
+        .chain(deletes.iter().map(|d| (&d.resource_type, &d.id)))
+    {
+        named.entry(rt).or_default().insert(id);
+    }
     let wanted: Vec<(&String, FxHashSet<&str>)> = types
         .iter()
         .filter(|rt| crate::schema::node::resource_members(version, rt).is_some())
-        .map(|rt| {
-            let ids = lines
-                .iter()
-                .filter(|l| &l.2 == rt)
-                .map(|l| l.3.as_str())
-                .chain(
-                    deletes
-                        .iter()
-                        .filter(|d| &d.resource_type == rt)
-                        .map(|d| d.id.as_str()),
-                )
-                .collect();
-            (rt, ids)
-        })
+        .map(|rt| (rt, named.remove(rt.as_str()).unwrap_or_default()))
         .collect();
     let read = delta::on_threads(&wanted, |(rt, ids)| table_ids(dataset, rt, ids));
     for ((rt, _), t) in wanted.iter().zip(read) {

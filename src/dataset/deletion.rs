@@ -29,7 +29,10 @@ use delta_kernel::actions::deletion_vector_writer::{
     KernelDeletionVector, StreamingDeletionVectorWriter,
 };
 use deltalake_core::kernel::{DeletionVectorDescriptor, StorageType};
-use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
+use parquet::file::reader::ChunkReader;
 use roaring::RoaringTreemap;
 
 use crate::store::Location;
@@ -43,8 +46,9 @@ fn file_name(uuid: &uuid::Uuid) -> String {
 }
 
 /// Where a descriptor's bitmap is: a file relative to the table's folder (its prefix folders
-/// and the UUID encoded in the descriptor), or `None` for a bitmap inline in the log.
-fn relative_path(dv: &DeletionVectorDescriptor) -> Result<Option<String>> {
+/// and the UUID encoded in the descriptor), or `None` for a bitmap inline in the log. `upload`
+/// copies the file with the table's files.
+pub fn file_of(dv: &DeletionVectorDescriptor) -> Result<Option<String>> {
     match dv.storage_type {
         StorageType::Inline => Ok(None),
         StorageType::UuidRelativePath => {
@@ -67,22 +71,8 @@ fn relative_path(dv: &DeletionVectorDescriptor) -> Result<Option<String>> {
     }
 }
 
-/// The deletion vector file a descriptor names, relative to the table's folder (`None`: the
-/// bitmap is inline in the log). `upload` copies it with the table's files.
-pub fn file_of(dv: &DeletionVectorDescriptor) -> Result<Option<String>> {
-    relative_path(dv)
-}
-
-/// The rows a table file's deletion vector names (positions in the file, from 0).
-pub fn read(
-    dataset: &Location,
-    table: &str,
-    dv: &DeletionVectorDescriptor,
-) -> Result<RoaringTreemap> {
-    Ok(read_all(dataset, table, &[dv])?.remove(0))
-}
-
-/// The rows of each of several deletion vectors of a table, each vector file read once.
+/// The rows each of several deletion vectors of a table names (positions in their files, from
+/// 0), each vector file read once.
 pub fn read_all(
     dataset: &Location,
     table: &str,
@@ -97,7 +87,7 @@ pub fn read_all(
     let mut files: HashMap<String, Vec<u8>> = HashMap::new();
     let mut out = Vec::with_capacity(dvs.len());
     for dv in dvs {
-        let Some(rel) = relative_path(dv).with_context(what)? else {
+        let Some(rel) = file_of(dv).with_context(what)? else {
             let bytes = z85::decode(&dv.path_or_inline_dv)
                 .map_err(|_| anyhow::anyhow!("an inline deletion vector is not Z85"))
                 .with_context(what)?;
@@ -105,19 +95,9 @@ pub fn read_all(
             continue;
         };
         if !files.contains_key(&rel) {
-            let bytes = match dataset {
-                Location::Local(dir) => {
-                    let mut p = dir.join(table);
-                    p.extend(rel.split('/'));
-                    fs_err::read(&p).with_context(what)?
-                }
-                Location::Remote(remote) => remote
-                    .read(&format!("{table}/{rel}"))
-                    .with_context(what)?
-                    .with_context(|| format!("{table}/{rel} is missing"))
-                    .with_context(what)?
-                    .to_vec(),
-            };
+            let bytes = dataset
+                .read_file(&format!("{table}/{rel}"))
+                .with_context(what)?;
             files.insert(rel.clone(), bytes);
         }
         out.push(from_file(&files[&rel], dv).with_context(what)?);
@@ -177,14 +157,10 @@ pub fn write(
         written.push(writer.write_deletion_vector(dv)?);
     }
     writer.finalize()?;
-    let name = file_name(&uuid);
-    match dataset {
-        Location::Local(dir) => {
-            let p = dir.join(table).join(&name);
-            fs_err::write(&p, &buf).with_context(|| format!("cannot write {}", p.display()))?;
-        }
-        Location::Remote(remote) => remote.put(&format!("{table}/{name}"), buf)?,
-    }
+    let rel = format!("{table}/{}", file_name(&uuid));
+    dataset
+        .write_file(&rel, buf)
+        .with_context(|| format!("cannot write {rel} in {}", dataset.display()))?;
     let encoded = z85::encode(uuid.as_bytes());
     Ok(written
         .into_iter()
@@ -196,6 +172,20 @@ pub fn write(
             cardinality: w.cardinality,
         })
         .collect())
+}
+
+/// A reader of the rows of a Parquet file a table version holds: `selection` is the file's
+/// [`super::delta::SnapshotFile::selection`] (every row where it has none).
+pub fn reader<R: ChunkReader + 'static>(
+    file: R,
+    selection: Option<RowSelection>,
+) -> parquet::errors::Result<ParquetRecordBatchReader> {
+    let b = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    match selection {
+        Some(s) => b.with_row_selection(s),
+        None => b,
+    }
+    .build()
 }
 
 /// The rows of a file of `rows` rows to read: every row but the deleted ones.
@@ -230,8 +220,8 @@ mod tests {
         let dvs = write(&dataset, "Patient", &[a.clone(), b.clone()]).unwrap();
         assert_eq!(dvs.len(), 2);
         assert_eq!(dvs[0].cardinality, 4);
-        assert_eq!(read(&dataset, "Patient", &dvs[0]).unwrap(), a);
-        assert_eq!(read(&dataset, "Patient", &dvs[1]).unwrap(), b);
+        let back = read_all(&dataset, "Patient", &[&dvs[0], &dvs[1]]).unwrap();
+        assert_eq!(back, vec![a, b]);
         let file = file_of(&dvs[0]).unwrap().unwrap();
         assert!(dir.path().join("Patient").join(&file).is_file(), "{file}");
         // A damaged byte is an error, not other rows.
@@ -240,7 +230,7 @@ mod tests {
         let at = dvs[1].offset.unwrap() as usize + 10;
         bytes[at] ^= 0xff;
         std::fs::write(&p, bytes).unwrap();
-        let e = read(&dataset, "Patient", &dvs[1]).unwrap_err();
+        let e = read_all(&dataset, "Patient", &[&dvs[1]]).unwrap_err();
         assert!(format!("{e:#}").contains("checksum"), "{e:#}");
     }
 

@@ -741,13 +741,11 @@ async fn snapshot_of(dataset: &Location, name: &str, table: &DeltaTable) -> Resu
                 }
             })
             .collect();
-        let with: Vec<usize> = (0..files.len())
-            .filter(|&i| files[i].deletion_vector.is_some())
-            .collect();
-        let dvs: Vec<&DeletionVectorDescriptor> = with
+        let (with, dvs): (Vec<usize>, Vec<&DeletionVectorDescriptor>) = files
             .iter()
-            .filter_map(|&i| files[i].deletion_vector.as_ref())
-            .collect();
+            .enumerate()
+            .filter_map(|(i, f)| f.deletion_vector.as_ref().map(|dv| (i, dv)))
+            .unzip();
         let read = super::deletion::read_all(dataset, name, &dvs)?;
         for (i, rows) in with.into_iter().zip(read) {
             if files[i].rows.is_none() {

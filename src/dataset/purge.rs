@@ -7,7 +7,6 @@
 
 use anyhow::{Context, Result};
 use arrow::array::RecordBatchReader;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
@@ -95,30 +94,17 @@ fn rewrite(
     props: &dyn Fn(&arrow::datatypes::Schema) -> WriterProperties,
 ) -> Result<Option<NewFile>> {
     let what = || format!("cannot rewrite {table}/{} in {}", f.path, dataset.display());
-    let selection = f.selection();
     let reader = match dataset {
         Location::Local(dir) => {
             let mut p = dir.join(table);
             p.extend(f.path.split('/'));
-            let b =
-                ParquetRecordBatchReaderBuilder::try_new(fs_err::File::open(&p)?.into_parts().0)
-                    .with_context(what)?;
-            let b = match selection {
-                Some(s) => b.with_row_selection(s),
-                None => b,
-            };
-            b.build().with_context(what)?
+            let file = fs_err::File::open(&p)?.into_parts().0;
+            super::deletion::reader(file, f.selection()).with_context(what)?
         }
         Location::Remote(remote) => {
             let path = remote.path(&format!("{table}/{}", f.path));
-            let b =
-                ParquetRecordBatchReaderBuilder::try_new(RemoteFile::new(remote, path, f.bytes))
-                    .with_context(what)?;
-            let b = match selection {
-                Some(s) => b.with_row_selection(s),
-                None => b,
-            };
-            b.build().with_context(what)?
+            let file = RemoteFile::new(remote, path, f.bytes);
+            super::deletion::reader(file, f.selection()).with_context(what)?
         }
     };
     let schema = reader.schema();
@@ -139,14 +125,9 @@ fn rewrite(
         None => file_name.to_string(),
     };
     let bytes = buf.len() as u64;
-    match dataset {
-        Location::Local(root) => {
-            let mut p = root.join(table);
-            p.extend(rel.split('/'));
-            fs_err::write(&p, &buf).with_context(|| format!("cannot write {}", p.display()))?;
-        }
-        Location::Remote(remote) => remote.put(&format!("{table}/{rel}"), buf)?,
-    }
+    dataset
+        .write_file(&format!("{table}/{rel}"), buf)
+        .with_context(|| format!("cannot write {table}/{rel} in {}", dataset.display()))?;
     Ok(Some(NewFile {
         path: rel,
         bytes,

@@ -8,11 +8,11 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use crate::dataset::deletion::reader;
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{Decimal128Type, Int32Type, TimestampMicrosecondType};
 use base64::Engine as _;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::dataset::DataFile;
 use crate::decode::datetime::instant_text;
@@ -44,14 +44,9 @@ pub fn to_ndjson(dataset: impl Into<Location>, out: &Path) -> Result<BTreeMap<St
             // The rows a deletion vector removed are not the table's.
             let selection = selections.get(i).cloned().flatten();
             let reader = match (f, dataset) {
-                (DataFile::Local(p), _) => {
-                    let b = ParquetRecordBatchReaderBuilder::try_new(File::open(p)?)?;
-                    b.with_row_selection_opt(selection).build()?
-                }
+                (DataFile::Local(p), _) => reader(File::open(p)?, selection)?,
                 (DataFile::Remote { path, size }, Location::Remote(remote)) => {
-                    let file = RemoteFile::new(remote, path.clone(), *size);
-                    let b = ParquetRecordBatchReaderBuilder::try_new(file)?;
-                    b.with_row_selection_opt(selection).build()?
+                    reader(RemoteFile::new(remote, path.clone(), *size), selection)?
                 }
                 (DataFile::Remote { .. }, Location::Local(_)) => unreachable!("a local dataset"),
             };
@@ -70,20 +65,6 @@ pub fn to_ndjson(dataset: impl Into<Location>, out: &Path) -> Result<BTreeMap<St
         counts.insert(name, n);
     }
     Ok(counts)
-}
-
-/// A reader builder's optional row selection.
-trait WithSelection: Sized {
-    fn with_row_selection_opt(self, s: Option<parquet::arrow::arrow_reader::RowSelection>) -> Self;
-}
-
-impl<T> WithSelection for parquet::arrow::arrow_reader::ArrowReaderBuilder<T> {
-    fn with_row_selection_opt(self, s: Option<parquet::arrow::arrow_reader::RowSelection>) -> Self {
-        match s {
-            Some(s) => self.with_row_selection(s),
-            None => self,
-        }
-    }
 }
 
 /// `batch`, read from a file, as a batch of the table's schema: a file written with

@@ -130,6 +130,33 @@ impl Location {
             Location::Remote(r) => r.url(""),
         }
     }
+
+    /// The file or object `rel` (`/`-separated, under the location) read whole.
+    pub fn read_file(&self, rel: &str) -> Result<Vec<u8>> {
+        match self {
+            Location::Local(dir) => {
+                let mut p = dir.clone();
+                p.extend(rel.split('/'));
+                Ok(fs_err::read(&p)?)
+            }
+            Location::Remote(r) => Ok(r
+                .read(rel)?
+                .with_context(|| format!("{} is missing", r.url(rel)))?
+                .to_vec()),
+        }
+    }
+
+    /// Writes the file or object `rel` (`/`-separated, under the location) whole.
+    pub fn write_file(&self, rel: &str, data: Vec<u8>) -> Result<()> {
+        match self {
+            Location::Local(dir) => {
+                let mut p = dir.clone();
+                p.extend(rel.split('/'));
+                Ok(fs_err::write(&p, data)?)
+            }
+            Location::Remote(r) => r.put(rel, data),
+        }
+    }
 }
 
 impl Remote {

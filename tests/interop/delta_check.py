@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-import duckdb
+import duckdb_delta
 from deltalake import DeltaTable
 
 out, schemas_path, inputs = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -29,12 +29,7 @@ for path in inputs:
                 r = json.loads(line)
                 resources[r["resourceType"]].append(r)
 
-con = duckdb.connect()
-ext = os.environ.get("DUCKDB_EXTENSION_DIRECTORY")
-if ext:
-    con.execute(f"SET extension_directory = '{ext}'")
-    con.execute("SET autoinstall_known_extensions = false")
-con.execute("LOAD delta")
+con = duckdb_delta.connect()
 
 checked = 0
 for t, rows in sorted(resources.items()):

@@ -9,10 +9,9 @@ With `plain`, also DuckDB's read_parquet over every Parquet file of the folder (
 what an engine that reads the folder as plain Parquet sees.
 """
 import json
-import os
 import sys
 
-import duckdb
+import duckdb_delta
 import pyarrow as pa
 from deltalake import DeltaTable, QueryBuilder
 
@@ -29,12 +28,7 @@ table = pa.table(
 )
 out["deltalake"] = dict(zip(table.column("id").to_pylist(), table.column("family").to_pylist()))
 
-con = duckdb.connect()
-ext = os.environ.get("DUCKDB_EXTENSION_DIRECTORY")
-if ext:
-    con.execute(f"SET extension_directory = '{ext}'")
-    con.execute("SET autoinstall_known_extensions = false")
-con.execute("LOAD delta")
+con = duckdb_delta.connect()
 rows = con.execute(query.format(f"delta_scan('{folder}')")).fetchall()
 out["duckdb"] = dict(rows)
 if plain:

@@ -498,27 +498,17 @@ fn a_merge_applies_updates_deletes_and_new_resources_by_last_updated() {
         (id(5), None),
         ("no-such-patient".into(), None),
     ];
-    let bundle = serde_json::json!({
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": deletes.iter().map(|(id, when)| {
+    let entries = deletes
+        .iter()
+        .map(|(id, when)| {
             let mut e = serde_json::json!({"request": {"method": "DELETE", "url": format!("Patient/{id}")}});
             if let Some(w) = when {
                 e["response"] = serde_json::json!({"status": "204", "lastModified": w});
             }
             e
-        }).collect::<Vec<_>>(),
-    });
-    std::fs::write(export.join("deleted.ndjson"), format!("{bundle}\n")).unwrap();
-    let manifest = serde_json::json!({
-        "transactionTime": "2022-07-01T00:00:00Z",
-        "request": "https://example.org/fhir/$export?_since=2021-06-01T00:00:00Z",
-        "requiresAccessToken": false,
-        "output": [{"type": "Patient", "url": "https://example.org/files/Patient.ndjson"}],
-        "deleted": [{"type": "Bundle", "url": "https://example.org/files/deleted.ndjson"}],
-        "error": []
-    });
-    std::fs::write(export.join("manifest.json"), manifest.to_string()).unwrap();
+        })
+        .collect();
+    crate::write_since_export(&export, "2022-07-01T00:00:00Z", entries);
 
     let before = patients_by_id(&out, &[]);
     let patient_files = crate::files_under(&out.join("Patient")).len();
@@ -599,12 +589,9 @@ fn a_merge_applies_updates_deletes_and_new_resources_by_last_updated() {
         &second.join("Patient.ndjson"),
         std::slice::from_ref(&updated7),
     );
-    let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"request": {"method": "DELETE", "url": format!("Patient/{}", id(6))}}]});
-    std::fs::write(second.join("deleted.ndjson"), format!("{bundle}\n")).unwrap();
-    let mut manifest = manifest.clone();
-    manifest["transactionTime"] = "2023-02-01T00:00:00Z".into();
-    std::fs::write(second.join("manifest.json"), manifest.to_string()).unwrap();
+    let delete6 =
+        serde_json::json!({"request": {"method": "DELETE", "url": format!("Patient/{}", id(6))}});
+    crate::write_since_export(&second, "2023-02-01T00:00:00Z", vec![delete6]);
     ok(&convert(&second, &out, &["--merge"]));
     let mut want2 = want.clone();
     want2.remove(&id(6));

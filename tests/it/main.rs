@@ -237,3 +237,21 @@ pub fn python_has(modules: &str, install: &str) -> bool {
         .is_ok_and(|s| s.success());
     present(found, &format!("`pip install {install}`"))
 }
+
+/// A `_since` export of Patients in `dir`, as a server hands it out: its manifest (the given
+/// `transactionTime`, `Patient.ndjson` as its output, which the caller writes) and its `deleted`
+/// file, one Bundle of the given entries (`DELETE Patient/<id>` requests).
+pub fn write_since_export(dir: &Path, transaction_time: &str, entries: Vec<serde_json::Value>) {
+    let bundle =
+        serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    std::fs::write(dir.join("deleted.ndjson"), format!("{bundle}\n")).unwrap();
+    let manifest = serde_json::json!({
+        "transactionTime": transaction_time,
+        "request": "https://example.org/fhir/$export?_since=2021-06-01T00:00:00Z",
+        "requiresAccessToken": false,
+        "output": [{"type": "Patient", "url": "https://example.org/files/Patient.ndjson"}],
+        "deleted": [{"type": "Bundle", "url": "https://example.org/files/deleted.ndjson"}],
+        "error": []
+    });
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+}
