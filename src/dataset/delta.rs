@@ -309,9 +309,6 @@ fn add_action(f: &NewFile) -> Action {
     })
 }
 
-/// The table property that lets writers write deletion vectors.
-const ENABLE_DELETION_VECTORS: &str = "delta.enableDeletionVectors";
-
 /// The protocol of a table that holds deletion vectors: reader 3, writer 7, the feature named
 /// for both (beside the features `current` names).
 fn protocol_with_deletion_vectors(current: Option<&Protocol>) -> Result<Protocol> {
@@ -340,18 +337,16 @@ fn protocol_with_deletion_vectors(current: Option<&Protocol>) -> Result<Protocol
     Ok(serde_json::from_value(v)?)
 }
 
-/// Whether a table's protocol and properties let a writer write deletion vectors.
-fn has_deletion_vectors(protocol: &Protocol, configuration: &HashMap<String, String>) -> bool {
-    let named = serde_json::to_value(protocol).is_ok_and(|p| {
+/// Whether a table's protocol lets a writer write deletion vectors: it names the feature. The
+/// protocol is all Delta asks (`delta.enableDeletionVectors` is Spark's switch for its own
+/// DELETE and MERGE, not a reader's or writer's requirement), so a table's first merge records
+/// a protocol action only, not its metadata (the full typed schema) again.
+fn has_deletion_vectors(protocol: &Protocol) -> bool {
+    serde_json::to_value(protocol).is_ok_and(|p| {
         p["writerFeatures"]
             .as_array()
             .is_some_and(|f| f.iter().any(|f| f == "deletionVectors"))
-    });
-    named
-        && configuration
-            .get(ENABLE_DELETION_VECTORS)
-            .map(String::as_str)
-            == Some("true")
+    })
 }
 
 /// The add and remove actions that give files of the table new deletion vectors: each file
@@ -552,18 +547,12 @@ async fn commit_async(
             return Ok(snapshot.version());
         }
     }
-    // Deletion vectors need a protocol that names them, and the table's permission.
+    // Deletion vectors need a protocol that names them.
     let vectors = !deletions.is_empty() || files.iter().any(|f| f.deletion_vector.is_some());
-    let configuration = snapshot.metadata().configuration().clone();
-    if vectors && !has_deletion_vectors(snapshot.protocol(), &configuration) {
+    if vectors && !has_deletion_vectors(snapshot.protocol()) {
         actions.push(Action::Protocol(protocol_with_deletion_vectors(Some(
             snapshot.protocol(),
         ))?));
-        let metadata = snapshot
-            .metadata()
-            .clone()
-            .add_config_key(ENABLE_DELETION_VECTORS.into(), "true".into())?;
-        actions.push(Action::Metadata(metadata));
     }
     let operation = match mode {
         Mode::Merge => DeltaOperation::Merge {
@@ -645,11 +634,8 @@ async fn create(
         )?,
         true => protocol_with_deletion_vectors(None)?,
     };
-    let mut metadata =
+    let metadata =
         new_metadata(&schema, partition_columns, properties.iter())?.with_name(name.to_string())?;
-    if vectors {
-        metadata = metadata.add_config_key(ENABLE_DELETION_VECTORS.into(), "true".into())?;
-    }
     let table = builder(dataset, name)?.build()?;
     let operation = DeltaOperation::Create {
         mode: SaveMode::ErrorIfExists,

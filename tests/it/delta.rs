@@ -555,6 +555,9 @@ fn a_merge_applies_updates_deletes_and_new_resources_by_last_updated() {
         log.contains("\"readerFeatures\":[\"deletionVectors\"]"),
         "{log}"
     );
+    // The protocol is all the feature needs: the table's metadata (its whole schema) is not
+    // recorded again.
+    assert!(!log.contains("\"metaData\""), "{log}");
     // Delta readers that are not ours read the merged table alike.
     for (reader, got) in other_readers(&out, false) {
         assert_eq!(got, want, "{reader}");
