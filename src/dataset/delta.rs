@@ -21,9 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::CommitBuilder;
-use deltalake_core::kernel::{
-    new_metadata, Action, Add, DeletionVectorDescriptor, MetadataExt, Protocol, StructType,
-};
+use deltalake_core::kernel::{Action, Add, DeletionVectorDescriptor, Protocol, StructType};
 use deltalake_core::logstore::{
     default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig,
 };
@@ -634,8 +632,7 @@ async fn create(
         )?,
         true => protocol_with_deletion_vectors(None)?,
     };
-    let metadata =
-        new_metadata(&schema, partition_columns, properties.iter())?.with_name(name.to_string())?;
+    let metadata = table_metadata(&schema, name, partition_columns, properties)?;
     let table = builder(dataset, name)?.build()?;
     let operation = DeltaOperation::Create {
         mode: SaveMode::ErrorIfExists,
@@ -654,6 +651,28 @@ async fn create(
     // Written: the new snapshot that follows is not needed here.
     let post = prepared.await?;
     Ok(post.version)
+}
+
+/// A new table's metadata action: its schema, name, partition columns and properties. Made
+/// in one step: delta-rs's `new_metadata(..).with_name(..)` parses the schema back and writes
+/// it again to set the name, and the full typed schema of a wide type is large.
+fn table_metadata(
+    schema: &StructType,
+    name: &str,
+    partition_columns: &[String],
+    properties: &BTreeMap<String, String>,
+) -> Result<deltalake_core::kernel::Metadata> {
+    let value = serde_json::json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "name": name,
+        "description": None::<String>,
+        "format": {"provider": "parquet", "options": {}},
+        "schemaString": serde_json::to_string(schema)?,
+        "partitionColumns": partition_columns,
+        "configuration": properties,
+        "createdTime": chrono::Utc::now().timestamp_millis(),
+    });
+    Ok(serde_json::from_value(value)?)
 }
 
 /// A commit's `operationMetrics`, as Spark writes them (numbers as strings).

@@ -442,6 +442,23 @@ impl<'v> Compiler<'v> {
             if let Ty::Object { root: true, .. } | Ty::Json { root: true, .. } = ty {
                 bail!("{}: a column cannot hold the whole resource", c.path.at);
             }
+            // A column of a complex type is its FHIR JSON, read from the resource's JSON: a
+            // typed struct would leave out what `_overflow` keeps of it (a datatype's
+            // extensions) and give binary as bytes. Items of a typed `forEach` have no JSON:
+            // the `forEach` is taken over the JSON of its items instead.
+            let (node, ty, fields, root_json) = match (&ty, &cx.column) {
+                (Ty::Object { .. }, None) => {
+                    let e = self.compile(&c.path, &cx, true)?;
+                    (e.node, e.ty, e.fields, e.root_json)
+                }
+                (Ty::Object { fhir, .. }, Some(_)) => {
+                    return Err(anyhow::Error::new(Beyond(format!(
+                        "{}: a column of {fhir} is its FHIR JSON",
+                        c.path.at
+                    ))))
+                }
+                _ => (node, ty, fields, root_json),
+            };
             let dt = ty.data_type();
             let output = Output::Value {
                 collection: c.collection == Some(true),

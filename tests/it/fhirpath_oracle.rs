@@ -41,6 +41,8 @@ enum Kind {
     Text,
     Number,
     Boolean,
+    /// An element of a complex type: a column of it is its FHIR JSON.
+    Object,
 }
 
 /// A JSON key as a FHIRPath step: a choice's `valueQuantity` is `value.ofType(Quantity)`.
@@ -102,6 +104,10 @@ fn leaves(
             if depth >= 4 {
                 return;
             }
+            if !path.is_empty() {
+                out.entry(path.to_string())
+                    .or_insert((Kind::Object, v.clone()));
+            }
             for (k, x) in o {
                 if k.starts_with('_')
                     || matches!(
@@ -143,6 +149,14 @@ fn leaves(
 
 /// Function and operator forms over a leaf path, literals from the data.
 fn forms(path: &str, kind: Kind, sample: &Value) -> Vec<String> {
+    if kind == Kind::Object {
+        // The element whole (extensions, and what `_overflow` keeps, included).
+        return vec![
+            path.to_string(),
+            format!("{path}.first()"),
+            format!("{path}.last()"),
+        ];
+    }
     let mut out = vec![
         path.to_string(),
         format!("{path}.count()"),
@@ -188,6 +202,7 @@ fn forms(path: &str, kind: Kind, sample: &Value) -> Vec<String> {
             format!("{path}.first().not()"),
             format!("{path}.first() and true"),
         ]),
+        Kind::Object => {}
     }
     out
 }
@@ -234,6 +249,13 @@ pub(crate) fn same(a: &Value, b: &Value) -> bool {
         }
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        // A column of a complex type is the element's FHIR JSON text.
+        (Value::String(s), o @ Value::Object(_)) | (o @ Value::Object(_), Value::String(s)) => {
+            serde_json::from_str::<Value>(s).is_ok_and(|v| v.is_object() && same(&v, o))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, a)| y.get(k).is_some_and(|b| same(a, b)))
         }
         _ => a == b,
     }

@@ -791,3 +791,61 @@ fn base64_in_lines_is_typed_and_given_back_as_written() {
         }
     }
 }
+
+#[test]
+fn complex_columns_are_their_fhir_json() {
+    // A column of a complex type is the element as the resource holds it: its extensions
+    // (which `_overflow` keeps, as Synthea's geolocation of an address) and binary as its base64
+    // text included; the same for the items of a forEach.
+    let tmp = tempfile::tempdir().unwrap();
+    let inputs = vec![
+        shared("fhir-data/synthea-r4-small/Patient.ndjson"),
+        spec("Media"),
+    ];
+    let out = dataset(tmp.path(), &inputs);
+    let shell = Shell::open(&out, None).unwrap();
+    let parsed = |v: &Value| -> Value {
+        serde_json::from_str(v.as_str().expect("a complex column is JSON text")).unwrap()
+    };
+    let mut extended = 0;
+    let patients = resources(&inputs, "Patient");
+    let view = json!({"resource": "Patient", "select": [
+        {"column": [{"name": "id", "path": "getResourceKey()"},
+                    {"name": "first", "path": "address.first()"}]},
+        {"forEachOrNull": "address", "column": [{"name": "item", "path": "$this"},
+                                                {"name": "city", "path": "city"}]}]});
+    let got = rows(&shell, view);
+    assert!(got.len() >= patients.len());
+    let mut position: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &got {
+        let id = r["id"].as_str().unwrap();
+        let addresses = walk(&patients[id], &[Key("address")]);
+        let i = position.entry(id.to_string()).or_default();
+        assert!(
+            crate::fhirpath_oracle::same(&parsed(&r["first"]), &addresses[0]),
+            "Patient/{id}: address.first() is {} , the resource holds {}",
+            r["first"],
+            addresses[0]
+        );
+        assert!(crate::fhirpath_oracle::same(
+            &parsed(&r["item"]),
+            &addresses[*i]
+        ));
+        assert_eq!(r["city"], addresses[*i]["city"]);
+        extended += usize::from(addresses[*i].get("extension").is_some());
+        *i += 1;
+    }
+    assert!(extended > 0, "Synthea's addresses carry a geolocation");
+    let media = resources(&inputs, "Media");
+    let view = json!({"resource": "Media", "select": [{"column": [
+        {"name": "id", "path": "getResourceKey()"},
+        {"name": "content", "path": "content"}]}]});
+    let mut with_data = 0;
+    for r in rows(&shell, view) {
+        let want = &media[r["id"].as_str().unwrap()]["content"];
+        let got = parsed(&r["content"]);
+        assert_eq!(&got, want, "Media content");
+        with_data += usize::from(want.get("data").is_some());
+    }
+    assert!(with_data > 0, "the examples' attachments carry data");
+}

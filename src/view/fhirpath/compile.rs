@@ -1669,5 +1669,22 @@ fn json_member(
             .collect();
         return Ok((Node::Lit(ScalarValue::Null), Ty::Choice { alts }));
     }
+    // A choice's alternative by its JSON name (`valueQuantity`), as the typed columns name it.
+    for e in td.elements.iter().filter(under) {
+        let Some(base) = e.name().strip_suffix("[x]") else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(base) else {
+            continue;
+        };
+        if let Some(t) = e
+            .types
+            .iter()
+            .find(|t| t[..1].to_ascii_uppercase() + &t[1..] == rest)
+        {
+            let out = element_ty(e, t);
+            return Ok((read(node, name.to_string(), &out), out));
+        }
+    }
     Err(format!("{} has no element '{name}'", ty.describe()))
 }

@@ -113,6 +113,18 @@ pub fn to_sql(view: &ViewDefinition, opts: &SqlOptions) -> Result<String> {
             let v = l.lower(&func.node, cx, &func.at)?;
             match (&func.output, step) {
                 (Output::Value { collection, dt }, Step::Column { .. }) => {
+                    // `view` gives a column of a complex type as the element's FHIR JSON,
+                    // put together with what `_overflow` keeps of it; the typed struct the
+                    // engine has would leave that out.
+                    if matches!(Lower::dt(&v), DataType::Struct(_)) {
+                        bail!(
+                            "{}: a column of a complex type is its FHIR JSON (its extensions and \
+                             what _overflow keeps included), which {} SQL does not build: select \
+                             its elements (address.city), or run the view with `fhir2parquet view`",
+                            func.at,
+                            d.name()
+                        );
+                    }
                     columns.insert(internal, l.output(&v, *collection, dt, &func.at)?);
                 }
                 (Output::Items { or_null, .. }, Step::Unnest { .. }) => {
