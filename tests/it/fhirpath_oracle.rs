@@ -447,3 +447,128 @@ fn views_agree_with_fhirpath_js() {
         serde_json::to_string_pretty(&differ).unwrap()
     );
 }
+
+/// The FHIRPath paths of the primitives that carry an id or extensions (a `_name` sibling) in
+/// a resource.
+fn primitive_elements(v: &Value, path: &str, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|i| primitive_elements(i, path, out)),
+        Value::Object(o) => {
+            for (k, x) in o {
+                if k == "resourceType" || k == "contained" {
+                    continue;
+                }
+                let p = |name: &str| match path {
+                    "" => name.to_string(),
+                    _ => format!("{path}.{name}"),
+                };
+                match k.strip_prefix('_') {
+                    Some(name) => {
+                        out.insert(p(name));
+                    }
+                    None => primitive_elements(x, &p(k), out),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn ids_and_extensions_of_primitives_after_functions_agree_with_fhirpath_js() {
+    // `birthDate.first().extension`, `given.where(id = 'g1')`: a primitive's items taken with
+    // their elements through the functions that pick items, over every specification example
+    // whose primitives carry extensions, against fhirpath.js.
+    let node = Command::new("node")
+        .env("NODE_PATH", FHIRPATH_JS)
+        .args(["-e", "require('fhirpath')"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !crate::present(node, "fhirpath.js") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let types = [
+        "Patient",
+        "CodeSystem",
+        "ActivityDefinition",
+        "Observation",
+        "PlanDefinition",
+    ];
+    let inputs: Vec<_> = types
+        .iter()
+        .map(|t| shared(&format!("fhir-data/r4-spec-examples/{t}.ndjson.gz")))
+        .collect();
+    let out = tmp.path().join("out");
+    let record = fhir2parquet::convert::run(&inputs, &crate::convert_opts(&out)).unwrap();
+    assert!(record.problems().is_empty(), "{:?}", record.problems());
+    let shell = Shell::open(&out, None).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fhirpath/oracle.js");
+    let (mut compared, mut with_values) = (0, 0);
+    let mut differ = Vec::new();
+    for (t, file) in types.iter().zip(&inputs) {
+        let resources: Vec<Value> = read_lines(file)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let mut paths = BTreeSet::new();
+        resources
+            .iter()
+            .for_each(|r| primitive_elements(r, "", &mut paths));
+        let exprs: Vec<String> = paths
+            .iter()
+            .flat_map(|p| {
+                [
+                    format!("{p}.first().extension.url"),
+                    format!("{p}.last().extension.count()"),
+                    format!("{p}.skip(1).first().id"),
+                    format!("{p}[0].extension.exists()"),
+                    format!("{p}.where(extension.exists())"),
+                    format!("{p}.where(id.exists()).count()"),
+                ]
+            })
+            .collect();
+        let jobs = tmp.path().join(format!("{t}-jobs.json"));
+        let results = tmp.path().join(format!("{t}-results.json"));
+        std::fs::write(
+            &jobs,
+            json!({"resources": resources, "expressions": exprs}).to_string(),
+        )
+        .unwrap();
+        let o = Command::new("node")
+            .env("NODE_PATH", FHIRPATH_JS)
+            .args([script, jobs.to_str().unwrap(), results.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let reference: Vec<Vec<Value>> =
+            serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
+        let (mine, refused) = ours(&shell, t, &exprs);
+        assert!(refused.is_empty(), "{t}: refused {refused:#?}");
+        for (r, want) in resources.iter().zip(&reference) {
+            let got = &mine[r["id"].as_str().unwrap()];
+            for (i, w) in want.iter().enumerate() {
+                assert!(w.get("error").is_none(), "fhirpath.js: {}: {w}", exprs[i]);
+                let g = got[i].as_ref().unwrap();
+                compared += 1;
+                let empty = |v: &Value| {
+                    v.as_array()
+                        .is_some_and(|a| a.is_empty() || a == &[json!(0)] || a == &[json!(false)])
+                };
+                with_values += usize::from(!empty(w));
+                if !same(g, w) {
+                    differ.push(format!(
+                        "{t}/{}: {}: ours {g}, fhirpath.js {w}",
+                        r["id"], exprs[i]
+                    ));
+                }
+            }
+        }
+    }
+    eprintln!("ids and extensions of primitives: {compared} comparisons with fhirpath.js, {with_values} with values");
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    assert!(
+        with_values >= 20,
+        "{with_values} of {compared} comparisons have values"
+    );
+}

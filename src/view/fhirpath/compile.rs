@@ -223,6 +223,24 @@ impl Scope<'_> {
                 let (each, _) = self.call(node, ty, "select", &[Ast::Str(text)])?;
                 Ok((each, Ty::prim("string", DataType::Utf8)))
             }
+            // A primitive's id or extensions after a function (`birthDate.first().extension`):
+            // the primitive's items read as elements, the same functions applied to them.
+            Ast::Member(Some(src), name)
+                if (name == "id" || name == "extension")
+                    && matches!(self.root, Ty::Json { .. }) =>
+            {
+                let (node, ty) = self.compile(src, focus)?;
+                match self.member(node, &ty, name) {
+                    Err(e) if matches!(ty, Ty::Prim { .. }) => match element_chain(src) {
+                        Some(chain) => {
+                            let (n, t) = self.compile(&chain, focus).map_err(|_| e)?;
+                            self.member(n, &t, name)
+                        }
+                        None => Err(e),
+                    },
+                    other => other,
+                }
+            }
             Ast::Member(src, name) => {
                 let (node, ty) = match src {
                     Some(s) => self.compile(s, focus)?,
@@ -391,6 +409,31 @@ impl Scope<'_> {
                     ty,
                 ))
             }
+            // `given.where(id = 'g1')`: criteria on the id or extensions of primitive items
+            // are taken over the items as elements; the values of those that pass are given.
+            Ast::Call(Some(src), name, args)
+                if name == "where" && matches!(self.root, Ty::Json { .. }) =>
+            {
+                let (node, ty) = self.compile(src, focus)?;
+                match self.call(node, ty.clone(), name, args) {
+                    Err(e) if matches!(ty, Ty::Prim { .. }) => {
+                        let Some(chain) = element_chain(src) else {
+                            return Err(e);
+                        };
+                        let (n, t) = self.compile(&chain, focus).map_err(|_| e.clone())?;
+                        let (w, _) = self.call(n, t, name, args).map_err(|_| e)?;
+                        let Ty::Prim { fhir, .. } = ty else {
+                            unreachable!("a primitive")
+                        };
+                        let p = Prim::of(&fhir);
+                        Ok((
+                            Node::JsonField(Box::new(w), "value".into(), JsonKind::Prim(p)),
+                            Ty::prim(&fhir, p.data_type()),
+                        ))
+                    }
+                    other => other,
+                }
+            }
             Ast::Call(src, name, args) => {
                 let (node, ty) = match src.as_deref() {
                     // A decimal literal's boundaries and precision come from its text.
@@ -548,6 +591,24 @@ impl Scope<'_> {
     }
 
     fn member(&self, node: Node, ty: &Ty, name: &str) -> CompileResult<(Node, Ty)> {
+        // A primitive read as its elements (see [`element_chain`]).
+        if let Some(name) = name.strip_prefix(ELEMENTS) {
+            return match self.member(node, ty, name)? {
+                (
+                    Node::JsonField(src, field, JsonKind::Prim(_) | JsonKind::Text),
+                    Ty::Prim { fhir, .. },
+                ) => Ok((
+                    Node::JsonField(src, field, JsonKind::Element),
+                    Ty::Json {
+                        fhir,
+                        def: "Element".into(),
+                        prefix: String::new(),
+                        root: false,
+                    },
+                )),
+                _ => Err(format!("'{name}' is not a primitive read from JSON")),
+            };
+        }
         let (fhir, members, root) = match ty {
             Ty::Object {
                 fhir,
@@ -1399,6 +1460,25 @@ fn is_choice_of(column: &str, base: &str, fhir_type: &str) -> bool {
 
 /// Functions that pick items by their position only, keeping each as it is.
 const POSITIONAL: &[&str] = &["first", "last", "single", "tail", "skip", "take"];
+
+/// Marks a member to be read as elements (a primitive with its `id` and `extension`).
+const ELEMENTS: &str = "\u{1}";
+
+/// `src` with the primitive it reads taken as elements: its last path step marked, through
+/// the functions that pick items without looking at their values (positional ones, `where`,
+/// indexers). None where `src` has another form.
+fn element_chain(src: &Ast) -> Option<Ast> {
+    match src {
+        Ast::Member(s, name) if !name.starts_with(ELEMENTS) => {
+            Some(Ast::Member(s.clone(), format!("{ELEMENTS}{name}")))
+        }
+        Ast::Call(Some(s), f, args) if POSITIONAL.contains(&f.as_str()) || f == "where" => Some(
+            Ast::Call(Some(Box::new(element_chain(s)?)), f.clone(), args.clone()),
+        ),
+        Ast::Index(s, i) => Some(Ast::Index(Box::new(element_chain(s)?), i.clone())),
+        _ => None,
+    }
+}
 
 /// Whether a type specifier names a System type only: `System.X`, or a System type's name
 /// that no FHIR type has (`Boolean`; FHIR's is `boolean`).

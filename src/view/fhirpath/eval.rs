@@ -1203,6 +1203,10 @@ pub enum JsonKind {
     Prim(Prim),
     /// A primitive as the text it was written with (a decimal's digits).
     Text,
+    /// A primitive as the element FHIRPath sees: an object (JSON text) of its `value` and of
+    /// what its `_name` sibling holds at the same place (`id`, `extension`). An item with an
+    /// extension and no value is there too.
+    Element,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -2267,6 +2271,12 @@ pub fn json_field(s: &Coll, name: &str, kind: JsonKind) -> EvalResult<Coll> {
             let Ok(doc) = crate::json::parse(text.value(i)) else {
                 continue;
             };
+            if kind == JsonKind::Element {
+                for element in primitive_elements(&doc, name) {
+                    out.push(&element);
+                }
+                continue;
+            }
             match doc.get(name) {
                 Some(Json::Arr(items)) => items.iter().for_each(|v| out.push(v)),
                 Some(v) => out.push(v),
@@ -2277,6 +2287,41 @@ pub fn json_field(s: &Coll, name: &str, kind: JsonKind) -> EvalResult<Coll> {
     }
     // Values of another JSON type are NULL here: dropped.
     compact(OffsetBuffer::from_lengths(lens), out.finish())
+}
+
+/// The primitive `name` of an object as elements: `{"value": v, "id": .., "extension": [..]}`
+/// from `name` and `_name`, place by place (FHIR JSON keeps the two arrays aligned, `null` where
+/// one has nothing).
+fn primitive_elements<'a>(doc: &Json<'a>, name: &str) -> Vec<Json<'a>> {
+    let under = format!("_{name}");
+    let at = |v: Option<&Json<'a>>, i: usize, many: bool| -> Option<Json<'a>> {
+        match v? {
+            Json::Arr(items) => items.get(i).cloned(),
+            _ if many || i > 0 => None,
+            x => Some(x.clone()),
+        }
+    };
+    let (value, element) = (doc.get(name), doc.get(&under));
+    let len = |v: Option<&Json>| match v {
+        Some(Json::Arr(items)) => items.len(),
+        Some(Json::Null) | None => 0,
+        Some(_) => 1,
+    };
+    let many = matches!(value, Some(Json::Arr(_))) || matches!(element, Some(Json::Arr(_)));
+    let mut out = Vec::new();
+    for i in 0..len(value).max(len(element)) {
+        let mut members: Vec<(std::borrow::Cow<'a, str>, Json<'a>)> = Vec::new();
+        if let Some(v) = at(value, i, many).filter(|v| !matches!(v, Json::Null)) {
+            members.push(("value".into(), v));
+        }
+        if let Some(Json::Obj(m)) = at(element, i, many) {
+            members.extend(m.iter().cloned());
+        }
+        if !members.is_empty() {
+            out.push(Json::Obj(std::borrow::Cow::Owned(members)));
+        }
+    }
+    out
 }
 
 /// Values read from JSON, built as the Arrow array of their kind: objects and number texts by
@@ -2295,7 +2340,7 @@ impl JsonValues {
                 crate::decode::primitive_decoder(p),
                 crate::decode::Context::default(),
             )),
-            JsonKind::Object | JsonKind::Text => None,
+            JsonKind::Object | JsonKind::Text | JsonKind::Element => None,
         };
         JsonValues {
             kind,
@@ -2311,7 +2356,7 @@ impl JsonValues {
             return decoder.decode(Some(v), cx);
         }
         match (self.kind, v) {
-            (JsonKind::Object, Json::Obj(_)) => {
+            (JsonKind::Object | JsonKind::Element, Json::Obj(_)) => {
                 let mut t = String::new();
                 v.write_to(&mut t);
                 self.text.append_value(t);

@@ -35,7 +35,7 @@ use datafusion::common::ScalarValue;
 
 pub use dialect::Dialect;
 
-use super::fhirpath::eval::{Boundary, MathFn, Node, StrFn};
+use super::fhirpath::eval::{Boundary, JsonKind, MathFn, Node, StrFn};
 use super::fhirpath::parse::Op;
 use super::plan::{compile_view_with, Step};
 use super::udf::Output;
@@ -1055,6 +1055,11 @@ impl Lower {
                 Val::Many(items, dt.clone())
             }
             // A path compiled over JSON reads typed columns where they hold it.
+            Node::JsonField(_, name, JsonKind::Element) => bail!(
+                "{at}: the id or extensions of '{name}' after a function are read from the \
+                 resource's JSON: not compiled to {} SQL (it runs with `fhir2parquet view`)",
+                self.d.name()
+            ),
             Node::JsonField(src, name, _) => self.field(&self.lower(src, cx, at)?, name, at)?,
         })
     }
