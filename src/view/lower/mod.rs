@@ -1523,6 +1523,25 @@ mod tests {
     }
 
     #[test]
+    fn complex_columns_and_primitive_elements_are_refused_by_name() {
+        // `view` gives these from the resource's JSON; an engine's struct would leave out
+        // what `_overflow` keeps, so every dialect refuses them.
+        for (path, says) in [
+            ("address.first()", "a column of a complex type"),
+            ("birthDate.first().extension.url", "after a function"),
+            ("name.given.where(id = 'g1')", "after a function"),
+        ] {
+            let v = json!({"resource": "Patient", "select": [{"column": [
+                {"name": "c", "path": path, "collection": true}]}]});
+            for d in [Dialect::Duckdb, Dialect::Spark, Dialect::Bigquery] {
+                let e = format!("{:#}", sql(v.clone(), &SqlOptions::new(d)).unwrap_err());
+                assert!(e.contains("select[0].column[0].path"), "{path}: {e}");
+                assert!(e.contains(says), "{path}: {e}");
+            }
+        }
+    }
+
+    #[test]
     fn repeat_is_bounded_by_the_typed_depth_with_a_guard() {
         let v = json!({"resource": "Questionnaire", "select": [{"repeat": ["item"], "column": [
             {"name": "link", "path": "linkId"}]}]});
