@@ -17,7 +17,7 @@ use crate::view::batches_to_rows;
 use crate::{convert_opts, shared};
 
 /// Tests that pass today, a floor: raise it as the evaluator grows (never lower it).
-const AT_LEAST: usize = 881;
+const AT_LEAST: usize = 882;
 
 struct Case {
     group: String,

@@ -1024,9 +1024,17 @@ impl Scope<'_> {
                     boolean,
                 ))
             }
+            // `as` takes one item: several are an error (FHIRPath 6.3.2), as fhirpath.js has
+            // it. A choice has one value; through a list of them, the items of the type asked.
             "as" => {
                 arity(1..=1)?;
-                self.call(node, ty, "ofType", args)
+                match ty {
+                    Ty::Choice { .. } => {
+                        let (n, t) = self.call(node, ty, "ofType", args)?;
+                        Ok((Node::With(Box::new(n), Box::new(Node::Focus)), t))
+                    }
+                    _ => self.call(Node::With(b, Box::new(Node::Focus)), ty, "ofType", args),
+                }
             }
             // `is` follows the FHIR type hierarchy (a `code` is a `string`, an `Age` a
             // `Quantity`); `as` and `ofType` take the type itself, as the official suite has it.
