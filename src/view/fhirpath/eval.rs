@@ -1502,7 +1502,15 @@ impl Node {
                 Coll::from_nullable(Arc::new(out))
             }
             Node::With(src, body) => {
-                let s = src.eval(focus, env)?.singleton()?;
+                let s = src.eval(focus, env)?;
+                if let Some(k) = (0..s.rows()).map(|r| s.len(r)).find(|k| *k > 1) {
+                    return Err(format!(
+                        "gave {k} items to a function that takes one (single(), as(), iif() on \
+                         an input, the `as` operator): pick one first (first(), where(...)), or \
+                         use ofType() to keep the items of a type"
+                    ));
+                }
+                let s = s.singleton()?;
                 body.eval(&Coll::from_nullable(s)?, env)
             }
             Node::Now(time) => {
