@@ -29,7 +29,7 @@ use parquet::arrow::ProjectionMask;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
-use crate::dataset::delta;
+use crate::dataset::{delta, DataFile};
 use crate::input::{self, Source};
 use crate::json::{self, Json};
 use crate::store::{Location, RemoteFile};
@@ -183,17 +183,15 @@ fn read_file(
     keys: bool,
 ) -> Result<Vec<RecordBatch>> {
     let what = || format!("cannot read {rt}/{} in {}", f.path, dataset.display());
-    match dataset {
-        Location::Local(dir) => {
-            let mut p = dir.join(rt);
-            p.extend(f.path.split('/'));
+    match (DataFile::of(dataset, rt, f), dataset) {
+        (DataFile::Local(p), _) => {
             let file = std::fs::File::open(&p).with_context(what)?;
             batches(file, keys).with_context(what)
         }
-        Location::Remote(remote) => {
-            let path = remote.path(&format!("{rt}/{}", f.path));
-            batches(RemoteFile::new(remote, path, f.bytes), keys).with_context(what)
+        (DataFile::Remote { path, size }, Location::Remote(remote)) => {
+            batches(RemoteFile::new(remote, path, size), keys).with_context(what)
         }
+        (DataFile::Remote { .. }, Location::Local(_)) => unreachable!("a local dataset"),
     }
 }
 

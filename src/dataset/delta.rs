@@ -301,10 +301,16 @@ fn add_action(f: &NewFile) -> Action {
         size: f.bytes as i64,
         modification_time: now_millis(),
         data_change: true,
-        stats: f.rows.map(|n| format!("{{\"numRecords\":{n}}}")),
+        stats: num_records_stats(f.rows),
         deletion_vector: f.deletion_vector.clone(),
         ..Default::default()
     })
+}
+
+/// An add action's `stats`: the file's row count, where known (what readers of a file with a
+/// deletion vector need).
+fn num_records_stats(rows: Option<u64>) -> Option<String> {
+    rows.map(|n| format!("{{\"numRecords\":{n}}}"))
 }
 
 /// The protocol of a table that holds deletion vectors: reader 3, writer 7, the feature named
@@ -372,7 +378,7 @@ fn deletion_actions(
             size: f.size(),
             modification_time: f.modification_time(),
             data_change: true,
-            stats: f.num_records().map(|n| format!("{{\"numRecords\":{n}}}")),
+            stats: num_records_stats(f.num_records().map(|n| n as u64)),
             deletion_vector: Some((*dv).clone()),
             ..Default::default()
         }));

@@ -64,6 +64,23 @@ pub enum DataFile {
     Remote { path: ObjPath, size: u64 },
 }
 
+impl DataFile {
+    /// Where the file `f` of table `table` (as the table's log names it) is.
+    pub fn of(dataset: &Location, table: &str, f: &delta::SnapshotFile) -> DataFile {
+        match dataset {
+            Location::Local(dir) => {
+                let mut p = dir.join(table);
+                p.extend(f.path.split('/'));
+                DataFile::Local(p)
+            }
+            Location::Remote(remote) => DataFile::Remote {
+                path: remote.path(&format!("{table}/{}", f.path)),
+                size: f.bytes,
+            },
+        }
+    }
+}
+
 /// A folder named after a resource type of any version: a table (its version is checked when
 /// the dataset's version is known).
 fn is_table(name: &str) -> bool {
@@ -276,17 +293,7 @@ fn use_log(dataset: &Location, t: &mut Table, snap: delta::Snapshot) -> Result<(
     t.files = snap
         .files
         .iter()
-        .map(|f| match dataset {
-            Location::Local(dir) => {
-                let mut p = dir.join(&t.name);
-                p.extend(f.path.split('/'));
-                DataFile::Local(p)
-            }
-            Location::Remote(remote) => DataFile::Remote {
-                path: remote.path(&format!("{}/{}", t.name, f.path)),
-                size: f.bytes,
-            },
-        })
+        .map(|f| DataFile::of(dataset, &t.name, f))
         .collect();
     t.partitions = snap.partition_columns.clone();
     t.delta = Some(snap);

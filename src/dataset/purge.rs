@@ -11,6 +11,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
 use super::delta::{self, Mode, NewFile, SnapshotFile, TableCommit};
+use super::DataFile;
 use crate::store::{Location, RemoteFile};
 
 /// What a purge did to a table.
@@ -94,18 +95,16 @@ fn rewrite(
     props: &dyn Fn(&arrow::datatypes::Schema) -> WriterProperties,
 ) -> Result<Option<NewFile>> {
     let what = || format!("cannot rewrite {table}/{} in {}", f.path, dataset.display());
-    let reader = match dataset {
-        Location::Local(dir) => {
-            let mut p = dir.join(table);
-            p.extend(f.path.split('/'));
+    let reader = match (DataFile::of(dataset, table, f), dataset) {
+        (DataFile::Local(p), _) => {
             let file = fs_err::File::open(&p)?.into_parts().0;
             super::deletion::reader(file, f.selection()).with_context(what)?
         }
-        Location::Remote(remote) => {
-            let path = remote.path(&format!("{table}/{}", f.path));
-            let file = RemoteFile::new(remote, path, f.bytes);
+        (DataFile::Remote { path, size }, Location::Remote(remote)) => {
+            let file = RemoteFile::new(remote, path, size);
             super::deletion::reader(file, f.selection()).with_context(what)?
         }
+        (DataFile::Remote { .. }, Location::Local(_)) => unreachable!("a local dataset"),
     };
     let schema = reader.schema();
     let mut buf = Vec::new();
