@@ -14,8 +14,10 @@ import json
 import os
 import sys
 
-import duckdb_delta
 from deltalake import DeltaTable
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from duckdb_local import connect  # noqa: E402
 
 out, schemas_path, inputs = sys.argv[1], sys.argv[2], sys.argv[3:]
 schemas = json.load(open(schemas_path))
@@ -29,7 +31,7 @@ for path in inputs:
                 r = json.loads(line)
                 resources[r["resourceType"]].append(r)
 
-con = duckdb_delta.connect()
+con = connect("delta")
 
 checked = 0
 for t, rows in sorted(resources.items()):

@@ -9,11 +9,14 @@ With `plain`, also DuckDB's read_parquet over every Parquet file of the folder (
 what an engine that reads the folder as plain Parquet sees.
 """
 import json
+import os
 import sys
 
-import duckdb_delta
 import pyarrow as pa
 from deltalake import DeltaTable, QueryBuilder
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from duckdb_local import connect  # noqa: E402
 
 folder = sys.argv[1]
 plain = len(sys.argv) > 2 and sys.argv[2] == "plain"
@@ -28,7 +31,7 @@ table = pa.table(
 )
 out["deltalake"] = dict(zip(table.column("id").to_pylist(), table.column("family").to_pylist()))
 
-con = duckdb_delta.connect()
+con = connect("delta")
 rows = con.execute(query.format(f"delta_scan('{folder}')")).fetchall()
 out["duckdb"] = dict(rows)
 if plain:

@@ -768,15 +768,7 @@ fn upload_after_reconvert(store: &Store) {
     // A merge that deletes two patients and updates one marks their rows in a deletion vector;
     // the upload sends the vector with the files and the destination reads the merged rows.
     let lines = crate::read_lines(&second.join("Patient.000.ndjson"));
-    let ids: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let ids = crate::ids(&lines);
     let changes = tmp.path().join("changes");
     let change_set = |deleted: &[&String], updated: &str| {
         let _ = std::fs::remove_dir_all(&changes);

@@ -707,15 +707,7 @@ fn a_merge_resolves_duplicates_and_refuses_what_is_no_delta_dataset() {
     // id once (a plain convert keeps both).
     let src = shared("fhir-data/synthea-r4-small/Practitioner.ndjson");
     let lines = read_lines(&src);
-    let mut ids: Vec<String> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let mut ids = crate::ids(&lines);
     ids.sort();
     ids.dedup();
     assert!(ids.len() < lines.len(), "the shared set has duplicate ids");

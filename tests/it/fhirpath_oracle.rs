@@ -261,6 +261,43 @@ pub(crate) fn same(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Whether fhirpath.js and its R4 model load (`.ci/run` installs them); says how to get them
+/// where not.
+fn fhirpath_js_present() -> bool {
+    let node = Command::new("node")
+        .env("NODE_PATH", FHIRPATH_JS)
+        .args([
+            "-e",
+            "require('fhirpath'); require('fhirpath/fhir-context/r4')",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    crate::present(
+        node,
+        "fhirpath.js (`npm install --prefix target/fhirpath-js fhirpath@5.2.2`)",
+    )
+}
+
+/// fhirpath.js's values of each expression for each resource (`tests/fhirpath/oracle.js`), or
+/// `{"error": ..}`; `tag` names the job files in `dir`.
+fn fhirpath_js(dir: &Path, tag: &str, resources: &[Value], exprs: &[String]) -> Vec<Vec<Value>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fhirpath/oracle.js");
+    let jobs = dir.join(format!("{tag}-jobs.json"));
+    let results = dir.join(format!("{tag}-results.json"));
+    std::fs::write(
+        &jobs,
+        json!({"resources": resources, "expressions": exprs}).to_string(),
+    )
+    .unwrap();
+    let o = Command::new("node")
+        .env("NODE_PATH", FHIRPATH_JS)
+        .args([script, jobs.to_str().unwrap(), results.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap()
+}
+
 /// Per resource id, the values of each expression (None: not evaluated).
 type Answers = BTreeMap<String, Vec<Option<Value>>>;
 
@@ -327,18 +364,7 @@ fn ours(
 
 #[test]
 fn views_agree_with_fhirpath_js() {
-    let node = Command::new("node")
-        .env("NODE_PATH", FHIRPATH_JS)
-        .args([
-            "-e",
-            "require('fhirpath'); require('fhirpath/fhir-context/r4')",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !crate::present(
-        node,
-        "fhirpath.js (`npm install --prefix target/fhirpath-js fhirpath@5.2.2`)",
-    ) {
+    if !fhirpath_js_present() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -347,7 +373,6 @@ fn views_agree_with_fhirpath_js() {
     let o = crate::convert_quiet(&src, &out);
     assert!(o.status.success());
     let shell = Shell::open(&out, None).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fhirpath/oracle.js");
     let (mut compared, mut agreed, mut refused_n, mut oracle_errors) = (0u64, 0u64, 0, 0u64);
     let mut deliberate = 0u64;
     let mut refused_all = Vec::new();
@@ -360,21 +385,7 @@ fn views_agree_with_fhirpath_js() {
             .collect();
         let t = resources[0]["resourceType"].as_str().unwrap().to_string();
         let exprs = expressions(&t, &resources);
-        let jobs = tmp.path().join(format!("{t}-jobs.json"));
-        let results = tmp.path().join(format!("{t}-results.json"));
-        std::fs::write(
-            &jobs,
-            json!({"resources": resources, "expressions": exprs}).to_string(),
-        )
-        .unwrap();
-        let o = Command::new("node")
-            .env("NODE_PATH", FHIRPATH_JS)
-            .args([script, jobs.to_str().unwrap(), results.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let reference: Vec<Vec<Value>> =
-            serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
+        let reference = fhirpath_js(tmp.path(), &t, &resources, &exprs);
         let (mine, refused) = ours(&shell, &t, &exprs);
         refused_n += refused.len();
         refused_all.extend(
@@ -479,12 +490,7 @@ fn ids_and_extensions_of_primitives_after_functions_agree_with_fhirpath_js() {
     // `birthDate.first().extension`, `given.where(id = 'g1')`: a primitive's items taken with
     // their elements through the functions that pick items, over every specification example
     // whose primitives carry extensions, against fhirpath.js.
-    let node = Command::new("node")
-        .env("NODE_PATH", FHIRPATH_JS)
-        .args(["-e", "require('fhirpath')"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !crate::present(node, "fhirpath.js") {
+    if !fhirpath_js_present() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -503,7 +509,6 @@ fn ids_and_extensions_of_primitives_after_functions_agree_with_fhirpath_js() {
     let record = fhir2parquet::convert::run(&inputs, &crate::convert_opts(&out)).unwrap();
     assert!(record.problems().is_empty(), "{:?}", record.problems());
     let shell = Shell::open(&out, None).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fhirpath/oracle.js");
     let (mut compared, mut with_values) = (0, 0);
     let mut differ = Vec::new();
     for (t, file) in types.iter().zip(&inputs) {
@@ -528,21 +533,7 @@ fn ids_and_extensions_of_primitives_after_functions_agree_with_fhirpath_js() {
                 ]
             })
             .collect();
-        let jobs = tmp.path().join(format!("{t}-jobs.json"));
-        let results = tmp.path().join(format!("{t}-results.json"));
-        std::fs::write(
-            &jobs,
-            json!({"resources": resources, "expressions": exprs}).to_string(),
-        )
-        .unwrap();
-        let o = Command::new("node")
-            .env("NODE_PATH", FHIRPATH_JS)
-            .args([script, jobs.to_str().unwrap(), results.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let reference: Vec<Vec<Value>> =
-            serde_json::from_slice(&std::fs::read(&results).unwrap()).unwrap();
+        let reference = fhirpath_js(tmp.path(), t, &resources, &exprs);
         let (mine, refused) = ours(&shell, t, &exprs);
         assert!(refused.is_empty(), "{t}: refused {refused:#?}");
         for (r, want) in resources.iter().zip(&reference) {

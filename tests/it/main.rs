@@ -62,6 +62,19 @@ pub fn convert_opts(out: &Path) -> fhir2parquet::convert::ConvertOptions {
     }
 }
 
+/// The `id` of each resource line.
+pub fn ids(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
 /// Lines of an NDJSON file (plain or gzip).
 pub fn read_lines(path: &Path) -> Vec<String> {
     use std::io::Read;

@@ -9,13 +9,10 @@ import json
 import os
 import sys
 
-import duckdb
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from duckdb_local import connect  # noqa: E402
 
-con = duckdb.connect()
-ext = os.environ.get("DUCKDB_EXTENSION_DIRECTORY")
-if ext:
-    con.execute(f"SET extension_directory = '{ext}'")
-    con.execute("SET autoinstall_known_extensions = false")
+con = connect()
 for s in open(sys.argv[1]).read().split(";\n\n"):
     s = "\n".join(l for l in s.split("\n") if not l.startswith("--")).strip()
     if s:
