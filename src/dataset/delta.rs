@@ -21,7 +21,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::CommitBuilder;
-use deltalake_core::kernel::{Action, Add, DeletionVectorDescriptor, Protocol, StructType};
+use deltalake_core::kernel::{
+    Action, Add, CommitInfo, DeletionVectorDescriptor, Protocol, StructType,
+};
 use deltalake_core::logstore::{
     default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig,
 };
@@ -646,17 +648,59 @@ async fn create(
         location: table.table_url().clone(),
         protocol: protocol.clone(),
     };
-    let mut actions = vec![Action::Protocol(protocol), Action::Metadata(metadata)];
+    let info = create_info(table.table_url(), &protocol, partition_columns, properties)?;
+    let mut actions = vec![info, Action::Protocol(protocol), Action::Metadata(metadata)];
     actions.extend(adds);
     let prepared = CommitBuilder::default()
         .with_actions(actions)
-        .with_app_metadata(HashMap::from([metrics(added_files, added_rows, 0, 0)]))
+        .with_app_metadata(HashMap::from([
+            metrics(added_files, added_rows, 0, 0),
+            (
+                "clientVersion".into(),
+                format!("delta-rs.{}", deltalake_core::crate_version()).into(),
+            ),
+        ]))
         .build(None, table.log_store(), operation)
         .into_prepared_commit_future()
         .await?;
     // Written: the new snapshot that follows is not needed here.
     let post = prepared.await?;
     Ok(post.version)
+}
+
+/// The `commitInfo` of a table's creation. delta-rs's own would repeat the whole metadata
+/// action, typed schema and all, among its `operationParameters`: half of version 0's bytes,
+/// which every reader of the log reads. This one names the partition columns and properties
+/// instead, as Spark's does.
+fn create_info(
+    location: &Url,
+    protocol: &Protocol,
+    partition_columns: &[String],
+    properties: &BTreeMap<String, String>,
+) -> Result<Action> {
+    let parameters = HashMap::from([
+        ("mode".to_string(), "ErrorIfExists".into()),
+        ("location".to_string(), location.as_str().into()),
+        (
+            "protocol".to_string(),
+            serde_json::to_string(protocol)?.into(),
+        ),
+        (
+            "partitionBy".to_string(),
+            serde_json::to_string(partition_columns)?.into(),
+        ),
+        (
+            "properties".to_string(),
+            serde_json::to_string(properties)?.into(),
+        ),
+    ]);
+    Ok(Action::CommitInfo(CommitInfo {
+        timestamp: Some(now_millis()),
+        operation: Some("CREATE TABLE".into()),
+        operation_parameters: Some(parameters),
+        engine_info: Some(format!("delta-rs:{}", deltalake_core::crate_version())),
+        ..Default::default()
+    }))
 }
 
 /// A new table's metadata action: its schema, name, partition columns and properties. Made

@@ -285,6 +285,19 @@ fn partition_columns_are_the_tables() {
         "{log}"
     );
     assert!(log.contains("fhir2parquet.fhirVersion"));
+    // The creation's commitInfo names the partition columns and properties, as Spark's does;
+    // the schema is in the metaData action only (delta-rs's own commitInfo repeats it whole).
+    let info: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    let parameters = &info["commitInfo"]["operationParameters"];
+    assert_eq!(info["commitInfo"]["operation"], "CREATE TABLE", "{info}");
+    assert_eq!(parameters["partitionBy"], r#"["effective_year"]"#, "{info}");
+    assert!(parameters["properties"]
+        .as_str()
+        .unwrap()
+        .contains("fhir2parquet.fhirVersion"));
+    assert!(parameters.get("metadata").is_none(), "{info}");
+    assert_eq!(log.matches("schemaString").count(), 1);
+    assert!(info["commitInfo"]["timestamp"].as_i64().unwrap() > 0);
 }
 
 /// Four `convert --shard I/4 --append` at once into one dataset: every resource once. `bin`
