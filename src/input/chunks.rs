@@ -82,7 +82,10 @@ pub fn read_chunks(
         while !eof {
             while buf.len() < target {
                 let start = buf.len();
-                buf.resize(start + (target - start).max(64 << 10), 0);
+                // Zeroed in steps that double with what was read (64 KiB first): a small file
+                // touches no more of a fresh buffer than it fills.
+                let step = (target - start).min(start.max(64 << 10)).max(64 << 10);
+                buf.resize(start + step, 0);
                 match reader.read(&mut buf[start..]) {
                     Ok(0) => {
                         buf.truncate(start);
@@ -93,8 +96,7 @@ pub fn read_chunks(
                         buf.truncate(start + n);
                         // A pipe that has no more for now (a short read): hand over the whole
                         // lines we have rather than wait for a full chunk.
-                        let want = target - start;
-                        if n < want && source.is_stdin() && buf[start..].contains(&b'\n') {
+                        if n < step && source.is_stdin() && buf[start..].contains(&b'\n') {
                             break;
                         }
                     }
