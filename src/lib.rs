@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod background;
 pub mod choice;
 /// The command line (the `cli` feature): flags turned into the option structs below.
 #[cfg(feature = "cli")]

@@ -28,6 +28,25 @@ fn evidence(record: &RunRecord, version: FhirVersion, other: FhirVersion) -> u64
     n
 }
 
+/// Reads the other versions' definitions on a thread of their own, for [`version_hint`] at the
+/// run's end, which needs them whenever a value was kept in `_overflow` (Synthea's data always
+/// has some): done while the run reads its input, they are not on the run's last steps.
+pub fn prepare(version: FhirVersion) {
+    let others: Vec<FhirVersion> = FhirVersion::ALL
+        .into_iter()
+        .filter(|v| *v != version)
+        .collect();
+    let spawned = std::thread::Builder::new()
+        .name("definitions".into())
+        .spawn(move || {
+            for v in others {
+                v.model();
+            }
+        });
+    // Without a thread, version_hint reads them when it needs them.
+    drop(spawned);
+}
+
 /// A note for the summary when the run's data looks like another FHIR version than the one it
 /// was converted as, or `None`.
 pub fn version_hint(record: &RunRecord, version: FhirVersion) -> Option<String> {
@@ -37,11 +56,20 @@ pub fn version_hint(record: &RunRecord, version: FhirVersion) -> Option<String> 
         .map(|r| r.overflow.values)
         .sum::<u64>()
         + record.rejects.other_versions_types.values().sum::<u64>();
-    let (best, n) = FhirVersion::ALL
-        .into_iter()
-        .filter(|v| *v != version)
-        .map(|v| (v, evidence(record, version, v)))
-        .max_by_key(|(_, n)| *n)?;
+    if kept == 0 {
+        return None;
+    }
+    // A thread per other version: the first look at a version parses its definitions.
+    let (best, n) = std::thread::scope(|scope| {
+        let each: Vec<_> = FhirVersion::ALL
+            .into_iter()
+            .filter(|v| *v != version)
+            .map(|v| scope.spawn(move || (v, evidence(record, version, v))))
+            .collect();
+        each.into_iter()
+            .map(|h| h.join().expect("no evidence count panicked"))
+            .max_by_key(|(_, n)| *n)
+    })?;
     // Worth saying for a resource type of another version (lines rejected), or when a fair
     // part of what did not fit would have (not for a stray element: the specification's own
     // examples keep a few thousand values past the schema's bounds in any version).

@@ -117,13 +117,27 @@ struct TableIds {
     ids: FxHashMap<String, Held>,
 }
 
+/// A type's table at its current version, or `None` where the dataset has none yet.
+type Opened = Option<(delta::Snapshot, delta::Base)>;
+
+fn open_table(dataset: &Location, rt: &str) -> Result<Opened> {
+    match delta::is_table(dataset, rt)? {
+        true => delta::snapshot_and_base(dataset, rt).map(Some),
+        false => Ok(None),
+    }
+}
+
 /// Reads the `id` and `meta.lastUpdated` columns of a table's current version (rows a deletion
 /// vector removed are not the table's), and keeps where it holds the ids of `wanted`.
-fn table_ids(dataset: &Location, rt: &str, wanted: &FxHashSet<&str>) -> Result<Option<TableIds>> {
-    if !delta::is_table(dataset, rt)? {
+fn table_ids(
+    dataset: &Location,
+    rt: &str,
+    opened: Opened,
+    wanted: &FxHashSet<&str>,
+) -> Result<Option<TableIds>> {
+    let Some((snap, base)) = opened else {
         return Ok(None);
-    }
-    let (snap, base) = delta::snapshot_and_base(dataset, rt)?;
+    };
     let mut ids: FxHashMap<String, Held> = FxHashMap::default();
     let mut rows = 0;
     for (i, f) in snap.files.iter().enumerate() {
@@ -286,22 +300,16 @@ fn deleted_file(path: &Path) -> Result<Vec<Delete>> {
     Ok(out)
 }
 
-/// Decides the merge of `sources` and `deletes` into the dataset's tables (see the module
-/// documentation). Reads every input line once (their `resourceType`, `id` and
-/// `meta.lastUpdated`) and the `id` and `meta.lastUpdated` columns of the tables it touches.
-pub fn plan(
+/// The `(source, line, resourceType, id, meta.lastUpdated)` of every input line that is a
+/// resource, calling `seen` with each line's type.
+#[allow(clippy::type_complexity)]
+fn read_keys(
     sources: &[Source],
-    deletes: &[Delete],
-    dataset: &Location,
-    version: crate::schema::FhirVersion,
-) -> Result<Plan> {
-    // (type, id) -> (time, holder), in input order, for the ids the change set names.
-    let mut winners: FxHashMap<(String, String), (Option<i64>, Holder)> = FxHashMap::default();
-    let mut tables: FxHashMap<String, Option<TableIds>> = FxHashMap::default();
-    let mut plan = Plan::default();
+    seen: &mut impl FnMut(&str),
+) -> Result<Vec<(usize, u64, String, String, Option<i64>)>> {
     let mut arena = bumpalo::Bump::new();
     let (_recycle, recycled) = crossbeam_channel::bounded::<Vec<u8>>(1);
-    let mut lines: Vec<(usize, u64, String, String, Option<i64>)> = Vec::new();
+    let mut lines = Vec::new();
     for (i, source) in sources.iter().enumerate() {
         if source.is_stdin() {
             bail!("--merge reads its input twice: give files, not standard input");
@@ -334,17 +342,69 @@ pub fn plan(
                         .and_then(|m| m.get("lastUpdated"))
                         .and_then(Json::as_str)
                         .and_then(micros);
+                    seen(rt);
                     lines.push((i, line, rt.to_string(), id.to_string(), when));
                 }
                 true
             });
         outcome.with_context(|| format!("cannot read {}", source.display()))?;
     }
+    Ok(lines)
+}
+
+/// Decides the merge of `sources` and `deletes` into the dataset's tables (see the module
+/// documentation). Reads every input line once (their `resourceType`, `id` and
+/// `meta.lastUpdated`) and the `id` and `meta.lastUpdated` columns of the tables it touches.
+pub fn plan(
+    sources: &[Source],
+    deletes: &[Delete],
+    dataset: &Location,
+    version: crate::schema::FhirVersion,
+) -> Result<Plan> {
+    // (type, id) -> (time, holder), in input order, for the ids the change set names.
+    let mut winners: FxHashMap<(String, String), (Option<i64>, Holder)> = FxHashMap::default();
+    let mut tables: FxHashMap<String, Option<TableIds>> = FxHashMap::default();
+    let mut plan = Plan::default();
+    // The tables' logs are read while the input is: a type's table is opened, on a thread per
+    // core, as soon as a line of it (or a deletion) is seen.
+    let opened: std::sync::Mutex<FxHashMap<String, Result<Opened>>> = Default::default();
+    let mut lines = Vec::new();
+    std::thread::scope(|scope| -> Result<()> {
+        let (types, to_open) = crossbeam_channel::unbounded::<String>();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for _ in 0..threads {
+            let (to_open, opened) = (to_open.clone(), &opened);
+            scope.spawn(move || {
+                for rt in to_open {
+                    let table = open_table(dataset, &rt);
+                    opened
+                        .lock()
+                        .expect("no table opener panicked")
+                        .insert(rt, table);
+                }
+            });
+        }
+        let mut seen: FxHashSet<String> = FxHashSet::default();
+        let mut open = |rt: &str| {
+            if !seen.contains(rt) {
+                seen.insert(rt.to_string());
+                if version.has_resource(rt) {
+                    let _ = types.send(rt.to_string());
+                }
+            }
+        };
+        for d in deletes {
+            open(&d.resource_type);
+        }
+        lines = read_keys(sources, &mut open)?;
+        Ok(())
+    })?;
+    let mut opened = opened.into_inner().expect("no table opener panicked");
     let mut types: Vec<String> = lines.iter().map(|l| l.2.clone()).collect();
     types.extend(deletes.iter().map(|d| d.resource_type.clone()));
     types.sort();
     types.dedup();
-    // Each table's ids, on a thread per core (a table's log and its id column are read on one).
+    // Each table's ids, on a thread per core.
     let mut named: FxHashMap<&str, FxHashSet<&str>> = FxHashMap::default();
     for (rt, id) in lines
         .iter()
@@ -353,13 +413,19 @@ pub fn plan(
     {
         named.entry(rt).or_default().insert(id);
     }
-    let wanted: Vec<(&String, FxHashSet<&str>)> = types
-        .iter()
-        .filter(|rt| crate::schema::node::resource_members(version, rt).is_some())
-        .map(|rt| (rt, named.remove(rt.as_str()).unwrap_or_default()))
-        .collect();
-    let read = delta::on_threads(&wanted, |(rt, ids)| table_ids(dataset, rt, ids));
-    for ((rt, _), t) in wanted.iter().zip(read) {
+    let mut wanted = Vec::new();
+    for rt in types.iter().filter(|rt| version.has_resource(rt)) {
+        let table = opened
+            .remove(rt.as_str())
+            .expect("every type seen was opened")?;
+        let ids = named.remove(rt.as_str()).unwrap_or_default();
+        wanted.push((rt, std::sync::Mutex::new(Some(table)), ids));
+    }
+    let read = delta::on_threads(&wanted, |(rt, table, ids)| {
+        let table = table.lock().expect("one reader per table").take();
+        table_ids(dataset, rt, table.flatten(), ids)
+    });
+    for ((rt, _, _), t) in wanted.iter().zip(read) {
         let t = t?;
         if let Some(t) = &t {
             for (id, held) in &t.ids {

@@ -511,6 +511,7 @@ fn run_with(
     }
     // The data's FHIR version, checked against OUT's before anything is taken or written.
     let version = commit::check_version(opts)?;
+    fit::prepare(version);
     // One writer at a time (see `dataset::lock`); held until the run is published. Appends to
     // Delta tables need none: each commits with the log's optimistic concurrency, so several
     // runs (`--shard`, other machines) add to one dataset at once.
@@ -561,6 +562,8 @@ fn run_with(
         plan: plan.as_ref(),
     };
     let result = convert(sources, opts, &run, &tmp, target);
+    // The tables as the plan read them (their parsed schemas) and its id sets.
+    crate::background::drop(plan);
     let committed = match &opts.out {
         Location::Local(out) => crate::dataset::commit::is_pending(out, &run_id),
         Location::Remote(_) => false,

@@ -411,13 +411,25 @@ fn primitive_extension_type() -> DataType {
 
 /// The Arrow schema of a resource type's table in a FHIR version.
 pub fn arrow_schema(version: FhirVersion, resource_type: &str) -> Option<Schema> {
+    type Cache = RwLock<HashMap<String, Schema>>;
+    static CACHES: [OnceLock<Cache>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let cache = CACHES[version as usize].get_or_init(Default::default);
+    // A clone shares the fields.
+    if let Some(s) = cache.read().unwrap().get(resource_type) {
+        return Some(s.clone());
+    }
     let members = resource_members(version, resource_type)?;
     let mut fields: Vec<Field> = struct_fields(&members)
         .iter()
         .map(|f| f.as_ref().clone())
         .collect();
     fields.push(Field::new(OVERFLOW_COLUMN, DataType::Utf8, true));
-    Some(Schema::new(fields))
+    let schema = Schema::new(fields);
+    cache
+        .write()
+        .unwrap()
+        .insert(resource_type.to_string(), schema.clone());
+    Some(schema)
 }
 
 /// Leaf columns (as Parquet counts them) under a type.

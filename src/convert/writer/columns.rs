@@ -1,6 +1,6 @@
 //! Column choices per batch and row group: sparse and dictionary tuning, the leaves with values, a row group's `Shape`, and arrays projected onto it.
 
-use super::options::sparse;
+use super::options::{is_sparse, sparse};
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -36,7 +36,10 @@ pub(super) fn tune_columns(props: &WriterProperties, batch: &RecordBatch) -> Wri
     let mut builder = props.clone().into_builder();
     for (col, a) in descr.columns().iter().zip(arrays) {
         if a.len() == a.null_count() {
-            builder = sparse(builder, col.path(), props.compression(col.path()));
+            // Extensions are sparse from the start (see `WriteOptions::properties`).
+            if !is_sparse(props, col.path()) {
+                builder = sparse(builder, col.path(), props.compression(col.path()));
+            }
         } else if props.dictionary_enabled(col.path()) && mostly_distinct(a) {
             builder = builder.set_column_dictionary_enabled(col.path().clone(), false);
         }

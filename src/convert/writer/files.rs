@@ -301,13 +301,10 @@ impl FileSet {
         let mut failed = failed.into_inner().expect("no writer panicked");
         drop(all);
         let mut out = FxHashMap::default();
+        let mut folders = Vec::new();
         for (dir, f) in self.files.into_inner().expect("no writer panicked") {
-            let mut f = Arc::try_unwrap(f)
-                .ok()
-                .expect("the workers are done")
-                .file
-                .into_inner()
-                .expect("no writer panicked");
+            let mut folder = Arc::try_unwrap(f).ok().expect("the workers are done");
+            let f = folder.file.get_mut().expect("no writer panicked");
             if failed.is_none() {
                 if let Err(e) = f.close(&self.target) {
                     failed = Some(e);
@@ -317,13 +314,16 @@ impl FileSet {
             out.insert(
                 dir,
                 FolderFiles {
-                    names: f.done,
-                    rows: f.rows,
+                    names: std::mem::take(&mut f.done),
+                    rows: std::mem::take(&mut f.rows),
                     bytes: f.bytes,
-                    pending: f.pending,
+                    pending: std::mem::take(&mut f.pending),
                 },
             );
+            folders.push(folder);
         }
+        // The folders' writer properties and shapes: a map entry per column of a wide type.
+        crate::background::drop(folders);
         match failed {
             None => Ok(out),
             Some(e) => {

@@ -153,6 +153,12 @@ impl WriteOptions {
     }
 }
 
+/// Whether [`sparse`] has been applied to `col` in `props` (with any codec).
+pub(super) fn is_sparse(props: &WriterProperties, col: &ColumnPath) -> bool {
+    !props.dictionary_enabled(col)
+        && matches!(props.compression(col), SPARSE | Compression::UNCOMPRESSED)
+}
+
 /// A nearly always empty column: the cheap codec (where the file is compressed at all) and no
 /// dictionary, whose page and metadata would cost more than the values.
 pub(super) fn sparse(
