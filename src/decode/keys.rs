@@ -45,15 +45,16 @@ fn hash(len: usize, a: u64, b: u64) -> usize {
 }
 
 impl<V: Copy> KeyTable<V> {
-    pub fn new() -> Self {
+    /// A table that takes `n` keys without growing.
+    pub fn with_capacity(n: usize) -> Self {
+        let size = (n * 2 + 2).next_power_of_two().max(8);
         KeyTable {
-            slots: (0..8).map(|_| None).collect(),
-            mask: 7,
+            slots: (0..size).map(|_| None).collect(),
+            mask: size - 1,
             len: 0,
         }
     }
 
-    /// Adds `key`, or replaces its value.
     pub fn insert(&mut self, key: &str, value: V) {
         if (self.len + 1) * 2 > self.slots.len() {
             let old = std::mem::take(&mut self.slots);
@@ -119,7 +120,7 @@ mod tests {
 
     #[test]
     fn finds_what_was_inserted_and_nothing_else() {
-        let mut t = KeyTable::new();
+        let mut t = KeyTable::with_capacity(0);
         let names: Vec<String> = (0..300)
             .map(|i| match i % 4 {
                 0 => format!("n{i}"),
@@ -147,7 +148,7 @@ mod tests {
             assert_eq!(t.get(miss), None, "{miss}");
         }
         // Same length, same first and last 8 bytes, different middle: compared in full.
-        let mut t = KeyTable::new();
+        let mut t = KeyTable::with_capacity(0);
         t.insert("abcdefgh-1-ijklmnop", 1);
         assert_eq!(t.get("abcdefgh-2-ijklmnop"), None);
         assert_eq!(t.get("abcdefgh-1-ijklmnop"), Some(1));
@@ -155,7 +156,7 @@ mod tests {
         t.insert("ab", 2);
         assert_eq!(t.get("ab\0"), None);
         // Every name of 0 to 17 bytes differing in any one byte.
-        let mut t = KeyTable::new();
+        let mut t = KeyTable::with_capacity(0);
         let base: Vec<String> = (0..18)
             .map(|n| "abcdefghijklmnopq"[..n].to_string())
             .collect();

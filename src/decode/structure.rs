@@ -46,7 +46,8 @@ impl StructDecoder {
         let mut columns = Vec::new();
         let mut spans = Vec::new();
         let mut keys = Vec::new();
-        let mut lookup = KeyTable::new();
+        // Each member's name and its `_name`, and `resourceType` of a resource.
+        let mut lookup = KeyTable::with_capacity(members.len() * 2 + 1);
         let mut at = 0;
         for m in members {
             let ext_key = format!("_{}", m.name);

@@ -142,6 +142,7 @@ struct Ctx {
 
 struct Builder<'m> {
     model: &'m Model,
+    version: FhirVersion,
 }
 
 impl Builder<'_> {
@@ -270,7 +271,21 @@ impl Builder<'_> {
         m
     }
 
+    /// The members of `Extension` (`nested`: with extensions of their own), made once per
+    /// version: every element of every type has them, a thousand times in a wide type.
     fn extension_members(&self, nested: bool) -> Arc<Vec<Member>> {
+        type Cells = [OnceLock<Arc<Vec<Member>>>; 2];
+        static CACHE: [Cells; 3] = [
+            [OnceLock::new(), OnceLock::new()],
+            [OnceLock::new(), OnceLock::new()],
+            [OnceLock::new(), OnceLock::new()],
+        ];
+        CACHE[self.version as usize][nested as usize]
+            .get_or_init(|| self.make_extension_members(nested))
+            .clone()
+    }
+
+    fn make_extension_members(&self, nested: bool) -> Arc<Vec<Member>> {
         let def = self
             .model
             .get("Extension")
@@ -322,7 +337,7 @@ pub fn resource_members(version: FhirVersion, resource_type: &str) -> Option<Arc
     let def = model
         .get(resource_type)
         .filter(|d| d.kind == Kind::Resource && !d.is_abstract)?;
-    let members = Arc::new(Builder { model }.members(def, "", &Ctx::default()));
+    let members = Arc::new(Builder { model, version }.members(def, "", &Ctx::default()));
     cache
         .write()
         .unwrap()
@@ -382,6 +397,7 @@ pub fn primitive_extension_members() -> Arc<Vec<Member>> {
     M.get_or_init(|| {
         let b = Builder {
             model: FhirVersion::R4.model(),
+            version: FhirVersion::R4,
         };
         Arc::new(vec![
             Member {

@@ -105,30 +105,42 @@ impl WriteOptions {
             Codec::None => Compression::UNCOMPRESSED,
         };
         let kv = |k: &str, v: &str| KeyValue::new(k.to_string(), v.to_string());
-        let mut builder = WriterProperties::builder().set_compression(compression);
-        if let Ok(descr) = parquet::arrow::ArrowSchemaConverter::new().convert(schema) {
-            for col in descr.columns() {
-                let parts = col.path().parts();
+        let mut builder = WriterProperties::builder();
+        match parquet::arrow::ArrowSchemaConverter::new().convert(schema) {
+            Ok(descr) => {
                 // Extensions and primitive extensions are null in nearly every row: their pages
-                // are mostly levels, and a zstd compressor per column costs its memory and set-up
-                // time in every row group. They get the cheap codec.
-                let rare = parts.iter().any(|p| {
-                    p == "extension"
-                        || p == "modifierExtension"
-                        || (p.starts_with('_') && p != OVERFLOW_COLUMN)
-                });
-                if rare {
-                    builder = sparse(builder, col.path(), compression);
+                // are mostly levels, and a zstd compressor per column costs its memory and
+                // set-up time in every row group. They get the cheap codec and no dictionary.
+                // They are most of a type's leaves, so that is the default, and the others are
+                // set column by column: a property per column is a map entry to make, clone
+                // (see `tune_columns`) and free.
+                builder = sparse_defaults(builder, compression);
+                for col in descr.columns() {
+                    let parts = col.path().parts();
+                    let rare = parts.iter().any(|p| {
+                        p == "extension"
+                            || p == "modifierExtension"
+                            || (p.starts_with('_') && p != OVERFLOW_COLUMN)
+                    });
+                    if rare {
+                        continue;
+                    }
+                    builder = builder.set_column_compression(col.path().clone(), compression);
+                    // A dictionary does not pay where values are unique or long: the resource
+                    // id, the narrative's xhtml, the overflow JSON. Building one hashes every
+                    // value before falling back.
+                    let unique = parts == ["id"]
+                        || parts.last().is_some_and(|p| p == "div")
+                        || parts == [OVERFLOW_COLUMN];
+                    if !unique {
+                        builder = builder.set_column_dictionary_enabled(col.path().clone(), true);
+                    }
                 }
-                // A dictionary does not pay where values are unique or long: the resource id, the
-                // narrative's xhtml, the overflow JSON. Building one hashes every value before
-                // falling back.
-                let unique = parts == ["id"]
-                    || parts.last().is_some_and(|p| p == "div")
-                    || parts == [OVERFLOW_COLUMN];
-                if unique {
-                    builder = builder.set_column_dictionary_enabled(col.path().clone(), false);
-                }
+            }
+            Err(_) => {
+                builder = builder
+                    .set_compression(compression)
+                    .set_dictionary_enabled(true);
             }
         }
         builder
@@ -138,7 +150,6 @@ impl WriteOptions {
             // that per-run work add up. Byte arrays are still cut to the page size.
             .set_write_batch_size(WRITE_BATCH)
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_dictionary_enabled(true)
             // A dictionary of long values that repeat (a note attached to many documents)
             // outgrows the default 1 MiB and falls back to plain pages of every copy.
             .set_dictionary_page_size_limit(DICTIONARY_PAGE_BYTES)
@@ -150,6 +161,18 @@ impl WriteOptions {
                 kv("fhir2parquet.version", env!("CARGO_PKG_VERSION")),
             ]))
             .build()
+    }
+}
+
+/// [`sparse`] as the defaults of every column.
+fn sparse_defaults(
+    builder: WriterPropertiesBuilder,
+    codec: Compression,
+) -> WriterPropertiesBuilder {
+    let builder = builder.set_dictionary_enabled(false);
+    match codec {
+        Compression::UNCOMPRESSED => builder.set_compression(codec),
+        _ => builder.set_compression(SPARSE),
     }
 }
 
