@@ -36,15 +36,12 @@ pub fn prepare(version: FhirVersion) {
         .into_iter()
         .filter(|v| *v != version)
         .collect();
-    let spawned = std::thread::Builder::new()
-        .name("definitions".into())
-        .spawn(move || {
-            for v in others {
-                v.model();
-            }
-        });
     // Without a thread, version_hint reads them when it needs them.
-    drop(spawned);
+    crate::background::run("definitions", move || {
+        for v in others {
+            v.model();
+        }
+    });
 }
 
 /// A note for the summary when the run's data looks like another FHIR version than the one it
@@ -59,17 +56,12 @@ pub fn version_hint(record: &RunRecord, version: FhirVersion) -> Option<String> 
     if kept == 0 {
         return None;
     }
-    // A thread per other version: the first look at a version parses its definitions.
-    let (best, n) = std::thread::scope(|scope| {
-        let each: Vec<_> = FhirVersion::ALL
-            .into_iter()
-            .filter(|v| *v != version)
-            .map(|v| scope.spawn(move || (v, evidence(record, version, v))))
-            .collect();
-        each.into_iter()
-            .map(|h| h.join().expect("no evidence count panicked"))
-            .max_by_key(|(_, n)| *n)
-    })?;
+    // The other versions' definitions were read while the run went (see `prepare`).
+    let (best, n) = FhirVersion::ALL
+        .into_iter()
+        .filter(|v| *v != version)
+        .map(|v| (v, evidence(record, version, v)))
+        .max_by_key(|(_, n)| *n)?;
     // Worth saying for a resource type of another version (lines rejected), or when a fair
     // part of what did not fit would have (not for a stray element: the specification's own
     // examples keep a few thousand values past the schema's bounds in any version).

@@ -300,13 +300,12 @@ fn deleted_file(path: &Path) -> Result<Vec<Delete>> {
     Ok(out)
 }
 
-/// The `(source, line, resourceType, id, meta.lastUpdated)` of every input line that is a
-/// resource, calling `seen` with each line's type.
-#[allow(clippy::type_complexity)]
-fn read_keys(
-    sources: &[Source],
-    seen: &mut impl FnMut(&str),
-) -> Result<Vec<(usize, u64, String, String, Option<i64>)>> {
+/// An input line's `(source, line, resourceType, id, meta.lastUpdated)`.
+type LineKey = (usize, u64, String, String, Option<i64>);
+
+/// The [`LineKey`] of every input line that is a resource, calling `seen` with each line's
+/// type.
+fn read_keys(sources: &[Source], seen: &mut impl FnMut(&str)) -> Result<Vec<LineKey>> {
     let mut arena = bumpalo::Bump::new();
     let (_recycle, recycled) = crossbeam_channel::bounded::<Vec<u8>>(1);
     let mut lines = Vec::new();

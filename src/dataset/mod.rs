@@ -84,9 +84,7 @@ impl DataFile {
 /// A folder named after a resource type of any version: a table (its version is checked when
 /// the dataset's version is known).
 fn is_table(name: &str) -> bool {
-    // Type names start with a capital: `_rejects` and the runs' folders are told apart without
-    // reading every version's definitions.
-    name.starts_with(|c: char| c.is_ascii_uppercase()) && FhirVersion::any_has_resource(name)
+    FhirVersion::any_has_resource(name)
 }
 
 /// The table property naming the FHIR release a table holds (`4.0.1`).

@@ -55,6 +55,7 @@ impl<V: Copy> KeyTable<V> {
         }
     }
 
+    /// Adds `key`, or replaces its value.
     pub fn insert(&mut self, key: &str, value: V) {
         if (self.len + 1) * 2 > self.slots.len() {
             let old = std::mem::take(&mut self.slots);

@@ -85,7 +85,10 @@ impl FhirVersion {
     /// Whether `name` is a concrete resource type of any embedded version (a table's name, a
     /// type named in a server's message, a line of another version's type).
     pub fn any_has_resource(name: &str) -> bool {
-        FhirVersion::ALL.iter().any(|v| v.has_resource(name))
+        // Type names start with a capital: anything else (`_rejects`, a run's folder, a line's
+        // stray text) is told apart without reading every version's definitions.
+        name.starts_with(|c: char| c.is_ascii_uppercase())
+            && FhirVersion::ALL.iter().any(|v| v.has_resource(name))
     }
 
     /// Whether `name` is a concrete resource type of this version.

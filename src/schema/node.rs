@@ -327,22 +327,46 @@ impl Builder<'_> {
 /// The members of a resource type of a FHIR version, or None for a type the version does not
 /// have.
 pub fn resource_members(version: FhirVersion, resource_type: &str) -> Option<Arc<Vec<Member>>> {
-    type Cache = RwLock<HashMap<String, Arc<Vec<Member>>>>;
-    static CACHES: [OnceLock<Cache>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-    let cache = CACHES[version as usize].get_or_init(Default::default);
-    if let Some(m) = cache.read().unwrap().get(resource_type) {
-        return Some(m.clone());
+    static CACHES: PerType<Arc<Vec<Member>>> = PerType::new();
+    CACHES.get_or_make(version, resource_type, || {
+        let model = version.model();
+        let def = model
+            .get(resource_type)
+            .filter(|d| d.kind == Kind::Resource && !d.is_abstract)?;
+        Some(Arc::new(Builder { model, version }.members(
+            def,
+            "",
+            &Ctx::default(),
+        )))
+    })
+}
+
+/// Values made once per version and resource type, kept for the process (clones share them).
+struct PerType<T>([OnceLock<RwLock<HashMap<String, T>>>; 3]);
+
+impl<T: Clone> PerType<T> {
+    const fn new() -> Self {
+        PerType([OnceLock::new(), OnceLock::new(), OnceLock::new()])
     }
-    let model = version.model();
-    let def = model
-        .get(resource_type)
-        .filter(|d| d.kind == Kind::Resource && !d.is_abstract)?;
-    let members = Arc::new(Builder { model, version }.members(def, "", &Ctx::default()));
-    cache
-        .write()
-        .unwrap()
-        .insert(resource_type.to_string(), members.clone());
-    Some(members)
+
+    /// The value of `resource_type`, made by `make` the first time (`None` is not kept).
+    fn get_or_make(
+        &self,
+        version: FhirVersion,
+        resource_type: &str,
+        make: impl FnOnce() -> Option<T>,
+    ) -> Option<T> {
+        let cache = self.0[version as usize].get_or_init(Default::default);
+        if let Some(v) = cache.read().unwrap().get(resource_type) {
+            return Some(v.clone());
+        }
+        let made = make()?;
+        cache
+            .write()
+            .unwrap()
+            .insert(resource_type.to_string(), made.clone());
+        Some(made)
+    }
 }
 
 /// The Arrow fields of one member: the value column, its companion, its primitive extension.
@@ -427,25 +451,16 @@ fn primitive_extension_type() -> DataType {
 
 /// The Arrow schema of a resource type's table in a FHIR version.
 pub fn arrow_schema(version: FhirVersion, resource_type: &str) -> Option<Schema> {
-    type Cache = RwLock<HashMap<String, Schema>>;
-    static CACHES: [OnceLock<Cache>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-    let cache = CACHES[version as usize].get_or_init(Default::default);
-    // A clone shares the fields.
-    if let Some(s) = cache.read().unwrap().get(resource_type) {
-        return Some(s.clone());
-    }
-    let members = resource_members(version, resource_type)?;
-    let mut fields: Vec<Field> = struct_fields(&members)
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new(OVERFLOW_COLUMN, DataType::Utf8, true));
-    let schema = Schema::new(fields);
-    cache
-        .write()
-        .unwrap()
-        .insert(resource_type.to_string(), schema.clone());
-    Some(schema)
+    static CACHES: PerType<Schema> = PerType::new();
+    CACHES.get_or_make(version, resource_type, || {
+        let members = resource_members(version, resource_type)?;
+        let mut fields: Vec<Field> = struct_fields(&members)
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(OVERFLOW_COLUMN, DataType::Utf8, true));
+        Some(Schema::new(fields))
+    })
 }
 
 /// Leaf columns (as Parquet counts them) under a type.
