@@ -213,6 +213,10 @@ pub struct WarehouseArgs {
     /// BigQuery: write a JSON schema file per table (DIR/<Type>.json) for `bq load` / `bq mk`.
     #[arg(long, value_name = "DIR")]
     pub schema_json: Option<PathBuf>,
+    /// BigQuery: the connection its Delta Lake tables read the bucket through
+    /// ([PROJECT.]LOCATION.CONNECTION_ID).
+    #[arg(long, value_name = "CONNECTION", default_value = crate::warehouse::DEFAULT_BIGQUERY_CONNECTION)]
+    pub connection: String,
 }
 
 #[derive(clap::Args, Debug)]

@@ -313,6 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 schema: a.schema,
                 load: a.load,
                 endpoint: stores.endpoint.clone(),
+                connection: Some(a.connection),
             };
             let script = crate::warehouse::generate(a.engine, &tables, &opts)?;
             for n in &script.notes {

@@ -32,13 +32,17 @@ use types::{backquote, double_quote};
 /// The engines statements are written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// Google BigQuery: external tables (or LOAD DATA with --load), JSON schema files.
+    /// Google BigQuery: BigLake external tables of format DELTA_LAKE (plain folders: PARQUET),
+    /// or LOAD DATA with --load; JSON schema files.
     Bigquery,
-    /// Snowflake: file format, stage, tables, COPY INTO ... MATCH_BY_COLUMN_NAME.
+    /// Snowflake: Iceberg tables over the Delta tables (Delta Direct) on a store; plain folders
+    /// and local datasets: stage, table, COPY INTO ... MATCH_BY_COLUMN_NAME.
     Snowflake,
-    /// Amazon Athena (Glue, Hive, Trino): CREATE EXTERNAL TABLE, MSCK REPAIR TABLE.
+    /// Amazon Athena (Glue, Hive, Trino): CREATE EXTERNAL TABLE ... TBLPROPERTIES
+    /// ('table_type' = 'DELTA') (plain folders: STORED AS PARQUET and MSCK REPAIR TABLE).
     Athena,
-    /// Databricks and Apache Spark: CREATE TABLE ... USING PARQUET LOCATION.
+    /// Databricks and Apache Spark: CREATE TABLE ... USING DELTA LOCATION (plain folders:
+    /// USING PARQUET).
     Databricks,
     /// DuckDB: views over read_parquet, with the store's secret.
     Duckdb,
@@ -49,22 +53,26 @@ impl crate::choice::Choice for Engine {
         (
             Engine::Bigquery,
             "bigquery",
-            "Google BigQuery: external tables (or LOAD DATA with --load), JSON schema files",
+            "Google BigQuery: external tables (DELTA_LAKE; plain folders: PARQUET) or LOAD DATA \
+             with --load, JSON schema files",
         ),
         (
             Engine::Snowflake,
             "snowflake",
-            "Snowflake: file format, stage, tables, COPY INTO ... MATCH_BY_COLUMN_NAME",
+            "Snowflake: Iceberg tables over the Delta tables on a store; else stage, table, COPY \
+             INTO ... MATCH_BY_COLUMN_NAME",
         ),
         (
             Engine::Athena,
             "athena",
-            "Amazon Athena (Glue, Hive, Trino): CREATE EXTERNAL TABLE, MSCK REPAIR TABLE",
+            "Amazon Athena (Glue, Hive, Trino): CREATE EXTERNAL TABLE, table_type DELTA (plain \
+             folders: STORED AS PARQUET, MSCK REPAIR TABLE)",
         ),
         (
             Engine::Databricks,
             "databricks",
-            "Databricks and Apache Spark: CREATE TABLE ... USING PARQUET LOCATION",
+            "Databricks and Apache Spark: CREATE TABLE ... USING DELTA (plain folders: PARQUET) \
+             LOCATION",
         ),
         (
             Engine::Duckdb,
@@ -85,7 +93,17 @@ pub struct Options {
     pub load: bool,
     /// DuckDB and S3-compatible stores: the endpoint (`http://host:port`).
     pub endpoint: Option<String>,
+    /// BigQuery: the connection (`[PROJECT.]LOCATION.CONNECTION_ID`) its Delta Lake tables
+    /// read the bucket through; none: [`DEFAULT_BIGQUERY_CONNECTION`].
+    pub connection: Option<String>,
 }
+
+/// The BigQuery connection the statements name where `--connection` names none.
+pub const DEFAULT_BIGQUERY_CONNECTION: &str = "us.fhir2parquet";
+/// Snowflake: the catalog integration its Iceberg tables read the Delta logs with (made by the
+/// statements), and the external volume they read the store through (made once by an admin).
+const SNOWFLAKE_DELTA_CATALOG: &str = "fhir2parquet_delta";
+const SNOWFLAKE_VOLUME: &str = "fhir2parquet_volume";
 
 /// The statements, and what the user must know about them (limits met, columns left out).
 #[derive(Debug, Default)]
@@ -155,13 +173,17 @@ fn reference_columns(schema: &Schema) -> Vec<String> {
 }
 
 /// The statements for `engine` over `tables`.
+///
+/// A Delta table is read as Delta where the engine can: its current version, partition
+/// columns and schema from its log (DuckDB `delta_scan`, Databricks `USING DELTA`, Athena
+/// `table_type = 'DELTA'`, BigQuery `format = 'DELTA_LAKE'`, Snowflake Iceberg tables over Delta
+/// files). Where the statements read Parquet files instead (BigQuery `--load`, Snowflake from a
+/// local dataset) they name the current version's files; a plain folder (`--format parquet`) is
+/// read as the Parquet files it holds.
 pub fn generate(engine: Engine, tables: &[Table], opts: &Options) -> anyhow::Result<Script> {
-    let delta: Vec<&str> = tables
-        .iter()
-        .filter(|t| t.delta.is_some())
-        .map(|t| t.name.as_str())
-        .collect();
-    let mut notes = Vec::new();
+    let mut script = Script::default();
+    // Deletion vectors (rows a merge deleted): a Delta reader applies them or refuses the
+    // table; statements that read the files themselves would read those rows.
     let merged: Vec<&str> = tables
         .iter()
         .filter(|t| {
@@ -171,25 +193,27 @@ pub fn generate(engine: Engine, tables: &[Table], opts: &Options) -> anyhow::Res
         })
         .map(|t| t.name.as_str())
         .collect();
-    if engine != Engine::Duckdb && !merged.is_empty() {
-        notes.push(format!(
-            "{} hold rows a merge deleted (deletion vectors), which these statements would read \
-             as rows: run `fhir2parquet vacuum DATASET --purge --retain 0` first",
-            merged.join(", ")
-        ));
-    } else if engine != Engine::Duckdb && !delta.is_empty() {
-        notes.push(format!(
-            "{} of these tables are Delta tables; these statements read every Parquet file of \
-             their folders, which is their current version only while no older version's files \
-             are left: run `fhir2parquet vacuum DATASET --retain 0` first (reading them as Delta \
-             here is planned)",
-            delta.len()
-        ));
-    }
-    let mut script = Script {
-        notes,
-        ..Default::default()
+    let reads_files = match engine {
+        Engine::Bigquery => opts.load,
+        Engine::Snowflake => tables.first().is_some_and(|t| !t.url.contains("://")),
+        _ => false,
     };
+    if !merged.is_empty() && engine != Engine::Duckdb {
+        script.notes.push(match reads_files {
+            true => format!(
+                "{} hold rows a merge deleted (deletion vectors), which these statements would \
+                 load as rows: run `fhir2parquet vacuum DATASET --purge` first",
+                merged.join(", ")
+            ),
+            false => format!(
+                "{} hold deletion vectors (rows a merge deleted; Delta reader version 3, feature \
+                 deletionVectors): Databricks, Spark with Delta 2.3 or later and DuckDB apply \
+                 them; an engine that cannot refuses these tables (a convert without --merge \
+                 into a new folder makes tables without the feature)",
+                merged.join(", ")
+            ),
+        });
+    }
     match engine {
         Engine::Bigquery => bigquery(tables, opts, &mut script),
         Engine::Snowflake => snowflake(tables, opts, &mut script),
@@ -203,6 +227,18 @@ pub fn generate(engine: Engine, tables: &[Table], opts: &Options) -> anyhow::Res
         Engine::Duckdb => duckdb(tables, opts, &mut script),
     }
     Ok(script)
+}
+
+/// The URLs of the files of a Delta table's current version (where statements load files).
+fn current_files(t: &Table) -> Option<Vec<String>> {
+    let snapshot = t.delta.as_ref()?;
+    Some(
+        snapshot
+            .files
+            .iter()
+            .map(|f| format!("{}/{}", folder(t), f.path))
+            .collect(),
+    )
 }
 
 fn qualified(opts: &Options, name: &str, quote: fn(&str) -> String) -> String {
@@ -354,6 +390,17 @@ fn athena(tables: &[Table], opts: &Options, script: &mut Script, limits: (usize,
     for t in tables {
         let schema = schema_of(t);
         let name = qualified(opts, &t.name, backquote);
+        if t.delta.is_some() {
+            // Athena reads the schema, the partitions and the current version from the log:
+            // the statement has the location and the table type only (as Athena requires).
+            script.statements.push(format!(
+                "CREATE EXTERNAL TABLE IF NOT EXISTS {name}\nLOCATION {}\nTBLPROPERTIES \
+                 ('table_type' = 'DELTA')",
+                quote_literal(&format!("{}/", folder(t)))
+            ));
+            athena_refs_view(t, &schema, opts, script);
+            continue;
+        }
         let partitions: Vec<String> = t
             .partitions
             .iter()
@@ -406,28 +453,33 @@ fn athena(tables: &[Table], opts: &Options, script: &mut Script, limits: (usize,
         if !partitions.is_empty() {
             script.statements.push(format!("MSCK REPAIR TABLE {name}"));
         }
-        // reference_id as view columns: Athena has no SQL functions of its own.
-        let refs = reference_columns(&schema);
-        if !refs.is_empty() {
-            let cols: Vec<String> = refs
-                .iter()
-                .map(|r| {
-                    format!(
-                        "NULLIF(regexp_extract({}.reference, {}, 3), '') AS {}",
-                        double_quote(r),
-                        quote_literal(REFERENCE_ID_PATTERN),
-                        double_quote(&format!("{r}_id"))
-                    )
-                })
-                .collect();
-            script.statements.push(format!(
-                "CREATE OR REPLACE VIEW {} AS SELECT *, {} FROM {}",
-                qualified(opts, &format!("{}_refs", t.name), double_quote),
-                cols.join(", "),
-                qualified(opts, &t.name, double_quote)
-            ));
-        }
+        athena_refs_view(t, &schema, opts, script);
     }
+}
+
+/// `reference_id` as view columns (`<Type>_refs`): Athena has no SQL functions of its own.
+fn athena_refs_view(t: &Table, schema: &Schema, opts: &Options, script: &mut Script) {
+    let refs = reference_columns(schema);
+    if refs.is_empty() {
+        return;
+    }
+    let cols: Vec<String> = refs
+        .iter()
+        .map(|r| {
+            format!(
+                "NULLIF(regexp_extract({}.reference, {}, 3), '') AS {}",
+                double_quote(r),
+                quote_literal(REFERENCE_ID_PATTERN),
+                double_quote(&format!("{r}_id"))
+            )
+        })
+        .collect();
+    script.statements.push(format!(
+        "CREATE OR REPLACE VIEW {} AS SELECT *, {} FROM {}",
+        qualified(opts, &format!("{}_refs", t.name), double_quote),
+        cols.join(", "),
+        qualified(opts, &t.name, double_quote)
+    ));
 }
 
 fn databricks(tables: &[Table], opts: &Options, script: &mut Script) {
@@ -437,8 +489,16 @@ fn databricks(tables: &[Table], opts: &Options, script: &mut Script) {
             .push(format!("CREATE SCHEMA IF NOT EXISTS {}", backquote(s)));
     }
     for t in tables {
-        let schema = schema_of(t);
         let name = qualified(opts, &t.name, backquote);
+        if t.delta.is_some() {
+            // The schema and partition columns are the log's.
+            script.statements.push(format!(
+                "CREATE TABLE IF NOT EXISTS {name}\nUSING DELTA\nLOCATION {}",
+                quote_literal(folder(t))
+            ));
+            continue;
+        }
+        let schema = schema_of(t);
         let mut cols = hive_columns(&schema, &[]);
         cols.extend(
             t.partitions
@@ -474,6 +534,20 @@ fn databricks(tables: &[Table], opts: &Options, script: &mut Script) {
 
 fn bigquery(tables: &[Table], opts: &Options, script: &mut Script) {
     let dataset = opts.schema.clone().unwrap_or_else(|| "fhir".into());
+    let connection = opts
+        .connection
+        .as_deref()
+        .unwrap_or(DEFAULT_BIGQUERY_CONNECTION);
+    if !opts.load && tables.iter().any(|t| t.delta.is_some()) {
+        let (location, id) = connection.rsplit_once('.').unwrap_or(("us", connection));
+        let location = location.rsplit('.').next().unwrap_or(location);
+        script.notes.push(format!(
+            "the Delta Lake tables read the bucket through the BigQuery connection \
+             {connection} (--connection names another): create it once with `bq mk --connection \
+             --location={location} --connection_type=CLOUD_RESOURCE {id}` and give its service \
+             account read access to the bucket"
+        ));
+    }
     let name = |t: &str| backquote(&format!("{dataset}.{t}"));
     script.statements.push(format!(
         "CREATE SCHEMA IF NOT EXISTS {}",
@@ -505,9 +579,25 @@ fn bigquery(tables: &[Table], opts: &Options, script: &mut Script) {
             )
             .collect();
         script.schemas.push((t.name.clone(), Value::Array(fields)));
+        if t.delta.is_some() && !opts.load {
+            // A BigLake table: its schema, partitions and current version from the log.
+            script.statements.push(format!(
+                "CREATE OR REPLACE EXTERNAL TABLE {}\nWITH CONNECTION {}\nOPTIONS (\n  \
+                 format = 'DELTA_LAKE',\n  uris = [{}]\n)",
+                name(&t.name),
+                backquote(connection),
+                quote_literal(folder(t))
+            ));
+            continue;
+        }
+        // LOAD DATA reads Parquet files: a Delta table's current ones, each named.
+        let uris: Vec<String> = match current_files(t) {
+            Some(files) => files.iter().map(|f| quote_literal(f)).collect(),
+            None => vec![quote_literal(&format!("{}/*", folder(t)))],
+        };
         let mut options = vec![
             "format = 'PARQUET'".to_string(),
-            format!("uris = [{}]", quote_literal(&format!("{}/*", folder(t)))),
+            format!("uris = [{}]", uris.join(", ")),
             "enable_list_inference = true".to_string(),
             "decimal_target_types = ['NUMERIC', 'BIGNUMERIC']".to_string(),
         ];
@@ -569,7 +659,28 @@ fn snowflake(tables: &[Table], opts: &Options, script: &mut Script) {
             .statements
             .push(format!("CREATE SCHEMA IF NOT EXISTS {}", double_quote(s)));
     }
-    if !local {
+    // On a store a Delta table is an Iceberg table over its Delta files (Snowflake's Delta
+    // Direct, which replaces its external tables of TABLE_FORMAT = DELTA); a plain folder, and
+    // a local dataset's current files, are loaded through a stage.
+    let direct = |t: &Table| !local && t.delta.is_some();
+    if tables.iter().any(direct) {
+        let dataset = tables
+            .iter()
+            .find(|t| direct(t))
+            .map(|t| folder(t).trim_end_matches(t.name.as_str()).to_string())
+            .unwrap_or_default();
+        script.notes.push(format!(
+            "the Delta tables are Iceberg tables over their Delta files: they read the store \
+             through an external volume named {SNOWFLAKE_VOLUME} whose storage location is \
+             {} (CREATE EXTERNAL VOLUME, once, by an admin)",
+            snowflake_url(&dataset)
+        ));
+        script.statements.push(format!(
+            "CREATE CATALOG INTEGRATION IF NOT EXISTS {SNOWFLAKE_DELTA_CATALOG}\n  \
+             CATALOG_SOURCE = OBJECT_STORE\n  TABLE_FORMAT = DELTA\n  ENABLED = TRUE"
+        ));
+    }
+    if !local && !tables.iter().all(direct) {
         script.notes.push(
             "the stages read the bucket through a storage integration named \
              fhir2parquet_integration (CREATE STORAGE INTEGRATION, once, by an admin)"
@@ -577,6 +688,17 @@ fn snowflake(tables: &[Table], opts: &Options, script: &mut Script) {
         );
     }
     for t in tables {
+        if direct(t) {
+            script.statements.push(format!(
+                "CREATE OR REPLACE ICEBERG TABLE {}\n  EXTERNAL_VOLUME = {}\n  CATALOG = {}\n  \
+                 BASE_LOCATION = {}\n  AUTO_REFRESH = TRUE",
+                qualified(opts, &t.name, double_quote),
+                quote_literal(SNOWFLAKE_VOLUME),
+                quote_literal(SNOWFLAKE_DELTA_CATALOG),
+                quote_literal(&format!("{}/", t.name))
+            ));
+            continue;
+        }
         let schema = schema_of(t);
         let cols: Vec<String> = schema
             .fields()

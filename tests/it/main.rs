@@ -196,6 +196,35 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The files of a Delta table's current version (paths inside the table's folder), from its
+/// log replayed here: the `add` and `remove` actions of its commits in order (the tables of
+/// the tests have no checkpoint: one found is a failure, not a guess).
+pub fn delta_current_files(table: &Path) -> std::collections::BTreeSet<String> {
+    let log = table.join("_delta_log");
+    let mut commits: Vec<PathBuf> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|c| c.unwrap().path())
+        .filter(|c| {
+            let name = c.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(!name.contains("checkpoint"), "{}", c.display());
+            name.ends_with(".json") && !name.starts_with('_') && !name.starts_with('.')
+        })
+        .collect();
+    commits.sort();
+    let mut files = std::collections::BTreeSet::new();
+    for c in commits {
+        for line in std::fs::read_to_string(&c).unwrap().lines() {
+            let action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(path) = action["add"]["path"].as_str() {
+                files.insert(path.to_string());
+            } else if let Some(path) = action["remove"]["path"].as_str() {
+                files.remove(path);
+            }
+        }
+    }
+    files
+}
+
 /// A Parquet file's schema, as text.
 pub fn schema_text(meta: &parquet::file::metadata::FileMetaData) -> String {
     let mut text = Vec::new();

@@ -24,11 +24,16 @@ fn convert(out: &Path, partitioned: bool) {
 
 /// The same, each file holding the columns of `--columns` (`all` or `present`).
 fn convert_with(out: &Path, partitioned: bool, columns: &str) {
+    convert_as(out, partitioned, columns, "delta");
+}
+
+/// The same as Delta tables or plain folders (`--format`).
+fn convert_as(out: &Path, partitioned: bool, columns: &str, format: &str) {
     let mut args = vec!["convert", INPUT, "-o", out.to_str().unwrap(), "-q"];
     if partitioned {
         args.extend(["--partition-by", "Observation.effective:year"]);
     }
-    args.extend(["--columns", columns]);
+    args.extend(["--columns", columns, "--format", format]);
     ok(&bin(&args));
 }
 
@@ -140,6 +145,9 @@ fn duckdb_reads_the_dataset_on_s3() {
     ok(&o);
 }
 
+/// The statements for plain folders (`--format parquet`: Parquet tables with the full typed
+/// schema), run in Spark SQL. Those for Delta tables (`USING DELTA`, `table_type = 'DELTA'`)
+/// need a Delta reader, which no registry here installs for Spark: they are parsed, below.
 #[test]
 fn spark_runs_the_athena_and_databricks_statements() {
     if !python_has("pyspark", "pyspark") {
@@ -153,7 +161,7 @@ fn spark_runs_the_athena_and_databricks_statements() {
     // tables' schemas).
     for columns in ["all", "present"] {
         let out = tmp.path().join(columns);
-        convert_with(&out, true, columns);
+        convert_as(&out, true, columns, "parquet");
         for (engine, check_as) in [
             ("athena", "spark-athena"),
             ("databricks", "spark-databricks"),
@@ -178,6 +186,241 @@ fn snowflake_statements_run_in_fakesnow_as_far_as_it_goes() {
     let out = tmp.path().join("out");
     convert(&out, false);
     check("snowflake", "snowflake", out.to_str().unwrap(), &[]);
+}
+
+/// Runs tests/warehouse/parse.py: one JSON object per statement.
+fn parse(engine: &str, sql: &str, unparsed: &[&str]) -> Vec<serde_json::Value> {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("statements.sql");
+    std::fs::write(&script, sql).unwrap();
+    let parser = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/warehouse/parse.py");
+    let o = Command::new("python3")
+        .args([parser, engine, script.to_str().unwrap()])
+        .args(unparsed)
+        .output()
+        .unwrap();
+    ok(&o)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Delta tables on a store are read as Delta where the engine can: their schema, partitions and
+/// current version from the log (Databricks `USING DELTA`, Athena `table_type = 'DELTA'`,
+/// BigQuery `format = 'DELTA_LAKE'`, Snowflake Iceberg tables over the Delta files); where the
+/// statements load files (BigQuery `--load`, Snowflake from a local folder) they name the current
+/// version's files, as the log (replayed here) has them. The statements are parsed by parsers
+/// that are not ours (Spark's, sqlglot's Athena and Snowflake dialects): none of these engines
+/// reads Delta here. Plain folders keep the Parquet statements (run in Spark above).
+#[test]
+fn delta_tables_are_read_as_delta_where_the_engine_can() {
+    if !python_has("sqlglot", "sqlglot") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // Two versions: the first one's files are still in the folders, no longer in the table.
+    convert(&out, true);
+    convert(&out, true);
+    let current = crate::delta_current_files(&out.join("Observation"));
+    let parquet_files = crate::files_under(&out.join("Observation"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .count();
+    assert!(parquet_files > current.len(), "{current:?}");
+
+    // The tables as a dataset on a store would list them.
+    let local = fhir2parquet::store::Location::Local(out.clone());
+    let mut tables = fhir2parquet::dataset::tables(&local).unwrap();
+    for t in &mut tables {
+        t.url = format!("s3://bucket/fhir/{}/", t.name);
+    }
+    let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+    let sql = |engine, opts: &Options| generate(engine, &tables, opts).unwrap();
+
+    // Databricks / Spark: the location and the format, nothing else (Spark's own parser).
+    let databricks = sql(Engine::Databricks, &Options::default()).sql();
+    if python_has("pyspark", "pyspark") && installed("java", "a Java runtime") {
+        let plans = parse("spark", &databricks, &[]);
+        let tables_made: Vec<&serde_json::Value> = plans
+            .iter()
+            .filter(|p| p["kind"] == "CreateTable")
+            .collect();
+        assert_eq!(tables_made.len(), names.len(), "{databricks}");
+        for (plan, name) in tables_made.iter().zip(&names) {
+            assert_eq!(plan["format"], "DELTA", "{plan}");
+            assert_eq!(
+                plan["location"],
+                format!("s3://bucket/fhir/{name}"),
+                "{plan}"
+            );
+            assert_eq!(plan["columns"], 0, "{plan}");
+        }
+        assert!(plans
+            .iter()
+            .any(|p| p["kind"] == "CreateUserDefinedFunction"));
+    }
+    assert!(!databricks.contains("RECOVER PARTITIONS"), "{databricks}");
+
+    // Athena: location and table type only (what Athena takes for Delta), and the _refs view.
+    let athena = sql(Engine::Athena, &Options::default()).sql();
+    let statements = parse("athena", &athena, &[]);
+    let created: Vec<&serde_json::Value> = statements
+        .iter()
+        .filter(|p| {
+            p["sql"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("CREATE EXTERNAL TABLE"))
+        })
+        .collect();
+    assert_eq!(created.len(), names.len(), "{athena}");
+    for (st, name) in created.iter().zip(&names) {
+        assert_eq!(st["location"], format!("s3://bucket/fhir/{name}/"), "{st}");
+        assert_eq!(st["columns"], 0, "{st}");
+        assert!(
+            st["sql"]
+                .as_str()
+                .unwrap()
+                .ends_with("TBLPROPERTIES ('table_type'='DELTA')"),
+            "{st}"
+        );
+    }
+    assert!(athena.contains("CREATE OR REPLACE VIEW \"Observation_refs\""));
+    assert!(
+        !athena.contains("MSCK REPAIR") && !athena.contains("STORED AS"),
+        "{athena}"
+    );
+
+    // Snowflake: a catalog integration for Delta files, an Iceberg table per type over its
+    // folder in the external volume.
+    let snowflake = sql(Engine::Snowflake, &Options::default());
+    let text = snowflake.sql();
+    let statements = parse("snowflake", &text, &["CREATE CATALOG INTEGRATION"]);
+    assert!(text.contains(
+        "CREATE CATALOG INTEGRATION IF NOT EXISTS fhir2parquet_delta\n  CATALOG_SOURCE = \
+         OBJECT_STORE\n  TABLE_FORMAT = DELTA\n  ENABLED = TRUE"
+    ));
+    let iceberg: Vec<&serde_json::Value> = statements
+        .iter()
+        .filter(|p| {
+            p["properties"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "IcebergProperty"))
+        })
+        .collect();
+    assert_eq!(iceberg.len(), names.len(), "{text}");
+    for (st, name) in iceberg.iter().zip(&names) {
+        let s = st["sql"].as_str().unwrap();
+        assert!(s.contains(&format!("BASE_LOCATION='{name}/'")), "{s}");
+        assert!(s.contains("CATALOG='fhir2parquet_delta'"), "{s}");
+        assert!(s.contains("EXTERNAL_VOLUME='fhir2parquet_volume'"), "{s}");
+    }
+    assert!(
+        !text.contains("COPY INTO") && !text.contains("STAGE"),
+        "{text}"
+    );
+    assert!(
+        snowflake
+            .notes
+            .iter()
+            .any(|n| n.contains("s3://bucket/fhir/")),
+        "{:?}",
+        snowflake.notes
+    );
+
+    // BigQuery: BigLake tables of format DELTA_LAKE through the connection, named or default
+    // (no local parser knows BigQuery's WITH CONNECTION: the text is the documented form).
+    for (connection, location, id) in [
+        (None, "us", "fhir2parquet"),
+        (Some("p.eu.lake"), "eu", "lake"),
+    ] {
+        let opts = Options {
+            connection: connection.map(str::to_string),
+            ..Options::default()
+        };
+        let script = sql(Engine::Bigquery, &opts);
+        let text = script.sql();
+        let named = connection.unwrap_or(fhir2parquet::warehouse::DEFAULT_BIGQUERY_CONNECTION);
+        for name in &names {
+            let want = format!(
+                "CREATE OR REPLACE EXTERNAL TABLE `fhir.{name}`\nWITH CONNECTION `{named}`\n\
+                 OPTIONS (\n  format = 'DELTA_LAKE',\n  uris = ['s3://bucket/fhir/{name}']\n)"
+            );
+            assert!(text.contains(&want), "{text}");
+        }
+        let note = format!("--location={location} --connection_type=CLOUD_RESOURCE {id}`");
+        assert!(
+            script.notes.iter().any(|n| n.contains(&note)),
+            "{:?}",
+            script.notes
+        );
+    }
+
+    // BigQuery --load: the current version's files, each named; not the older version's.
+    let opts = Options {
+        load: true,
+        ..Options::default()
+    };
+    let text = sql(Engine::Bigquery, &opts).sql();
+    let statement = text
+        .split(";\n\n")
+        .find(|s| s.contains("LOAD DATA OVERWRITE `fhir.Observation`"))
+        .unwrap();
+    let uris = statement
+        .split("uris = [")
+        .nth(1)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap();
+    let named: std::collections::BTreeSet<String> = uris
+        .split(", ")
+        .map(|u| u.trim_matches('\'').to_string())
+        .collect();
+    let want: std::collections::BTreeSet<String> = current
+        .iter()
+        .map(|f| format!("s3://bucket/fhir/Observation/{f}"))
+        .collect();
+    assert_eq!(named, want);
+
+    // Snowflake from the local folder: the current version's files put into the stage.
+    let local_tables = fhir2parquet::dataset::tables(&local).unwrap();
+    let text = generate(Engine::Snowflake, &local_tables, &Options::default())
+        .unwrap()
+        .sql();
+    let root = out.canonicalize().unwrap().join("Observation");
+    let put: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("PUT 'file://"))
+        .filter_map(|l| l.split('\'').next())
+        .filter_map(|p| {
+            let p = Path::new(p).canonicalize().unwrap();
+            p.strip_prefix(&root)
+                .ok()
+                .map(|r| r.to_string_lossy().into_owned())
+        })
+        .collect();
+    assert_eq!(put, current);
+
+    // Plain folders: the Parquet statements.
+    let plain = tmp.path().join("plain");
+    convert_as(&plain, true, "all", "parquet");
+    let mut plain_tables =
+        fhir2parquet::dataset::tables(&fhir2parquet::store::Location::Local(plain)).unwrap();
+    for t in &mut plain_tables {
+        t.url = format!("s3://bucket/fhir/{}/", t.name);
+    }
+    let gen = |e| {
+        generate(e, &plain_tables, &Options::default())
+            .unwrap()
+            .sql()
+    };
+    assert!(gen(Engine::Athena).contains("STORED AS PARQUET"));
+    assert!(gen(Engine::Databricks).contains("USING PARQUET"));
+    assert!(gen(Engine::Bigquery).contains("format = 'PARQUET'"));
+    assert!(!gen(Engine::Bigquery).contains("WITH CONNECTION"));
+    assert!(gen(Engine::Snowflake).contains("COPY INTO"));
 }
 
 /// Every resource type, as tables on a store.
