@@ -22,6 +22,7 @@ use super::merge::Plan;
 use super::writer::{complete_all, folder_type, FolderFiles};
 use super::{ConvertOptions, RunRecord, REJECTS_DIR, RUN_RECORD};
 use crate::dataset::delta::{self, Mode, NewFile};
+use crate::dataset::layout;
 use crate::dataset::{DataFile, Format};
 use crate::schema::FhirVersion;
 use crate::store::{block_on, Location, Remote};
@@ -173,11 +174,24 @@ pub fn local(
     record: &mut RunRecord,
     plan: Option<&Plan>,
 ) -> Result<()> {
-    // Per type: its files, moved to their place in the table's folder.
+    // Per type: its files, moved to their place in the table's folder. A type with no table
+    // yet is marked first, so that no reader takes its files for a plain folder's before its
+    // version 0 is committed (or after a kill before then).
     let mut by_type: BTreeMap<String, Vec<NewFile>> = BTreeMap::new();
     let mut moved: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut dirs: Vec<&PathBuf> = written.keys().collect();
     dirs.sort();
+    let mut marked: Vec<PathBuf> = Vec::new();
+    for rt in dirs.iter().map(|d| folder_type(d)) {
+        let table = out.join(&rt);
+        let marker = table.join(layout::UNCOMMITTED);
+        if !marked.contains(&marker) && !delta::local_has_version(&table) {
+            fs_err::create_dir_all(&table)
+                .and_then(|()| fs_err::write(&marker, b""))
+                .with_context(|| format!("cannot write {}", marker.display()))?;
+            marked.push(marker);
+        }
+    }
     for dir in dirs {
         let f = &written[dir];
         let rt = folder_type(dir);
@@ -201,11 +215,16 @@ pub fn local(
     }
     crate::dataset::commit::failpoint("files-placed");
     let dataset = Location::Local(out.to_path_buf());
-    commit_types(&dataset, by_type, plan, opts, version, record, |rt| {
+    let committed = commit_types(&dataset, by_type, plan, opts, version, record, |rt| {
         for p in moved.get(rt).into_iter().flatten() {
             let _ = fs_err::remove_file(p);
         }
-    })?;
+    });
+    // Committed: the tables are. Not: their files were taken away.
+    for marker in marked {
+        let _ = fs_err::remove_file(marker);
+    }
+    committed?;
 
     // The rejects: replaced, or added to with --append.
     let rejects = tmp.join(REJECTS_DIR);
@@ -363,6 +382,45 @@ pub fn remote(
         }
     }
     let all: Vec<ObjPath> = paths.values().flatten().cloned().collect();
+    // Every type of the run is marked before its files appear, so that no reader takes them for
+    // a plain folder's where the table has no version yet (readers look at the mark only
+    // there): one put per type, at once, instead of listing each table's log first.
+    let markers: Vec<ObjPath> = by_type
+        .keys()
+        .map(|rt| remote.path(&format!("{rt}/{}", layout::UNCOMMITTED)))
+        .collect();
+    let marked = block_on(futures::future::try_join_all(markers.iter().map(|p| {
+        remote
+            .store
+            .put(p, object_store::PutPayload::from_static(b""))
+    })));
+    if let Err(e) = marked {
+        let _ = remote.delete(all);
+        return Err(remote
+            .explain(e, &markers[0])
+            .context("nothing of this run was committed"));
+    }
+    let result = remote_commit(
+        remote, by_type, paths, all, uploads, rejects, opts, version, record, plan,
+    );
+    let _ = remote.delete(markers);
+    result
+}
+
+/// [`remote`] after the types were marked: the uploads completed and the tables committed.
+#[allow(clippy::too_many_arguments)]
+fn remote_commit(
+    remote: &Remote,
+    mut by_type: BTreeMap<String, Vec<NewFile>>,
+    paths: BTreeMap<String, Vec<ObjPath>>,
+    all: Vec<ObjPath>,
+    uploads: Vec<crate::store::PendingUpload>,
+    rejects: &[PathBuf],
+    opts: &ConvertOptions,
+    version: FhirVersion,
+    record: &mut RunRecord,
+    plan: Option<&Plan>,
+) -> Result<()> {
     if let Some((path, e)) = complete_all(uploads) {
         let _ = remote.delete(all);
         return Err(remote

@@ -208,9 +208,23 @@ fn builder(dataset: &Location, name: &str) -> Result<DeltaTableBuilder> {
 /// Whether the type's folder holds a Delta table (a log with a commit).
 pub fn is_table(dataset: &Location, name: &str) -> Result<bool> {
     match dataset {
-        Location::Local(dir) => Ok(dir.join(name).join(LOG_DIR).is_dir()),
+        Location::Local(dir) => Ok(local_has_version(&dir.join(name))),
         Location::Remote(remote) => Ok(!remote.list(&format!("{name}/{LOG_DIR}"))?.is_empty()),
     }
+}
+
+/// Whether a local table folder's log holds a version: a commit or a checkpoint (whose names
+/// start with the version's digits).
+pub fn local_has_version(table: &std::path::Path) -> bool {
+    std::fs::read_dir(table.join(LOG_DIR)).is_ok_and(|mut entries| {
+        entries.any(|e| {
+            e.is_ok_and(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(|c: char| c.is_ascii_digit())
+            })
+        })
+    })
 }
 
 /// The table at its current version, or `None` where there is no table yet.

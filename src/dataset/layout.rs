@@ -11,6 +11,7 @@
 //!   .fhir2parquet-tmp-<run>/         a plain run before its publish   tmp_dir
 //!   _fhir2parquet-pending-<run>.json a plain run being published      pending_list
 //!   <Type>/part-<run>-00000.parquet  data files                       part_file
+//!   <Type>/_fhir2parquet-uncommitted a new table before its version 0 UNCOMMITTED
 //! ```
 //!
 //! Names starting with `_` or `.` are skipped by Spark, Hive, Athena and Trino.
@@ -31,6 +32,11 @@ pub const DELETED_DIR: &str = "_deleted";
 pub const TMP_PREFIX: &str = ".fhir2parquet-tmp-";
 /// The beginning of a plain run's pending list's name on a store.
 pub const PENDING_PREFIX: &str = "_fhir2parquet-pending-";
+
+/// In a type's folder that has no Delta table yet: files of a run are being placed there for
+/// the table's first commit. Readers skip such a folder (its files are no table's yet) where no
+/// version was committed; the writer removes it after the commit, `vacuum` after a killed run.
+pub const UNCOMMITTED: &str = "_fhir2parquet-uncommitted";
 
 /// A plain run's temporary folder.
 pub fn tmp_dir(run_id: &str) -> String {

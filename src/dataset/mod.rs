@@ -314,6 +314,10 @@ fn local_tables(dataset: &Path) -> Result<Vec<Table>> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if entry.file_type()?.is_dir() && is_table(&name) {
             let dir = entry.path().canonicalize()?;
+            if dir.join(layout::UNCOMMITTED).exists() && !delta::local_has_version(&dir) {
+                warn_uncommitted(&name, &dir.display().to_string());
+                continue;
+            }
             let mut files = Vec::new();
             local_files(&dir, &mut files)?;
             files.sort();
@@ -333,6 +337,16 @@ fn local_tables(dataset: &Path) -> Result<Vec<Table>> {
     }
     tables.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(tables)
+}
+
+/// A type's folder holding files placed for a table's first commit that never came (a run
+/// killed between placing them and committing): no table, and the reader says so.
+fn warn_uncommitted(name: &str, folder: &str) {
+    eprintln!(
+        "warning: {name} ({folder}) holds files of a run that did not commit this table's first \
+         version (killed?): they are not read; the next convert of {name} replaces them, \
+         `fhir2parquet vacuum` removes them"
+    );
 }
 
 fn local_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -363,6 +377,7 @@ fn partitions_of(rel: impl AsRef<str>) -> Vec<String> {
 fn remote_tables(remote: &Remote) -> Result<(Vec<Table>, std::collections::HashSet<String>)> {
     let mut tables: Vec<Table> = Vec::new();
     let mut logs = std::collections::HashSet::new();
+    let mut uncommitted = std::collections::HashSet::new();
     let prefix_parts = remote.prefix.parts().count();
     let mut objects = remote.list("")?;
     objects.sort_by(|a, b| a.location.cmp(&b.location));
@@ -377,6 +392,10 @@ fn remote_tables(remote: &Remote) -> Result<(Vec<Table>, std::collections::HashS
             continue;
         };
         let in_log = parts.get(1).is_some_and(|p| p == delta::LOG_DIR);
+        if parts.len() == 2 && file == layout::UNCOMMITTED {
+            uncommitted.insert(name.clone());
+            continue;
+        }
         if parts.len() < 2 || !is_table(name) || !(in_log || file.ends_with(".parquet")) {
             continue;
         }
@@ -400,6 +419,13 @@ fn remote_tables(remote: &Remote) -> Result<(Vec<Table>, std::collections::HashS
             size: o.size,
         });
     }
+    tables.retain(|t| {
+        let skip = uncommitted.contains(&t.name) && !logs.contains(&t.name);
+        if skip {
+            warn_uncommitted(&t.name, &t.url);
+        }
+        !skip
+    });
     Ok((tables, logs))
 }
 

@@ -239,6 +239,63 @@ fn a_run_killed_before_its_commit_leaves_the_previous_version() {
     assert_eq!(sql_counts(&out, &types, &[]), counts);
 }
 
+/// A run killed after placing the files of a type that has no table yet, before that table's
+/// version 0: the folder is no table (not a plain folder of those files either), readers say
+/// so and go on, and the next run makes the table.
+#[test]
+fn a_new_table_killed_before_its_first_commit_is_no_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    ok(&convert(
+        &shared("fhir-data/synthea-r4-small/Patient.ndjson"),
+        &out,
+        &[],
+    ));
+    let input = shared("fhir-data/r4-spec-examples/CodeSystem.ndjson.gz");
+    let lines = crate::read_lines(&input).len() as u64;
+    let o = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .args([
+            "convert",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .args(["-q", "--append"])
+        .env("FHIR2PARQUET_FAILPOINT", "files-placed")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let placed = crate::files_under(&out.join("CodeSystem"));
+    assert!(placed
+        .iter()
+        .any(|p| p.extension().is_some_and(|x| x == "parquet")));
+    assert!(!out.join("CodeSystem/_delta_log").exists());
+    let sql = |q: &str| bin(&["sql", out.to_str().unwrap(), "-q", "-c", q]);
+    let o = sql("SELECT count(*) AS n FROM Patient");
+    let err = ok_stderr(&o);
+    assert!(
+        err.contains("CodeSystem") && err.contains("did not commit"),
+        "{err}"
+    );
+    let o = sql("SELECT count(*) AS n FROM CodeSystem");
+    assert!(!o.status.success());
+    // The next run makes the table, of its own rows only; vacuum removes the dead run's files.
+    ok(&convert(&input, &out, &["--append"]));
+    let got = sql_counts(&out, &[&"CodeSystem".to_string()], &[]);
+    assert_eq!(got["CodeSystem"], lines);
+    assert!(!out
+        .join("CodeSystem")
+        .join("_fhir2parquet-uncommitted")
+        .exists());
+    ok(&bin(&["vacuum", out.to_str().unwrap(), "--retain", "0"]));
+    let named = crate::delta_current_files(&out.join("CodeSystem"));
+    let parquet: Vec<_> = crate::files_under(&out.join("CodeSystem"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    assert_eq!(parquet.len(), named.len(), "{parquet:?}");
+}
+
 #[test]
 fn partition_columns_are_the_tables() {
     let tmp = tempfile::tempdir().unwrap();

@@ -181,62 +181,117 @@ fn a_kill_at_any_point_of_publishing_leaves_every_type_whole() {
     }
 }
 
+/// Per table of OUT: the run ids of the files its current version names (its log replayed).
+fn current_runs_per_type(out: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out_map = BTreeMap::new();
+    for e in std::fs::read_dir(out).unwrap().flatten() {
+        if !e.path().join("_delta_log").is_dir() {
+            continue;
+        }
+        let mut runs: Vec<String> = Vec::new();
+        for f in crate::delta_current_files(&e.path()) {
+            let name = f.rsplit('/').next().unwrap();
+            let run = name
+                .strip_prefix("part-")
+                .unwrap()
+                .rsplit_once('-')
+                .unwrap()
+                .0;
+            if !runs.iter().any(|r| r == run) {
+                runs.push(run.to_string());
+            }
+        }
+        // A log without a version (a kill while version 0 was written) is no table yet.
+        if !runs.is_empty() {
+            out_map.insert(e.file_name().to_string_lossy().into_owned(), runs);
+        }
+    }
+    out_map
+}
+
+/// Kills at moments spread over a whole run (measured first, so the spread follows the build's
+/// speed), for both formats: what a reader sees of each type (a plain folder's files, a Delta
+/// table's current version) is the previous run's or the killed run's alone, never a mix, and
+/// stays so after the next writer or reader.
 #[test]
 fn kills_at_random_moments_never_mix_runs() {
     let small = shared("fhir-data/synthea-r4-small");
     let examples = shared("fhir-data/r4-spec-examples");
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    ok(&convert_cmd(&small, &out, &[]).output().unwrap());
-    // Delays spread over a run of the 140 types of the specification examples (about a second
-    // in a debug build), so kills land before, during and after publishing.
-    for (i, delay) in [30u64, 150, 300, 450, 600, 750, 900, 1100, 1400, 2000]
-        .iter()
-        .enumerate()
-    {
-        let before = runs_per_type(&out);
-        let mut child = convert_cmd(&examples, &out, &["-j", "1"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(*delay));
-        let _ = child.kill();
-        child.wait().unwrap();
-        // Each type as it was, or the killed run's alone.
-        for (t, r) in runs_per_type(&out) {
-            assert!(
-                before.get(&t) == Some(&r) || r.len() == 1,
-                "kill {i} after {delay} ms: {t} mixes runs {r:?}"
-            );
-        }
-        // The next writer finishes or discards what the killed one left.
-        if i % 2 == 0 {
-            ok(
-                &convert_cmd(&small.join("Patient.ndjson"), &out, &["--append"])
-                    .output()
-                    .unwrap(),
-            );
-        } else {
-            ok(&Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
-                .args(["sql", out.to_str().unwrap(), "-q", "-c", "SELECT 1"])
-                .output()
-                .unwrap());
-        }
-        let record = run_record(&out);
-        for (t, r) in runs_per_type(&out) {
-            // Appends add Patient files of later runs beside earlier ones: that is no mix.
-            assert!(
-                t == "Patient" || r.len() == 1,
-                "after kill {i}: {t} mixes runs {r:?}"
-            );
-            if t != "Patient" && record["types"].get(&t).is_some() {
-                assert_eq!(
-                    r[0],
-                    record["run_id"].as_str().unwrap(),
-                    "after kill {i}: {t}"
+    for delta in [false, true] {
+        let format: &[&str] = match delta {
+            true => &["--format", "delta"],
+            false => &["--format", "parquet"],
+        };
+        let seen = |out: &Path| match delta {
+            true => current_runs_per_type(out),
+            false => runs_per_type(out),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        ok(&convert_cmd(&small, &out, format).output().unwrap());
+        // One whole run of the 140 types of the specification examples, timed.
+        let args: Vec<&str> = [format, &["-j", "1"]].concat();
+        let timed = tmp.path().join("timed");
+        let started = Instant::now();
+        ok(&convert_cmd(&examples, &timed, &args).output().unwrap());
+        let whole = started.elapsed();
+        let mut finished = 0;
+        // Kills before, while and after the run writes and publishes.
+        for (i, share) in [0.02, 0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 2.0]
+            .iter()
+            .enumerate()
+        {
+            let delay = whole.mul_f64(*share);
+            let before = seen(&out);
+            let before_record = run_record(&out)["run_id"].clone();
+            let mut child = convert_cmd(&examples, &out, &args)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(delay);
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            finished += status.success() as usize;
+            // Each type as it was, or the killed run's alone.
+            for (t, r) in seen(&out) {
+                assert!(
+                    before.get(&t) == Some(&r) || r.len() == 1,
+                    "{format:?}, kill {i} after {delay:?} of {whole:?}: {t} mixes runs {r:?}"
                 );
             }
+            // The next writer finishes or discards what the killed one left.
+            if i % 2 == 0 {
+                let patients = small.join("Patient.ndjson");
+                let append: Vec<&str> = [format, &["--append"]].concat();
+                ok(&convert_cmd(&patients, &out, &append).output().unwrap());
+            } else {
+                ok(&Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+                    .args(["sql", out.to_str().unwrap(), "-q", "-c", "SELECT 1"])
+                    .output()
+                    .unwrap());
+            }
+            let record = run_record(&out);
+            for (t, r) in seen(&out) {
+                // Appends add Patient files of later runs beside earlier ones: that is no mix.
+                assert!(
+                    t == "Patient" || r.len() == 1,
+                    "{format:?}, after kill {i}: {t} mixes runs {r:?}"
+                );
+                // A plain run is published whole, its record with it. A Delta run commits each
+                // table on its own, its record last: a run killed in between leaves tables
+                // newer than the record, so there the record is checked where it changed.
+                let recorded = record["types"].get(&t).is_some();
+                if t != "Patient" && recorded && (!delta || record["run_id"] != before_record) {
+                    assert_eq!(
+                        r[0],
+                        record["run_id"].as_str().unwrap(),
+                        "{format:?}, after kill {i}: {t}"
+                    );
+                }
+            }
         }
+        // The spread reached past the run's end.
+        assert!(finished >= 1, "{format:?}: no run finished before its kill");
     }
 }
 
