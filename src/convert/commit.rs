@@ -19,7 +19,7 @@ use object_store::ObjectStoreExt;
 use rustc_hash::FxHashMap;
 
 use super::merge::Plan;
-use super::writer::{complete_all, folder_type, FolderFiles};
+use super::writer::{abort_all, complete_all, folder_type, FolderFiles};
 use super::{ConvertOptions, RunRecord, REJECTS_DIR, RUN_RECORD};
 use crate::dataset::delta::{self, Mode, NewFile};
 use crate::dataset::layout;
@@ -395,92 +395,78 @@ pub fn remote(
             .put(p, object_store::PutPayload::from_static(b""))
     })));
     if let Err(e) = marked {
-        let _ = remote.delete(all);
+        abort_all(uploads);
         return Err(remote
             .explain(e, &markers[0])
             .context("nothing of this run was committed"));
     }
-    let result = remote_commit(
-        remote, by_type, paths, all, uploads, rejects, opts, version, record, plan,
-    );
-    let _ = remote.delete(markers);
-    result
-}
-
-/// [`remote`] after the types were marked: the uploads completed and the tables committed.
-#[allow(clippy::too_many_arguments)]
-fn remote_commit(
-    remote: &Remote,
-    mut by_type: BTreeMap<String, Vec<NewFile>>,
-    paths: BTreeMap<String, Vec<ObjPath>>,
-    all: Vec<ObjPath>,
-    uploads: Vec<crate::store::PendingUpload>,
-    rejects: &[PathBuf],
-    opts: &ConvertOptions,
-    version: FhirVersion,
-    record: &mut RunRecord,
-    plan: Option<&Plan>,
-) -> Result<()> {
-    if let Some((path, e)) = complete_all(uploads) {
-        let _ = remote.delete(all);
-        return Err(remote
-            .explain(e, &path)
-            .context("nothing of this run was committed"));
-    }
-    // One Parquet schema per commit: the run's files of a type that hold fewer columns than
-    // the others are widened, complete but not yet named by the log, so no reader sees them
-    // rewritten.
-    for (rt, files) in by_type.iter_mut() {
-        let objects: Vec<DataFile> = paths[rt]
-            .iter()
-            .zip(files.iter())
-            .map(|(p, f)| DataFile::Remote {
-                path: p.clone(),
-                size: f.bytes,
-            })
-            .collect();
-        let started = std::time::Instant::now();
-        let done = super::unify_type(rt, &objects, &[], Some(remote), opts, version);
-        let done = match done {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = remote.delete(all);
-                return Err(e.context("nothing of this run was committed"));
-            }
-        };
-        if done.widened > 0 {
-            let rec = record.types.entry(rt.clone()).or_default();
-            rec.add_widened(&done, started.elapsed().as_secs_f64());
-            for (p, f) in paths[rt].iter().zip(files.iter_mut()) {
-                f.bytes = block_on(remote.store.head(p))
-                    .map_err(|e| remote.explain(e, p))?
-                    .size;
+    // The commit (the uploads completed, a commit per type); then the marks go, committed or
+    // not (a failure took the files back).
+    let result = (|| -> Result<()> {
+        if let Some((path, e)) = complete_all(uploads) {
+            let _ = remote.delete(all);
+            return Err(remote
+                .explain(e, &path)
+                .context("nothing of this run was committed"));
+        }
+        crate::dataset::commit::failpoint("files-placed");
+        // One Parquet schema per commit: the run's files of a type that hold fewer columns than
+        // the others are widened, complete but not yet named by the log, so no reader sees them
+        // rewritten.
+        for (rt, files) in by_type.iter_mut() {
+            let objects: Vec<DataFile> = paths[rt]
+                .iter()
+                .zip(files.iter())
+                .map(|(p, f)| DataFile::Remote {
+                    path: p.clone(),
+                    size: f.bytes,
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            let done = super::unify_type(rt, &objects, &[], Some(remote), opts, version);
+            let done = match done {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = remote.delete(all);
+                    return Err(e.context("nothing of this run was committed"));
+                }
+            };
+            if done.widened > 0 {
+                let rec = record.types.entry(rt.clone()).or_default();
+                rec.add_widened(&done, started.elapsed().as_secs_f64());
+                for (p, f) in paths[rt].iter().zip(files.iter_mut()) {
+                    f.bytes = block_on(remote.store.head(p))
+                        .map_err(|e| remote.explain(e, p))?
+                        .size;
+                }
             }
         }
-    }
-    let dataset = Location::Remote(remote.clone());
-    commit_types(&dataset, by_type, plan, opts, version, record, |rt| {
-        let _ = remote.delete(paths.get(rt).cloned().unwrap_or_default());
-    })?;
+        let dataset = Location::Remote(remote.clone());
+        commit_types(&dataset, by_type, plan, opts, version, record, |rt| {
+            let _ = remote.delete(paths.get(rt).cloned().unwrap_or_default());
+        })?;
 
-    // The rejects: replaced, or added to with --append.
-    if !opts.append {
-        let old: Vec<ObjPath> = remote
-            .list(REJECTS_DIR)?
-            .into_iter()
-            .map(|m| m.location)
-            .collect();
-        remote.delete(old)?;
-    }
-    for local in rejects {
-        let name = local.file_name().unwrap_or_default().to_string_lossy();
-        let data =
-            fs_err::read(local).with_context(|| format!("cannot read {}", local.display()))?;
-        remote.put(&format!("{REJECTS_DIR}/{name}"), data)?;
-    }
-    let previous = remote
-        .read(RUN_RECORD)?
-        .map(|b| String::from_utf8_lossy(&b).into_owned());
-    let text = record.render(previous.as_deref())?;
-    remote.put(RUN_RECORD, text.into_bytes())
+        // The rejects: replaced, or added to with --append.
+        if !opts.append {
+            let old: Vec<ObjPath> = remote
+                .list(REJECTS_DIR)?
+                .into_iter()
+                .map(|m| m.location)
+                .collect();
+            remote.delete(old)?;
+        }
+        for local in rejects {
+            let name = local.file_name().unwrap_or_default().to_string_lossy();
+            let data =
+                fs_err::read(local).with_context(|| format!("cannot read {}", local.display()))?;
+            remote.put(&format!("{REJECTS_DIR}/{name}"), data)?;
+        }
+        let previous = remote
+            .read(RUN_RECORD)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let text = record.render(previous.as_deref())?;
+        remote.put(RUN_RECORD, text.into_bytes())
+    })();
+    let _ = remote.delete(markers);
+    result
 }
