@@ -181,16 +181,18 @@ pub fn local(
     let mut moved: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut dirs: Vec<&PathBuf> = written.keys().collect();
     dirs.sort();
+    let types: std::collections::BTreeSet<String> = dirs.iter().map(|d| folder_type(d)).collect();
     let mut marked: Vec<PathBuf> = Vec::new();
-    for rt in dirs.iter().map(|d| folder_type(d)) {
+    for rt in types {
         let table = out.join(&rt);
-        let marker = table.join(layout::UNCOMMITTED);
-        if !marked.contains(&marker) && !delta::local_has_version(&table) {
-            fs_err::create_dir_all(&table)
-                .and_then(|()| fs_err::write(&marker, b""))
-                .with_context(|| format!("cannot write {}", marker.display()))?;
-            marked.push(marker);
+        if delta::local_has_version(&table) {
+            continue;
         }
+        let marker = table.join(layout::UNCOMMITTED);
+        fs_err::create_dir_all(&table)
+            .and_then(|()| fs_err::write(&marker, b""))
+            .with_context(|| format!("cannot write {}", marker.display()))?;
+        marked.push(marker);
     }
     for dir in dirs {
         let f = &written[dir];

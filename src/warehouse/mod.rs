@@ -195,7 +195,7 @@ pub fn generate(engine: Engine, tables: &[Table], opts: &Options) -> anyhow::Res
         .collect();
     let reads_files = match engine {
         Engine::Bigquery => opts.load,
-        Engine::Snowflake => tables.first().is_some_and(|t| !t.url.contains("://")),
+        Engine::Snowflake => is_local(tables),
         _ => false,
     };
     if !merged.is_empty() && engine != Engine::Duckdb {
@@ -227,6 +227,12 @@ pub fn generate(engine: Engine, tables: &[Table], opts: &Options) -> anyhow::Res
         Engine::Duckdb => duckdb(tables, opts, &mut script),
     }
     Ok(script)
+}
+
+/// Whether the tables are a local folder's (a path, not a URL): Snowflake then puts their files
+/// into stages.
+fn is_local(tables: &[Table]) -> bool {
+    tables.first().is_some_and(|t| !t.url.contains("://"))
 }
 
 /// The URLs of the files of a Delta table's current version (where statements load files).
@@ -653,7 +659,7 @@ fn snowflake_url(url: &str) -> String {
 }
 
 fn snowflake(tables: &[Table], opts: &Options, script: &mut Script) {
-    let local = tables.first().is_some_and(|t| !t.url.contains("://"));
+    let local = is_local(tables);
     if let Some(s) = &opts.schema {
         script
             .statements
@@ -667,7 +673,8 @@ fn snowflake(tables: &[Table], opts: &Options, script: &mut Script) {
         let dataset = tables
             .iter()
             .find(|t| direct(t))
-            .map(|t| folder(t).trim_end_matches(t.name.as_str()).to_string())
+            .and_then(|t| folder(t).strip_suffix(t.name.as_str()))
+            .map(str::to_string)
             .unwrap_or_default();
         script.notes.push(format!(
             "the Delta tables are Iceberg tables over their Delta files: they read the store \

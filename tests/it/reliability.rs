@@ -29,6 +29,19 @@ fn ok(o: &Output) {
     );
 }
 
+/// The run id a data file's name carries (`part-<run>-<n>.parquet`), if it is one.
+fn run_of(file_name: &str) -> Option<String> {
+    let rest = file_name.strip_prefix("part-")?;
+    Some(rest.rsplit_once('-').unwrap().0.to_string())
+}
+
+/// Adds `run` to `runs` unless it is there.
+fn add_run(runs: &mut Vec<String>, run: String) {
+    if !runs.contains(&run) {
+        runs.push(run);
+    }
+}
+
 /// Per type folder of OUT: the run ids its Parquet files carry (`part-<run>-<n>.parquet`).
 fn runs_per_type(out: &Path) -> BTreeMap<String, Vec<String>> {
     fn walk(dir: &Path, runs: &mut Vec<String>) {
@@ -36,11 +49,8 @@ fn runs_per_type(out: &Path) -> BTreeMap<String, Vec<String>> {
             let p = e.path();
             if p.is_dir() {
                 walk(&p, runs);
-            } else if let Some(rest) = e.file_name().to_string_lossy().strip_prefix("part-") {
-                let run = rest.rsplit_once('-').unwrap().0.to_string();
-                if !runs.contains(&run) {
-                    runs.push(run);
-                }
+            } else if let Some(run) = run_of(&e.file_name().to_string_lossy()) {
+                add_run(runs, run);
             }
         }
     }
@@ -191,15 +201,10 @@ fn current_runs_per_type(out: &Path) -> BTreeMap<String, Vec<String>> {
         let mut runs: Vec<String> = Vec::new();
         for f in crate::delta_current_files(&e.path()) {
             let name = f.rsplit('/').next().unwrap();
-            let run = name
-                .strip_prefix("part-")
-                .unwrap()
-                .rsplit_once('-')
-                .unwrap()
-                .0;
-            if !runs.iter().any(|r| r == run) {
-                runs.push(run.to_string());
-            }
+            add_run(
+                &mut runs,
+                run_of(name).expect("a table names data files only"),
+            );
         }
         // A log without a version (a kill while version 0 was written) is no table yet.
         if !runs.is_empty() {
