@@ -52,6 +52,15 @@ for name, rs in by.items():
     out = statistics.median(r[2] for r in rs)
     print(f"{name:<22} {secs:9.2f} {b / 1e6 / secs:8.1f} {n / secs:12.0f} {kb / 1024:7.0f} MiB {out / 1e6:7.1f} MB  "
           + " ".join(f"{r[0]:.2f}" for r in rs))
+# What the Delta log costs: the default against --format parquet, by medians and by the median
+# of each round's ratio (the machine drifts between rounds).
+delta = [r[0] for r in by.get("fhir2parquet", [])]
+plain = [r[0] for r in by.get("fhir2parquet-plain", [])]
+if delta and plain:
+    by_medians = statistics.median(delta) / statistics.median(plain) - 1
+    by_rounds = statistics.median(d / p - 1 for d, p in zip(delta, plain))
+    print(f"writing the Delta log: {100 * by_medians:+.1f}% by medians, {100 * by_rounds:+.1f}% by "
+          f"the median of each round's ratio (the target: at most +5%; BENCH_RUNS=12 for a steadier figure)")
 PY2
 echo
 echo "output size (NDJSON, gzipped, DuckDB zstd, ours, ours with --columns all):"

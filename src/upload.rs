@@ -302,6 +302,7 @@ pub fn run(dataset: &Path, dest: &Remote, progress: bool) -> Result<UploadSummar
             remove: Vec::new(),
             deletions: Vec::new(),
             base: None,
+            home: None,
         };
         let overwrite = crate::dataset::delta::Mode::Overwrite;
         crate::dataset::delta::commit(&dest_location, &table, overwrite, &snap.properties)?;

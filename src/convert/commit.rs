@@ -9,6 +9,10 @@
 //! a type's commit removes that type's files; a run killed then leaves files no version names,
 //! which `vacuum` removes. Each table is committed whole or not at all; the tables of a run are
 //! committed at once, each on its own (a failure names those that were committed).
+//!
+//! Locally, a type with no folder in OUT yet is the exception: its table is made whole in the
+//! run's folder, files and version 0, and moved into OUT in one rename (nothing to mark, and
+//! the commit of a new table writes no file or folder in OUT but that rename).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,6 +57,22 @@ fn partition_columns(opts: &ConvertOptions, rt: &str) -> Vec<String> {
         .filter(|p| p.resource_type == rt)
         .map(|p| p.column())
         .collect()
+}
+
+/// Starts making, while the run converts, the schema of the table a type met for the first
+/// time will be created with at the run's end (see [`delta::prepare`]). Locally only for a type
+/// with no table yet; on a store for every type (finding out would cost a request).
+pub fn prepare_table(opts: &ConvertOptions, version: FhirVersion, rt: &str) {
+    if opts.format != Format::Delta {
+        return;
+    }
+    let new = match &opts.out {
+        Location::Local(out) => !delta::local_has_version(&out.join(rt)),
+        Location::Remote(_) => true,
+    };
+    if new {
+        delta::prepare(version, rt, &partition_columns(opts, rt));
+    }
 }
 
 /// A folder of the run (`Observation/effective_year=2019`) as the path of its files inside
@@ -174,17 +194,31 @@ pub fn local(
     record: &mut RunRecord,
     plan: Option<&Plan>,
 ) -> Result<()> {
-    // Per type: its files, moved to their place in the table's folder. A type with no table
-    // yet is marked first, so that no reader takes its files for a plain folder's before its
-    // version 0 is committed (or after a kill before then).
-    let mut by_type: BTreeMap<String, Vec<NewFile>> = BTreeMap::new();
-    let mut moved: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     let mut dirs: Vec<&PathBuf> = written.keys().collect();
     dirs.sort();
     let types: std::collections::BTreeSet<String> = dirs.iter().map(|d| folder_type(d)).collect();
+    // A type with no folder in OUT yet: its table is made whole in the run's folder, version 0
+    // and all, and moved into OUT in one rename. Readers see it complete or not at all.
+    let new: Vec<String> = types
+        .iter()
+        .filter(|rt| {
+            fs_err::symlink_metadata(out.join(rt))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        })
+        .cloned()
+        .collect();
+    let (mut committed, mut failed, taken) =
+        make_new_tables(out, tmp, written, &new, opts, version, record);
+
+    // The others: their files moved to their place in the table's folder. A type whose folder
+    // has no table version yet is marked first, so that no reader takes its files for a plain
+    // folder's before its version 0 is committed (or after a kill before then).
+    let mut by_type: BTreeMap<String, Vec<NewFile>> = BTreeMap::new();
+    let mut moved: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let rest = |rt: &String| !taken.contains(rt) && !failed.iter().any(|(t, _)| t == rt);
     let mut marked: Vec<PathBuf> = Vec::new();
-    for rt in types {
-        let table = out.join(&rt);
+    for rt in types.iter().filter(|rt| rest(rt)) {
+        let table = out.join(rt);
         if delta::local_has_version(&table) {
             continue;
         }
@@ -197,6 +231,9 @@ pub fn local(
     for dir in dirs {
         let f = &written[dir];
         let rt = folder_type(dir);
+        if !rest(&rt) {
+            continue;
+        }
         let dest_dir = out.join(dir);
         fs_err::create_dir_all(&dest_dir)
             .with_context(|| format!("cannot create {}", dest_dir.display()))?;
@@ -217,7 +254,7 @@ pub fn local(
     }
     crate::dataset::commit::failpoint("files-placed");
     let dataset = Location::Local(out.to_path_buf());
-    let committed = commit_types(&dataset, by_type, plan, opts, version, record, |rt| {
+    let outcome = commit_types(&dataset, by_type, plan, opts, version, record, |rt| {
         for p in moved.get(rt).into_iter().flatten() {
             let _ = fs_err::remove_file(p);
         }
@@ -226,7 +263,10 @@ pub fn local(
     for marker in marked {
         let _ = fs_err::remove_file(marker);
     }
-    committed?;
+    let (more, more_failed) = outcome?;
+    committed.extend(more);
+    failed.extend(more_failed);
+    finish(committed, failed)?;
 
     // The rejects: replaced, or added to with --append.
     let rejects = tmp.join(REJECTS_DIR);
@@ -288,9 +328,99 @@ fn deletions_for_merge(
     Ok(out)
 }
 
+/// How a run adds to its tables.
+fn mode(opts: &ConvertOptions) -> Mode {
+    match (opts.merge, opts.append) {
+        (true, _) => Mode::Merge,
+        (false, true) => Mode::Append,
+        (false, false) => Mode::Overwrite,
+    }
+}
+
+/// The tables of a run committed and those that failed, with why.
+type Outcome = (Vec<String>, Vec<(String, anyhow::Error)>);
+
+/// Makes the tables of `new` (types with no folder in OUT) in the run's folder `tmp`, each with
+/// its version 0, and moves each into OUT whole. Returns the types committed, those that
+/// failed, and every type taken care of here (committed or failed); a type whose folder
+/// appeared in OUT meanwhile (another writer's) is left for the usual path, its version 0
+/// here removed.
+fn make_new_tables(
+    out: &Path,
+    tmp: &Path,
+    written: &FxHashMap<PathBuf, FolderFiles>,
+    new: &[String],
+    opts: &ConvertOptions,
+    version: FhirVersion,
+    record: &mut RunRecord,
+) -> (Vec<String>, Vec<(String, anyhow::Error)>, Vec<String>) {
+    let (mut committed, mut failed, mut taken) = (Vec::new(), Vec::new(), Vec::new());
+    if new.is_empty() {
+        return (committed, failed, taken);
+    }
+    let mut by_type: BTreeMap<&str, Vec<NewFile>> = BTreeMap::new();
+    let mut dirs: Vec<&PathBuf> = written.keys().collect();
+    dirs.sort();
+    for dir in dirs {
+        let rt = folder_type(dir);
+        let Some(rt) = new.iter().find(|t| **t == rt) else {
+            continue;
+        };
+        let f = &written[dir];
+        for (name, rows) in f.names.iter().zip(&f.rows) {
+            let bytes = fs_err::metadata(tmp.join(dir).join(name)).map_or(0, |m| m.len());
+            by_type.entry(rt).or_default().push(NewFile {
+                path: format!("{}{name}", inside_table(dir)),
+                bytes,
+                rows: Some(*rows),
+                deletion_vector: None,
+            });
+        }
+    }
+    let home = Location::Local(out.to_path_buf());
+    let tables: Vec<delta::TableCommit> = by_type
+        .into_iter()
+        .map(|(name, files)| delta::TableCommit {
+            partition_columns: partition_columns(opts, name),
+            remove: Vec::new(),
+            deletions: Vec::new(),
+            base: None,
+            home: delta::table_url(&home, name).ok(),
+            name: name.to_string(),
+            files,
+        })
+        .collect();
+    let props = properties(version.release());
+    let made_in = Location::Local(tmp.to_path_buf());
+    let results = delta::commit_all(&made_in, &tables, mode(opts), &props);
+    crate::dataset::commit::failpoint("table-made");
+    for (t, r) in tables.iter().zip(results) {
+        let made = tmp.join(&t.name);
+        match r {
+            Ok(version) => match fs_err::rename(&made, out.join(&t.name)) {
+                Ok(()) => {
+                    let rec = record.types.entry(t.name.clone()).or_default();
+                    rec.table_version = Some(version);
+                    committed.push(t.name.clone());
+                    taken.push(t.name.clone());
+                }
+                // The folder is there now: this run's files go in as into any table's.
+                Err(_) => {
+                    let _ = fs_err::remove_dir_all(made.join(delta::LOG_DIR));
+                }
+            },
+            Err(e) => {
+                failed.push((t.name.clone(), e));
+                taken.push(t.name.clone());
+            }
+        }
+    }
+    (committed, failed, taken)
+}
+
 /// One commit per type, all at once (with a merge's rewritten files, see
-/// [`deletions_for_merge`]); on a failure, `undo` takes away the files of the types not committed
-/// and the error names the types that were.
+/// [`deletions_for_merge`]); `undo` takes away the files of the types not committed. Returns
+/// the types committed and those that failed.
 fn commit_types(
     dataset: &Location,
     mut by_type: BTreeMap<String, Vec<NewFile>>,
@@ -299,14 +429,9 @@ fn commit_types(
     version: FhirVersion,
     record: &mut RunRecord,
     undo: impl Fn(&str),
-) -> Result<()> {
+) -> Result<Outcome> {
     let mut deletions = deletions_for_merge(dataset, plan, record, &mut by_type)?;
     let props = properties(version.release());
-    let mode = match (opts.merge, opts.append) {
-        (true, _) => Mode::Merge,
-        (false, true) => Mode::Append,
-        (false, false) => Mode::Overwrite,
-    };
     let tables: Vec<delta::TableCommit> = by_type
         .into_iter()
         .map(|(name, files)| delta::TableCommit {
@@ -314,13 +439,13 @@ fn commit_types(
             remove: Vec::new(),
             deletions: deletions.remove(&name).unwrap_or_default(),
             base: plan.and_then(|p| p.bases.get(&name).cloned()),
+            home: None,
             name,
             files,
         })
         .collect();
-    let results = delta::commit_all(dataset, &tables, mode, &props);
-    let mut committed: Vec<&str> = Vec::new();
-    let mut failed = None;
+    let results = delta::commit_all(dataset, &tables, mode(opts), &props);
+    let (mut committed, mut failed) = (Vec::new(), Vec::new());
     for (t, r) in tables.iter().zip(results) {
         match r {
             Ok(version) => {
@@ -329,27 +454,31 @@ fn commit_types(
                     .entry(t.name.clone())
                     .or_default()
                     .table_version = Some(version);
-                committed.push(&t.name);
+                committed.push(t.name.clone());
             }
             Err(e) => {
                 undo(&t.name);
-                failed.get_or_insert(e);
+                failed.push((t.name.clone(), e));
             }
         }
     }
-    match failed {
-        None => Ok(()),
-        Some(e) => {
-            let done = match committed.is_empty() {
-                true => "nothing of this run was committed".to_string(),
-                false => format!(
-                    "these tables of this run were committed: {}; the others were not",
-                    committed.join(", ")
-                ),
-            };
-            Err(e.context(done))
-        }
-    }
+    Ok((committed, failed))
+}
+
+/// A run's commits as its result: the first failure, naming the tables that were committed.
+fn finish(mut committed: Vec<String>, failed: Vec<(String, anyhow::Error)>) -> Result<()> {
+    let Some((_, e)) = failed.into_iter().next() else {
+        return Ok(());
+    };
+    committed.sort();
+    let done = match committed.is_empty() {
+        true => "nothing of this run was committed".to_string(),
+        false => format!(
+            "these tables of this run were committed: {}; the others were not",
+            committed.join(", ")
+        ),
+    };
+    Err(e.context(done))
 }
 
 /// Commits a finished run on an object store: its uploads completed, a commit per type, then
@@ -444,9 +573,11 @@ pub fn remote(
             }
         }
         let dataset = Location::Remote(remote.clone());
-        commit_types(&dataset, by_type, plan, opts, version, record, |rt| {
-            let _ = remote.delete(paths.get(rt).cloned().unwrap_or_default());
-        })?;
+        let (committed, failed) =
+            commit_types(&dataset, by_type, plan, opts, version, record, |rt| {
+                let _ = remote.delete(paths.get(rt).cloned().unwrap_or_default());
+            })?;
+        finish(committed, failed)?;
 
         // The rejects: replaced, or added to with --append.
         if !opts.append {

@@ -312,6 +312,7 @@ impl Worker<'_> {
                     let reason = RejectReason::UnknownResourceType;
                     return self.reject(source, line, reason, detail, raw);
                 }
+                commit::prepare_table(self.opts, self.version, rt);
                 self.types.entry(rt.to_string()).or_default()
             }
         };

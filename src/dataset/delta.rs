@@ -15,7 +15,7 @@
 //! one table.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -293,6 +293,67 @@ fn delta_schema(
     Ok(kernel)
 }
 
+/// A new table's schema as its metadata holds it (`schemaString`): the JSON of
+/// [`delta_schema`].
+fn schema_string(
+    version: FhirVersion,
+    name: &str,
+    partition_columns: &[String],
+) -> std::result::Result<Arc<str>, String> {
+    let schema = delta_schema(version, name, partition_columns).map_err(|e| format!("{e:#}"))?;
+    let text = serde_json::to_string(&schema)
+        .map_err(|e| format!("the schema of {name} has no JSON form: {e}"))?;
+    Ok(text.into())
+}
+
+/// What a schema string is made for: FHIR version, type, partition columns.
+type SchemaKey = (FhirVersion, String, Vec<String>);
+/// A schema string, made once by whoever comes first: [`prepare`]'s thread or the commit.
+type SchemaCell = Arc<OnceLock<std::result::Result<Arc<str>, String>>>;
+
+/// The schema strings [`prepare`] started, until a table's creation takes its own.
+static PREPARED: Mutex<Option<HashMap<SchemaKey, SchemaCell>>> = Mutex::new(None);
+
+/// Starts making the schema of a table a run will create (version 0), on a thread of its
+/// own, while the run converts: the typed schema of a wide type is hundreds of kilobytes of
+/// JSON, made in milliseconds that would otherwise all fall on the run's last step, its
+/// commits. Asked for again (another worker met the type too), it does nothing. Where the
+/// table is not created after all, the string stays unused until the process ends.
+pub fn prepare(version: FhirVersion, name: &str, partition_columns: &[String]) {
+    let key = (version, name.to_string(), partition_columns.to_vec());
+    let cell = {
+        let mut prepared = PREPARED.lock().unwrap_or_else(|e| e.into_inner());
+        let prepared = prepared.get_or_insert_with(HashMap::new);
+        if prepared.contains_key(&key) {
+            return;
+        }
+        prepared.entry(key.clone()).or_default().clone()
+    };
+    crate::background::run("delta schema", move || {
+        let (version, name, partition_columns) = key;
+        cell.get_or_init(|| schema_string(version, &name, &partition_columns));
+    });
+}
+
+/// The schema string of a table being created: [`prepare`]'s, waiting for it where its thread
+/// is still at work, else made here.
+fn prepared_schema(
+    version: FhirVersion,
+    name: &str,
+    partition_columns: &[String],
+) -> Result<Arc<str>> {
+    let key = (version, name.to_string(), partition_columns.to_vec());
+    let cell = PREPARED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .and_then(|p| p.remove(&key))
+        .unwrap_or_default();
+    cell.get_or_init(|| schema_string(version, name, partition_columns))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
 /// The partition values of a file from its folders (`effective_year=2019/part-1.parquet`).
 fn partition_values(path: &str) -> HashMap<String, Option<String>> {
     let parts: Vec<&str> = path.split('/').collect();
@@ -430,6 +491,9 @@ pub struct TableCommit {
     /// read): the commit starts from that version instead of reading the log again, and
     /// delta-rs checks what was committed since for conflicts.
     pub base: Option<Base>,
+    /// Where the table will live, where it is made elsewhere and then moved there whole (a
+    /// new local table made in the run's folder): the location its creation records.
+    pub home: Option<Url>,
 }
 
 /// [`commit`]s of several tables at once (each table's commit is its own: one may fail while
@@ -485,16 +549,7 @@ async fn commit_async(
         None => open(dataset, name).await?,
     };
     let Some(table) = opened else {
-        let created = create(
-            dataset,
-            name,
-            adds,
-            files.len(),
-            added_rows,
-            partition_columns,
-            properties,
-        )
-        .await;
+        let created = create(dataset, table, adds, added_rows, properties).await;
         return match created {
             Ok(v) => Ok(v),
             // Another writer created it first: commit into theirs.
@@ -630,19 +685,19 @@ async fn commit_async(
 /// properties) and its first files, in one commit put only if absent.
 async fn create(
     dataset: &Location,
-    name: &str,
+    table: &TableCommit,
     adds: Vec<Action>,
-    added_files: usize,
     added_rows: u64,
-    partition_columns: &[String],
     properties: &BTreeMap<String, String>,
 ) -> Result<u64> {
+    let (name, partition_columns) = (table.name.as_str(), table.partition_columns.as_slice());
+    let (home, added_files) = (table.home.as_ref(), table.files.len());
     // The table's version is the one its properties name (the run's).
     let version = properties
         .get(super::FHIR_VERSION_PROPERTY)
         .and_then(|r| FhirVersion::from_release(r))
         .unwrap_or_default();
-    let schema = delta_schema(version, name, partition_columns)?;
+    let schema = prepared_schema(version, name, partition_columns)?;
     // Delta's first protocol (no table features needed), unless the files come with deletion
     // vectors (an upload of a merged table).
     let vectors = adds
@@ -655,14 +710,15 @@ async fn create(
         true => protocol_with_deletion_vectors(None)?,
     };
     let metadata = table_metadata(&schema, name, partition_columns, properties)?;
-    let table = builder(dataset, name)?.build()?;
+    let made = builder(dataset, name)?.build()?;
+    let location = home.unwrap_or(made.table_url()).clone();
+    let info = create_info(&location, &protocol, partition_columns, properties)?;
     let operation = DeltaOperation::Create {
         mode: SaveMode::ErrorIfExists,
         metadata: metadata.clone(),
-        location: table.table_url().clone(),
+        location,
         protocol: protocol.clone(),
     };
-    let info = create_info(table.table_url(), &protocol, partition_columns, properties)?;
     let mut actions = vec![info, Action::Protocol(protocol), Action::Metadata(metadata)];
     actions.extend(adds);
     let prepared = CommitBuilder::default()
@@ -674,7 +730,7 @@ async fn create(
                 format!("delta-rs.{}", deltalake_core::crate_version()).into(),
             ),
         ]))
-        .build(None, table.log_store(), operation)
+        .build(None, made.log_store(), operation)
         .into_prepared_commit_future()
         .await?;
     // Written: the new snapshot that follows is not needed here.
@@ -721,7 +777,7 @@ fn create_info(
 /// in one step: delta-rs's `new_metadata(..).with_name(..)` parses the schema back and writes
 /// it again to set the name, and the full typed schema of a wide type is large.
 fn table_metadata(
-    schema: &StructType,
+    schema: &str,
     name: &str,
     partition_columns: &[String],
     properties: &BTreeMap<String, String>,
@@ -731,7 +787,7 @@ fn table_metadata(
         "name": name,
         "description": None::<String>,
         "format": {"provider": "parquet", "options": {}},
-        "schemaString": serde_json::to_string(schema)?,
+        "schemaString": schema,
         "partitionColumns": partition_columns,
         "configuration": properties,
         "createdTime": chrono::Utc::now().timestamp_millis(),
@@ -970,5 +1026,34 @@ mod tests {
                 delta_schema(v, name, &[]).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn a_prepared_schema_is_the_schema_and_is_taken_once() {
+        let parts = vec!["effective_year".to_string()];
+        let key = (FhirVersion::R4b, "Observation".to_string(), parts.clone());
+        // Made from the kernel's own StructType, not by the code under test.
+        let expected =
+            serde_json::to_string(&delta_schema(FhirVersion::R4b, "Observation", &parts).unwrap())
+                .unwrap();
+        let parsed: StructType = serde_json::from_str(&expected).unwrap();
+        assert!(parsed.field("effective_year").is_some());
+        prepare(FhirVersion::R4b, "Observation", &parts);
+        prepare(FhirVersion::R4b, "Observation", &parts);
+        let held = |k: &SchemaKey| {
+            let prepared = PREPARED.lock().unwrap();
+            prepared.as_ref().is_some_and(|p| p.contains_key(k))
+        };
+        assert!(held(&key));
+        let got = prepared_schema(FhirVersion::R4b, "Observation", &parts).unwrap();
+        assert_eq!(&*got, expected.as_str());
+        assert!(!held(&key), "taken by the table it was made for");
+        // Not prepared: made at once, the same.
+        let again = prepared_schema(FhirVersion::R4b, "Observation", &parts).unwrap();
+        assert_eq!(&*again, expected.as_str());
+        assert!(prepared_schema(FhirVersion::R4b, "NoSuchType", &[])
+            .unwrap_err()
+            .to_string()
+            .contains("NoSuchType"));
     }
 }

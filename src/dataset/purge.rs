@@ -76,6 +76,7 @@ pub fn purge(
         remove: with.iter().map(|f| f.path.clone()).collect(),
         deletions: Vec::new(),
         base: Some(base),
+        home: None,
     };
     let version = delta::commit(dataset, &table, Mode::Purge, &snap.properties)?;
     Ok(Some(Purged {

@@ -242,8 +242,39 @@ fn a_run_killed_before_its_commit_leaves_the_previous_version() {
 /// A run killed after placing the files of a type that has no table yet, before that table's
 /// version 0: the folder is no table (not a plain folder of those files either), readers say
 /// so and go on, and the next run makes the table.
+/// A convert run stopped at `failpoint`, adding `input` to `out`.
+fn killed_at(failpoint: &str, input: &Path, out: &Path, args: &[&str]) {
+    let o = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
+        .args([
+            "convert",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .arg("-q")
+        .args(args)
+        .env("FHIR2PARQUET_FAILPOINT", failpoint)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+}
+
+/// After a table's folder held a killed run's files: the Parquet files in it are exactly those
+/// its log names once `vacuum --retain 0` ran.
+fn vacuumed_to_the_log(out: &Path, name: &str) {
+    ok(&bin(&["vacuum", out.to_str().unwrap(), "--retain", "0"]));
+    let named = crate::delta_current_files(&out.join(name));
+    let parquet: Vec<_> = crate::files_under(&out.join(name))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    assert_eq!(parquet.len(), named.len(), "{parquet:?}");
+}
+
 #[test]
-fn a_new_table_killed_before_its_first_commit_is_no_table() {
+fn a_new_table_killed_before_it_is_moved_in_is_no_table() {
+    // A type with no folder in OUT gets its table made whole, version 0 and all, in the run's
+    // folder, then moved in: a run killed before then leaves OUT as it was.
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     ok(&convert(
@@ -253,47 +284,61 @@ fn a_new_table_killed_before_its_first_commit_is_no_table() {
     ));
     let input = shared("fhir-data/r4-spec-examples/CodeSystem.ndjson.gz");
     let lines = crate::read_lines(&input).len() as u64;
-    let o = Command::new(env!("CARGO_BIN_EXE_fhir2parquet"))
-        .args([
-            "convert",
-            input.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ])
-        .args(["-q", "--append"])
-        .env("FHIR2PARQUET_FAILPOINT", "files-placed")
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let placed = crate::files_under(&out.join("CodeSystem"));
-    assert!(placed
-        .iter()
-        .any(|p| p.extension().is_some_and(|x| x == "parquet")));
+    killed_at("table-made", &input, &out, &["--append"]);
+    assert!(!out.join("CodeSystem").exists());
+    let sql = |q: &str| bin(&["sql", out.to_str().unwrap(), "-q", "-c", q]);
+    let err = ok_stderr(&sql("SELECT count(*) AS n FROM Patient"));
+    assert!(!err.contains("CodeSystem"), "{err}");
+    assert!(!sql("SELECT count(*) AS n FROM CodeSystem").status.success());
+    // The next run makes the table, of its own rows only.
+    ok(&convert(&input, &out, &["--append"]));
+    let got = sql_counts(&out, &[&"CodeSystem".to_string()], &[]);
+    assert_eq!(got["CodeSystem"], lines);
+    let log = out.join("CodeSystem/_delta_log/00000000000000000000.json");
+    let first = std::fs::read_to_string(&log).unwrap();
+    let info: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    let location = info["commitInfo"]["operationParameters"]["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        location.ends_with("/out/CodeSystem/") && !location.contains(".fhir2parquet-tmp"),
+        "version 0 names where the table lives: {location}"
+    );
+    vacuumed_to_the_log(&out, "CodeSystem");
+}
+
+#[test]
+fn a_folder_killed_before_its_first_commit_is_no_table() {
+    // A plain Parquet folder made a Delta table: the run's files go into the folder, marked
+    // until version 0 is committed. Killed between: readers leave the folder out, with a
+    // warning, and neither the old nor the dead run's rows are read as a table.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    ok(&convert(
+        &shared("fhir-data/synthea-r4-small/Patient.ndjson"),
+        &out,
+        &[],
+    ));
+    let input = shared("fhir-data/r4-spec-examples/CodeSystem.ndjson.gz");
+    let lines = crate::read_lines(&input).len() as u64;
+    ok(&convert(&input, &out, &["--format", "parquet"]));
+    killed_at("files-placed", &input, &out, &[]);
+    assert!(out.join("CodeSystem/_fhir2parquet-uncommitted").exists());
     assert!(!out.join("CodeSystem/_delta_log").exists());
     let sql = |q: &str| bin(&["sql", out.to_str().unwrap(), "-q", "-c", q]);
-    let o = sql("SELECT count(*) AS n FROM Patient");
-    let err = ok_stderr(&o);
+    let err = ok_stderr(&sql("SELECT count(*) AS n FROM Patient"));
     assert!(
         err.contains("CodeSystem") && err.contains("did not commit"),
         "{err}"
     );
-    let o = sql("SELECT count(*) AS n FROM CodeSystem");
-    assert!(!o.status.success());
-    // The next run makes the table, of its own rows only; vacuum removes the dead run's files.
-    ok(&convert(&input, &out, &["--append"]));
+    assert!(!sql("SELECT count(*) AS n FROM CodeSystem").status.success());
+    // The next run makes the table, of its own rows only; vacuum removes the other files.
+    ok(&convert(&input, &out, &[]));
     let got = sql_counts(&out, &[&"CodeSystem".to_string()], &[]);
     assert_eq!(got["CodeSystem"], lines);
-    assert!(!out
-        .join("CodeSystem")
-        .join("_fhir2parquet-uncommitted")
-        .exists());
-    ok(&bin(&["vacuum", out.to_str().unwrap(), "--retain", "0"]));
-    let named = crate::delta_current_files(&out.join("CodeSystem"));
-    let parquet: Vec<_> = crate::files_under(&out.join("CodeSystem"))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .collect();
-    assert_eq!(parquet.len(), named.len(), "{parquet:?}");
+    assert!(!out.join("CodeSystem/_fhir2parquet-uncommitted").exists());
+    vacuumed_to_the_log(&out, "CodeSystem");
 }
 
 #[test]
