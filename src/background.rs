@@ -11,8 +11,24 @@
 /// (a cache filled, memory freed); where no thread is to be had, it is not done here (and
 /// `work`, with what it holds, is dropped).
 pub fn run(name: &str, work: impl FnOnce() + Send + 'static) {
-    let spawned = std::thread::Builder::new().name(name.into()).spawn(work);
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(|| {
+        give_way();
+        work()
+    });
     std::mem::drop(spawned);
+}
+
+/// Lowers the calling thread's priority to the least (Linux: a thread's own nice value), so
+/// that such work takes the time the run leaves its cores idle (a run's workers keep two cores
+/// nine-tenths busy), not the run's. What the run may wait for (a new table's schema, see
+/// `dataset::delta::prepare`) gets the cores as soon as the run waits.
+fn give_way() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on the calling thread; failure leaves the priority as it is.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
 }
 
 /// Drops `value` on a thread of its own (see [`run`]).

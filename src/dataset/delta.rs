@@ -266,12 +266,12 @@ fn explain(e: DeltaTableError, dataset: &Location, name: &str) -> anyhow::Error 
     )
 }
 
-/// The Delta schema of a resource type's table: the typed schema and the partition columns.
-fn delta_schema(
+/// The fields of a resource type's table: the typed schema and the partition columns.
+fn table_fields(
     version: FhirVersion,
     name: &str,
     partition_columns: &[String],
-) -> Result<StructType> {
+) -> Result<Vec<arrow::datatypes::FieldRef>> {
     let mut fields: Vec<arrow::datatypes::FieldRef> =
         crate::schema::node::arrow_schema(version, name)
             .with_context(|| format!("{name} is not a resource type of FHIR {version}"))?
@@ -286,7 +286,17 @@ fn delta_schema(
             true,
         )));
     }
-    let schema = arrow::datatypes::Schema::new(fields);
+    Ok(fields)
+}
+
+/// The Delta schema of a resource type's table, as the kernel makes it from
+/// [`table_fields`].
+fn delta_schema(
+    version: FhirVersion,
+    name: &str,
+    partition_columns: &[String],
+) -> Result<StructType> {
+    let schema = arrow::datatypes::Schema::new(table_fields(version, name, partition_columns)?);
     let kernel: StructType = (&schema)
         .try_into_kernel()
         .map_err(|e| anyhow!("the schema of {name} has no Delta form: {e}"))?;
@@ -294,12 +304,16 @@ fn delta_schema(
 }
 
 /// A new table's schema as its metadata holds it (`schemaString`): the JSON of
-/// [`delta_schema`].
+/// [`delta_schema`], written straight from the fields where [`super::schema_json`] can.
 fn schema_string(
     version: FhirVersion,
     name: &str,
     partition_columns: &[String],
 ) -> std::result::Result<Arc<str>, String> {
+    let fields = table_fields(version, name, partition_columns).map_err(|e| format!("{e:#}"))?;
+    if let Some(text) = super::schema_json::write(&fields) {
+        return Ok(text.into());
+    }
     let schema = delta_schema(version, name, partition_columns).map_err(|e| format!("{e:#}"))?;
     let text = serde_json::to_string(&schema)
         .map_err(|e| format!("the schema of {name} has no JSON form: {e}"))?;
@@ -1020,10 +1034,18 @@ mod tests {
     }
 
     #[test]
-    fn every_resource_type_has_a_delta_schema() {
+    fn every_resource_type_has_a_delta_schema_written_as_the_kernel_writes_it() {
+        let parts = ["effective_year".to_string()];
         for v in FhirVersion::ALL {
             for name in v.model().resource_types() {
-                delta_schema(v, name, &[]).unwrap();
+                for partition_columns in [&[][..], &parts[..]] {
+                    let kernel = delta_schema(v, name, partition_columns).unwrap();
+                    let expected = serde_json::to_string(&kernel).unwrap();
+                    let fields = table_fields(v, name, partition_columns).unwrap();
+                    let ours = crate::dataset::schema_json::write(&fields)
+                        .unwrap_or_else(|| panic!("{v} {name}: not written straight"));
+                    assert!(ours == expected, "{v} {name}: differs from the kernel's");
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod layout;
 pub mod lock;
 pub mod provider;
 pub mod purge;
+pub mod schema_json;
 pub mod unify;
 
 use std::path::{Path, PathBuf};
