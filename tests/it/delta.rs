@@ -271,10 +271,14 @@ fn vacuumed_to_the_log(out: &Path, name: &str) {
     assert_eq!(parquet.len(), named.len(), "{parquet:?}");
 }
 
-#[test]
-fn a_new_table_killed_before_it_is_moved_in_is_no_table() {
-    // A type with no folder in OUT gets its table made whole, version 0 and all, in the run's
-    // folder, then moved in: a run killed before then leaves OUT as it was.
+/// A dataset of Synthea's patients, and the specification's CodeSystem examples to add to it
+/// (with their line count): the folder, the dataset, the input, its lines.
+fn patients_and_code_systems() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    u64,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     ok(&convert(
@@ -284,6 +288,14 @@ fn a_new_table_killed_before_it_is_moved_in_is_no_table() {
     ));
     let input = shared("fhir-data/r4-spec-examples/CodeSystem.ndjson.gz");
     let lines = crate::read_lines(&input).len() as u64;
+    (tmp, out, input, lines)
+}
+
+#[test]
+fn a_new_table_killed_before_it_is_moved_in_is_no_table() {
+    // A type with no folder in OUT gets its table made whole, version 0 and all, in the run's
+    // folder, then moved in: a run killed before then leaves OUT as it was.
+    let (_tmp, out, input, lines) = patients_and_code_systems();
     killed_at("table-made", &input, &out, &["--append"]);
     assert!(!out.join("CodeSystem").exists());
     let sql = |q: &str| bin(&["sql", out.to_str().unwrap(), "-q", "-c", q]);
@@ -313,15 +325,7 @@ fn a_folder_killed_before_its_first_commit_is_no_table() {
     // A plain Parquet folder made a Delta table: the run's files go into the folder, marked
     // until version 0 is committed. Killed between: readers leave the folder out, with a
     // warning, and neither the old nor the dead run's rows are read as a table.
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    ok(&convert(
-        &shared("fhir-data/synthea-r4-small/Patient.ndjson"),
-        &out,
-        &[],
-    ));
-    let input = shared("fhir-data/r4-spec-examples/CodeSystem.ndjson.gz");
-    let lines = crate::read_lines(&input).len() as u64;
+    let (_tmp, out, input, lines) = patients_and_code_systems();
     ok(&convert(&input, &out, &["--format", "parquet"]));
     killed_at("files-placed", &input, &out, &[]);
     assert!(out.join("CodeSystem/_fhir2parquet-uncommitted").exists());
