@@ -75,6 +75,16 @@ pub fn prepare_table(opts: &ConvertOptions, version: FhirVersion, rt: &str) {
     }
 }
 
+/// A file of the run, `name` in its folder `dir`, as its table's commit adds it.
+fn new_file(dir: &Path, name: &str, rows: u64, bytes: u64) -> NewFile {
+    NewFile {
+        path: format!("{}{name}", inside_table(dir)),
+        bytes,
+        rows: Some(rows),
+        deletion_vector: None,
+    }
+}
+
 /// A folder of the run (`Observation/effective_year=2019`) as the path of its files inside
 /// their table's folder (`effective_year=2019/`).
 fn inside_table(dir: &Path) -> String {
@@ -207,7 +217,7 @@ pub fn local(
         })
         .cloned()
         .collect();
-    let (mut committed, mut failed, taken) =
+    let (mut committed, mut failed) =
         make_new_tables(out, tmp, written, &new, opts, version, record);
 
     // The others: their files moved to their place in the table's folder. A type whose folder
@@ -215,7 +225,7 @@ pub fn local(
     // folder's before its version 0 is committed (or after a kill before then).
     let mut by_type: BTreeMap<String, Vec<NewFile>> = BTreeMap::new();
     let mut moved: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    let rest = |rt: &String| !taken.contains(rt) && !failed.iter().any(|(t, _)| t == rt);
+    let rest = |rt: &String| !committed.contains(rt) && !failed.iter().any(|(t, _)| t == rt);
     let mut marked: Vec<PathBuf> = Vec::new();
     for rt in types.iter().filter(|rt| rest(rt)) {
         let table = out.join(rt);
@@ -244,12 +254,10 @@ pub fn local(
                 .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))?;
             let bytes = fs_err::metadata(&to).map(|m| m.len()).unwrap_or(0);
             moved.entry(rt.clone()).or_default().push(to);
-            by_type.entry(rt.clone()).or_default().push(NewFile {
-                path: format!("{}{name}", inside_table(dir)),
-                bytes,
-                rows: Some(*rows),
-                deletion_vector: None,
-            });
+            by_type
+                .entry(rt.clone())
+                .or_default()
+                .push(new_file(dir, name, *rows, bytes));
         }
     }
     crate::dataset::commit::failpoint("files-placed");
@@ -341,10 +349,9 @@ fn mode(opts: &ConvertOptions) -> Mode {
 type Outcome = (Vec<String>, Vec<(String, anyhow::Error)>);
 
 /// Makes the tables of `new` (types with no folder in OUT) in the run's folder `tmp`, each with
-/// its version 0, and moves each into OUT whole. Returns the types committed, those that
-/// failed, and every type taken care of here (committed or failed); a type whose folder
-/// appeared in OUT meanwhile (another writer's) is left for the usual path, its version 0
-/// here removed.
+/// its version 0, and moves each into OUT whole. Returns the types committed and those that
+/// failed; a type in neither is one whose folder appeared in OUT meanwhile (another writer's),
+/// left for the usual path, its version 0 here removed.
 fn make_new_tables(
     out: &Path,
     tmp: &Path,
@@ -353,10 +360,10 @@ fn make_new_tables(
     opts: &ConvertOptions,
     version: FhirVersion,
     record: &mut RunRecord,
-) -> (Vec<String>, Vec<(String, anyhow::Error)>, Vec<String>) {
-    let (mut committed, mut failed, mut taken) = (Vec::new(), Vec::new(), Vec::new());
+) -> Outcome {
+    let (mut committed, mut failed) = (Vec::new(), Vec::new());
     if new.is_empty() {
-        return (committed, failed, taken);
+        return (committed, failed);
     }
     let mut by_type: BTreeMap<&str, Vec<NewFile>> = BTreeMap::new();
     let mut dirs: Vec<&PathBuf> = written.keys().collect();
@@ -369,12 +376,10 @@ fn make_new_tables(
         let f = &written[dir];
         for (name, rows) in f.names.iter().zip(&f.rows) {
             let bytes = fs_err::metadata(tmp.join(dir).join(name)).map_or(0, |m| m.len());
-            by_type.entry(rt).or_default().push(NewFile {
-                path: format!("{}{name}", inside_table(dir)),
-                bytes,
-                rows: Some(*rows),
-                deletion_vector: None,
-            });
+            by_type
+                .entry(rt)
+                .or_default()
+                .push(new_file(dir, name, *rows, bytes));
         }
     }
     let home = Location::Local(out.to_path_buf());
@@ -402,7 +407,6 @@ fn make_new_tables(
                     let rec = record.types.entry(t.name.clone()).or_default();
                     rec.table_version = Some(version);
                     committed.push(t.name.clone());
-                    taken.push(t.name.clone());
                 }
                 // The folder is there now: this run's files go in as into any table's.
                 Err(_) => {
@@ -411,11 +415,10 @@ fn make_new_tables(
             },
             Err(e) => {
                 failed.push((t.name.clone(), e));
-                taken.push(t.name.clone());
             }
         }
     }
-    (committed, failed, taken)
+    (committed, failed)
 }
 
 /// One commit per type, all at once (with a merge's rewritten files, see
@@ -497,14 +500,11 @@ pub fn remote(
     let mut uploads = Vec::new();
     for (dir, f) in written {
         let rt = folder_type(&dir);
-        let inside = inside_table(&dir);
         for ((name, rows), upload) in f.names.iter().zip(&f.rows).zip(f.pending) {
-            by_type.entry(rt.clone()).or_default().push(NewFile {
-                path: format!("{inside}{name}"),
-                bytes: upload.bytes,
-                rows: Some(*rows),
-                deletion_vector: None,
-            });
+            by_type
+                .entry(rt.clone())
+                .or_default()
+                .push(new_file(&dir, name, *rows, upload.bytes));
             paths
                 .entry(rt.clone())
                 .or_default()

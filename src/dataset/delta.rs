@@ -337,11 +337,10 @@ pub fn prepare(version: FhirVersion, name: &str, partition_columns: &[String]) {
     let key = (version, name.to_string(), partition_columns.to_vec());
     let cell = {
         let mut prepared = PREPARED.lock().unwrap_or_else(|e| e.into_inner());
-        let prepared = prepared.get_or_insert_with(HashMap::new);
-        if prepared.contains_key(&key) {
-            return;
+        match prepared.get_or_insert_with(HashMap::new).entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => return,
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(SchemaCell::default()).clone(),
         }
-        prepared.entry(key.clone()).or_default().clone()
     };
     crate::background::run("delta schema", move || {
         let (version, name, partition_columns) = key;
